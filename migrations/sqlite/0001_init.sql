@@ -1,0 +1,54 @@
+-- The drift history. Times are integer milliseconds since the Unix epoch, UTC.
+
+-- One row per target, holding what /status.json needs so it never scans history.
+create table targets (
+    id integer primary key,
+    repo text not null,
+    server text not null,
+    -- The snapshot with the greatest (last_check, id).
+    latest_id integer not null,
+    -- last_check of the first snapshot of the current unbroken run of the latest sync_status.
+    status_since integer not null,
+    unique (repo, server)
+);
+
+-- Distinct sets of drifted files, stored once however many snapshots repeat them.
+create table filesets (
+    id integer primary key,
+    -- SHA-256 of `files`.
+    digest blob not null unique,
+    -- JSON array of file names, sorted, no duplicates.
+    files text not null
+);
+
+-- Every snapshot ever acknowledged, appended in arrival order (id).
+create table snapshots (
+    id integer primary key,
+    target_id integer not null references targets (id),
+    last_check integer not null,
+    received_at integer not null,
+    -- 0 SYNCED, 1 OUT_OF_SYNC, 2 ERROR.
+    sync_status integer not null check (sync_status in (0, 1, 2)),
+    drift_count integer not null,
+    -- null: no files.
+    fileset_id integer references filesets (id),
+    -- Derived, not reported: bit 1 set when sync_status differs from the target's previous snapshot
+    -- by last_check, bit 2 when the file set does (both for a target's first). Kept current when a
+    -- late retry lands between two snapshots; the reported fields are never rewritten.
+    change integer not null,
+    stale_after integer,
+    revision text,
+    run_url text,
+    message text,
+    -- Reserved for the integrity chain.
+    hash blob
+);
+
+-- Per-target history pages, idempotency lookups, neighbours of an insert. One check per target and
+-- last_check: a different snapshot at the same last_check is a conflict.
+create unique index snapshots_target_time on snapshots (target_id, last_check);
+-- History pages across targets.
+create index snapshots_time on snapshots (last_check);
+-- changes_only pages, per target and across targets; transitions are few, so these stay small.
+create index snapshots_target_changes on snapshots (target_id, last_check) where change != 0;
+create index snapshots_changes on snapshots (last_check) where change != 0;

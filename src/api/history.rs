@@ -1,0 +1,241 @@
+//! `GET /history`: the audit trail, as keyset-paginated JSON pages or streamed CSV / NDJSON exports.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+
+use super::AppState;
+use crate::error::{ApiError, Problem, Result};
+use crate::model::{
+    Cursor, DEFAULT_HISTORY_LIMIT, ExportFormat, HistoryParams, HistoryRequest, Snapshot,
+};
+use crate::store::StoreError;
+
+/// Columns of the CSV export, in order.
+pub const CSV_COLUMNS: [&str; 12] = [
+    "id",
+    "repo",
+    "server",
+    "sync_status",
+    "drift_count",
+    "files",
+    "last_check",
+    "received_at",
+    "revision",
+    "run_url",
+    "message",
+    "hash",
+];
+
+/// Rows encoded per chunk of an export.
+const EXPORT_CHUNK_ROWS: usize = 256;
+
+/// History of snapshots, newest first.
+///
+/// Filters by repo, server, sync_status and a `[from, to)` window on `last_check`; `changes_only`
+/// keeps only transitions. JSON answers one page and, when more rows exist, a
+/// `Link: <...>; rel="next"` header whose cursor stays stable while new snapshots arrive.
+/// `format=csv` or `format=ndjson` (or the matching `Accept`) streams the whole selection.
+#[utoipa::path(
+    get,
+    path = "/history",
+    tag = "history",
+    params(HistoryParams),
+    responses(
+        (status = 200, description = "Snapshots, ordered by last_check then id",
+         headers(("Link" = String, description = "`<...>; rel=\"next\"` when more rows exist (JSON only)")),
+         content(
+            (Vec<Snapshot> = "application/json"),
+            (String = "text/csv"),
+            (Snapshot = "application/x-ndjson")
+         )),
+        (status = 400, description = "A query parameter is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn history_list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let request = HistoryRequest::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
+    let format = request
+        .format
+        .unwrap_or_else(|| negotiated_format(&headers));
+    if format == ExportFormat::Json {
+        let limit = request.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+        // One row more than asked tells whether a next page exists without counting.
+        let mut rows = state.store.history_page(&request.filter, limit + 1).await?;
+        let next = (rows.len() > limit).then(|| {
+            rows.truncate(limit);
+            rows.last().map(|last| Cursor {
+                last_check: last.last_check,
+                id: last.id,
+            })
+        });
+        let mut response = Json(rows).into_response();
+        if let Some(Some(cursor)) = next {
+            if let Ok(link) = HeaderValue::try_from(next_link(query.as_deref(), cursor)) {
+                response.headers_mut().insert(header::LINK, link);
+            }
+        }
+        return Ok(response);
+    }
+
+    // Check the database before committing to a 200 that a failing stream would truncate.
+    state.store.ping().await?;
+    let rows = state
+        .store
+        .history_stream(request.filter, request.limit)
+        .ready_chunks(EXPORT_CHUNK_ROWS);
+    let (content_type, body) = match format {
+        ExportFormat::Csv => (
+            "text/csv; charset=utf-8",
+            export_body(rows, csv_chunk, true),
+        ),
+        _ => (
+            "application/x-ndjson",
+            export_body(rows, ndjson_chunk, false),
+        ),
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// `json`, unless `Accept` names CSV or NDJSON before JSON.
+fn negotiated_format(headers: &HeaderMap) -> ExportFormat {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','));
+    for media in accept {
+        let essence = media.split(';').next().unwrap_or_default().trim();
+        match essence.to_ascii_lowercase().as_str() {
+            "text/csv" => return ExportFormat::Csv,
+            "application/x-ndjson" | "application/ndjson" => return ExportFormat::Ndjson,
+            "application/json" => return ExportFormat::Json,
+            _ => {}
+        }
+    }
+    ExportFormat::Json
+}
+
+/// The same request with the cursor replaced, as an RFC 8288 link.
+fn next_link(query: Option<&str>, cursor: Cursor) -> String {
+    let mut next = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key != "cursor" {
+            next.append_pair(&key, &value);
+        }
+    }
+    next.append_pair("cursor", &cursor.encode());
+    format!("</history?{}>; rel=\"next\"", next.finish())
+}
+
+type Chunk = Vec<Result<Snapshot, StoreError>>;
+
+fn export_body(
+    rows: impl Stream<Item = Chunk> + Send + 'static,
+    encode: fn(&[Snapshot]) -> Vec<u8>,
+    csv_header: bool,
+) -> Body {
+    let header = csv_header.then(|| Ok(Bytes::from(csv_header_line())));
+    let chunks = rows.map(move |chunk| {
+        let snapshots = chunk
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                // The status line is gone; all that is left is to cut the body short.
+                tracing::error!(%error, "history export failed mid-stream");
+                std::io::Error::other(error)
+            })?;
+        Ok::<_, std::io::Error>(Bytes::from(encode(&snapshots)))
+    });
+    Body::from_stream(futures_util::stream::iter(header).chain(chunks))
+}
+
+fn csv_header_line() -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = writer.write_record(CSV_COLUMNS);
+    writer.into_inner().unwrap_or_default()
+}
+
+fn csv_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for snapshot in snapshots {
+        let record = [
+            snapshot.id.to_string(),
+            snapshot.repo.clone(),
+            snapshot.server.clone(),
+            snapshot.sync_status.as_str().to_owned(),
+            snapshot.drift_count.to_string(),
+            snapshot.files_text.clone(),
+            snapshot.last_check.to_string(),
+            snapshot.received_at.to_string(),
+            snapshot.revision.clone().unwrap_or_default(),
+            snapshot.run_url.clone().unwrap_or_default(),
+            snapshot.message.clone().unwrap_or_default(),
+            String::new(),
+        ];
+        let _ = writer.write_record(&record);
+    }
+    writer.into_inner().unwrap_or_default()
+}
+
+fn ndjson_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for snapshot in snapshots {
+        // Serializing these plain structs cannot fail.
+        let _ = serde_json::to_writer(&mut out, snapshot);
+        out.push(b'\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timestamp::Timestamp;
+
+    #[test]
+    fn next_link_keeps_filters_and_replaces_the_cursor() {
+        let cursor = Cursor {
+            last_check: Timestamp::from_millis(5),
+            id: 7,
+        };
+        let link = next_link(Some("repo=rsyslog&cursor=old&limit=2"), cursor);
+        assert_eq!(
+            link,
+            format!(
+                "</history?repo=rsyslog&limit=2&cursor={}>; rel=\"next\"",
+                cursor.encode()
+            )
+        );
+    }
+
+    #[test]
+    fn accept_header_selects_exports() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(negotiated_format(&headers), ExportFormat::Json);
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/csv;q=0.9, */*"),
+        );
+        assert_eq!(negotiated_format(&headers), ExportFormat::Csv);
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        assert_eq!(negotiated_format(&headers), ExportFormat::Ndjson);
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/csv"),
+        );
+        assert_eq!(negotiated_format(&headers), ExportFormat::Json);
+    }
+}

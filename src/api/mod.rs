@@ -1,0 +1,95 @@
+//! The HTTP resources: shared state and the router that merges every resource's routes and spec.
+
+pub mod health;
+pub mod history;
+pub mod openapi;
+pub mod snapshots;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::ServeArgs;
+use crate::error::Problem;
+use crate::model::FieldError;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    pub fn new(store: Store, settings: Settings) -> Self {
+        Self {
+            store,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+/// Behaviour the operator configures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Age after which a target without a newer check is `STALE`, unless it carries its own.
+    pub stale_after: Duration,
+    /// Longest a request may take to be answered.
+    pub request_timeout: Duration,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stale_after: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+            body_limit: 1024 * 1024,
+        }
+    }
+}
+
+impl From<&ServeArgs> for Settings {
+    fn from(args: &ServeArgs) -> Self {
+        Self {
+            stale_after: args.stale_after,
+            request_timeout: args.request_timeout,
+            body_limit: usize::try_from(args.body_limit).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "gitops-status-server",
+        description = "CI pipelines post Ansible drift-check snapshots; Grafana, dashboards and \
+                       auditors read the latest status of every target and its full history.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
+    ),
+    components(schemas(Problem, FieldError)),
+    tags(
+        (name = "snapshots", description = "Recording drift-check results"),
+        (name = "status", description = "Latest status of every target"),
+        (name = "history", description = "The audit trail"),
+        (name = "operations", description = "Health, readiness and the API description")
+    )
+)]
+struct ApiDoc;
+
+/// Every route of the service, with the OpenAPI document generated from the handlers.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(snapshots::record_snapshot))
+        .routes(routes!(status::status_list))
+        .routes(routes!(history::history_list))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::openapi_json))
+}

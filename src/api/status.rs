@@ -1,0 +1,50 @@
+//! `GET /status.json`: the latest snapshot of every target, for Grafana's Infinity datasource.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+
+use super::AppState;
+use crate::error::{ApiError, Problem, Result};
+use crate::model::{StatusFilter, StatusParams, StatusRow};
+use crate::timestamp::Timestamp;
+
+/// Latest status of every target.
+///
+/// One object per (repo, server), sorted by repo then server. `state` is `STALE` when the last check
+/// is older than the target's stale-after; `status_since` is when the current run of `sync_status`
+/// began. Costs the same however long the history is.
+#[utoipa::path(
+    get,
+    path = "/status.json",
+    tag = "status",
+    params(StatusParams),
+    responses(
+        (status = 200, description = "Latest snapshot per target", body = Vec<StatusRow>),
+        (status = 400, description = "A query parameter is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn status_list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<StatusRow>>> {
+    let filter = StatusFilter::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
+    let latest = state.store.latest(&filter).await?;
+    let now = Timestamp::now();
+    let default_stale_after =
+        i64::try_from(state.settings.stale_after.as_secs()).unwrap_or(i64::MAX);
+    let rows = latest
+        .into_iter()
+        .map(|latest| {
+            StatusRow::new(
+                latest.snapshot,
+                latest.status_since,
+                now,
+                default_stale_after,
+            )
+        })
+        .filter(|row| filter.states.is_empty() || filter.states.contains(&row.state))
+        .collect();
+    Ok(Json(rows))
+}

@@ -1,0 +1,233 @@
+//! `ApiError` and its RFC 9457 `application/problem+json` rendering, plus the JSON body extractor
+//! whose every rejection is one of these problems.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::model::FieldError;
+use crate::store::StoreError;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Handler result.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Everything a request can fail with; each variant is one problem type.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the snapshot breaks the schema or its rules")]
+    InvalidSnapshot(Vec<FieldError>),
+    #[error("invalid query parameters")]
+    InvalidQuery(Vec<FieldError>),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed { method: String },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the request did not complete within the server's request timeout")]
+    Timeout,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub const fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidSnapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem `type`: a stable identifier clients may switch on (listed in the README).
+    const fn problem_type(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "/problems/malformed-json",
+            Self::InvalidSnapshot(_) => "/problems/invalid-snapshot",
+            Self::InvalidQuery(_) => "/problems/invalid-query",
+            Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
+            Self::PayloadTooLarge => "/problems/payload-too-large",
+            Self::Conflict(_) => "/problems/conflict",
+            Self::NotFound(_) => "/problems/not-found",
+            Self::MethodNotAllowed { .. } => "/problems/method-not-allowed",
+            Self::Unavailable(_) => "/problems/unavailable",
+            Self::Timeout => "/problems/timeout",
+            Self::Internal(_) => "/problems/internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "Malformed JSON",
+            Self::InvalidSnapshot(_) => "Invalid snapshot",
+            Self::InvalidQuery(_) => "Invalid query parameters",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::Conflict(_) => "Conflict",
+            Self::NotFound(_) => "Not found",
+            Self::MethodNotAllowed { .. } => "Method not allowed",
+            Self::Unavailable(_) => "Service unavailable",
+            Self::Timeout => "Request timed out",
+            Self::Internal(_) => "Internal server error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => {
+                let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
+                format!("invalid field(s): {}", fields.join(", "))
+            }
+            Self::Internal(_) => "the server failed; the cause is in its log".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<u32> {
+        matches!(self, Self::Unavailable(_) | Self::Timeout).then_some(1)
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable identifier of the kind of problem, e.g. `/problems/invalid-snapshot`.
+    #[serde(rename = "type")]
+    #[schema(example = "/problems/invalid-snapshot")]
+    pub problem_type: String,
+    #[schema(example = "Invalid snapshot")]
+    pub title: String,
+    #[schema(example = 422)]
+    pub status: u16,
+    #[schema(example = "invalid field(s): files[3].name")]
+    pub detail: String,
+    /// Every invalid field, for validation failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let retry_after = self.retry_after_seconds();
+        let problem = Problem {
+            problem_type: self.problem_type().to_owned(),
+            title: self.title().to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors: match self {
+                Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => errors,
+                _ => Vec::new(),
+            },
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(detail) => Self::Conflict(detail),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "database unavailable");
+                Self::Unavailable("the database is unavailable; retry shortly".to_owned())
+            }
+            StoreError::Closed => {
+                Self::Unavailable("the server is shutting down; retry shortly".to_owned())
+            }
+            StoreError::Database(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+/// A request body that is a JSON document: checks the content type, the size limit and the syntax,
+/// and leaves the schema to the wire type.
+#[derive(Debug)]
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if !is_json_media_type(content_type) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected Content-Type: application/json, got {:?}",
+                content_type
+            )));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::MalformedJson(rejection.body_text())
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| ApiError::MalformedJson(error.to_string()))
+    }
+}
+
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_media_type("application/merge-patch+json"));
+        assert!(!is_json_media_type("text/plain"));
+        assert!(!is_json_media_type(""));
+        assert!(!is_json_media_type("application/jsonx"));
+    }
+}

@@ -1,0 +1,176 @@
+//! The storage seam: the domain verbs the API needs, one implementation per database.
+
+mod sqlite;
+
+use futures_util::stream::BoxStream;
+
+use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
+use crate::timestamp::Timestamp;
+
+pub use sqlite::SqliteStore;
+
+/// Why a storage call failed, in the terms the API maps to status codes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The same target already has a different snapshot at this `last_check`.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached or written right now (pool timeout, busy, read-only, full).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The store was closed for shutdown.
+    #[error("the store is closed")]
+    Closed,
+    /// Anything else: a bug or a corrupt database.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
+                Self::Conflict(db.message().to_owned())
+            }
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL,
+                // SQLITE_CANTOPEN (primary result codes; extended codes keep them in the low byte).
+                Some(code) if is_transient_sqlite_code(code) => {
+                    Self::Unavailable(error.to_string())
+                }
+                _ => Self::Database(error.to_string()),
+            },
+            _ => Self::Database(error.to_string()),
+        }
+    }
+}
+
+fn is_transient_sqlite_code(code: &str) -> bool {
+    code.parse::<i64>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+}
+
+/// What `record` did with a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub snapshot: Snapshot,
+    /// True when an identical snapshot was already stored (a retry) and nothing new was written.
+    pub replayed: bool,
+}
+
+/// The latest snapshot of one target and when its current run of `sync_status` began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    pub snapshot: Snapshot,
+    pub status_since: Timestamp,
+}
+
+/// The one store the service runs on.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens (creating and migrating when needed) the database named by `url`.
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite(SqliteStore::open(url).await?)),
+            "postgres" | "postgresql" => Err(ConnectError::Unsupported(
+                "PostgreSQL support is not built yet; use a sqlite:// URL".to_owned(),
+            )),
+            _ => Err(ConnectError::Unsupported(format!(
+                "unsupported scheme {scheme:?}; expected sqlite://PATH"
+            ))),
+        }
+    }
+
+    /// Appends a snapshot, durably, or returns the identical one already stored.
+    pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.record(snapshot).await,
+        }
+    }
+
+    /// The latest snapshot of every target matching the filter's repo and server, sorted by repo
+    /// then server. State filtering is left to the caller, since staleness depends on the clock.
+    pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.latest(filter).await,
+        }
+    }
+
+    /// One page of history: at most `limit` rows after the filter's cursor.
+    pub async fn history_page(
+        &self,
+        filter: &HistoryFilter,
+        limit: usize,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.history_page(filter, limit).await,
+        }
+    }
+
+    /// The whole selection, read page by page so memory stays flat however long it is.
+    pub fn history_stream(
+        &self,
+        filter: HistoryFilter,
+        limit: Option<usize>,
+    ) -> BoxStream<'static, Result<Snapshot, StoreError>> {
+        const PAGE: usize = 1000;
+        let store = self.clone();
+        let pages = futures_util::stream::try_unfold(
+            (filter, limit.unwrap_or(usize::MAX), false),
+            move |(mut filter, remaining, done)| {
+                let store = store.clone();
+                async move {
+                    if done || remaining == 0 {
+                        return Ok::<_, StoreError>(None);
+                    }
+                    let page = store.history_page(&filter, PAGE.min(remaining)).await?;
+                    let done = page.len() < PAGE.min(remaining);
+                    filter.after = page.last().map(|last| crate::model::Cursor {
+                        last_check: last.last_check,
+                        id: last.id,
+                    });
+                    let remaining = remaining - page.len();
+                    Ok(Some((
+                        futures_util::stream::iter(page.into_iter().map(Ok)),
+                        (filter, remaining, done),
+                    )))
+                }
+            },
+        );
+        Box::pin(futures_util::TryStreamExt::try_flatten(pages))
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.ping().await,
+        }
+    }
+
+    /// Finishes queued writes and closes the database.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(store) => store.close().await,
+        }
+    }
+}
+
+/// Why the store could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("DATABASE_URL: {0}")]
+    Unsupported(String),
+    #[error("DATABASE_URL: cannot open the database: {0}")]
+    Open(#[from] sqlx::Error),
+    #[error("DATABASE_URL: cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
