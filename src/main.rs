@@ -56,7 +56,10 @@ async fn run_server(args: ServeArgs) -> ExitCode {
         }
     };
     tracing::warn!("no tokens configured: anyone who can reach this server can record snapshots");
-    tracing::info!(address = %args.listen, "listening");
+    match listener.local_addr() {
+        Ok(address) => tracing::info!(%address, "listening"),
+        Err(error) => tracing::warn!(%error, "listening on an unknown address"),
+    }
     let app = gitops_status_server::app(AppState::new(store.clone(), Settings::from(&args)));
     let served = gitops_status_server::serve(
         listener,

@@ -206,6 +206,8 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
+        // Readers first, so the writer's connection is the last one and removes the WAL.
+        self.inner.readers.close().await;
         self.inner.shutdown.notify_one();
         let writer = self
             .inner
@@ -218,7 +220,6 @@ impl SqliteStore {
                 tracing::error!(%error, "the writer task failed");
             }
         }
-        self.inner.readers.close().await;
     }
 }
 

@@ -1,0 +1,482 @@
+//! The real thing: HTTP over TCP, the compiled binary, restarts on a file database, SIGTERM while a
+//! request is in flight, `kill -9` after acknowledged writes, and start-up errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gitops_status_server::model::HistoryFilter;
+use gitops_status_server::store::Store;
+use gitops_status_server::{AppState, Settings};
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_gitops-status-server");
+
+#[tokio::test]
+async fn serves_over_tcp_and_a_restart_on_the_same_file_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("restart.db").display());
+    let client = reqwest::Client::new();
+
+    let store = Store::connect(&url).await.unwrap();
+    let server = TcpServer::start(gitops_status_server::app(AppState::new(
+        store.clone(),
+        Settings::default(),
+    )))
+    .await;
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let files: &[&str] = if i % 4 == 0 { &["a.conf"] } else { &[] };
+        let status = if files.is_empty() {
+            "SYNCED"
+        } else {
+            "OUT_OF_SYNC"
+        };
+        let response = client
+            .post(server.url("/api/status"))
+            .json(&snapshot(
+                "rsyslog",
+                &format!("lab-{}", i % 3),
+                status,
+                files,
+                &at_offset(-100 + i),
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        acknowledged.push(response.json::<Value>().await.unwrap());
+    }
+    let status_before: Value = client
+        .get(server.url("/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let history_before: Value = client
+        .get(server.url("/history?order=asc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history_before.as_array().unwrap(), &acknowledged);
+    server.stop().await;
+    store.close().await;
+
+    let store = Store::connect(&url).await.unwrap();
+    let server = TcpServer::start(gitops_status_server::app(AppState::new(
+        store.clone(),
+        Settings::default(),
+    )))
+    .await;
+    let status_after: Value = client
+        .get(server.url("/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let history_after: Value = client
+        .get(server.url("/history?order=asc"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status_after, status_before);
+    assert_eq!(history_after, history_before);
+    // And the reopened store keeps appending after the old ids.
+    let next = client
+        .post(server.url("/api/status"))
+        .json(&snapshot("rsyslog", "lab-0", "SYNCED", &[], &at_offset(0)))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(next["id"], 21);
+    server.stop().await;
+    store.close().await;
+}
+
+/// The binary running in `dir`, with its stderr captured and its bound address read from it.
+struct Process {
+    child: Child,
+    address: SocketAddr,
+    log: std::sync::mpsc::Receiver<String>,
+    /// Lines read while waiting for the address.
+    early: Vec<String>,
+}
+
+impl Process {
+    #[allow(clippy::zombie_processes, reason = "Drop kills and waits for the child")]
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(BINARY)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("GITOPS_STATUS_LISTEN")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines, log) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut early = Vec::new();
+        loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server logs its address within 30 s");
+            let address = line
+                .split("address=")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
+            early.push(line);
+            if let Some(address) = address {
+                return Self {
+                    child,
+                    address,
+                    log,
+                    early,
+                };
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.early.iter().cloned().chain(self.log.try_iter()).collect()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.1 exchange, for tests that need control over the bytes on the wire.
+fn http(address: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_response(stream)
+}
+
+fn read_response(mut stream: TcpStream) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+async fn stored_history(url: &str) -> Vec<gitops_status_server::model::Snapshot> {
+    let store = Store::connect(url).await.unwrap();
+    let rows = store
+        .history_page(&HistoryFilter::default(), 100_000)
+        .await
+        .unwrap();
+    store.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn the_binary_defaults_to_a_database_file_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::start(dir.path(), &[]);
+    let (status, _) = http(
+        server.address,
+        "POST",
+        "/api/status",
+        Some(&snapshot("r", "s", "SYNCED", &[], &at_offset(-1))),
+    );
+    assert_eq!(status, 200);
+    let (status, body) = http(server.address, "GET", "/readyz", None);
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert!(dir.path().join("gitops-status.db").is_file());
+    server.signal("-TERM");
+    assert!(server.wait(Duration::from_secs(20)).success());
+    let logs = server.logs().join("\n");
+    assert!(
+        logs.contains("no tokens configured"),
+        "writes are open and the log says so: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("drain.db").display());
+    let mut server = Process::start(dir.path(), &["--database-url", &url]);
+
+    // A POST whose body is only half sent when the signal arrives. `Expect: 100-continue` makes
+    // the server say when the handler has started reading the body: from then on it is in flight.
+    let body = snapshot(
+        "rsyslog",
+        "rsyslog-lab",
+        "OUT_OF_SYNC",
+        &["rsyslog.conf"],
+        &at_offset(-5),
+    )
+    .to_string();
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(server.address).unwrap();
+    write!(
+        stream,
+        "POST /api/status HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    stream.write_all(first_half.as_bytes()).unwrap();
+    stream.flush().unwrap();
+
+    server.signal("-TERM");
+    // Shutdown has begun once the listener refuses new connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(server.address).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the listener stayed open after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server waits for the in-flight request"
+    );
+
+    stream.write_all(second_half.as_bytes()).unwrap();
+    let (status, reply) = read_response(stream);
+    assert_eq!(status, 200, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["files_text"], "rsyslog.conf");
+
+    assert!(
+        server.wait(Duration::from_secs(20)).success(),
+        "exit code 0 after a clean shutdown"
+    );
+    // The WAL was checkpointed and removed on a clean close.
+    assert!(!dir.path().join("drain.db-wal").exists());
+    let stored = stored_history(&url).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, reply["id"].as_i64().unwrap());
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crash.db").display());
+    let server = Process::start(dir.path(), &["--database-url", &url]);
+    let address = server.address;
+    // Eight writers; the server is killed while they are still writing.
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for i in 0..1000 {
+                    let body = snapshot("crash", &format!("w{writer}"), "SYNCED", &[], &at_offset(-2000 + i));
+                    let Ok(mut stream) = TcpStream::connect(address) else { break };
+                    let text = body.to_string();
+                    let sent = write!(
+                        stream,
+                        "POST /api/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if sent.is_err() {
+                        break;
+                    }
+                    let mut response = String::new();
+                    if stream.read_to_string(&mut response).is_err() {
+                        break;
+                    }
+                    if response.starts_with("HTTP/1.1 200") {
+                        let body = response.split("\r\n\r\n").nth(1).unwrap();
+                        let snapshot: Value = serde_json::from_str(body).unwrap();
+                        acknowledged.push(snapshot["id"].as_i64().unwrap());
+                    } else {
+                        break;
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    // Wait for a good number of acknowledgements, then kill without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(address, "GET", "/history?limit=10000", None);
+        let count = serde_json::from_str::<Value>(&body)
+            .map(|rows| rows.as_array().map_or(0, Vec::len))
+            .unwrap_or(0);
+        if count >= 200 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.signal("-KILL");
+    let acknowledged: Vec<i64> = writers
+        .into_iter()
+        .flat_map(|writer| writer.join().unwrap())
+        .collect();
+    drop(server);
+    assert!(
+        acknowledged.len() >= 200,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    let stored: std::collections::HashSet<i64> = stored_history(&url)
+        .await
+        .iter()
+        .map(|row| row.id)
+        .collect();
+    let lost: Vec<&i64> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged snapshots lost: {lost:?}",
+        lost.len()
+    );
+}
+
+#[test]
+fn bad_configuration_stops_with_one_line_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, env, setting, code) in [
+        (vec!["--stale-after", "0s"], None, "--stale-after", 2),
+        (vec!["--listen", "nowhere"], None, "--listen", 2),
+        (
+            vec![],
+            Some(("GITOPS_STATUS_STALE_AFTER", "soon")),
+            "--stale-after",
+            2,
+        ),
+        (
+            vec!["--database-url", "mysql://db/x"],
+            None,
+            "DATABASE_URL",
+            1,
+        ),
+        (
+            vec!["--database-url", "sqlite::memory:"],
+            None,
+            "DATABASE_URL",
+            1,
+        ),
+        (
+            vec!["--database-url", "sqlite:///nonexistent-dir/x/y.db"],
+            None,
+            "DATABASE_URL",
+            1,
+        ),
+    ] {
+        let mut command = Command::new(BINARY);
+        command
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("NO_COLOR", "1");
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(setting), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "stdout stays clean: {args:?}");
+        let error_lines = stderr
+            .lines()
+            .filter(|line| line.to_lowercase().contains("error"))
+            .count();
+        assert_eq!(error_lines, 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn openapi_subcommand_prints_only_the_document() {
+    let output = Command::new(BINARY).arg("openapi").output().unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(printed, gitops_status_server::openapi_json());
+    let document: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(document["openapi"], json!("3.1.0"));
+}

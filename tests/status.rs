@@ -1,0 +1,372 @@
+//! `/status.json` and the write rules behind it: latest per target, staleness, `status_since`,
+//! idempotent retries, conflicts and late retries.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use gitops_status_server::Settings;
+use serde_json::{Value, json};
+
+fn row<'a>(rows: &'a [Value], repo: &str, server: &str) -> &'a Value {
+    rows.iter()
+        .find(|row| row["repo"] == repo && row["server"] == server)
+        .unwrap_or_else(|| panic!("no row for {repo}/{server} in {rows:?}"))
+}
+
+#[tokio::test]
+async fn status_json_lists_the_seed_snapshot_in_full() {
+    let app = TestApp::new().await;
+    let last_check = at_offset(-60);
+    let stored = app
+        .record(&json!({
+            "repo": "rsyslog",
+            "server": "rsyslog-lab",
+            "sync_status": "OUT_OF_SYNC",
+            "drift_count": 2,
+            "files": [{ "name": "rsyslog.d/30-lab.conf" }, { "name": "rsyslog.conf" }],
+            "last_check": last_check,
+            "revision": "3f2c1ab",
+            "run_url": "https://ci.example.org/repos/7/pipeline/912",
+        }))
+        .await;
+
+    let rows = app.get_rows("/status.json").await;
+    assert_eq!(
+        rows,
+        [json!({
+            "repo": "rsyslog",
+            "server": "rsyslog-lab",
+            "state": "OUT_OF_SYNC",
+            "sync_status": "OUT_OF_SYNC",
+            "stale": false,
+            "drift_count": 2,
+            "files": [{ "name": "rsyslog.conf" }, { "name": "rsyslog.d/30-lab.conf" }],
+            "files_text": "rsyslog.conf, rsyslog.d/30-lab.conf",
+            "last_check": rendered(&last_check),
+            "received_at": stored["received_at"],
+            "status_since": rendered(&last_check),
+            "snapshot_id": stored["id"],
+            "stale_after_seconds": 600,
+            "revision": "3f2c1ab",
+            "run_url": "https://ci.example.org/repos/7/pipeline/912",
+            "message": null,
+        })]
+    );
+    let response = app.get("/status.json").await;
+    assert_eq!(response.content_type(), "application/json");
+}
+
+#[tokio::test]
+async fn status_json_is_sorted_by_repo_then_server_and_filters() {
+    let app = TestApp::new().await;
+    let now = at_offset(-10);
+    for (repo, server, status) in [
+        ("zeta", "a", "SYNCED"),
+        ("alpha", "web-2", "ERROR"),
+        ("alpha", "web-1", "OUT_OF_SYNC"),
+        ("mid", "db", "SYNCED"),
+    ] {
+        let files: &[&str] = if status == "OUT_OF_SYNC" {
+            &["x.conf"]
+        } else {
+            &[]
+        };
+        app.record(&snapshot(repo, server, status, files, &now))
+            .await;
+    }
+    // An old check of another target, stale under the default 10 minutes.
+    app.record(&snapshot("mid", "old", "SYNCED", &[], &at_offset(-3600)))
+        .await;
+
+    let keys = |rows: Vec<Value>| -> Vec<String> {
+        rows.iter()
+            .map(|row| {
+                format!(
+                    "{}/{}",
+                    row["repo"].as_str().unwrap(),
+                    row["server"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        keys(app.get_rows("/status.json").await),
+        ["alpha/web-1", "alpha/web-2", "mid/db", "mid/old", "zeta/a"]
+    );
+    assert_eq!(
+        keys(app.get_rows("/status.json?repo=alpha").await),
+        ["alpha/web-1", "alpha/web-2"]
+    );
+    assert_eq!(
+        keys(app.get_rows("/status.json?server=db").await),
+        ["mid/db"]
+    );
+    assert_eq!(
+        keys(app.get_rows("/status.json?repo=mid&server=db").await),
+        ["mid/db"]
+    );
+    assert_eq!(
+        keys(app.get_rows("/status.json?state=SYNCED").await),
+        ["mid/db", "zeta/a"]
+    );
+    assert_eq!(
+        keys(app.get_rows("/status.json?state=STALE").await),
+        ["mid/old"]
+    );
+    assert_eq!(
+        keys(app.get_rows("/status.json?state=OUT_OF_SYNC,ERROR").await),
+        ["alpha/web-1", "alpha/web-2"]
+    );
+    assert_eq!(
+        keys(app.get_rows("/status.json?repo=nope").await),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn status_json_rejects_bad_parameters_by_name() {
+    let app = TestApp::new().await;
+    app.get("/status.json?state=GREEN")
+        .await
+        .assert_problem(400, &["state"]);
+    app.get("/status.json?sever=x")
+        .await
+        .assert_problem(400, &["sever"]);
+    app.get("/status.json?repo=a&repo=b")
+        .await
+        .assert_problem(400, &["repo"]);
+    app.get("/status.json?repo=")
+        .await
+        .assert_problem(400, &["repo"]);
+    app.get("/status.json?state=stale&server=%09")
+        .await
+        .assert_problem(400, &["server", "state"]);
+}
+
+#[tokio::test]
+async fn a_target_goes_stale_after_the_default_and_after_its_own_override() {
+    let app = TestApp::with_settings(Settings {
+        stale_after: std::time::Duration::from_secs(30),
+        ..Settings::default()
+    })
+    .await;
+    app.record(&snapshot("r", "fresh", "SYNCED", &[], &at_offset(-5)))
+        .await;
+    app.record(&snapshot("r", "late", "SYNCED", &[], &at_offset(-45)))
+        .await;
+    let mut short = snapshot("r", "short", "OUT_OF_SYNC", &["a"], &at_offset(-3));
+    short["stale_after_seconds"] = json!(1);
+    app.record(&short).await;
+    let mut long = snapshot("r", "long", "ERROR", &[], &at_offset(-45));
+    long["stale_after_seconds"] = json!(3600);
+    app.record(&long).await;
+
+    let rows = app.get_rows("/status.json").await;
+    let state = |server: &str| {
+        let row = row(&rows, "r", server);
+        (
+            row["state"].as_str().unwrap().to_owned(),
+            row["stale"].as_bool().unwrap(),
+            row["stale_after_seconds"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(state("fresh"), ("SYNCED".to_owned(), false, 30));
+    assert_eq!(state("late"), ("STALE".to_owned(), true, 30));
+    assert_eq!(state("short"), ("STALE".to_owned(), true, 1));
+    assert_eq!(state("long"), ("ERROR".to_owned(), false, 3600));
+    // The underlying result stays visible next to STALE.
+    assert_eq!(row(&rows, "r", "short")["sync_status"], "OUT_OF_SYNC");
+}
+
+#[tokio::test]
+async fn status_since_marks_the_start_of_the_current_run() {
+    let app = TestApp::new().await;
+    let t = |minutes: i64| at_offset(-60 * (60 - minutes));
+    let since = |app_rows: Vec<Value>| app_rows[0]["status_since"].as_str().unwrap().to_owned();
+
+    app.record(&snapshot("r", "s", "SYNCED", &[], &t(0))).await;
+    app.record(&snapshot("r", "s", "SYNCED", &[], &t(2))).await;
+    assert_eq!(since(app.get_rows("/status.json").await), rendered(&t(0)));
+
+    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &t(4)))
+        .await;
+    // A different file set is still the same drift run.
+    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a", "b"], &t(6)))
+        .await;
+    assert_eq!(since(app.get_rows("/status.json").await), rendered(&t(4)));
+
+    app.record(&snapshot("r", "s", "ERROR", &[], &t(8))).await;
+    assert_eq!(since(app.get_rows("/status.json").await), rendered(&t(8)));
+
+    app.record(&snapshot("r", "s", "SYNCED", &[], &t(10))).await;
+    app.record(&snapshot("r", "s", "SYNCED", &[], &t(12))).await;
+    let rows = app.get_rows("/status.json").await;
+    assert_eq!(since(rows.clone()), rendered(&t(10)));
+    assert_eq!(rows[0]["last_check"], rendered(&t(12)));
+}
+
+#[tokio::test]
+async fn a_late_retry_never_hides_a_newer_check() {
+    let app = TestApp::new().await;
+    let newer = app
+        .record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-60)))
+        .await;
+    // The retry of an older check arrives after the newer one.
+    let older = app
+        .record(&snapshot(
+            "r",
+            "s",
+            "OUT_OF_SYNC",
+            &["a.conf"],
+            &at_offset(-180),
+        ))
+        .await;
+    assert!(older["id"].as_i64() > newer["id"].as_i64());
+
+    let rows = app.get_rows("/status.json").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["snapshot_id"], newer["id"]);
+    assert_eq!(rows[0]["state"], "SYNCED");
+    assert_eq!(rows[0]["status_since"], rendered(&at_offset(-60)));
+
+    // Both stay in the history, ordered by last_check rather than arrival.
+    let history = app.get_rows("/history").await;
+    let ids: Vec<&Value> = history.iter().map(|row| &row["id"]).collect();
+    assert_eq!(ids, [&newer["id"], &older["id"]]);
+}
+
+#[tokio::test]
+async fn a_late_retry_inside_the_current_run_moves_status_since() {
+    let app = TestApp::new().await;
+    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at_offset(-600)))
+        .await;
+    app.record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-300)))
+        .await;
+    app.record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-100)))
+        .await;
+    assert_eq!(
+        app.get_rows("/status.json").await[0]["status_since"],
+        rendered(&at_offset(-300))
+    );
+
+    // A check from between the two SYNCED ones, reporting drift, arrives late: the current SYNCED
+    // run now only began with the check after it.
+    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at_offset(-200)))
+        .await;
+    assert_eq!(
+        app.get_rows("/status.json").await[0]["status_since"],
+        rendered(&at_offset(-100))
+    );
+    let transitions = app.get_rows("/history?changes_only=true&order=asc").await;
+    let checks: Vec<&Value> = transitions.iter().map(|row| &row["last_check"]).collect();
+    assert_eq!(
+        checks,
+        [
+            &json!(rendered(&at_offset(-600))),
+            &json!(rendered(&at_offset(-300))),
+            &json!(rendered(&at_offset(-200))),
+            &json!(rendered(&at_offset(-100))),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_identical_retry_returns_the_original_and_stores_nothing() {
+    let app = TestApp::new().await;
+    let body = json!({
+        "repo": "rsyslog", "server": "rsyslog-lab", "sync_status": "OUT_OF_SYNC",
+        "files": [{ "name": "b" }, { "name": "a" }], "last_check": at_offset(-30),
+        "revision": "3f2c1ab", "message": "two files",
+    });
+    let first = app.post_json(&body).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("idempotent-replayed"), None);
+
+    // Same content, files in another order: still the same snapshot.
+    let mut retry = body.clone();
+    retry["files"] = json!([{ "name": "a" }, { "name": "b" }]);
+    retry["drift_count"] = json!(2);
+    let second = app.post_json(&retry).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    assert_eq!(second.json(), first.json());
+    assert_eq!(app.all_history().await.len(), 1);
+}
+
+#[tokio::test]
+async fn different_content_at_the_same_last_check_is_a_conflict() {
+    let app = TestApp::new().await;
+    let last_check = at_offset(-30);
+    let original = app
+        .record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &last_check))
+        .await;
+    for changed in [
+        snapshot("r", "s", "SYNCED", &[], &last_check),
+        snapshot("r", "s", "OUT_OF_SYNC", &["b"], &last_check),
+        {
+            let mut body = snapshot("r", "s", "OUT_OF_SYNC", &["a"], &last_check);
+            body["revision"] = json!("abc");
+            body
+        },
+    ] {
+        let problem = app.post_json(&changed).await.assert_problem(409, &[]);
+        assert_eq!(problem["type"], "/problems/conflict");
+    }
+    assert_eq!(app.all_history().await, [original]);
+    // The same last_check on another target is no conflict.
+    app.record(&snapshot("r", "other", "SYNCED", &[], &last_check))
+        .await;
+}
+
+#[tokio::test]
+async fn snapshots_without_last_check_never_conflict_with_each_other() {
+    let app = TestApp::new().await;
+    for status in ["SYNCED", "ERROR", "SYNCED", "ERROR", "SYNCED", "ERROR"] {
+        let stored = app
+            .record(&json!({ "repo": "r", "server": "s", "sync_status": status }))
+            .await;
+        assert_eq!(stored["sync_status"], status);
+    }
+    let history = app.all_history().await;
+    assert_eq!(history.len(), 6);
+    let mut checks: Vec<&str> = history
+        .iter()
+        .map(|row| row["last_check"].as_str().unwrap())
+        .collect();
+    checks.dedup();
+    assert_eq!(
+        checks.len(),
+        6,
+        "every check kept its own instant: {checks:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_posts_are_all_stored_once() {
+    let app = TestApp::new().await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let app_router = app.app.clone();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt;
+            let body = snapshot(
+                &format!("repo-{}", i % 7),
+                &format!("server-{}", i % 13),
+                if i % 3 == 0 { "OUT_OF_SYNC" } else { "SYNCED" },
+                if i % 3 == 0 { &["a.conf"] } else { &[] },
+                &at_offset(-(i as i64)),
+            );
+            let request = axum::http::Request::post("/api/status")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            app_router.oneshot(request).await.unwrap().status()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(app.all_history().await.len(), 200);
+    assert_eq!(app.get_rows("/status.json").await.len(), 7 * 13);
+}
