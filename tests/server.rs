@@ -121,7 +121,10 @@ struct Process {
 }
 
 impl Process {
-    #[allow(clippy::zombie_processes, reason = "Drop kills and waits for the child")]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "Drop kills and waits for the child"
+    )]
     fn start(dir: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(BINARY)
             .args(["--listen", "127.0.0.1:0"])
@@ -189,7 +192,11 @@ impl Process {
     }
 
     fn logs(&self) -> Vec<String> {
-        self.early.iter().cloned().chain(self.log.try_iter()).collect()
+        self.early
+            .iter()
+            .cloned()
+            .chain(self.log.try_iter())
+            .collect()
     }
 }
 
@@ -479,4 +486,51 @@ fn openapi_subcommand_prints_only_the_document() {
     assert_eq!(printed, gitops_status_server::openapi_json());
     let document: Value = serde_json::from_str(&printed).unwrap();
     assert_eq!(document["openapi"], json!("3.1.0"));
+}
+
+#[tokio::test]
+async fn a_request_that_exceeds_the_timeout_gets_503_problem_json() {
+    let app = TestApp::with_settings(Settings {
+        request_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    })
+    .await;
+    let server = TcpServer::start(app.app.clone()).await;
+    let address = server.address;
+    // A client that announces a body and never sends most of it.
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "POST /api/status HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"repo\":"
+        )
+        .unwrap();
+        read_response(stream)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["type"], "/problems/timeout");
+    assert!(app.all_history().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let app = TestApp::new().await;
+    for uri in ["/healthz", "/nope", "/history?limit=0"] {
+        let response = app.get(uri).await;
+        let id = response.header("x-request-id").unwrap_or_default();
+        assert_eq!(id.len(), 36, "{uri}: {id:?}");
+    }
+    let response = app
+        .request(
+            axum::http::Request::get("/status.json")
+                .header("x-request-id", "ci-run-912")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.header("x-request-id"), Some("ci-run-912"));
 }
