@@ -217,13 +217,32 @@ const SNAPSHOT_FIELDS: [&str; 10] = [
 impl SnapshotIn {
     /// Decodes a JSON document into a validated snapshot, naming every bad field at once.
     pub fn decode(body: Value, received_at: Timestamp) -> Result<NewSnapshot, Vec<FieldError>> {
-        let shape_errors = shape_errors(&body);
-        if !shape_errors.is_empty() {
-            return Err(shape_errors);
+        let mut errors = shape_errors(&body);
+        if errors.is_empty() {
+            let input: Self = serde_json::from_value(body)
+                .map_err(|error| vec![FieldError::new("body", error.to_string())])?;
+            return input.validate(received_at);
         }
-        let input: Self = serde_json::from_value(body)
-            .map_err(|error| vec![FieldError::new("body", error.to_string())])?;
-        input.validate(received_at)
+        // Run the rules over the well-formed rest too, so one reply names every bad field.
+        if let Some(patched) = patch_shape_errors(body, &errors) {
+            if let Ok(Err(rule_errors)) =
+                serde_json::from_value::<Self>(patched).map(|input| input.validate(received_at))
+            {
+                let already_named = |field: &str| {
+                    errors.iter().any(|named| {
+                        field == named.field
+                            || field.starts_with(&format!("{}[", named.field))
+                            || field.starts_with(&format!("{}.", named.field))
+                    })
+                };
+                let extra: Vec<_> = rule_errors
+                    .into_iter()
+                    .filter(|error| !already_named(&error.field))
+                    .collect();
+                errors.extend(extra);
+            }
+        }
+        Err(errors)
     }
 
     /// Applies the rules that need typed values: lengths, characters, consistency, time bounds.
@@ -273,7 +292,8 @@ impl SnapshotIn {
             if !files.is_empty() {
                 errors.push(FieldError::new("files", "must be empty when SYNCED"));
             }
-            if drift_count != 0 {
+            let drift_count_named = errors.iter().any(|error| error.field == "drift_count");
+            if drift_count != 0 && !drift_count_named {
                 errors.push(FieldError::new("drift_count", "must be 0 when SYNCED"));
             }
         }
@@ -396,6 +416,38 @@ fn shape_errors(body: &Value) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// The body with every ill-formed field removed or replaced by a stand-in that no rule objects to
+/// in a way that matters (their own errors are filtered out by the caller), or `None` when the body
+/// is not an object.
+fn patch_shape_errors(body: Value, errors: &[FieldError]) -> Option<Value> {
+    let Value::Object(mut object) = body else {
+        return None;
+    };
+    for error in errors {
+        let field = error.field.as_str();
+        if let Some(rest) = field.strip_prefix("files[") {
+            let index: usize = rest.split(']').next()?.parse().ok()?;
+            let files = object.get_mut("files")?.as_array_mut()?;
+            // A control character keeps the stand-in from colliding with a real name.
+            *files.get_mut(index)? = serde_json::json!({ "name": format!("\u{1}{index}") });
+            continue;
+        }
+        match field {
+            "repo" | "server" => {
+                object.insert(field.to_owned(), Value::from("stand-in"));
+            }
+            // ERROR is the status that constrains the other fields least.
+            "sync_status" => {
+                object.insert(field.to_owned(), Value::from("ERROR"));
+            }
+            _ => {
+                object.remove(field);
+            }
+        }
+    }
+    Some(Value::Object(object))
 }
 
 fn file_shape_errors(files: &[Value], errors: &mut Vec<FieldError>) {
@@ -1039,6 +1091,34 @@ mod tests {
                 "repo",
                 "server",
                 "sync_status"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_shape_and_rule_errors_together() {
+        let result = SnapshotIn::decode(
+            json!({
+                "repo": " ", "server": 7, "sync_status": "SYNCED", "drift_count": 2,
+                "files": [{ "name": 3 }, { "name": "a\u{0}" }, { "name": "b" }],
+                "last_check": "2030-01-01T00:00:00Z", "revision": "", "colour": "red"
+            }),
+            now(),
+        );
+        let mut names = fields(result);
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "colour",
+                "drift_count",
+                "files",
+                "files[0].name",
+                "files[1].name",
+                "last_check",
+                "repo",
+                "revision",
+                "server"
             ]
         );
     }
