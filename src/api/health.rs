@@ -29,7 +29,7 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers and accepts writes.
+/// Readiness: the database answers and the writer is running.
 #[utoipa::path(
     get,
     path = "/readyz",

@@ -337,21 +337,22 @@ async fn record_one(
     let mut last_check = new.last_check;
     if let Some((target_id, _)) = target {
         while let Some(stored) = snapshot_at(&mut *connection, target_id, last_check).await? {
-            if same_content(&stored, new) {
+            if new.last_check_defaulted {
+                // The server chose this time, not the client, so it is no retry key: take the
+                // next free millisecond.
+                last_check = last_check.plus_millis(1);
+            } else if same_content(&stored, new) {
                 return Ok(Ok(Recorded {
                     snapshot: stored,
                     replayed: true,
                 }));
-            }
-            if !new.last_check_defaulted {
+            } else {
                 return Ok(Err(StoreError::Conflict(format!(
                     "{}/{} already has a different snapshot (id {}) at last_check {}; \
                      a retry must repeat the original content",
                     new.repo, new.server, stored.id, stored.last_check
                 ))));
             }
-            // The server chose this time, not the client: take the next free millisecond.
-            last_check = last_check.plus_millis(1);
         }
     }
 
