@@ -428,10 +428,17 @@ fn patch_shape_errors(body: Value, errors: &[FieldError]) -> Option<Value> {
     for error in errors {
         let field = error.field.as_str();
         if let Some(rest) = field.strip_prefix("files[") {
-            let index: usize = rest.split(']').next()?.parse().ok()?;
-            let files = object.get_mut("files")?.as_array_mut()?;
-            // A control character keeps the stand-in from colliding with a real name.
-            *files.get_mut(index)? = serde_json::json!({ "name": format!("\u{1}{index}") });
+            let (index, key) = rest.split_once(']')?;
+            let index: usize = index.parse().ok()?;
+            let entry = object.get_mut("files")?.as_array_mut()?.get_mut(index)?;
+            match key.strip_prefix('.') {
+                // An unknown key beside a good name: drop just the key.
+                Some(unknown) if unknown != "name" => {
+                    entry.as_object_mut()?.remove(unknown);
+                }
+                // A control character keeps the stand-in from colliding with a real name.
+                _ => *entry = serde_json::json!({ "name": format!("\u{1}{index}") }),
+            }
             continue;
         }
         match field {

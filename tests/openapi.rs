@@ -42,25 +42,44 @@ fn document() -> Value {
 fn every_operation_documents_its_errors_as_problem_json() {
     let document = document();
     let paths = document["paths"].as_object().unwrap();
-    for path in ["/api/status", "/status.json", "/history", "/healthz", "/readyz", "/openapi.json"] {
+    for path in [
+        "/api/status",
+        "/status.json",
+        "/history",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
     for (path, operations) in paths {
         for (method, operation) in operations.as_object().unwrap() {
             let responses = operation["responses"].as_object().unwrap();
-            assert!(operation["summary"].is_string(), "{method} {path} has no summary");
-            assert!(responses.contains_key("503"), "{method} {path} does not document 503");
+            assert!(
+                operation["summary"].is_string(),
+                "{method} {path} has no summary"
+            );
+            assert!(
+                responses.contains_key("503"),
+                "{method} {path} does not document 503"
+            );
             for (status, response) in responses {
                 if status.starts_with('4') || status.starts_with('5') {
                     let schema = &response["content"]["application/problem+json"]["schema"];
-                    assert_eq!(schema["$ref"], "#/components/schemas/Problem", "{method} {path} {status}");
+                    assert_eq!(
+                        schema["$ref"], "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
                 }
             }
         }
     }
     let post = &paths["/api/status"]["post"]["responses"];
     for status in ["200", "400", "409", "413", "415", "422"] {
-        assert!(post.get(status).is_some(), "POST /api/status does not document {status}");
+        assert!(
+            post.get(status).is_some(),
+            "POST /api/status does not document {status}"
+        );
     }
 }
 
