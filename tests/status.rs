@@ -371,3 +371,114 @@ async fn concurrent_posts_are_all_stored_once() {
     assert_eq!(app.all_history().await.len(), 200);
     assert_eq!(app.get_rows("/status.json").await.len(), 7 * 13);
 }
+
+/// Recomputes, from the full history, what /status.json and changes_only must say.
+fn expected_from_history(history: &[Value]) -> (Vec<(String, Value, String)>, Vec<i64>) {
+    let mut by_target: std::collections::BTreeMap<(String, String), Vec<&Value>> =
+        Default::default();
+    for row in history {
+        let key = (
+            row["repo"].as_str().unwrap().to_owned(),
+            row["server"].as_str().unwrap().to_owned(),
+        );
+        by_target.entry(key).or_default().push(row);
+    }
+    let mut latest = Vec::new();
+    let mut transitions = Vec::new();
+    for ((repo, server), mut rows) in by_target {
+        rows.sort_by_key(|row| {
+            (
+                row["last_check"].as_str().unwrap().to_owned(),
+                row["id"].as_i64().unwrap(),
+            )
+        });
+        let mut since = rows[0]["last_check"].clone();
+        for (index, row) in rows.iter().enumerate() {
+            let changed = index == 0
+                || row["sync_status"] != rows[index - 1]["sync_status"]
+                || row["files"] != rows[index - 1]["files"];
+            if changed {
+                transitions.push(row["id"].as_i64().unwrap());
+            }
+            if index > 0 && row["sync_status"] != rows[index - 1]["sync_status"] {
+                since = row["last_check"].clone();
+            }
+        }
+        let last = rows.last().unwrap();
+        latest.push((
+            format!("{repo}/{server}"),
+            last["id"].clone(),
+            since.as_str().unwrap().to_owned(),
+        ));
+    }
+    transitions.sort_unstable();
+    (latest, transitions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_concurrent_writes_keep_latest_status_since_and_transitions_consistent() {
+    let app = TestApp::new().await;
+    // Fast-path checks, late checks, identical retries and conflicts for the same few targets, all
+    // at once, so that single batches mix every path of the writer.
+    let mut bodies = Vec::new();
+    for i in 0..400_i64 {
+        let server = format!("s{}", i % 4);
+        let (status, files): (&str, &[&str]) = match i % 5 {
+            0 => ("OUT_OF_SYNC", &["a.conf"]),
+            1 => ("OUT_OF_SYNC", &["a.conf", "b.conf"]),
+            2 => ("ERROR", &[]),
+            _ => ("SYNCED", &[]),
+        };
+        // Mostly increasing times; every seventh check arrives late, between two earlier checks
+        // of its target (i - 8 and i - 4 share its server).
+        let offset = if i % 7 == 0 { -1000 + i - 6 } else { -1000 + i };
+        bodies.push(snapshot("mix", &server, status, files, &at_offset(offset)));
+        if i % 9 == 0 {
+            bodies.push(bodies[bodies.len() - 1].clone());
+        }
+    }
+    let mut tasks = Vec::new();
+    for body in bodies {
+        let router = app.app.clone();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt;
+            let request = axum::http::Request::post("/api/status")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            router.oneshot(request).await.unwrap().status()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+
+    let history = app.all_history().await;
+    assert_eq!(history.len(), 400, "retries stored nothing new");
+    let (expected_latest, expected_transitions) = expected_from_history(&history);
+    let latest: Vec<(String, Value, String)> = app
+        .get_rows("/status.json")
+        .await
+        .iter()
+        .map(|row| {
+            (
+                format!(
+                    "{}/{}",
+                    row["repo"].as_str().unwrap(),
+                    row["server"].as_str().unwrap()
+                ),
+                row["snapshot_id"].clone(),
+                row["status_since"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(latest, expected_latest);
+    let mut transitions: Vec<i64> = app
+        .get_rows("/history?changes_only=true&limit=10000")
+        .await
+        .iter()
+        .map(|row| row["id"].as_i64().unwrap())
+        .collect();
+    transitions.sort_unstable();
+    assert_eq!(transitions, expected_transitions);
+}

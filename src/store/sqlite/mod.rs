@@ -1,0 +1,237 @@
+//! The SQLite store: WAL with `synchronous=FULL`, one writer task that group-commits every waiting
+//! snapshot in one transaction (`writer`), and a small pool of readers for everything else.
+
+mod writer;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{ConnectError, Latest, Recorded, StoreError};
+use crate::model::{
+    FileEntry, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFilter, SyncStatus, files_text,
+};
+use crate::timestamp::Timestamp;
+use writer::{WriteJob, Writer};
+
+/// Snapshots waiting for the writer before `record` callers wait for room.
+const QUEUE_CAPACITY: usize = 8192;
+/// Readers open at once.
+const READERS: u32 = 4;
+
+const SNAPSHOT_COLUMNS: &str = "select s.id, t.repo, t.server, s.sync_status, s.drift_count, \
+     f.files, s.last_check, s.received_at, s.revision, s.run_url, s.message, s.stale_after";
+
+/// Handle to an open SQLite database; clones share it.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    readers: SqlitePool,
+    jobs: mpsc::Sender<WriteJob>,
+    shutdown: Arc<Notify>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SqliteStore {
+    /// Opens the database file, creating and migrating it when needed, and starts the writer.
+    pub async fn open(url: &str) -> Result<Self, ConnectError> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(ConnectError::Unsupported(
+                "in-memory SQLite would lose every snapshot on restart; name a file".to_owned(),
+            ));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Durable at commit: the WAL is fsync'd before the writer answers.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+
+        let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let shutdown = Arc::new(Notify::new());
+        let writer = Writer::new(writer).await?;
+        let task = tokio::spawn(writer.run(queue, Arc::clone(&shutdown)));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                readers,
+                jobs,
+                shutdown,
+                writer: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(WriteJob { snapshot, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        outcome.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(SNAPSHOT_COLUMNS);
+        query.push(
+            ", t.status_since from targets t join snapshots s on s.id = t.latest_id \
+             left join filesets f on f.id = s.fileset_id where 1 = 1",
+        );
+        if let Some(repo) = &filter.repo {
+            query.push(" and t.repo = ").push_bind(repo);
+        }
+        if let Some(server) = &filter.server {
+            query.push(" and t.server = ").push_bind(server);
+        }
+        query.push(" order by t.repo, t.server");
+        let rows = query.build().fetch_all(&self.inner.readers).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Latest {
+                    snapshot: snapshot_from_row(row)?,
+                    status_since: Timestamp::from_millis(row.try_get("status_since")?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn history_page(
+        &self,
+        filter: &HistoryFilter,
+        limit: usize,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(SNAPSHOT_COLUMNS);
+        // Filtering on t.repo / t.server lets SQLite find the target first and then walk
+        // snapshots_target_time (or snapshots_target_changes) in order.
+        query.push(
+            " from snapshots s join targets t on t.id = s.target_id \
+             left join filesets f on f.id = s.fileset_id where 1 = 1",
+        );
+        if let Some(repo) = &filter.repo {
+            query.push(" and t.repo = ").push_bind(repo);
+        }
+        if let Some(server) = &filter.server {
+            query.push(" and t.server = ").push_bind(server);
+        }
+        if !filter.sync_statuses.is_empty() {
+            query.push(" and s.sync_status in (");
+            let mut codes = query.separated(", ");
+            for status in &filter.sync_statuses {
+                codes.push_bind(status.code());
+            }
+            query.push(")");
+        }
+        if let Some(from) = filter.from {
+            query
+                .push(" and s.last_check >= ")
+                .push_bind(from.as_millis());
+        }
+        if let Some(to) = filter.to {
+            query.push(" and s.last_check < ").push_bind(to.as_millis());
+        }
+        if filter.changes_only {
+            query.push(" and s.change != 0");
+        }
+        let (cmp_or_equal, cmp, direction) = match filter.order {
+            Order::Desc => ("<=", "<", "desc"),
+            Order::Asc => (">=", ">", "asc"),
+        };
+        if let Some(after) = filter.after {
+            let at = after.last_check.as_millis();
+            query
+                .push(format_args!(" and s.last_check {cmp_or_equal} "))
+                .push_bind(at)
+                .push(format_args!(" and (s.last_check {cmp} "))
+                .push_bind(at)
+                .push(format_args!(" or s.id {cmp} "))
+                .push_bind(after.id)
+                .push(")");
+        }
+        query.push(format_args!(
+            " order by s.last_check {direction}, s.id {direction} limit "
+        ));
+        query.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = query.build().fetch_all(&self.inner.readers).await?;
+        rows.iter()
+            .map(|row| snapshot_from_row(row).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        if self.inner.jobs.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        sqlx::query("select 1").execute(&self.inner.readers).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        // Readers first, so the writer's connection is the last one and removes the WAL.
+        self.inner.readers.close().await;
+        self.inner.shutdown.notify_one();
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            if let Err(error) = writer.await {
+                tracing::error!(%error, "the writer task failed");
+            }
+        }
+    }
+}
+
+fn snapshot_from_row(row: &SqliteRow) -> Result<Snapshot, sqlx::Error> {
+    let names: Vec<String> = match row.try_get::<Option<String>, _>("files")? {
+        None => Vec::new(),
+        Some(json) => serde_json::from_str(&json).map_err(|error| sqlx::Error::ColumnDecode {
+            index: "files".to_owned(),
+            source: Box::new(error),
+        })?,
+    };
+    let code: i64 = row.try_get("sync_status")?;
+    let sync_status = SyncStatus::from_code(code).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "sync_status".to_owned(),
+        source: format!("unknown sync_status code {code}").into(),
+    })?;
+    Ok(Snapshot {
+        id: row.try_get("id")?,
+        repo: row.try_get("repo")?,
+        server: row.try_get("server")?,
+        sync_status,
+        drift_count: row.try_get("drift_count")?,
+        files_text: files_text(names.iter().map(String::as_str)),
+        files: names.into_iter().map(|name| FileEntry { name }).collect(),
+        last_check: Timestamp::from_millis(row.try_get("last_check")?),
+        received_at: Timestamp::from_millis(row.try_get("received_at")?),
+        revision: row.try_get("revision")?,
+        run_url: row.try_get("run_url")?,
+        message: row.try_get("message")?,
+        stale_after_seconds: row.try_get("stale_after")?,
+    })
+}

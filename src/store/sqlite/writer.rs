@@ -1,0 +1,723 @@
+//! The single SQLite writer: it owns the only write connection, takes every snapshot waiting in
+//! its queue, stores them in one transaction with one fsync'd commit, then answers each caller.
+//!
+//! It keeps what it needs of every target in memory (latest check, status, file set,
+//! `status_since`) and assigns row ids itself, so the usual snapshot (newer than its target's
+//! latest) costs no lookup: a batch becomes a few multi-row statements, not a few per snapshot.
+//! A check at or before its target's latest (a retry or a late arrival) takes the slow path that
+//! asks the database. Any failed transaction drops the caches, which reload from what committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteExecutor};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
+use crate::model::{FileEntry, NewSnapshot, Order, Snapshot, files_text};
+use crate::store::{Recorded, StoreError};
+use crate::timestamp::Timestamp;
+
+/// Most snapshots committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Rows per multi-row statement (each snapshot row binds 11 values).
+const ROWS_PER_STATEMENT: usize = 64;
+/// File sets remembered by digest before the cache starts over.
+const MAX_CACHED_FILESETS: usize = 65_536;
+
+/// `change` bits, see migrations/sqlite/0001_init.sql.
+const STATUS_CHANGED: i64 = 1;
+const FILES_CHANGED: i64 = 2;
+
+/// A snapshot waiting for the writer, and where its outcome goes.
+pub struct WriteJob {
+    pub snapshot: NewSnapshot,
+    pub reply: oneshot::Sender<Result<Recorded, StoreError>>,
+}
+
+impl std::fmt::Debug for WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteJob")
+            .field("snapshot", &self.snapshot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the writer knows of a target's latest snapshot.
+#[derive(Debug, Clone, Copy)]
+struct TargetState {
+    id: i64,
+    latest_check: i64,
+    latest_status: i64,
+    latest_fileset: Option<i64>,
+    status_since: i64,
+}
+
+/// A snapshot row waiting for the batch's next multi-row insert.
+#[derive(Debug)]
+struct SnapshotRow {
+    id: i64,
+    target_id: i64,
+    last_check: i64,
+    received_at: i64,
+    sync_status: i64,
+    drift_count: i64,
+    fileset_id: Option<i64>,
+    change: i64,
+    stale_after: Option<i64>,
+    revision: Option<String>,
+    run_url: Option<String>,
+    message: Option<String>,
+}
+
+/// Writes waiting for the end of the batch (or for a slow-path snapshot that must see them).
+#[derive(Debug, Default)]
+struct Pending {
+    new_targets: Vec<(i64, String, String)>,
+    rows: Vec<SnapshotRow>,
+    /// Targets whose latest_id / status_since changed, by id.
+    moved: HashMap<i64, (i64, i64)>,
+}
+
+#[derive(Debug)]
+pub struct Writer {
+    connection: SqliteConnection,
+    memory: Memory,
+}
+
+/// What the writer remembers between batches; valid only while it matches what committed.
+#[derive(Debug)]
+struct Memory {
+    targets: HashMap<(String, String), TargetState>,
+    filesets: HashMap<[u8; 32], i64>,
+    next_snapshot_id: i64,
+    next_target_id: i64,
+}
+
+impl Writer {
+    pub async fn new(mut connection: SqliteConnection) -> Result<Self, sqlx::Error> {
+        let (next_snapshot_id, next_target_id) = next_ids(&mut connection).await?;
+        Ok(Self {
+            connection,
+            memory: Memory {
+                targets: HashMap::new(),
+                filesets: HashMap::new(),
+                next_snapshot_id,
+                next_target_id,
+            },
+        })
+    }
+
+    /// Serves the queue until shutdown is notified and the queue is drained, then closes the
+    /// connection cleanly (checkpointing the WAL).
+    pub async fn run(mut self, mut queue: mpsc::Receiver<WriteJob>, shutdown: Arc<Notify>) {
+        let mut closing = false;
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.notified(), if !closing => {
+                    queue.close();
+                    closing = true;
+                    continue;
+                }
+                job = queue.recv() => job,
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch).await;
+        }
+        if let Err(error) = self.connection.close().await {
+            tracing::warn!(%error, "closing the database failed");
+        }
+    }
+
+    async fn commit_batch(&mut self, batch: &mut Vec<WriteJob>) {
+        let outcomes = match self.write_batch(batch).await {
+            Ok(outcomes) => outcomes,
+            Err(error) if batch.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                // One snapshot's failure must not fail its neighbours: write each on its own.
+                tracing::warn!(%error, size = batch.len(), "group commit failed; retrying one by one");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for job in batch.iter() {
+                    let outcome = self
+                        .write_batch(std::slice::from_ref(job))
+                        .await
+                        .and_then(|mut single| single.pop().unwrap_or(Err(StoreError::Closed)));
+                    outcomes.push(outcome);
+                }
+                outcomes
+            }
+        };
+        for (job, outcome) in batch.drain(..).zip(outcomes) {
+            // The caller may have gone away (client disconnected); the snapshot is stored anyway.
+            let _ = job.reply.send(outcome);
+        }
+    }
+
+    /// Writes the jobs in one transaction. The outer error aborts the whole transaction (and
+    /// resets the caches); the inner results are per-snapshot outcomes such as a conflict.
+    async fn write_batch(
+        &mut self,
+        jobs: &[WriteJob],
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        let result = self.try_write_batch(jobs).await;
+        if result.is_err() {
+            self.memory.targets.clear();
+            self.memory.filesets.clear();
+            if let Ok((snapshot_id, target_id)) = next_ids(&mut self.connection).await {
+                self.memory.next_snapshot_id = snapshot_id;
+                self.memory.next_target_id = target_id;
+            }
+        }
+        result
+    }
+
+    async fn try_write_batch(
+        &mut self,
+        jobs: &[WriteJob],
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        let mut transaction = self.connection.begin().await?;
+        let mut pending = Pending::default();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let new = &job.snapshot;
+            let key = (new.repo.clone(), new.server.clone());
+            let memory = &mut self.memory;
+            let state = match memory.targets.get(&key) {
+                Some(state) => Some(*state),
+                None => load_target(&mut *transaction, &new.repo, &new.server).await?,
+            };
+            let outcome = match state {
+                Some(state) if new.last_check.as_millis() <= state.latest_check => {
+                    // A retry or a late check: the database decides, so it must be up to date.
+                    flush(&mut transaction, &mut pending).await?;
+                    memory.targets.remove(&key);
+                    record_out_of_order(&mut transaction, memory, new, state).await?
+                }
+                _ => {
+                    let fileset_id = memory.fileset_id(&mut transaction, &new.files).await?;
+                    Ok(memory.append(state, new, fileset_id, &mut pending))
+                }
+            };
+            outcomes.push(outcome);
+        }
+        flush(&mut transaction, &mut pending).await?;
+        transaction.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+impl Memory {
+    /// The usual case: a check newer than everything its target has. Only memory is touched here;
+    /// the row is written by the next `flush`.
+    fn append(
+        &mut self,
+        state: Option<TargetState>,
+        new: &NewSnapshot,
+        fileset_id: Option<i64>,
+        pending: &mut Pending,
+    ) -> Recorded {
+        let id = self.next_snapshot_id;
+        self.next_snapshot_id += 1;
+        let sync_status = new.sync_status.code();
+        let last_check = new.last_check.as_millis();
+        let (target_id, change, status_since) = match state {
+            Some(state) => {
+                let change = change_between(
+                    (state.latest_status, state.latest_fileset),
+                    (sync_status, fileset_id),
+                );
+                let since = if change & STATUS_CHANGED == 0 {
+                    state.status_since
+                } else {
+                    last_check
+                };
+                (state.id, change, since)
+            }
+            None => {
+                let target_id = self.next_target_id;
+                self.next_target_id += 1;
+                pending
+                    .new_targets
+                    .push((target_id, new.repo.clone(), new.server.clone()));
+                (target_id, STATUS_CHANGED | FILES_CHANGED, last_check)
+            }
+        };
+        self.targets.insert(
+            (new.repo.clone(), new.server.clone()),
+            TargetState {
+                id: target_id,
+                latest_check: last_check,
+                latest_status: sync_status,
+                latest_fileset: fileset_id,
+                status_since,
+            },
+        );
+        pending.moved.insert(target_id, (id, status_since));
+        pending.rows.push(SnapshotRow {
+            id,
+            target_id,
+            last_check,
+            received_at: new.received_at.as_millis(),
+            sync_status,
+            drift_count: new.drift_count,
+            fileset_id,
+            change,
+            stale_after: new.stale_after_seconds,
+            revision: new.revision.clone(),
+            run_url: new.run_url.clone(),
+            message: new.message.clone(),
+        });
+        Recorded {
+            snapshot: snapshot_of(id, new, new.last_check),
+            replayed: false,
+        }
+    }
+
+    /// The id of this set of files, stored once; `None` for no files.
+    async fn fileset_id(
+        &mut self,
+        connection: &mut SqliteConnection,
+        files: &[String],
+    ) -> Result<Option<i64>, StoreError> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let json = serde_json::to_string(files)
+            .map_err(|error| StoreError::Database(error.to_string()))?;
+        let digest: [u8; 32] = Sha256::digest(json.as_bytes()).into();
+        if let Some(id) = self.filesets.get(&digest) {
+            return Ok(Some(*id));
+        }
+        let existing: Option<i64> = sqlx::query_scalar("select id from filesets where digest = ?")
+            .bind(&digest[..])
+            .fetch_optional(&mut *connection)
+            .await?;
+        let id = match existing {
+            Some(id) => id,
+            None => sqlx::query("insert into filesets (digest, files) values (?, ?)")
+                .bind(&digest[..])
+                .bind(&json)
+                .execute(&mut *connection)
+                .await?
+                .last_insert_rowid(),
+        };
+        if self.filesets.len() >= MAX_CACHED_FILESETS {
+            self.filesets.clear();
+        }
+        self.filesets.insert(digest, id);
+        Ok(Some(id))
+    }
+}
+
+async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "select (select coalesce(max(id), 0) + 1 from snapshots), \
+                (select coalesce(max(id), 0) + 1 from targets)",
+    )
+    .fetch_one(connection)
+    .await
+}
+
+async fn load_target(
+    executor: impl SqliteExecutor<'_>,
+    repo: &str,
+    server: &str,
+) -> Result<Option<TargetState>, StoreError> {
+    let row: Option<(i64, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+        "select t.id, t.status_since, s.last_check, s.sync_status, s.fileset_id \
+         from targets t join snapshots s on s.id = t.latest_id \
+         where t.repo = ? and t.server = ?",
+    )
+    .bind(repo)
+    .bind(server)
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(
+        |(id, status_since, latest_check, latest_status, latest_fileset)| TargetState {
+            id,
+            latest_check,
+            latest_status,
+            latest_fileset,
+            status_since,
+        },
+    ))
+}
+
+/// Writes what `append` queued: new targets, then snapshot rows, then the targets' new latest.
+async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Result<(), StoreError> {
+    for chunk in pending.new_targets.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "insert into targets (id, repo, server, latest_id, status_since) ",
+        );
+        insert.push_values(chunk, |mut row, (id, repo, server)| {
+            row.push_bind(*id)
+                .push_bind(repo)
+                .push_bind(server)
+                .push_bind(0_i64)
+                .push_bind(0_i64);
+        });
+        insert.build().execute(&mut *connection).await?;
+    }
+    for chunk in pending.rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "insert into snapshots (id, target_id, last_check, received_at, sync_status, \
+             drift_count, fileset_id, change, stale_after, revision, run_url, message) ",
+        );
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.id)
+                .push_bind(row.target_id)
+                .push_bind(row.last_check)
+                .push_bind(row.received_at)
+                .push_bind(row.sync_status)
+                .push_bind(row.drift_count)
+                .push_bind(row.fileset_id)
+                .push_bind(row.change)
+                .push_bind(row.stale_after)
+                .push_bind(&row.revision)
+                .push_bind(&row.run_url)
+                .push_bind(&row.message);
+        });
+        insert.build().execute(&mut *connection).await?;
+    }
+    let moved: Vec<(i64, (i64, i64))> = pending.moved.drain().collect();
+    for chunk in moved.chunks(ROWS_PER_STATEMENT) {
+        let mut update =
+            QueryBuilder::<Sqlite>::new("with moved (id, latest_id, status_since) as (");
+        update.push_values(chunk, |mut values, (id, (latest_id, status_since))| {
+            values
+                .push_bind(*id)
+                .push_bind(*latest_id)
+                .push_bind(*status_since);
+        });
+        update.push(
+            ") update targets set latest_id = moved.latest_id, status_since = moved.status_since \
+             from moved where targets.id = moved.id",
+        );
+        update.build().execute(&mut *connection).await?;
+    }
+    pending.new_targets.clear();
+    pending.rows.clear();
+    Ok(())
+}
+
+fn change_between(previous: (i64, Option<i64>), next: (i64, Option<i64>)) -> i64 {
+    let mut change = 0;
+    if previous.0 != next.0 {
+        change |= STATUS_CHANGED;
+    }
+    if previous.1 != next.1 {
+        change |= FILES_CHANGED;
+    }
+    change
+}
+
+fn snapshot_of(id: i64, new: &NewSnapshot, last_check: Timestamp) -> Snapshot {
+    Snapshot {
+        id,
+        repo: new.repo.clone(),
+        server: new.server.clone(),
+        sync_status: new.sync_status,
+        drift_count: new.drift_count,
+        files: new
+            .files
+            .iter()
+            .map(|name| FileEntry { name: name.clone() })
+            .collect(),
+        files_text: files_text(new.files.iter().map(String::as_str)),
+        last_check,
+        received_at: new.received_at,
+        revision: new.revision.clone(),
+        run_url: new.run_url.clone(),
+        message: new.message.clone(),
+        stale_after_seconds: new.stale_after_seconds,
+    }
+}
+
+/// A stored snapshot's neighbour, as far as transitions care.
+#[derive(Debug, Clone, Copy)]
+struct Neighbour {
+    id: i64,
+    sync_status: i64,
+    fileset_id: Option<i64>,
+    change: i64,
+}
+
+/// A check at or before its target's latest: an identical retry (answered with the stored
+/// snapshot), a conflict, or a late check that joins history without becoming the latest.
+async fn record_out_of_order(
+    connection: &mut SqliteConnection,
+    memory: &mut Memory,
+    new: &NewSnapshot,
+    target: TargetState,
+) -> Result<Result<Recorded, StoreError>, StoreError> {
+    let mut last_check = new.last_check;
+    while let Some(stored) = snapshot_at(&mut *connection, target.id, last_check).await? {
+        if new.last_check_defaulted {
+            // The server chose this time, not the client, so it is no retry key: take the next
+            // free millisecond.
+            last_check = last_check.plus_millis(1);
+        } else if same_content(&stored, new) {
+            return Ok(Ok(Recorded {
+                snapshot: stored,
+                replayed: true,
+            }));
+        } else {
+            return Ok(Err(StoreError::Conflict(format!(
+                "{}/{} already has a different snapshot (id {}) at last_check {}; \
+                 a retry must repeat the original content",
+                new.repo, new.server, stored.id, stored.last_check
+            ))));
+        }
+    }
+
+    let fileset_id = memory.fileset_id(&mut *connection, &new.files).await?;
+    let id = memory.next_snapshot_id;
+    memory.next_snapshot_id += 1;
+    let sync_status = new.sync_status.code();
+    let previous = neighbour(&mut *connection, target.id, last_check, Order::Desc).await?;
+    let next = neighbour(&mut *connection, target.id, last_check, Order::Asc).await?;
+    let change = previous.map_or(STATUS_CHANGED | FILES_CHANGED, |previous| {
+        change_between(
+            (previous.sync_status, previous.fileset_id),
+            (sync_status, fileset_id),
+        )
+    });
+    sqlx::query(
+        "insert into snapshots (id, target_id, last_check, received_at, sync_status, drift_count, \
+         fileset_id, change, stale_after, revision, run_url, message) \
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(target.id)
+    .bind(last_check.as_millis())
+    .bind(new.received_at.as_millis())
+    .bind(sync_status)
+    .bind(new.drift_count)
+    .bind(fileset_id)
+    .bind(change)
+    .bind(new.stale_after_seconds)
+    .bind(&new.revision)
+    .bind(&new.run_url)
+    .bind(&new.message)
+    .execute(&mut *connection)
+    .await?;
+
+    match next {
+        None => {
+            // Only a server-assigned time bumped past the latest lands here.
+            let status_since = if change & STATUS_CHANGED == 0 {
+                target.status_since
+            } else {
+                last_check.as_millis()
+            };
+            sqlx::query("update targets set latest_id = ?, status_since = ? where id = ?")
+                .bind(id)
+                .bind(status_since)
+                .bind(target.id)
+                .execute(&mut *connection)
+                .await?;
+        }
+        Some(next) => {
+            // A late check becomes history; the transition flags of the snapshot after it, and so
+            // possibly status_since, are recomputed.
+            let next_change = change_between(
+                (sync_status, fileset_id),
+                (next.sync_status, next.fileset_id),
+            );
+            if next_change != next.change {
+                sqlx::query("update snapshots set change = ? where id = ?")
+                    .bind(next_change)
+                    .bind(next.id)
+                    .execute(&mut *connection)
+                    .await?;
+            }
+            // Served by snapshots_target_changes.
+            sqlx::query(
+                "update targets set status_since = (select last_check from snapshots \
+                 where target_id = ?1 and change != 0 and (change & 1) = 1 \
+                 order by last_check desc limit 1) where id = ?1",
+            )
+            .bind(target.id)
+            .execute(&mut *connection)
+            .await?;
+        }
+    }
+    Ok(Ok(Recorded {
+        snapshot: snapshot_of(id, new, last_check),
+        replayed: false,
+    }))
+}
+
+fn same_content(stored: &Snapshot, new: &NewSnapshot) -> bool {
+    stored.sync_status == new.sync_status
+        && stored.drift_count == new.drift_count
+        && stored.file_names().eq(new.files.iter().map(String::as_str))
+        && stored.revision == new.revision
+        && stored.run_url == new.run_url
+        && stored.message == new.message
+        && stored.stale_after_seconds == new.stale_after_seconds
+}
+
+async fn snapshot_at(
+    executor: impl SqliteExecutor<'_>,
+    target_id: i64,
+    last_check: Timestamp,
+) -> Result<Option<Snapshot>, StoreError> {
+    let sql = format!(
+        "{SNAPSHOT_COLUMNS} from snapshots s join targets t on t.id = s.target_id \
+         left join filesets f on f.id = s.fileset_id where s.target_id = ? and s.last_check = ?"
+    );
+    let row = sqlx::query(&sql)
+        .bind(target_id)
+        .bind(last_check.as_millis())
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.as_ref().map(snapshot_from_row).transpose()?)
+}
+
+/// The snapshot just before (`Desc`) or just after (`Asc`) `last_check` on the target.
+async fn neighbour(
+    executor: impl SqliteExecutor<'_>,
+    target_id: i64,
+    last_check: Timestamp,
+    direction: Order,
+) -> Result<Option<Neighbour>, StoreError> {
+    let sql = match direction {
+        Order::Desc => {
+            "select id, sync_status, fileset_id, change from snapshots \
+             where target_id = ? and last_check < ? order by last_check desc limit 1"
+        }
+        Order::Asc => {
+            "select id, sync_status, fileset_id, change from snapshots \
+             where target_id = ? and last_check > ? order by last_check asc limit 1"
+        }
+    };
+    let row: Option<(i64, i64, Option<i64>, i64)> = sqlx::query_as(sql)
+        .bind(target_id)
+        .bind(last_check.as_millis())
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.map(|(id, sync_status, fileset_id, change)| Neighbour {
+        id,
+        sync_status,
+        fileset_id,
+        change,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::*;
+    use crate::model::SyncStatus;
+
+    fn job(
+        server: &str,
+        millis: i64,
+        status: SyncStatus,
+        files: &[&str],
+    ) -> (WriteJob, oneshot::Receiver<Result<Recorded, StoreError>>) {
+        let (reply, outcome) = oneshot::channel();
+        let snapshot = NewSnapshot {
+            repo: "r".to_owned(),
+            server: server.to_owned(),
+            sync_status: status,
+            drift_count: files.len() as i64,
+            files: files.iter().map(|name| (*name).to_owned()).collect(),
+            last_check: Timestamp::from_millis(millis),
+            last_check_defaulted: false,
+            received_at: Timestamp::from_millis(10_000),
+            revision: None,
+            run_url: None,
+            message: None,
+            stale_after_seconds: None,
+        };
+        (WriteJob { snapshot, reply }, outcome)
+    }
+
+    /// One batch that mixes every path: appends, a late check between two of its own pending
+    /// rows, an identical retry and a conflicting one of a pending row, and a new target.
+    #[tokio::test]
+    async fn one_batch_mixing_appends_late_checks_retries_and_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::from_str(&format!(
+            "sqlite://{}",
+            dir.path().join("writer.db").display()
+        ))
+        .unwrap()
+        .create_if_missing(true);
+        let mut connection = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut connection)
+            .await
+            .unwrap();
+        let mut writer = Writer::new(connection).await.unwrap();
+
+        use SyncStatus::{Error, OutOfSync, Synced};
+        let jobs: Vec<WriteJob> = [
+            job("a", 100, Synced, &[]),
+            job("a", 200, OutOfSync, &["x"]),
+            job("a", 150, Error, &[]),
+            job("a", 200, OutOfSync, &["x"]),
+            job("a", 200, Synced, &[]),
+            job("b", 50, Synced, &[]),
+        ]
+        .into_iter()
+        .map(|(job, _)| job)
+        .collect();
+        // As one transaction: the one-by-one fallback must not be what makes this pass.
+        let results = writer.try_write_batch(&jobs).await.unwrap();
+        let ids: Vec<Option<(i64, bool)>> = results
+            .iter()
+            .map(|result| {
+                result
+                    .as_ref()
+                    .ok()
+                    .map(|recorded| (recorded.snapshot.id, recorded.replayed))
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                Some((1, false)),
+                Some((2, false)),
+                Some((3, false)),
+                Some((2, true)),
+                None,
+                Some((4, false)),
+            ]
+        );
+        assert!(matches!(results[4], Err(StoreError::Conflict(_))));
+
+        let connection = &mut writer.connection;
+        let changes: Vec<(i64, i64)> =
+            sqlx::query_as("select id, change from snapshots order by id")
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap();
+        // a@100 first; a@200 differs from a@150 in status and files; a@150 (ERROR) from a@100
+        // in status only; b first.
+        assert_eq!(changes, [(1, 3), (2, 3), (3, 1), (4, 3)]);
+        let targets: Vec<(String, i64, i64)> =
+            sqlx::query_as("select server, latest_id, status_since from targets order by server")
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap();
+        assert_eq!(targets, [("a".to_owned(), 2, 200), ("b".to_owned(), 4, 50)]);
+    }
+}
