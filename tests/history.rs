@@ -446,3 +446,143 @@ async fn ndjson_export_streams_one_snapshot_per_line() {
     );
     assert!(transitions > 1);
 }
+
+/// Pages across targets are gathered window by window; they must be exact whatever the spacing:
+/// a year-long gap, a dense burst, several targets, both orders, every filter combination.
+#[tokio::test]
+async fn pages_across_targets_are_exact_over_sparse_and_dense_history() {
+    let app = TestApp::new().await;
+    let mut offsets: Vec<i64> = vec![-365 * 86_400, -200 * 86_400, -30 * 86_400, -86_400, -3_600];
+    offsets.extend((0..60).map(|i| -120 + i));
+    let mut stored = Vec::new();
+    for (i, offset) in offsets.iter().enumerate() {
+        for (repo, server) in [("a", "one"), ("a", "two"), ("b", "one")] {
+            if (i + server.len()) % 3 == 0 && *offset > -100 {
+                continue; // not every target reports every time
+            }
+            let drifted = (i + repo.len()) % 4 == 0;
+            let (status, files): (&str, &[&str]) = if drifted {
+                ("OUT_OF_SYNC", &["x.conf"])
+            } else {
+                ("SYNCED", &[])
+            };
+            stored.push(
+                app.record(&snapshot(repo, server, status, files, &at_offset(*offset)))
+                    .await,
+            );
+        }
+    }
+    let key = |row: &Value| {
+        (
+            row["last_check"].as_str().unwrap().to_owned(),
+            row["id"].as_i64().unwrap(),
+        )
+    };
+    for query in [
+        "",
+        "repo=a",
+        "server=one",
+        "sync_status=OUT_OF_SYNC",
+        "changes_only=true",
+        "repo=a&changes_only=true",
+    ] {
+        let all = app.get_rows(&format!("/history?limit=10000&{query}")).await;
+        let mut expected: Vec<Value> = stored
+            .iter()
+            .filter(|row| all.iter().any(|kept| kept["id"] == row["id"]))
+            .cloned()
+            .collect();
+        expected.sort_by_key(|row| std::cmp::Reverse(key(row)));
+        assert_eq!(all, expected, "{query}");
+        if !query.contains("changes_only") && !query.contains("sync_status") {
+            let matches = |row: &&Value| {
+                query
+                    .split('&')
+                    .filter(|pair| !pair.is_empty())
+                    .all(|pair| {
+                        let (name, value) = pair.split_once('=').unwrap();
+                        row[name] == value
+                    })
+            };
+            assert_eq!(all.len(), stored.iter().filter(matches).count(), "{query}");
+        }
+        for order in ["desc", "asc"] {
+            for limit in [1, 7, 50] {
+                let (rows, _) = follow(
+                    &app,
+                    &format!("/history?order={order}&limit={limit}&{query}"),
+                )
+                .await;
+                let mut want = expected.clone();
+                if order == "asc" {
+                    want.reverse();
+                }
+                assert_eq!(
+                    ids(&rows),
+                    ids(&want),
+                    "order={order} limit={limit} {query}"
+                );
+            }
+        }
+    }
+    // A window in the middle of the gap, and one around the burst.
+    let from = at_offset(-250 * 86_400);
+    let to = at_offset(-2 * 86_400);
+    let rows = app.get_rows(&format!("/history?from={from}&to={to}")).await;
+    assert_eq!(rows.len(), 6);
+}
+
+/// Evenly spread checks at millisecond precision, so page windows start and end between and on
+/// rows: every row must still come exactly once, in order.
+#[tokio::test]
+async fn window_boundaries_never_drop_or_repeat_a_row() {
+    let app = TestApp::new().await;
+    let base = time::OffsetDateTime::now_utc() - time::Duration::seconds(2_000);
+    let mut stored = Vec::new();
+    // Three targets report at the very same instant every round: cursors land on ties.
+    for round in 0..100_i64 {
+        let at = (base + time::Duration::milliseconds(round * 1_337))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        for (index, server) in ["one", "two", "three"].into_iter().enumerate() {
+            let (status, files): (&str, &[&str]) = if (round + index as i64) % 7 == 0 {
+                ("OUT_OF_SYNC", &["a"])
+            } else {
+                ("SYNCED", &[])
+            };
+            stored.push(app.record(&snapshot("r", server, status, files, &at)).await);
+        }
+    }
+    // A sparse filter makes the first window too narrow, so windows widen and their edges fall
+    // anywhere between rows.
+    for filter in ["repo=r", "sync_status=OUT_OF_SYNC"] {
+        for (order, limit) in [
+            ("desc", 1),
+            ("asc", 1),
+            ("desc", 3),
+            ("asc", 4),
+            ("desc", 100),
+        ] {
+            let (rows, _) = follow(
+                &app,
+                &format!("/history?order={order}&limit={limit}&{filter}"),
+            )
+            .await;
+            let mut want: Vec<&Value> = stored
+                .iter()
+                .filter(|row| filter == "repo=r" || row["sync_status"] == "OUT_OF_SYNC")
+                .collect();
+            want.sort_by_key(|row| {
+                (
+                    row["last_check"].as_str().unwrap().to_owned(),
+                    row["id"].as_i64().unwrap(),
+                )
+            });
+            if order == "desc" {
+                want.reverse();
+            }
+            let want: Vec<i64> = want.iter().map(|row| row["id"].as_i64().unwrap()).collect();
+            assert_eq!(ids(&rows), want, "order={order} limit={limit} {filter}");
+        }
+    }
+}

@@ -28,7 +28,7 @@ const QUEUE_CAPACITY: usize = 8192;
 const READERS: u32 = 4;
 
 const SNAPSHOT_COLUMNS: &str = "select s.id, t.repo, t.server, s.sync_status, s.drift_count, \
-     f.files, s.last_check, s.received_at, s.revision, s.run_url, s.message, s.stale_after";
+     f.files, s.last_check, s.last_check + s.received_delay as received_at, s.revision, s.run_url, s.message, s.stale_after";
 
 /// Handle to an open SQLite database; clones share it.
 #[derive(Debug, Clone)]
@@ -42,6 +42,23 @@ struct Inner {
     jobs: mpsc::Sender<WriteJob>,
     shutdown: Arc<Notify>,
     writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The extent of the history among some targets.
+#[derive(Debug, Clone, Copy)]
+struct HistorySpan {
+    earliest: i64,
+    latest: i64,
+    snapshots: i64,
+}
+
+fn push_target_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &HistoryFilter) {
+    if let Some(repo) = &filter.repo {
+        query.push(" and t.repo = ").push_bind(repo.clone());
+    }
+    if let Some(server) = &filter.server {
+        query.push(" and t.server = ").push_bind(server.clone());
+    }
 }
 
 impl SqliteStore {
@@ -118,23 +135,99 @@ impl SqliteStore {
             .collect()
     }
 
+    /// One page of history. For one target, its index is already in `(last_check, id)` order. Across
+    /// targets there is no index on time alone (it would cost a fifth of the disk), so the page is
+    /// gathered window by window: each window walks every matching target's index over a range of
+    /// `last_check`, and windows widen fourfold until the page is full or the history ends. A page
+    /// costs one index seek per matching target per window, however deep the history.
     pub async fn history_page(
         &self,
         filter: &HistoryFilter,
         limit: usize,
     ) -> Result<Vec<Snapshot>, StoreError> {
+        if filter.repo.is_some() && filter.server.is_some() {
+            return self.history_window(filter, None, limit).await;
+        }
+        let Some(span) = self.history_span(filter).await? else {
+            return Ok(Vec::new());
+        };
+        let mut lower = filter
+            .from
+            .map_or(span.earliest, |from| from.as_millis().max(span.earliest));
+        let mut upper = filter
+            .to
+            .map_or(span.latest + 1, |to| to.as_millis().min(span.latest + 1));
+        match (filter.after, filter.order) {
+            (Some(after), Order::Desc) => upper = upper.min(after.last_check.as_millis() + 1),
+            (Some(after), Order::Asc) => lower = lower.max(after.last_check.as_millis()),
+            (None, _) => {}
+        }
+        // A first window that would hold about twice the page if checks were evenly spread.
+        let density = (span.latest - span.earliest + 1) as f64 / span.snapshots.max(1) as f64;
+        let mut width = ((2 * limit) as f64 * density).clamp(1_000.0, 1e15) as i64;
+        let mut rows = Vec::new();
+        while rows.len() < limit && lower < upper {
+            let window = match filter.order {
+                Order::Desc => (upper.saturating_sub(width).max(lower), upper),
+                Order::Asc => (lower, lower.saturating_add(width).min(upper)),
+            };
+            rows.extend(
+                self.history_window(filter, Some(window), limit - rows.len())
+                    .await?,
+            );
+            match filter.order {
+                Order::Desc => upper = window.0,
+                Order::Asc => lower = window.1,
+            }
+            width = width.saturating_mul(4);
+        }
+        Ok(rows)
+    }
+
+    /// Earliest and latest `last_check`, and how many snapshots, among the filter's targets: one
+    /// index seek per target.
+    async fn history_span(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<Option<HistorySpan>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "select min((select min(last_check) from snapshots where target_id = t.id)), \
+             max(s.last_check), (select max(id) from snapshots) \
+             from targets t join snapshots s on s.id = t.latest_id where 1 = 1",
+        );
+        push_target_filter(&mut query, filter);
+        let (earliest, latest, snapshots): (Option<i64>, Option<i64>, Option<i64>) = query
+            .build_query_as()
+            .fetch_one(&self.inner.readers)
+            .await?;
+        Ok(earliest.zip(latest).map(|(earliest, latest)| HistorySpan {
+            earliest,
+            latest,
+            snapshots: snapshots.unwrap_or(1),
+        }))
+    }
+
+    /// The filtered rows, optionally only those with `last_check` in `[start, end)`, in page order.
+    async fn history_window(
+        &self,
+        filter: &HistoryFilter,
+        window: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<Snapshot>, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new(SNAPSHOT_COLUMNS);
-        // Filtering on t.repo / t.server lets SQLite find the target first and then walk
-        // snapshots_target_time (or snapshots_target_changes) in order.
+        // Targets come first in the plan: SQLite finds them, then walks each one's
+        // snapshots_target_time (or snapshots_target_changes) over the window.
         query.push(
-            " from snapshots s join targets t on t.id = s.target_id \
+            " from targets t join snapshots s on s.target_id = t.id \
              left join filesets f on f.id = s.fileset_id where 1 = 1",
         );
-        if let Some(repo) = &filter.repo {
-            query.push(" and t.repo = ").push_bind(repo);
-        }
-        if let Some(server) = &filter.server {
-            query.push(" and t.server = ").push_bind(server);
+        push_target_filter(&mut query, filter);
+        if let Some((start, end)) = window {
+            query
+                .push(" and s.last_check >= ")
+                .push_bind(start)
+                .push(" and s.last_check < ")
+                .push_bind(end);
         }
         if !filter.sync_statuses.is_empty() {
             query.push(" and s.sync_status in (");

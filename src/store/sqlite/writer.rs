@@ -61,7 +61,7 @@ struct SnapshotRow {
     id: i64,
     target_id: i64,
     last_check: i64,
-    received_at: i64,
+    received_delay: i64,
     sync_status: i64,
     drift_count: i64,
     fileset_id: Option<i64>,
@@ -268,7 +268,7 @@ impl Memory {
             id,
             target_id,
             last_check,
-            received_at: new.received_at.as_millis(),
+            received_delay: received_delay(new, new.last_check),
             sync_status,
             drift_count: new.drift_count,
             fileset_id,
@@ -371,7 +371,7 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
     }
     for chunk in pending.rows.chunks(ROWS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "insert into snapshots (id, target_id, last_check, received_at, sync_status, \
+            "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
              drift_count, fileset_id, change, stale_after, revision, run_url, message) ",
         );
         insert.push_values(chunk, |mut values, row| {
@@ -379,7 +379,7 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
                 .push_bind(row.id)
                 .push_bind(row.target_id)
                 .push_bind(row.last_check)
-                .push_bind(row.received_at)
+                .push_bind(row.received_delay)
                 .push_bind(row.sync_status)
                 .push_bind(row.drift_count)
                 .push_bind(row.fileset_id)
@@ -410,6 +410,12 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
     pending.new_targets.clear();
     pending.rows.clear();
     Ok(())
+}
+
+fn received_delay(new: &NewSnapshot, last_check: Timestamp) -> i64 {
+    new.received_at
+        .as_millis()
+        .saturating_sub(last_check.as_millis())
 }
 
 fn change_between(previous: (i64, Option<i64>), next: (i64, Option<i64>)) -> i64 {
@@ -495,14 +501,14 @@ async fn record_out_of_order(
         )
     });
     sqlx::query(
-        "insert into snapshots (id, target_id, last_check, received_at, sync_status, drift_count, \
+        "insert into snapshots (id, target_id, last_check, received_delay, sync_status, drift_count, \
          fileset_id, change, stale_after, revision, run_url, message) \
          values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id)
     .bind(target.id)
     .bind(last_check.as_millis())
-    .bind(new.received_at.as_millis())
+    .bind(received_delay(new, last_check))
     .bind(sync_status)
     .bind(new.drift_count)
     .bind(fileset_id)

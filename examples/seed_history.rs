@@ -1,0 +1,89 @@
+//! Seeds a database with a realistic drift history through the store (not HTTP), for benchmarks:
+//! every target checks in every 2 minutes; on average one check in ten reports OUT_OF_SYNC with 1-3
+//! files, the rest SYNCED. The newest round of checks is about now.
+//!
+//! cargo run --release --example seed_history -- sqlite://bench.db 10000 10000000
+//!
+//! Prints one JSON line: snapshots written, seconds, database bytes and bytes per snapshot.
+
+use std::time::{Duration, Instant};
+
+use gitops_status_server::model::{NewSnapshot, SyncStatus};
+use gitops_status_server::store::Store;
+use gitops_status_server::timestamp::Timestamp;
+
+/// Snapshots in flight at once; enough to keep the writer's batches full.
+const IN_FLIGHT: usize = 4096;
+const CHECK_INTERVAL_MILLIS: i64 = 120_000;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: seed_history DATABASE_URL TARGETS SNAPSHOTS";
+    let url = args.next().ok_or(usage)?;
+    let targets: i64 = args.next().ok_or(usage)?.parse()?;
+    let snapshots: i64 = args.next().ok_or(usage)?.parse()?;
+    let rounds = (snapshots + targets - 1) / targets;
+
+    let store = Store::connect(&url).await?;
+    let now = Timestamp::now().as_millis();
+    let first_round = now - rounds * CHECK_INTERVAL_MILLIS;
+    let started = Instant::now();
+    let mut pending = tokio::task::JoinSet::new();
+    for n in 0..snapshots {
+        let (round, target) = (n / targets, n % targets);
+        let drifted = (round + target) % 10 == 0;
+        let files: Vec<String> = if drifted {
+            (1..=1 + n % 3)
+                .map(|i| format!("conf.d/{i:02}-managed.conf"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Spread each round over the interval, as independent cron jobs would.
+        let at = first_round
+            + round * CHECK_INTERVAL_MILLIS
+            + target * CHECK_INTERVAL_MILLIS / targets.max(1);
+        let snapshot = NewSnapshot {
+            repo: format!("repo-{}", target % 50),
+            server: format!("server-{target}"),
+            sync_status: if drifted {
+                SyncStatus::OutOfSync
+            } else {
+                SyncStatus::Synced
+            },
+            drift_count: files.len() as i64,
+            files,
+            last_check: Timestamp::from_millis(at),
+            last_check_defaulted: false,
+            received_at: Timestamp::from_millis(at + 1_500),
+            revision: None,
+            run_url: None,
+            message: None,
+            stale_after_seconds: None,
+        };
+        let store = store.clone();
+        pending.spawn(async move { store.record(snapshot).await });
+        if pending.len() >= IN_FLIGHT {
+            pending.join_next().await.ok_or("no task")???;
+        }
+    }
+    while let Some(result) = pending.join_next().await {
+        result??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    store.close().await;
+
+    let path = url.trim_start_matches("sqlite://");
+    let bytes: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{path}{suffix}")).ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    println!(
+        "{{\"snapshots\":{snapshots},\"targets\":{targets},\"seconds\":{seconds:.2},\"bytes\":{bytes},\"bytes_per_snapshot\":{:.1}}}",
+        bytes as f64 / snapshots.max(1) as f64
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    Ok(())
+}
