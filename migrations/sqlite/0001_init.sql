@@ -1,14 +1,11 @@
 -- The drift history. Times are integer milliseconds since the Unix epoch, UTC.
 
--- One row per target, holding what /status.json needs so it never scans history.
+-- One row per target. Its latest snapshot and status_since are not stored here: the server keeps
+-- them in memory and, at start, finds them with two index seeks per target (see the store).
 create table targets (
     id integer primary key,
     repo text not null,
     server text not null,
-    -- The snapshot with the greatest (last_check, id).
-    latest_id integer not null,
-    -- last_check of the first snapshot of the current unbroken run of the latest sync_status.
-    status_since integer not null,
     unique (repo, server)
 );
 

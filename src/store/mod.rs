@@ -173,4 +173,6 @@ pub enum ConnectError {
     Open(#[from] sqlx::Error),
     #[error("DATABASE_URL: cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("DATABASE_URL: cannot load the targets: {0}")]
+    Load(String),
 }

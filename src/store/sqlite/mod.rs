@@ -4,7 +4,7 @@
 mod writer;
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -20,7 +20,7 @@ use crate::model::{
     FileEntry, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFilter, SyncStatus, files_text,
 };
 use crate::timestamp::Timestamp;
-use writer::{WriteJob, Writer};
+use writer::{SharedLatest, WriteJob, Writer};
 
 /// Snapshots waiting for the writer before `record` callers wait for room.
 const QUEUE_CAPACITY: usize = 8192;
@@ -39,6 +39,7 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     readers: SqlitePool,
+    latest: SharedLatest,
     jobs: mpsc::Sender<WriteJob>,
     shutdown: Arc<Notify>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -77,7 +78,11 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
 
-        let mut writer = SqliteConnection::connect_with(&options).await?;
+        // Every INSERT size up to MAX_STATEMENT_ROWS, for snapshots and targets, stays prepared.
+        let writer_options = options
+            .clone()
+            .statement_cache_capacity(4 * writer::MAX_STATEMENT_ROWS);
+        let mut writer = SqliteConnection::connect_with(&writer_options).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await?;
@@ -89,11 +94,15 @@ impl SqliteStore {
 
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         let shutdown = Arc::new(Notify::new());
-        let writer = Writer::new(writer).await?;
+        let latest = SharedLatest::default();
+        let writer = Writer::open(writer, Arc::clone(&latest))
+            .await
+            .map_err(|error| ConnectError::Load(error.to_string()))?;
         let task = tokio::spawn(writer.run(queue, Arc::clone(&shutdown)));
         Ok(Self {
             inner: Arc::new(Inner {
                 readers,
+                latest,
                 jobs,
                 shutdown,
                 writer: Mutex::new(Some(task)),
@@ -111,28 +120,21 @@ impl SqliteStore {
         outcome.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Served from the writer's published state: no query, sorted by (repo, server).
     pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(SNAPSHOT_COLUMNS);
-        query.push(
-            ", t.status_since from targets t join snapshots s on s.id = t.latest_id \
-             left join filesets f on f.id = s.fileset_id where 1 = 1",
-        );
-        if let Some(repo) = &filter.repo {
-            query.push(" and t.repo = ").push_bind(repo);
-        }
-        if let Some(server) = &filter.server {
-            query.push(" and t.server = ").push_bind(server);
-        }
-        query.push(" order by t.repo, t.server");
-        let rows = query.build().fetch_all(&self.inner.readers).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Latest {
-                    snapshot: snapshot_from_row(row)?,
-                    status_since: Timestamp::from_millis(row.try_get("status_since")?),
-                })
+        let published = self
+            .inner
+            .latest
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(published
+            .iter()
+            .filter(|((repo, server), _)| {
+                filter.repo.as_ref().is_none_or(|wanted| wanted == repo)
+                    && filter.server.as_ref().is_none_or(|wanted| wanted == server)
             })
-            .collect()
+            .map(|(_, latest)| Latest::clone(latest))
+            .collect())
     }
 
     /// One page of history. For one target, its index is already in `(last_check, id)` order. Across
@@ -192,8 +194,8 @@ impl SqliteStore {
     ) -> Result<Option<HistorySpan>, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new(
             "select min((select min(last_check) from snapshots where target_id = t.id)), \
-             max(s.last_check), (select max(id) from snapshots) \
-             from targets t join snapshots s on s.id = t.latest_id where 1 = 1",
+             max((select max(last_check) from snapshots where target_id = t.id)), \
+             (select max(id) from snapshots) from targets t where 1 = 1",
         );
         push_target_filter(&mut query, filter);
         let (earliest, latest, snapshots): (Option<i64>, Option<i64>, Option<i64>) = query

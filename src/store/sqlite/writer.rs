@@ -1,35 +1,41 @@
 //! The single SQLite writer: it owns the only write connection, takes every snapshot waiting in
-//! its queue, stores them in one transaction with one fsync'd commit, then answers each caller.
+//! its queue, stores them with one fsync'd commit, then answers each caller.
 //!
-//! It keeps what it needs of every target in memory (latest check, status, file set,
-//! `status_since`) and assigns row ids itself, so the usual snapshot (newer than its target's
-//! latest) costs no lookup: a batch becomes a few multi-row statements, not a few per snapshot.
-//! A check at or before its target's latest (a retry or a late arrival) takes the slow path that
-//! asks the database. Any failed transaction drops the caches, which reload from what committed.
+//! It holds every target's latest check in memory, assigns row ids itself, and publishes each
+//! target's latest snapshot for `/status.json` after every commit. So the usual batch (checks newer
+//! than their targets' latest, for known targets and file sets) is a single multi-row INSERT in
+//! autocommit: one statement, one round trip to SQLite's thread, one fsync. New targets, new file
+//! sets, retries, conflicts and late checks run in an explicit transaction that asks the database.
+//! Any failure rolls back and reloads the memory from what committed.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 
+use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteExecutor};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteExecutor};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::model::{FileEntry, NewSnapshot, Order, Snapshot, files_text};
-use crate::store::{Recorded, StoreError};
+use crate::store::{Latest, Recorded, StoreError};
 use crate::timestamp::Timestamp;
 
-/// Most snapshots committed in one transaction.
+/// Most snapshots committed at once.
 pub const MAX_BATCH: usize = 1024;
-/// Rows per multi-row statement (each snapshot row binds 11 values).
-const ROWS_PER_STATEMENT: usize = 64;
+/// Most rows in one INSERT statement. Batches up to this size need one statement; every size up
+/// to it is a distinct prepared statement in the writer's cache.
+pub const MAX_STATEMENT_ROWS: usize = 64;
 /// File sets remembered by digest before the cache starts over.
 const MAX_CACHED_FILESETS: usize = 65_536;
 
 /// `change` bits, see migrations/sqlite/0001_init.sql.
 const STATUS_CHANGED: i64 = 1;
 const FILES_CHANGED: i64 = 2;
+
+/// The latest snapshot of every target, by (repo, server), as readers see it after each commit.
+pub type SharedLatest = Arc<RwLock<BTreeMap<(String, String), Arc<Latest>>>>;
 
 /// A snapshot waiting for the writer, and where its outcome goes.
 pub struct WriteJob {
@@ -46,7 +52,7 @@ impl std::fmt::Debug for WriteJob {
 }
 
 /// What the writer knows of a target's latest snapshot.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TargetState {
     id: i64,
     latest_check: i64,
@@ -55,7 +61,7 @@ struct TargetState {
     status_since: i64,
 }
 
-/// A snapshot row waiting for the batch's next multi-row insert.
+/// A snapshot row waiting for the batch's INSERT.
 #[derive(Debug)]
 struct SnapshotRow {
     id: i64,
@@ -77,18 +83,25 @@ struct SnapshotRow {
 struct Pending {
     new_targets: Vec<(i64, String, String)>,
     rows: Vec<SnapshotRow>,
-    /// Targets whose latest_id / status_since changed, by id.
-    moved: HashMap<i64, (i64, i64)>,
+}
+
+/// A file set as the writer's cache knows it.
+#[derive(Debug)]
+enum Fileset {
+    Empty,
+    Known(i64),
+    Unknown { digest: [u8; 32], json: String },
 }
 
 #[derive(Debug)]
 pub struct Writer {
     connection: SqliteConnection,
     memory: Memory,
+    published: SharedLatest,
 }
 
 /// What the writer remembers between batches; valid only while it matches what committed.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Memory {
     targets: HashMap<(String, String), TargetState>,
     filesets: HashMap<[u8; 32], i64>,
@@ -97,17 +110,40 @@ struct Memory {
 }
 
 impl Writer {
-    pub async fn new(mut connection: SqliteConnection) -> Result<Self, sqlx::Error> {
-        let (next_snapshot_id, next_target_id) = next_ids(&mut connection).await?;
-        Ok(Self {
+    /// Loads every target's latest state (one index seek per target, never a scan of history)
+    /// and publishes it.
+    pub async fn open(
+        connection: SqliteConnection,
+        published: SharedLatest,
+    ) -> Result<Self, StoreError> {
+        let mut writer = Self {
             connection,
-            memory: Memory {
-                targets: HashMap::new(),
-                filesets: HashMap::new(),
-                next_snapshot_id,
-                next_target_id,
-            },
-        })
+            memory: Memory::default(),
+            published,
+        };
+        writer.reload().await?;
+        Ok(writer)
+    }
+
+    async fn reload(&mut self) -> Result<(), StoreError> {
+        let (next_snapshot_id, next_target_id) = next_ids(&mut self.connection).await?;
+        let targets = load_targets(&mut self.connection, None).await?;
+        let mut published = BTreeMap::new();
+        self.memory = Memory {
+            targets: HashMap::with_capacity(targets.len()),
+            filesets: HashMap::new(),
+            next_snapshot_id,
+            next_target_id,
+        };
+        for (key, state, latest) in targets {
+            self.memory.targets.insert(key.clone(), state);
+            published.insert(key, Arc::new(latest));
+        }
+        *self
+            .published
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = published;
+        Ok(())
     }
 
     /// Serves the queue until shutdown is notified and the queue is drained, then closes the
@@ -141,6 +177,7 @@ impl Writer {
     }
 
     async fn commit_batch(&mut self, batch: &mut Vec<WriteJob>) {
+        let started = std::time::Instant::now();
         let outcomes = match self.write_batch(batch).await {
             Ok(outcomes) => outcomes,
             Err(error) if batch.len() == 1 => vec![Err(error)],
@@ -158,75 +195,124 @@ impl Writer {
                 outcomes
             }
         };
+        tracing::trace!(
+            snapshots = batch.len(),
+            micros = started.elapsed().as_micros(),
+            "committed"
+        );
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             // The caller may have gone away (client disconnected); the snapshot is stored anyway.
             let _ = job.reply.send(outcome);
         }
     }
 
-    /// Writes the jobs in one transaction. The outer error aborts the whole transaction (and
-    /// resets the caches); the inner results are per-snapshot outcomes such as a conflict.
+    /// Writes the jobs atomically and publishes the targets' new latest. The outer error means
+    /// nothing was written (and the memory was reloaded); the inner results are per-snapshot
+    /// outcomes such as a conflict.
     async fn write_batch(
         &mut self,
         jobs: &[WriteJob],
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-        let result = self.try_write_batch(jobs).await;
-        if result.is_err() {
-            self.memory.targets.clear();
-            self.memory.filesets.clear();
-            if let Ok((snapshot_id, target_id)) = next_ids(&mut self.connection).await {
-                self.memory.next_snapshot_id = snapshot_id;
-                self.memory.next_target_id = target_id;
+        match self.try_write_batch(jobs).await {
+            Ok((outcomes, touched)) => {
+                let mut published = self
+                    .published
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                published.extend(touched);
+                Ok(outcomes)
+            }
+            Err(error) => {
+                // Harmless when no transaction is open.
+                let _ = sqlx::query("rollback").execute(&mut self.connection).await;
+                if let Err(reload) = self.reload().await {
+                    tracing::error!(%reload, "reloading the writer's state failed");
+                }
+                Err(error)
             }
         }
-        result
     }
 
+    #[allow(clippy::type_complexity, reason = "a private pair of results")]
     async fn try_write_batch(
         &mut self,
         jobs: &[WriteJob],
-    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-        let mut transaction = self.connection.begin().await?;
+    ) -> Result<
+        (
+            Vec<Result<Recorded, StoreError>>,
+            HashMap<(String, String), Arc<Latest>>,
+        ),
+        StoreError,
+    > {
+        let connection = &mut self.connection;
+        let memory = &mut self.memory;
+        let mut in_transaction = false;
         let mut pending = Pending::default();
+        let mut touched = HashMap::new();
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             let new = &job.snapshot;
             let key = (new.repo.clone(), new.server.clone());
-            let memory = &mut self.memory;
-            let state = match memory.targets.get(&key) {
-                Some(state) => Some(*state),
-                None => load_target(&mut *transaction, &new.repo, &new.server).await?,
-            };
-            let outcome = match state {
-                Some(state) if new.last_check.as_millis() <= state.latest_check => {
-                    // A retry or a late check: the database decides, so it must be up to date.
-                    flush(&mut transaction, &mut pending).await?;
-                    memory.targets.remove(&key);
-                    record_out_of_order(&mut transaction, memory, new, state).await?
+            let state = memory.targets.get(&key).copied();
+            let late = state.is_some_and(|state| new.last_check.as_millis() <= state.latest_check);
+            let fileset = memory.known_fileset(&new.files);
+            let needs_database =
+                late || state.is_none() || matches!(fileset, Fileset::Unknown { .. });
+            if needs_database && !in_transaction {
+                sqlx::query("begin immediate")
+                    .execute(&mut *connection)
+                    .await?;
+                in_transaction = true;
+            }
+            if let (true, Some(state)) = (late, state) {
+                // A retry or a late check: the database decides, so it must be up to date.
+                flush(&mut *connection, &mut pending).await?;
+                let outcome = record_out_of_order(&mut *connection, memory, new, state).await?;
+                let reloaded = load_targets(&mut *connection, Some(state.id)).await?;
+                if let Some((key, state, latest)) = reloaded.into_iter().next() {
+                    memory.targets.insert(key.clone(), state);
+                    touched.insert(key, Arc::new(latest));
                 }
-                _ => {
-                    let fileset_id = memory.fileset_id(&mut transaction, &new.files).await?;
-                    Ok(memory.append(state, new, fileset_id, &mut pending))
-                }
-            };
-            outcomes.push(outcome);
+                outcomes.push(outcome);
+                continue;
+            }
+            let fileset_id = memory.fileset_id(&mut *connection, fileset).await?;
+            let (recorded, status_since) = memory.append(state, new, fileset_id, &mut pending);
+            touched.insert(
+                key,
+                Arc::new(Latest {
+                    snapshot: recorded.snapshot.clone(),
+                    status_since: Timestamp::from_millis(status_since),
+                }),
+            );
+            outcomes.push(Ok(recorded));
         }
-        flush(&mut transaction, &mut pending).await?;
-        transaction.commit().await?;
-        Ok(outcomes)
+        if in_transaction || pending.rows.len() > MAX_STATEMENT_ROWS {
+            if !in_transaction {
+                sqlx::query("begin immediate")
+                    .execute(&mut *connection)
+                    .await?;
+            }
+            flush(&mut *connection, &mut pending).await?;
+            sqlx::query("commit").execute(&mut *connection).await?;
+        } else {
+            // One statement is atomic and durable on its own: no BEGIN/COMMIT round trips.
+            flush(&mut *connection, &mut pending).await?;
+        }
+        Ok((outcomes, touched))
     }
 }
 
 impl Memory {
     /// The usual case: a check newer than everything its target has. Only memory is touched here;
-    /// the row is written by the next `flush`.
+    /// the row is written by the next `flush`. Returns the snapshot and its target's status_since.
     fn append(
         &mut self,
         state: Option<TargetState>,
         new: &NewSnapshot,
         fileset_id: Option<i64>,
         pending: &mut Pending,
-    ) -> Recorded {
+    ) -> (Recorded, i64) {
         let id = self.next_snapshot_id;
         self.next_snapshot_id += 1;
         let sync_status = new.sync_status.code();
@@ -263,7 +349,6 @@ impl Memory {
                 status_since,
             },
         );
-        pending.moved.insert(target_id, (id, status_since));
         pending.rows.push(SnapshotRow {
             id,
             target_id,
@@ -278,27 +363,38 @@ impl Memory {
             run_url: new.run_url.clone(),
             message: new.message.clone(),
         });
-        Recorded {
+        let recorded = Recorded {
             snapshot: snapshot_of(id, new, new.last_check),
             replayed: false,
+        };
+        (recorded, status_since)
+    }
+
+    fn known_fileset(&self, files: &[String]) -> Fileset {
+        if files.is_empty() {
+            return Fileset::Empty;
+        }
+        // Serializing a list of strings cannot fail.
+        let json = serde_json::to_string(files).unwrap_or_default();
+        let digest: [u8; 32] = Sha256::digest(json.as_bytes()).into();
+        match self.filesets.get(&digest) {
+            Some(id) => Fileset::Known(*id),
+            None => Fileset::Unknown { digest, json },
         }
     }
 
-    /// The id of this set of files, stored once; `None` for no files.
+    /// The id of this set of files, stored once; `None` for no files. Inserts an unknown set, so
+    /// it must run inside the batch's transaction.
     async fn fileset_id(
         &mut self,
         connection: &mut SqliteConnection,
-        files: &[String],
+        fileset: Fileset,
     ) -> Result<Option<i64>, StoreError> {
-        if files.is_empty() {
-            return Ok(None);
-        }
-        let json = serde_json::to_string(files)
-            .map_err(|error| StoreError::Database(error.to_string()))?;
-        let digest: [u8; 32] = Sha256::digest(json.as_bytes()).into();
-        if let Some(id) = self.filesets.get(&digest) {
-            return Ok(Some(*id));
-        }
+        let (digest, json) = match fileset {
+            Fileset::Empty => return Ok(None),
+            Fileset::Known(id) => return Ok(Some(id)),
+            Fileset::Unknown { digest, json } => (digest, json),
+        };
         let existing: Option<i64> = sqlx::query_scalar("select id from filesets where digest = ?")
             .bind(&digest[..])
             .fetch_optional(&mut *connection)
@@ -320,56 +416,72 @@ impl Memory {
     }
 }
 
-async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
+async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), StoreError> {
+    Ok(sqlx::query_as(
         "select (select coalesce(max(id), 0) + 1 from snapshots), \
                 (select coalesce(max(id), 0) + 1 from targets)",
     )
     .fetch_one(connection)
-    .await
+    .await?)
 }
 
-async fn load_target(
+/// Every target's (or one target's) latest snapshot and the start of its current run of
+/// `sync_status`: two index seeks per target (snapshots_target_time, snapshots_target_changes).
+async fn load_targets(
     executor: impl SqliteExecutor<'_>,
-    repo: &str,
-    server: &str,
-) -> Result<Option<TargetState>, StoreError> {
-    let row: Option<(i64, i64, i64, i64, Option<i64>)> = sqlx::query_as(
-        "select t.id, t.status_since, s.last_check, s.sync_status, s.fileset_id \
-         from targets t join snapshots s on s.id = t.latest_id \
-         where t.repo = ? and t.server = ?",
-    )
-    .bind(repo)
-    .bind(server)
-    .fetch_optional(executor)
-    .await?;
-    Ok(row.map(
-        |(id, status_since, latest_check, latest_status, latest_fileset)| TargetState {
-            id,
-            latest_check,
-            latest_status,
-            latest_fileset,
-            status_since,
-        },
-    ))
+    target_id: Option<i64>,
+) -> Result<Vec<((String, String), TargetState, Latest)>, StoreError> {
+    let sql = format!(
+        "{SNAPSHOT_COLUMNS}, t.id as target_id, s.fileset_id, \
+         coalesce((select c.last_check from snapshots c \
+                   where c.target_id = t.id and c.change != 0 and (c.change & 1) = 1 \
+                   order by c.last_check desc limit 1), s.last_check) as status_since \
+         from targets t \
+         join snapshots s on s.id = (select l.id from snapshots l where l.target_id = t.id \
+                                     order by l.last_check desc limit 1) \
+         left join filesets f on f.id = s.fileset_id \
+         where ?1 is null or t.id = ?1"
+    );
+    // Streamed: holding every row at once would double the memory the targets take.
+    let mut rows = sqlx::query(&sql).bind(target_id).fetch(executor);
+    let mut targets = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        targets.push(target_from_row(&row)?);
+    }
+    Ok(targets)
 }
 
-/// Writes what `append` queued: new targets, then snapshot rows, then the targets' new latest.
+fn target_from_row(
+    row: &SqliteRow,
+) -> Result<((String, String), TargetState, Latest), sqlx::Error> {
+    let snapshot = snapshot_from_row(row)?;
+    let status_since: i64 = row.try_get("status_since")?;
+    let state = TargetState {
+        id: row.try_get("target_id")?,
+        latest_check: snapshot.last_check.as_millis(),
+        latest_status: snapshot.sync_status.code(),
+        latest_fileset: row.try_get("fileset_id")?,
+        status_since,
+    };
+    let key = (snapshot.repo.clone(), snapshot.server.clone());
+    let latest = Latest {
+        snapshot,
+        status_since: Timestamp::from_millis(status_since),
+    };
+    Ok((key, state, latest))
+}
+
+/// Writes what `append` queued: new targets, then snapshot rows. Each INSERT holds at most
+/// `MAX_STATEMENT_ROWS` rows; a batch that needs more than one statement runs in a transaction.
 async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Result<(), StoreError> {
-    for chunk in pending.new_targets.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "insert into targets (id, repo, server, latest_id, status_since) ",
-        );
+    for chunk in pending.new_targets.chunks(MAX_STATEMENT_ROWS) {
+        let mut insert = QueryBuilder::<Sqlite>::new("insert into targets (id, repo, server) ");
         insert.push_values(chunk, |mut row, (id, repo, server)| {
-            row.push_bind(*id)
-                .push_bind(repo)
-                .push_bind(server)
-                .push_bind(0_i64)
-                .push_bind(0_i64);
+            row.push_bind(*id).push_bind(repo).push_bind(server);
         });
         insert.build().execute(&mut *connection).await?;
     }
-    for chunk in pending.rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in pending.rows.chunks(MAX_STATEMENT_ROWS) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
              drift_count, fileset_id, change, stale_after, revision, run_url, message) ",
@@ -390,22 +502,6 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
                 .push_bind(&row.message);
         });
         insert.build().execute(&mut *connection).await?;
-    }
-    let moved: Vec<(i64, (i64, i64))> = pending.moved.drain().collect();
-    for chunk in moved.chunks(ROWS_PER_STATEMENT) {
-        let mut update =
-            QueryBuilder::<Sqlite>::new("with moved (id, latest_id, status_since) as (");
-        update.push_values(chunk, |mut values, (id, (latest_id, status_since))| {
-            values
-                .push_bind(*id)
-                .push_bind(*latest_id)
-                .push_bind(*status_since);
-        });
-        update.push(
-            ") update targets set latest_id = moved.latest_id, status_since = moved.status_since \
-             from moved where targets.id = moved.id",
-        );
-        update.build().execute(&mut *connection).await?;
     }
     pending.new_targets.clear();
     pending.rows.clear();
@@ -462,6 +558,7 @@ struct Neighbour {
 
 /// A check at or before its target's latest: an identical retry (answered with the stored
 /// snapshot), a conflict, or a late check that joins history without becoming the latest.
+/// Runs inside the batch's transaction, after the batch's pending rows were flushed.
 async fn record_out_of_order(
     connection: &mut SqliteConnection,
     memory: &mut Memory,
@@ -488,7 +585,8 @@ async fn record_out_of_order(
         }
     }
 
-    let fileset_id = memory.fileset_id(&mut *connection, &new.files).await?;
+    let fileset = memory.known_fileset(&new.files);
+    let fileset_id = memory.fileset_id(&mut *connection, fileset).await?;
     let id = memory.next_snapshot_id;
     memory.next_snapshot_id += 1;
     let sync_status = new.sync_status.code();
@@ -501,8 +599,8 @@ async fn record_out_of_order(
         )
     });
     sqlx::query(
-        "insert into snapshots (id, target_id, last_check, received_delay, sync_status, drift_count, \
-         fileset_id, change, stale_after, revision, run_url, message) \
+        "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
+         drift_count, fileset_id, change, stale_after, revision, run_url, message) \
          values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id)
@@ -520,44 +618,19 @@ async fn record_out_of_order(
     .execute(&mut *connection)
     .await?;
 
-    match next {
-        None => {
-            // Only a server-assigned time bumped past the latest lands here.
-            let status_since = if change & STATUS_CHANGED == 0 {
-                target.status_since
-            } else {
-                last_check.as_millis()
-            };
-            sqlx::query("update targets set latest_id = ?, status_since = ? where id = ?")
-                .bind(id)
-                .bind(status_since)
-                .bind(target.id)
+    if let Some(next) = next {
+        // A late check becomes history; the transition flags of the snapshot after it change
+        // with it. The caller reloads the target's latest and status_since.
+        let next_change = change_between(
+            (sync_status, fileset_id),
+            (next.sync_status, next.fileset_id),
+        );
+        if next_change != next.change {
+            sqlx::query("update snapshots set change = ? where id = ?")
+                .bind(next_change)
+                .bind(next.id)
                 .execute(&mut *connection)
                 .await?;
-        }
-        Some(next) => {
-            // A late check becomes history; the transition flags of the snapshot after it, and so
-            // possibly status_since, are recomputed.
-            let next_change = change_between(
-                (sync_status, fileset_id),
-                (next.sync_status, next.fileset_id),
-            );
-            if next_change != next.change {
-                sqlx::query("update snapshots set change = ? where id = ?")
-                    .bind(next_change)
-                    .bind(next.id)
-                    .execute(&mut *connection)
-                    .await?;
-            }
-            // Served by snapshots_target_changes.
-            sqlx::query(
-                "update targets set status_since = (select last_check from snapshots \
-                 where target_id = ?1 and change != 0 and (change & 1) = 1 \
-                 order by last_check desc limit 1) where id = ?1",
-            )
-            .bind(target.id)
-            .execute(&mut *connection)
-            .await?;
         }
     }
     Ok(Ok(Recorded {
@@ -632,13 +705,8 @@ mod tests {
     use super::*;
     use crate::model::SyncStatus;
 
-    fn job(
-        server: &str,
-        millis: i64,
-        status: SyncStatus,
-        files: &[&str],
-    ) -> (WriteJob, oneshot::Receiver<Result<Recorded, StoreError>>) {
-        let (reply, outcome) = oneshot::channel();
+    fn job(server: &str, millis: i64, status: SyncStatus, files: &[&str]) -> WriteJob {
+        let (reply, _) = oneshot::channel();
         let snapshot = NewSnapshot {
             repo: "r".to_owned(),
             server: server.to_owned(),
@@ -653,14 +721,10 @@ mod tests {
             message: None,
             stale_after_seconds: None,
         };
-        (WriteJob { snapshot, reply }, outcome)
+        WriteJob { snapshot, reply }
     }
 
-    /// One batch that mixes every path: appends, a late check between two of its own pending
-    /// rows, an identical retry and a conflicting one of a pending row, and a new target.
-    #[tokio::test]
-    async fn one_batch_mixing_appends_late_checks_retries_and_conflicts() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn writer(dir: &tempfile::TempDir) -> Writer {
         let options = SqliteConnectOptions::from_str(&format!(
             "sqlite://{}",
             dir.path().join("writer.db").display()
@@ -672,22 +736,29 @@ mod tests {
             .run(&mut connection)
             .await
             .unwrap();
-        let mut writer = Writer::new(connection).await.unwrap();
+        Writer::open(connection, SharedLatest::default())
+            .await
+            .unwrap()
+    }
+
+    /// One batch that mixes every path: appends, a late check between two of its own pending
+    /// rows, an identical retry and a conflicting one of a pending row, and a new target.
+    #[tokio::test]
+    async fn one_batch_mixing_appends_late_checks_retries_and_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir).await;
 
         use SyncStatus::{Error, OutOfSync, Synced};
-        let jobs: Vec<WriteJob> = [
+        let jobs = [
             job("a", 100, Synced, &[]),
             job("a", 200, OutOfSync, &["x"]),
             job("a", 150, Error, &[]),
             job("a", 200, OutOfSync, &["x"]),
             job("a", 200, Synced, &[]),
             job("b", 50, Synced, &[]),
-        ]
-        .into_iter()
-        .map(|(job, _)| job)
-        .collect();
+        ];
         // As one transaction: the one-by-one fallback must not be what makes this pass.
-        let results = writer.try_write_batch(&jobs).await.unwrap();
+        let results = writer.write_batch(&jobs).await.unwrap();
         let ids: Vec<Option<(i64, bool)>> = results
             .iter()
             .map(|result| {
@@ -710,20 +781,58 @@ mod tests {
         );
         assert!(matches!(results[4], Err(StoreError::Conflict(_))));
 
-        let connection = &mut writer.connection;
         let changes: Vec<(i64, i64)> =
             sqlx::query_as("select id, change from snapshots order by id")
-                .fetch_all(&mut *connection)
+                .fetch_all(&mut writer.connection)
                 .await
                 .unwrap();
         // a@100 first; a@200 differs from a@150 in status and files; a@150 (ERROR) from a@100
         // in status only; b first.
         assert_eq!(changes, [(1, 3), (2, 3), (3, 1), (4, 3)]);
-        let targets: Vec<(String, i64, i64)> =
-            sqlx::query_as("select server, latest_id, status_since from targets order by server")
-                .fetch_all(&mut *connection)
-                .await
-                .unwrap();
-        assert_eq!(targets, [("a".to_owned(), 2, 200), ("b".to_owned(), 4, 50)]);
+
+        let published: Vec<(String, i64, i64)> = writer
+            .published
+            .read()
+            .unwrap()
+            .values()
+            .map(|latest| {
+                (
+                    latest.snapshot.server.clone(),
+                    latest.snapshot.id,
+                    latest.status_since.as_millis(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            published,
+            [("a".to_owned(), 2, 200), ("b".to_owned(), 4, 50)]
+        );
+        // What was published is what a restart computes from the database.
+        let memory = writer.memory.targets.clone();
+        writer.reload().await.unwrap();
+        assert_eq!(writer.memory.targets, memory);
+    }
+
+    /// Batches of new targets, and of known targets larger than one statement, commit whole.
+    #[tokio::test]
+    async fn batches_larger_than_one_statement_commit_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir).await;
+        let first: Vec<WriteJob> = (0..100)
+            .map(|i| job(&format!("s{i}"), 1_000, SyncStatus::Synced, &[]))
+            .collect();
+        writer.write_batch(&first).await.unwrap();
+        let next: Vec<WriteJob> = (0..MAX_STATEMENT_ROWS as i64 + 1)
+            .map(|i| job(&format!("s{}", i % 100), 2_000 + i, SyncStatus::Synced, &[]))
+            .collect();
+        let results = writer.write_batch(&next).await.unwrap();
+        assert!(results.iter().all(Result::is_ok));
+        let stored: i64 = sqlx::query_scalar("select count(*) from snapshots")
+            .fetch_one(&mut writer.connection)
+            .await
+            .unwrap();
+        assert_eq!(stored, 100 + MAX_STATEMENT_ROWS as i64 + 1);
+        let published = writer.published.read().unwrap().len();
+        assert_eq!(published, 100);
     }
 }
