@@ -231,7 +231,7 @@ def latency(url, runs, duration):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", default="4s", help="wrk duration of each ingest run")
+    parser.add_argument("--duration", default="3s", help="wrk duration of each ingest run")
     parser.add_argument("--big", type=int, default=10_000_000, help="snapshots in the big history")
     parser.add_argument("--quick", action="store_true", help="1 run, 2 s, 1M-snapshot history")
     args = parser.parse_args()
@@ -295,10 +295,10 @@ def main():
         reads[name] = {
             "ready_seconds": median(readies),
             "idle_rss": proc.rss(),
-            "history_page": summarize(latency(proc.url(history_page), args.runs, "3s")),
+            "history_page": summarize(latency(proc.url(history_page), args.runs, "2s")),
         }
         if name != "tiny":
-            reads[name]["status_json"] = summarize(latency(proc.url("/status.json"), args.runs, "3s"))
+            reads[name]["status_json"] = summarize(latency(proc.url("/status.json"), args.runs, "2s"))
             with urllib.request.urlopen(proc.url("/status.json")) as response:
                 reads[name]["status_json_targets"] = len(json.load(response))
         proc.stop()

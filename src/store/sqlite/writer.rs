@@ -431,6 +431,13 @@ async fn load_targets(
     executor: impl SqliteExecutor<'_>,
     target_id: Option<i64>,
 ) -> Result<Vec<((String, String), TargetState, Latest)>, StoreError> {
+    // Two texts rather than `?1 is null or t.id = ?1`, which SQLite cannot serve from the primary
+    // key: a late check would otherwise cost a seek per target.
+    let only = if target_id.is_some() {
+        "where t.id = ?"
+    } else {
+        ""
+    };
     let sql = format!(
         "{SNAPSHOT_COLUMNS}, t.id as target_id, s.fileset_id, \
          coalesce((select c.last_check from snapshots c \
@@ -439,11 +446,14 @@ async fn load_targets(
          from targets t \
          join snapshots s on s.id = (select l.id from snapshots l where l.target_id = t.id \
                                      order by l.last_check desc limit 1) \
-         left join filesets f on f.id = s.fileset_id \
-         where ?1 is null or t.id = ?1"
+         left join filesets f on f.id = s.fileset_id {only}"
     );
     // Streamed: holding every row at once would double the memory the targets take.
-    let mut rows = sqlx::query(&sql).bind(target_id).fetch(executor);
+    let mut query = sqlx::query(&sql);
+    if let Some(id) = target_id {
+        query = query.bind(id);
+    }
+    let mut rows = query.fetch(executor);
     let mut targets = Vec::new();
     while let Some(row) = rows.try_next().await? {
         targets.push(target_from_row(&row)?);
