@@ -64,7 +64,8 @@ fn push_target_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &HistoryFilt
 
 impl SqliteStore {
     /// Opens the database file, creating and migrating it when needed, and starts the writer.
-    pub async fn open(url: &str) -> Result<Self, ConnectError> {
+    /// `durable: false` skips the fsync at commit, for throwaway databases only.
+    pub async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
         if url.contains(":memory:") || url.contains("mode=memory") {
             return Err(ConnectError::Unsupported(
                 "in-memory SQLite would lose every snapshot on restart; name a file".to_owned(),
@@ -74,7 +75,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // Durable at commit: the WAL is fsync'd before the writer answers.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(if durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Off
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
 
@@ -111,13 +116,23 @@ impl SqliteStore {
     }
 
     pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
+        self.import(vec![snapshot])
+            .await?
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    pub async fn import(
+        &self,
+        snapshots: Vec<NewSnapshot>,
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
         let (reply, outcome) = oneshot::channel();
         self.inner
             .jobs
-            .send(WriteJob { snapshot, reply })
+            .send(WriteJob { snapshots, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        outcome.await.map_err(|_| StoreError::Closed)?
+        outcome.await.map_err(|_| StoreError::Closed)
     }
 
     /// Served from the writer's published state: no query, sorted by (repo, server).

@@ -37,16 +37,17 @@ const FILES_CHANGED: i64 = 2;
 /// The latest snapshot of every target, by (repo, server), as readers see it after each commit.
 pub type SharedLatest = Arc<RwLock<BTreeMap<(String, String), Arc<Latest>>>>;
 
-/// A snapshot waiting for the writer, and where its outcome goes.
+/// Snapshots waiting for the writer (one for a POST, many for an import), and where their
+/// outcomes go, in the same order.
 pub struct WriteJob {
-    pub snapshot: NewSnapshot,
-    pub reply: oneshot::Sender<Result<Recorded, StoreError>>,
+    pub snapshots: Vec<NewSnapshot>,
+    pub reply: oneshot::Sender<Vec<Result<Recorded, StoreError>>>,
 }
 
 impl std::fmt::Debug for WriteJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteJob")
-            .field("snapshot", &self.snapshot)
+            .field("snapshots", &self.snapshots.len())
             .finish_non_exhaustive()
     }
 }
@@ -162,10 +163,14 @@ impl Writer {
                 job = queue.recv() => job,
             };
             let Some(first) = first else { break };
+            let mut snapshots = first.snapshots.len();
             batch.push(first);
-            while batch.len() < MAX_BATCH {
+            while snapshots < MAX_BATCH {
                 match queue.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => {
+                        snapshots += job.snapshots.len();
+                        batch.push(job);
+                    }
                     Err(_) => break,
                 }
             }
@@ -178,16 +183,18 @@ impl Writer {
 
     async fn commit_batch(&mut self, batch: &mut Vec<WriteJob>) {
         let started = std::time::Instant::now();
-        let outcomes = match self.write_batch(batch).await {
+        let snapshots: Vec<&NewSnapshot> =
+            batch.iter().flat_map(|job| job.snapshots.iter()).collect();
+        let mut outcomes = match self.write_batch(&snapshots).await {
             Ok(outcomes) => outcomes,
-            Err(error) if batch.len() == 1 => vec![Err(error)],
+            Err(error) if snapshots.len() == 1 => vec![Err(error)],
             Err(error) => {
                 // One snapshot's failure must not fail its neighbours: write each on its own.
-                tracing::warn!(%error, size = batch.len(), "group commit failed; retrying one by one");
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for job in batch.iter() {
+                tracing::warn!(%error, size = snapshots.len(), "group commit failed; retrying one by one");
+                let mut outcomes = Vec::with_capacity(snapshots.len());
+                for snapshot in &snapshots {
                     let outcome = self
-                        .write_batch(std::slice::from_ref(job))
+                        .write_batch(&[*snapshot])
                         .await
                         .and_then(|mut single| single.pop().unwrap_or(Err(StoreError::Closed)));
                     outcomes.push(outcome);
@@ -196,13 +203,15 @@ impl Writer {
             }
         };
         tracing::trace!(
-            snapshots = batch.len(),
+            snapshots = snapshots.len(),
             micros = started.elapsed().as_micros(),
             "committed"
         );
-        for (job, outcome) in batch.drain(..).zip(outcomes) {
+        let mut outcomes = outcomes.drain(..);
+        for job in batch.drain(..) {
+            let mine = outcomes.by_ref().take(job.snapshots.len()).collect();
             // The caller may have gone away (client disconnected); the snapshot is stored anyway.
-            let _ = job.reply.send(outcome);
+            let _ = job.reply.send(mine);
         }
     }
 
@@ -211,9 +220,9 @@ impl Writer {
     /// outcomes such as a conflict.
     async fn write_batch(
         &mut self,
-        jobs: &[WriteJob],
+        snapshots: &[&NewSnapshot],
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-        match self.try_write_batch(jobs).await {
+        match self.try_write_batch(snapshots).await {
             Ok((outcomes, touched)) => {
                 let mut published = self
                     .published
@@ -236,7 +245,7 @@ impl Writer {
     #[allow(clippy::type_complexity, reason = "a private pair of results")]
     async fn try_write_batch(
         &mut self,
-        jobs: &[WriteJob],
+        snapshots: &[&NewSnapshot],
     ) -> Result<
         (
             Vec<Result<Recorded, StoreError>>,
@@ -249,9 +258,8 @@ impl Writer {
         let mut in_transaction = false;
         let mut pending = Pending::default();
         let mut touched = HashMap::new();
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let new = &job.snapshot;
+        let mut outcomes = Vec::with_capacity(snapshots.len());
+        for &new in snapshots {
             let key = (new.repo.clone(), new.server.clone());
             let state = memory.targets.get(&key).copied();
             let late = state.is_some_and(|state| new.last_check.as_millis() <= state.latest_check);
@@ -715,9 +723,8 @@ mod tests {
     use super::*;
     use crate::model::SyncStatus;
 
-    fn job(server: &str, millis: i64, status: SyncStatus, files: &[&str]) -> WriteJob {
-        let (reply, _) = oneshot::channel();
-        let snapshot = NewSnapshot {
+    fn job(server: &str, millis: i64, status: SyncStatus, files: &[&str]) -> NewSnapshot {
+        NewSnapshot {
             repo: "r".to_owned(),
             server: server.to_owned(),
             sync_status: status,
@@ -730,8 +737,7 @@ mod tests {
             run_url: None,
             message: None,
             stale_after_seconds: None,
-        };
-        WriteJob { snapshot, reply }
+        }
     }
 
     async fn writer(dir: &tempfile::TempDir) -> Writer {
@@ -768,6 +774,7 @@ mod tests {
             job("b", 50, Synced, &[]),
         ];
         // As one transaction: the one-by-one fallback must not be what makes this pass.
+        let jobs: Vec<&NewSnapshot> = jobs.iter().collect();
         let results = writer.write_batch(&jobs).await.unwrap();
         let ids: Vec<Option<(i64, bool)>> = results
             .iter()
@@ -828,14 +835,20 @@ mod tests {
     async fn batches_larger_than_one_statement_commit_whole() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writer(&dir).await;
-        let first: Vec<WriteJob> = (0..100)
+        let first: Vec<NewSnapshot> = (0..100)
             .map(|i| job(&format!("s{i}"), 1_000, SyncStatus::Synced, &[]))
             .collect();
-        writer.write_batch(&first).await.unwrap();
-        let next: Vec<WriteJob> = (0..MAX_STATEMENT_ROWS as i64 + 1)
+        writer
+            .write_batch(&first.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let next: Vec<NewSnapshot> = (0..MAX_STATEMENT_ROWS as i64 + 1)
             .map(|i| job(&format!("s{}", i % 100), 2_000 + i, SyncStatus::Synced, &[]))
             .collect();
-        let results = writer.write_batch(&next).await.unwrap();
+        let results = writer
+            .write_batch(&next.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
         assert!(results.iter().all(Result::is_ok));
         let stored: i64 = sqlx::query_scalar("select count(*) from snapshots")
             .fetch_one(&mut writer.connection)
