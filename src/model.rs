@@ -767,7 +767,8 @@ impl<'a> QueryPairs<'a> {
 }
 
 /// Query parameters of `GET /status.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, IntoParams)]
+/// Documents the parameters; `StatusFilter::from_query` parses them.
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatusParams {
     /// Only targets of this repo (exact match).
@@ -882,7 +883,8 @@ impl Cursor {
 }
 
 /// Query parameters of `GET /history`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, IntoParams)]
+/// Documents the parameters; `HistoryRequest::from_query` parses them.
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Only snapshots of this repo (exact match).

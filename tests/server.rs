@@ -52,22 +52,8 @@ async fn serves_over_tcp_and_a_restart_on_the_same_file_keeps_everything() {
         assert_eq!(response.status(), 200);
         acknowledged.push(response.json::<Value>().await.unwrap());
     }
-    let status_before: Value = client
-        .get(server.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let history_before: Value = client
-        .get(server.url("/history?order=asc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status_before: Value = get_json(&client, server.url("/status.json")).await;
+    let history_before: Value = get_json(&client, server.url("/history?order=asc")).await;
     assert_eq!(history_before.as_array().unwrap(), &acknowledged);
     server.stop().await;
     store.close().await;
@@ -78,22 +64,8 @@ async fn serves_over_tcp_and_a_restart_on_the_same_file_keeps_everything() {
         Settings::default(),
     )))
     .await;
-    let status_after: Value = client
-        .get(server.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let history_after: Value = client
-        .get(server.url("/history?order=asc"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status_after: Value = get_json(&client, server.url("/status.json")).await;
+    let history_after: Value = get_json(&client, server.url("/history?order=asc")).await;
     assert_eq!(status_after, status_before);
     assert_eq!(history_after, history_before);
     // And the reopened store keeps appending after the old ids.
@@ -109,6 +81,12 @@ async fn serves_over_tcp_and_a_restart_on_the_same_file_keeps_everything() {
     assert_eq!(next["id"], 21);
     server.stop().await;
     store.close().await;
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }
 
 /// The binary running in `dir`, with its stderr captured and its bound address read from it.
