@@ -99,6 +99,8 @@ pub struct Writer {
     connection: SqliteConnection,
     memory: Memory,
     published: SharedLatest,
+    /// Set when a failed batch could not reload the memory: the next batch reloads first.
+    memory_stale: bool,
 }
 
 /// What the writer remembers between batches; valid only while it matches what committed.
@@ -121,6 +123,7 @@ impl Writer {
             connection,
             memory: Memory::default(),
             published,
+            memory_stale: false,
         };
         writer.reload().await?;
         Ok(writer)
@@ -222,6 +225,11 @@ impl Writer {
         &mut self,
         snapshots: &[&NewSnapshot],
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        if self.memory_stale {
+            // Never write from memory that may hold a rolled-back batch.
+            self.reload().await?;
+            self.memory_stale = false;
+        }
         match self.try_write_batch(snapshots).await {
             Ok((outcomes, touched)) => {
                 let mut published = self
@@ -235,7 +243,8 @@ impl Writer {
                 // Harmless when no transaction is open.
                 let _ = sqlx::query("rollback").execute(&mut self.connection).await;
                 if let Err(reload) = self.reload().await {
-                    tracing::error!(%reload, "reloading the writer's state failed");
+                    tracing::error!(%reload, "reloading the writer's state failed; retrying before the next batch");
+                    self.memory_stale = true;
                 }
                 Err(error)
             }
@@ -857,5 +866,48 @@ mod tests {
         assert_eq!(stored, 100 + MAX_STATEMENT_ROWS as i64 + 1);
         let published = writer.published.read().unwrap().len();
         assert_eq!(published, 100);
+    }
+
+    /// A batch that fails as a whole (here: another connection took the id the writer was about
+    /// to use) is rolled back; the writer reloads what committed and stores every snapshot one
+    /// by one, with nothing half-written and the published latest matching the database.
+    #[tokio::test]
+    async fn a_failed_batch_reloads_and_retries_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir).await;
+        let seed = job("a", 100, SyncStatus::Synced, &[]);
+        writer.write_batch(&[&seed]).await.unwrap();
+        sqlx::query(
+            "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
+             drift_count, change) values (2, 1, 50, 0, 0, 0, 3)",
+        )
+        .execute(&mut writer.connection)
+        .await
+        .unwrap();
+
+        let (reply, outcome) = oneshot::channel();
+        let mut batch = vec![WriteJob {
+            snapshots: vec![
+                job("a", 200, SyncStatus::OutOfSync, &["x"]),
+                job("b", 200, SyncStatus::Synced, &[]),
+            ],
+            reply,
+        }];
+        writer.commit_batch(&mut batch).await;
+        let outcomes = outcome.await.unwrap();
+        let ids: Vec<i64> = outcomes
+            .iter()
+            .map(|outcome| outcome.as_ref().unwrap().snapshot.id)
+            .collect();
+        assert_eq!(ids, [3, 4]);
+        let stored: Vec<i64> = sqlx::query_scalar("select id from snapshots order by id")
+            .fetch_all(&mut writer.connection)
+            .await
+            .unwrap();
+        assert_eq!(stored, [1, 2, 3, 4]);
+        let memory = writer.memory.targets.clone();
+        writer.reload().await.unwrap();
+        assert_eq!(writer.memory.targets, memory);
+        assert_eq!(writer.published.read().unwrap().len(), 2);
     }
 }
