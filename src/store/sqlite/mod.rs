@@ -1,5 +1,5 @@
 //! The SQLite store: WAL with `synchronous=FULL`, one writer task that group-commits every waiting
-//! snapshot in one transaction (`writer`), and a small pool of readers for everything else.
+//! snapshot with one fsync (`writer`), and a small pool of readers for history pages.
 
 mod writer;
 
@@ -22,7 +22,7 @@ use crate::model::{
 use crate::timestamp::Timestamp;
 use writer::{SharedLatest, WriteJob, Writer};
 
-/// Snapshots waiting for the writer before `record` callers wait for room.
+/// Jobs (one per POST, one per import call) waiting for the writer before callers wait for room.
 const QUEUE_CAPACITY: usize = 8192;
 /// Readers open at once.
 const READERS: u32 = 4;
