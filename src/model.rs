@@ -854,6 +854,14 @@ pub struct Cursor {
 impl Cursor {
     const VERSION: &'static str = "v1";
 
+    /// The position right after `snapshot` in a page.
+    pub fn after(snapshot: &Snapshot) -> Self {
+        Self {
+            last_check: snapshot.last_check,
+            id: snapshot.id,
+        }
+    }
+
     /// Encodes the cursor as an opaque URL-safe token.
     pub fn encode(self) -> String {
         use base64::Engine as _;

@@ -72,10 +72,7 @@ pub async fn history_list(
         let mut rows = state.store.history_page(&request.filter, limit + 1).await?;
         let next = (rows.len() > limit).then(|| {
             rows.truncate(limit);
-            rows.last().map(|last| Cursor {
-                last_check: last.last_check,
-                id: last.id,
-            })
+            rows.last().map(Cursor::after)
         });
         let mut response = Json(rows).into_response();
         if let Some(Some(cursor)) = next {

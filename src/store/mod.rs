@@ -4,7 +4,7 @@ mod sqlite;
 
 use futures_util::stream::BoxStream;
 
-use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
+use crate::model::{Cursor, HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
 use crate::timestamp::Timestamp;
 
 pub use sqlite::SqliteStore;
@@ -156,10 +156,7 @@ impl Store {
                     }
                     let page = store.history_page(&filter, PAGE.min(remaining)).await?;
                     let done = page.len() < PAGE.min(remaining);
-                    filter.after = page.last().map(|last| crate::model::Cursor {
-                        last_check: last.last_check,
-                        id: last.id,
-                    });
+                    filter.after = page.last().map(Cursor::after);
                     let remaining = remaining - page.len();
                     Ok(Some((
                         futures_util::stream::iter(page.into_iter().map(Ok)),

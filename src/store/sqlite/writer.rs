@@ -284,7 +284,8 @@ impl Writer {
             if let (true, Some(state)) = (late, state) {
                 // A retry or a late check: the database decides, so it must be up to date.
                 flush(&mut *connection, &mut pending).await?;
-                let outcome = record_out_of_order(&mut *connection, memory, new, state).await?;
+                let outcome =
+                    record_out_of_order(&mut *connection, memory, new, state, fileset).await?;
                 let reloaded = load_targets(&mut *connection, Some(state.id)).await?;
                 if let Some((key, state, latest)) = reloaded.into_iter().next() {
                     memory.targets.insert(key.clone(), state);
@@ -591,6 +592,7 @@ async fn record_out_of_order(
     memory: &mut Memory,
     new: &NewSnapshot,
     target: TargetState,
+    fileset: Fileset,
 ) -> Result<Result<Recorded, StoreError>, StoreError> {
     let mut last_check = new.last_check;
     while let Some(stored) = snapshot_at(&mut *connection, target.id, last_check).await? {
@@ -612,7 +614,6 @@ async fn record_out_of_order(
         }
     }
 
-    let fileset = memory.known_fileset(&new.files);
     let fileset_id = memory.fileset_id(&mut *connection, fileset).await?;
     let id = memory.next_snapshot_id;
     memory.next_snapshot_id += 1;
