@@ -1,8 +1,3 @@
--- wrk script for plain GETs: only reports, in the same RESULT line as post.lua.
-function done(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    'RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non_2xx":%d,"socket_errors":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    errors.status, errors.connect + errors.read + errors.write + errors.timeout))
-end
+-- wrk script for plain GETs: only reports, in the RESULT line of report.lua.
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "report.lua")

@@ -3,14 +3,15 @@
 -- Mix: each target reports OUT_OF_SYNC (1-3 files) on one check in ten, SYNCED otherwise.
 -- Every request carries a distinct (target, last_check), so each one stores a new snapshot.
 
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "report.lua")
+
 local targets = tonumber(os.getenv("TARGETS") or "1000")
-local threads = {}
 local thread_count = 0
 
 function setup(thread)
   thread:set("thread_index", thread_count)
   thread_count = thread_count + 1
-  table.insert(threads, thread)
 end
 
 function init(args)
@@ -46,12 +47,4 @@ function request()
       target % 50, target, iso(base_ms + n))
   end
   return wrk.format("POST", "/api/status", headers, body)
-end
-
-function done(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    'RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non_2xx":%d,"socket_errors":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    errors.status, errors.connect + errors.read + errors.write + errors.timeout))
 end

@@ -3,6 +3,9 @@
 --     "$PUSHGATEWAY_URL/metrics/job/gitops/repo/$REPO/server/$SERVER"
 -- Env: TARGETS (number of grouping keys, default 1000). Same 90/10 mix as post.lua.
 
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "report.lua")
+
 local targets = tonumber(os.getenv("TARGETS") or "1000")
 local thread_count = 0
 
@@ -24,12 +27,4 @@ function request()
   local value = ((round + target) % 10 == 0) and 1 or 0
   local path = string.format("/metrics/job/gitops/repo/repo-%d/server/server-%d", target % 50, target)
   return wrk.format("POST", path, nil, string.format("gitops_sync_status %d\n", value))
-end
-
-function done(summary, latency, requests)
-  local errors = summary.errors
-  io.write(string.format(
-    'RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non_2xx":%d,"socket_errors":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    errors.status, errors.connect + errors.read + errors.write + errors.timeout))
 end
