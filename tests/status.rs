@@ -90,38 +90,23 @@ async fn status_json_is_sorted_by_repo_then_server_and_filters() {
             })
             .collect()
     };
-    assert_eq!(
-        keys(app.get_rows("/status.json").await),
-        ["alpha/web-1", "alpha/web-2", "mid/db", "mid/old", "zeta/a"]
-    );
-    assert_eq!(
-        keys(app.get_rows("/status.json?repo=alpha").await),
-        ["alpha/web-1", "alpha/web-2"]
-    );
-    assert_eq!(
-        keys(app.get_rows("/status.json?server=db").await),
-        ["mid/db"]
-    );
-    assert_eq!(
-        keys(app.get_rows("/status.json?repo=mid&server=db").await),
-        ["mid/db"]
-    );
-    assert_eq!(
-        keys(app.get_rows("/status.json?state=SYNCED").await),
-        ["mid/db", "zeta/a"]
-    );
-    assert_eq!(
-        keys(app.get_rows("/status.json?state=STALE").await),
-        ["mid/old"]
-    );
-    assert_eq!(
-        keys(app.get_rows("/status.json?state=OUT_OF_SYNC,ERROR").await),
-        ["alpha/web-1", "alpha/web-2"]
-    );
-    assert_eq!(
-        keys(app.get_rows("/status.json?repo=nope").await),
-        Vec::<String>::new()
-    );
+    let expectations: [(&str, &[&str]); 8] = [
+        (
+            "",
+            &["alpha/web-1", "alpha/web-2", "mid/db", "mid/old", "zeta/a"],
+        ),
+        ("?repo=alpha", &["alpha/web-1", "alpha/web-2"]),
+        ("?server=db", &["mid/db"]),
+        ("?repo=mid&server=db", &["mid/db"]),
+        ("?state=SYNCED", &["mid/db", "zeta/a"]),
+        ("?state=STALE", &["mid/old"]),
+        ("?state=OUT_OF_SYNC,ERROR", &["alpha/web-1", "alpha/web-2"]),
+        ("?repo=nope", &[]),
+    ];
+    for (query, expected) in expectations {
+        let uri = format!("/status.json{query}");
+        assert_eq!(keys(app.get_rows(&uri).await), expected, "{uri}");
+    }
 }
 
 #[tokio::test]
