@@ -300,7 +300,9 @@ def main():
         if name != "tiny":
             reads[name]["status_json"] = summarize(latency(proc.url("/status.json"), args.runs, "2s"))
             with urllib.request.urlopen(proc.url("/status.json")) as response:
-                reads[name]["status_json_targets"] = len(json.load(response))
+                body = response.read()
+            reads[name]["status_json_targets"] = len(json.loads(body))
+            reads[name]["status_json_bytes"] = len(body)
         proc.stop()
     results["reads"] = reads
 
@@ -372,7 +374,8 @@ def render(r):
     ]
     small, big, tiny = r["reads"]["small"], r["reads"]["big"], r["reads"]["tiny"]
     lines.append(
-        f"| /status.json, {small['status_json_targets']} targets, p50 | {ms(small['status_json']['p50_us'])} "
+        f"| /status.json, {small['status_json_targets']} targets ({mb(small['status_json_bytes'])}), p50 "
+        f"| {ms(small['status_json']['p50_us'])} "
         f"| {ms(big['status_json']['p50_us'])} | {big['status_json']['p50_us'] / small['status_json']['p50_us']:.2f} |"
     )
     lines.append(
