@@ -29,6 +29,29 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document generated from the handlers.
     Openapi,
+    /// Recompute the integrity chain of a database and print the outcome as JSON. Exit code 0:
+    /// intact; 1: broken (`first_bad` names the snapshot); 2: the database cannot be read.
+    Verify(VerifyArgs),
+}
+
+/// Options of `verify`.
+#[derive(Clone, Args)]
+pub struct VerifyArgs {
+    /// Database to verify: sqlite://PATH. Opened read-only; never migrated or changed.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://gitops-status.db"
+    )]
+    pub database_url: String,
+}
+
+impl fmt::Debug for VerifyArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyArgs")
+            .field("database_url", &redact_url(&self.database_url))
+            .finish()
+    }
 }
 
 /// Options of the HTTP service.
@@ -61,6 +84,16 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "GITOPS_STATUS_BODY_LIMIT", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_limit: u64,
+
+    /// Remove snapshots whose last_check is older than this (e.g. 400d), except transitions,
+    /// the state each target entered the retained window in, and what the integrity chain needs.
+    /// Unset: keep everything.
+    #[arg(long, env = "GITOPS_STATUS_RETENTION", value_parser = positive_duration)]
+    pub retention: Option<Duration>,
+
+    /// How often retention runs (with --retention).
+    #[arg(long, env = "GITOPS_STATUS_RETENTION_INTERVAL", default_value = "1h", value_parser = positive_duration)]
+    pub retention_interval: Duration,
 }
 
 /// Logging options; the level comes from `RUST_LOG` (default `info`).
@@ -94,6 +127,8 @@ impl fmt::Debug for ServeArgs {
             .field("request_timeout", &self.request_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("body_limit", &self.body_limit)
+            .field("retention", &self.retention)
+            .field("retention_interval", &self.retention_interval)
             .finish()
     }
 }

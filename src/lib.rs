@@ -2,9 +2,12 @@
 //! read the latest status per target and the full history.
 
 pub mod api;
+pub mod chain;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod retention;
+pub mod stats;
 pub mod store;
 pub mod timestamp;
 

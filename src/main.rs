@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gitops_status_server::config::{Cli, Command, LogArgs, LogFormat, ServeArgs};
+use gitops_status_server::config::{Cli, Command, LogArgs, LogFormat, ServeArgs, VerifyArgs};
+use gitops_status_server::retention::{self, Policy};
 use gitops_status_server::store::Store;
 use gitops_status_server::{AppState, Settings};
 use tracing_subscriber::EnvFilter;
@@ -19,6 +20,28 @@ async fn main() -> ExitCode {
         Some(Command::Openapi) => {
             print!("{}", gitops_status_server::openapi_json());
             ExitCode::SUCCESS
+        }
+        Some(Command::Verify(args)) => verify(args).await,
+    }
+}
+
+/// Prints the verification as JSON on stdout: exit 0 intact, 1 broken, 2 unreadable.
+async fn verify(args: VerifyArgs) -> ExitCode {
+    match Store::verify_database(&args.database_url).await {
+        Ok(verification) => {
+            match serde_json::to_string_pretty(&verification) {
+                Ok(json) => println!("{json}"),
+                Err(error) => tracing::error!("cannot print the verification: {error}"),
+            }
+            if verification.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::from(2)
         }
     }
 }
@@ -59,6 +82,15 @@ async fn run_server(args: ServeArgs) -> ExitCode {
     match listener.local_addr() {
         Ok(address) => tracing::info!(%address, "listening"),
         Err(error) => tracing::warn!(%error, "listening on an unknown address"),
+    }
+    if let Some(keep) = args.retention {
+        retention::spawn(
+            store.clone(),
+            Policy {
+                keep,
+                every: args.retention_interval,
+            },
+        );
     }
     let app = gitops_status_server::app(AppState::new(store.clone(), Settings::from(&args)));
     let served = gitops_status_server::serve(

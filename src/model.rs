@@ -591,6 +591,9 @@ pub struct Snapshot {
     pub message: Option<String>,
     /// The per-target stale-after this snapshot carried, if any.
     pub stale_after_seconds: Option<i64>,
+    /// Hex SHA-256 linking this snapshot to its target's previous one (docs/audit.md).
+    #[schema(example = "1fea84a3574e71a194f9a3152f8fa472981d3f3a58b18f129cfa8a800cf4a026")]
+    pub hash: String,
 }
 
 impl Snapshot {
@@ -677,13 +680,13 @@ impl StatusRow {
 
 /// Splits raw query pairs into known parameters, rejecting unknown and repeated ones by name.
 #[derive(Debug)]
-struct QueryPairs<'a> {
+pub(crate) struct QueryPairs<'a> {
     pairs: Vec<(String, String)>,
     known: &'a [&'a str],
 }
 
 impl<'a> QueryPairs<'a> {
-    fn parse(
+    pub(crate) fn parse(
         raw: Option<&str>,
         known: &'a [&'a str],
         errors: &mut Vec<FieldError>,
@@ -707,7 +710,7 @@ impl<'a> QueryPairs<'a> {
         QueryPairs { pairs, known }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         debug_assert!(self.known.contains(&name));
         self.pairs
             .iter()
@@ -715,7 +718,7 @@ impl<'a> QueryPairs<'a> {
             .map(|(_, value)| value.as_str())
     }
 
-    fn name_filter(&self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    pub(crate) fn name_filter(&self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
         let value = self.get(name)?.trim();
         if value.is_empty() || value.chars().any(char::is_control) {
             errors.push(FieldError::new(
@@ -753,7 +756,7 @@ impl<'a> QueryPairs<'a> {
         parsed
     }
 
-    fn time(&self, name: &str, errors: &mut Vec<FieldError>) -> Option<Timestamp> {
+    pub(crate) fn time(&self, name: &str, errors: &mut Vec<FieldError>) -> Option<Timestamp> {
         let value = self.get(name)?;
         let parsed = Timestamp::parse_query(value);
         if parsed.is_none() {

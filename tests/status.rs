@@ -194,18 +194,14 @@ async fn status_since_marks_the_start_of_the_current_run() {
 #[tokio::test]
 async fn a_late_retry_never_hides_a_newer_check() {
     let app = TestApp::new().await;
+    // Times are taken once: recomputing them later could cross a second boundary.
+    let (newer_at, older_at) = (at_offset(-60), at_offset(-180));
     let newer = app
-        .record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-60)))
+        .record(&snapshot("r", "s", "SYNCED", &[], &newer_at))
         .await;
     // The retry of an older check arrives after the newer one.
     let older = app
-        .record(&snapshot(
-            "r",
-            "s",
-            "OUT_OF_SYNC",
-            &["a.conf"],
-            &at_offset(-180),
-        ))
+        .record(&snapshot("r", "s", "OUT_OF_SYNC", &["a.conf"], &older_at))
         .await;
     assert!(older["id"].as_i64() > newer["id"].as_i64());
 
@@ -213,7 +209,7 @@ async fn a_late_retry_never_hides_a_newer_check() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["snapshot_id"], newer["id"]);
     assert_eq!(rows[0]["state"], "SYNCED");
-    assert_eq!(rows[0]["status_since"], rendered(&at_offset(-60)));
+    assert_eq!(rows[0]["status_since"], rendered(&newer_at));
 
     // Both stay in the history, ordered by last_check rather than arrival.
     let history = app.get_rows("/history").await;
@@ -224,34 +220,38 @@ async fn a_late_retry_never_hides_a_newer_check() {
 #[tokio::test]
 async fn a_late_retry_inside_the_current_run_moves_status_since() {
     let app = TestApp::new().await;
-    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at_offset(-600)))
+    let at: std::collections::HashMap<i64, String> = [-600, -300, -200, -100]
+        .into_iter()
+        .map(|offset| (offset, at_offset(offset)))
+        .collect();
+    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at[&-600]))
         .await;
-    app.record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-300)))
+    app.record(&snapshot("r", "s", "SYNCED", &[], &at[&-300]))
         .await;
-    app.record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-100)))
+    app.record(&snapshot("r", "s", "SYNCED", &[], &at[&-100]))
         .await;
     assert_eq!(
         app.get_rows("/status.json").await[0]["status_since"],
-        rendered(&at_offset(-300))
+        rendered(&at[&-300])
     );
 
     // A check from between the two SYNCED ones, reporting drift, arrives late: the current SYNCED
     // run now only began with the check after it.
-    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at_offset(-200)))
+    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at[&-200]))
         .await;
     assert_eq!(
         app.get_rows("/status.json").await[0]["status_since"],
-        rendered(&at_offset(-100))
+        rendered(&at[&-100])
     );
     let transitions = app.get_rows("/history?changes_only=true&order=asc").await;
     let checks: Vec<&Value> = transitions.iter().map(|row| &row["last_check"]).collect();
     assert_eq!(
         checks,
         [
-            &json!(rendered(&at_offset(-600))),
-            &json!(rendered(&at_offset(-300))),
-            &json!(rendered(&at_offset(-200))),
-            &json!(rendered(&at_offset(-100))),
+            &json!(rendered(&at[&-600])),
+            &json!(rendered(&at[&-300])),
+            &json!(rendered(&at[&-200])),
+            &json!(rendered(&at[&-100])),
         ]
     );
 }

@@ -177,7 +177,7 @@ fn csv_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
             snapshot.revision.clone().unwrap_or_default(),
             snapshot.run_url.clone().unwrap_or_default(),
             snapshot.message.clone().unwrap_or_default(),
-            String::new(),
+            snapshot.hash.clone(),
         ];
         let _ = writer.write_record(&record);
     }

@@ -1,5 +1,6 @@
 //! The HTTP resources: shared state and the router that merges every resource's routes and spec.
 
+pub mod audit;
 pub mod health;
 pub mod history;
 pub mod openapi;
@@ -78,6 +79,7 @@ impl From<&ServeArgs> for Settings {
         (name = "snapshots", description = "Recording drift-check results"),
         (name = "status", description = "Latest status of every target"),
         (name = "history", description = "The audit trail"),
+        (name = "audit", description = "Integrity of the trail and drift statistics"),
         (name = "operations", description = "Health, readiness and the API description")
     )
 )]
@@ -89,6 +91,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(snapshots::record_snapshot))
         .routes(routes!(status::status_list))
         .routes(routes!(history::history_list))
+        .routes(routes!(audit::stats_list))
+        .routes(routes!(audit::verify))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(openapi::openapi_json))

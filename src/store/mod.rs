@@ -4,7 +4,9 @@ mod sqlite;
 
 use futures_util::stream::BoxStream;
 
+use crate::chain::Verification;
 use crate::model::{Cursor, HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
+use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
 
 pub use sqlite::SqliteStore;
@@ -69,6 +71,19 @@ pub struct Latest {
     pub status_since: Timestamp,
 }
 
+/// What a retention run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Snapshots with `last_check` before this were candidates.
+    pub cutoff: Timestamp,
+    /// Snapshots removed.
+    pub removed: i64,
+    /// Chain checkpoints written or widened.
+    pub checkpoints: i64,
+    /// Database pages handed back to the file system.
+    pub released_pages: i64,
+}
+
 /// The one store the service runs on.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -89,15 +104,9 @@ impl Store {
     }
 
     async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
-        let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
-        match scheme {
+        match scheme(url) {
             "sqlite" => Ok(Self::Sqlite(SqliteStore::open(url, durable).await?)),
-            "postgres" | "postgresql" => Err(ConnectError::Unsupported(
-                "PostgreSQL support is not built yet; use a sqlite:// URL".to_owned(),
-            )),
-            _ => Err(ConnectError::Unsupported(format!(
-                "unsupported scheme {scheme:?}; expected sqlite://PATH"
-            ))),
+            other => Err(unsupported(other)),
         }
     }
 
@@ -168,6 +177,40 @@ impl Store {
         Box::pin(futures_util::TryStreamExt::try_flatten(pages))
     }
 
+    /// Recomputes the integrity chain of every target (docs/audit.md).
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.verify().await,
+        }
+    }
+
+    /// Verifies the database at `url` without starting a server or changing the file.
+    pub async fn verify_database(url: &str) -> Result<Verification, ConnectError> {
+        match scheme(url) {
+            "sqlite" => SqliteStore::verify_file(url).await,
+            other => Err(unsupported(other)),
+        }
+    }
+
+    /// Each matching target's history over the window, as `/api/stats` needs it.
+    pub async fn stats_histories(
+        &self,
+        request: &StatsRequest,
+    ) -> Result<Vec<TargetHistory>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.stats_histories(request).await,
+        }
+    }
+
+    /// Removes snapshots with `last_check` before `cutoff`, except every transition, each
+    /// target's last snapshot before the cutoff and its newest by arrival, and records chain
+    /// checkpoints so verification still passes. Runs in bounded steps between writes.
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<PruneReport, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.prune(cutoff).await,
+        }
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
@@ -183,6 +226,21 @@ impl Store {
     }
 }
 
+fn scheme(url: &str) -> &str {
+    url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("")
+}
+
+fn unsupported(scheme: &str) -> ConnectError {
+    match scheme {
+        "postgres" | "postgresql" => ConnectError::Unsupported(
+            "PostgreSQL support is not built yet; use a sqlite:// URL".to_owned(),
+        ),
+        _ => ConnectError::Unsupported(format!(
+            "unsupported scheme {scheme:?}; expected sqlite://PATH"
+        )),
+    }
+}
+
 /// Why the store could not be opened at start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -194,4 +252,6 @@ pub enum ConnectError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("DATABASE_URL: cannot load the targets: {0}")]
     Load(String),
+    #[error("DATABASE_URL: cannot read the database: {0}")]
+    Read(#[from] StoreError),
 }

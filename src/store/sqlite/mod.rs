@@ -1,6 +1,8 @@
 //! The SQLite store: WAL with `synchronous=FULL`, one writer task that group-commits every waiting
 //! snapshot with one fsync (`writer`), and a small pool of readers for history pages.
 
+mod audit;
+mod stats;
 mod writer;
 
 use std::str::FromStr;
@@ -8,19 +10,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{ConnectError, Latest, Recorded, StoreError};
+use super::{ConnectError, Latest, PruneReport, Recorded, StoreError};
+use crate::chain::Verification;
 use crate::model::{
     FileEntry, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFilter, SyncStatus, files_text,
 };
+use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
-use writer::{SharedLatest, WriteJob, Writer};
+use writer::{Message, SharedLatest, WriteJob, Writer};
 
 /// Jobs (one per POST, one per import call) waiting for the writer before callers wait for room.
 const QUEUE_CAPACITY: usize = 8192;
@@ -28,7 +32,7 @@ const QUEUE_CAPACITY: usize = 8192;
 const READERS: u32 = 4;
 
 const SNAPSHOT_COLUMNS: &str = "select s.id, t.repo, t.server, s.sync_status, s.drift_count, \
-     f.files, s.last_check, s.last_check + s.received_delay as received_at, s.revision, s.run_url, s.message, s.stale_after";
+     f.files, s.last_check, s.last_check + s.received_delay as received_at, s.revision, s.run_url, s.message, s.stale_after, s.hash";
 
 /// Handle to an open SQLite database; clones share it.
 #[derive(Debug, Clone)]
@@ -40,7 +44,7 @@ pub struct SqliteStore {
 struct Inner {
     readers: SqlitePool,
     latest: SharedLatest,
-    jobs: mpsc::Sender<WriteJob>,
+    jobs: mpsc::Sender<Message>,
     shutdown: Arc<Notify>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -81,6 +85,8 @@ impl SqliteStore {
                 SqliteSynchronous::Off
             })
             .foreign_keys(true)
+            // Takes effect when the file is created: retention can then hand pages back.
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .busy_timeout(Duration::from_secs(5));
 
         // Every INSERT size up to MAX_STATEMENT_ROWS, for snapshots and targets, stays prepared.
@@ -129,7 +135,7 @@ impl SqliteStore {
         let (reply, outcome) = oneshot::channel();
         self.inner
             .jobs
-            .send(WriteJob { snapshots, reply })
+            .send(Message::Write(WriteJob { snapshots, reply }))
             .await
             .map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Closed)
@@ -290,6 +296,56 @@ impl SqliteStore {
             .collect()
     }
 
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        let mut reader = self.inner.readers.acquire().await?;
+        audit::verify(&mut reader).await
+    }
+
+    /// Verifies a database file through one read-only connection: no migration, no writer.
+    pub async fn verify_file(url: &str) -> Result<Verification, ConnectError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        let mut connection = SqliteConnection::connect_with(&options).await?;
+        let pending: Option<String> = sqlx::query_scalar("select task from pending_maintenance")
+            .fetch_optional(&mut connection)
+            .await
+            .map_err(|error| {
+                ConnectError::Unsupported(format!(
+                    "not a gitops-status database with the integrity chain (start the server on \
+                     it once to migrate it): {error}"
+                ))
+            })?;
+        if pending.is_some() {
+            return Err(ConnectError::Unsupported(
+                "the history stored before the integrity chain is not hashed yet; start the \
+                 server on it once"
+                    .to_owned(),
+            ));
+        }
+        let verification = audit::verify(&mut connection).await?;
+        let _ = connection.close().await;
+        Ok(verification)
+    }
+
+    pub async fn stats_histories(
+        &self,
+        request: &StatsRequest,
+    ) -> Result<Vec<TargetHistory>, StoreError> {
+        let mut reader = self.inner.readers.acquire().await?;
+        stats::histories(&mut reader, request).await
+    }
+
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<PruneReport, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Message::Prune { cutoff, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        outcome.await.map_err(|_| StoreError::Closed)?
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         if self.inner.jobs.is_closed() {
             return Err(StoreError::Closed);
@@ -343,5 +399,9 @@ fn snapshot_from_row(row: &SqliteRow) -> Result<Snapshot, sqlx::Error> {
         run_url: row.try_get("run_url")?,
         message: row.try_get("message")?,
         stale_after_seconds: row.try_get("stale_after")?,
+        hash: row
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .map(|bytes| crate::chain::to_hex(&bytes))
+            .unwrap_or_default(),
     })
 }

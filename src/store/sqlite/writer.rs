@@ -17,9 +17,11 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteExecutor};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::audit::{self, Prune};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
+use crate::chain::{self, Hash};
 use crate::model::{FileEntry, NewSnapshot, Order, Snapshot, files_text};
-use crate::store::{Latest, Recorded, StoreError};
+use crate::store::{Latest, PruneReport, Recorded, StoreError};
 use crate::timestamp::Timestamp;
 
 /// Most snapshots committed at once.
@@ -36,6 +38,24 @@ const FILES_CHANGED: i64 = 2;
 
 /// The latest snapshot of every target, by (repo, server), as readers see it after each commit.
 pub type SharedLatest = Arc<RwLock<BTreeMap<(String, String), Arc<Latest>>>>;
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub enum Message {
+    Write(WriteJob),
+    /// A retention run (see `audit::Prune`), done in steps between write batches.
+    Prune {
+        cutoff: Timestamp,
+        reply: oneshot::Sender<Result<PruneReport, StoreError>>,
+    },
+}
+
+/// A retention run in progress and who waits for its report.
+#[derive(Debug)]
+struct PruneRun {
+    prune: Prune,
+    reply: oneshot::Sender<Result<PruneReport, StoreError>>,
+}
 
 /// Snapshots waiting for the writer (one for a POST, many for an import), and where their
 /// outcomes go, in the same order.
@@ -60,6 +80,8 @@ struct TargetState {
     latest_status: i64,
     latest_fileset: Option<i64>,
     status_since: i64,
+    /// Hash of the target's newest snapshot by id: what its next snapshot links to.
+    head: Option<Hash>,
 }
 
 /// A snapshot row waiting for the batch's INSERT.
@@ -77,6 +99,7 @@ struct SnapshotRow {
     revision: Option<String>,
     run_url: Option<String>,
     message: Option<String>,
+    hash: Hash,
 }
 
 /// Writes waiting for the end of the batch (or for a slow-path snapshot that must see them).
@@ -116,9 +139,10 @@ impl Writer {
     /// Loads every target's latest state (one index seek per target, never a scan of history)
     /// and publishes it.
     pub async fn open(
-        connection: SqliteConnection,
+        mut connection: SqliteConnection,
         published: SharedLatest,
     ) -> Result<Self, StoreError> {
+        audit::hash_unchained_history(&mut connection).await?;
         let mut writer = Self {
             connection,
             memory: Memory::default(),
@@ -151,36 +175,77 @@ impl Writer {
     }
 
     /// Serves the queue until shutdown is notified and the queue is drained, then closes the
-    /// connection cleanly (checkpointing the WAL).
-    pub async fn run(mut self, mut queue: mpsc::Receiver<WriteJob>, shutdown: Arc<Notify>) {
+    /// connection cleanly (checkpointing the WAL). A retention run advances one step whenever
+    /// the queue is empty.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Message>, shutdown: Arc<Notify>) {
         let mut closing = false;
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut pruning: Option<PruneRun> = None;
         loop {
             let first = tokio::select! {
                 biased;
                 () = shutdown.notified(), if !closing => {
                     queue.close();
                     closing = true;
+                    if let Some(run) = pruning.take() {
+                        let _ = run.reply.send(Err(StoreError::Closed));
+                    }
                     continue;
                 }
-                job = queue.recv() => job,
+                message = queue.recv() => message,
+                () = std::future::ready(()), if pruning.is_some() => {
+                    self.prune_step(&mut pruning).await;
+                    continue;
+                }
             };
             let Some(first) = first else { break };
-            let mut snapshots = first.snapshots.len();
-            batch.push(first);
-            while snapshots < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => {
+            let mut prunes = Vec::new();
+            let mut snapshots = 0;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Write(job) => {
                         snapshots += job.snapshots.len();
                         batch.push(job);
                     }
-                    Err(_) => break,
+                    Message::Prune { cutoff, reply } => prunes.push((cutoff, reply)),
+                }
+                if snapshots < MAX_BATCH {
+                    next = queue.try_recv().ok();
                 }
             }
-            self.commit_batch(&mut batch).await;
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch).await;
+            }
+            for (cutoff, reply) in prunes {
+                if pruning.is_some() {
+                    let _ = reply.send(Err(StoreError::Unavailable(
+                        "a retention run is already in progress".to_owned(),
+                    )));
+                    continue;
+                }
+                match Prune::begin(&mut self.connection, cutoff).await {
+                    Ok(prune) => pruning = Some(PruneRun { prune, reply }),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
         }
         if let Err(error) = self.connection.close().await {
             tracing::warn!(%error, "closing the database failed");
+        }
+    }
+
+    async fn prune_step(&mut self, pruning: &mut Option<PruneRun>) {
+        let Some(run) = pruning.as_mut() else { return };
+        let outcome = match run.prune.step(&mut self.connection).await {
+            Ok(None) => return,
+            Ok(Some(report)) => Ok(report),
+            Err(error) => Err(error),
+        };
+        if let Some(run) = pruning.take() {
+            let _ = run.reply.send(outcome);
         }
     }
 
@@ -335,6 +400,9 @@ impl Memory {
         self.next_snapshot_id += 1;
         let sync_status = new.sync_status.code();
         let last_check = new.last_check.as_millis();
+        let mut snapshot = snapshot_of(id, new, new.last_check);
+        let hash = chain::link(&snapshot, state.and_then(|state| state.head).as_ref());
+        snapshot.hash = chain::to_hex(&hash);
         let (target_id, change, status_since) = match state {
             Some(state) => {
                 let change = change_between(
@@ -365,6 +433,7 @@ impl Memory {
                 latest_status: sync_status,
                 latest_fileset: fileset_id,
                 status_since,
+                head: Some(hash),
             },
         );
         pending.rows.push(SnapshotRow {
@@ -380,9 +449,10 @@ impl Memory {
             revision: new.revision.clone(),
             run_url: new.run_url.clone(),
             message: new.message.clone(),
+            hash,
         });
         let recorded = Recorded {
-            snapshot: snapshot_of(id, new, new.last_check),
+            snapshot,
             replayed: false,
         };
         (recorded, status_since)
@@ -457,7 +527,7 @@ async fn load_targets(
         ""
     };
     let sql = format!(
-        "{SNAPSHOT_COLUMNS}, t.id as target_id, s.fileset_id, \
+        "{SNAPSHOT_COLUMNS}, t.id as target_id, s.fileset_id, t.head_hash, \
          coalesce((select c.last_check from snapshots c \
                    where c.target_id = t.id and c.change != 0 and (c.change & 1) = 1 \
                    order by c.last_check desc limit 1), s.last_check) as status_since \
@@ -490,6 +560,10 @@ fn target_from_row(
         latest_status: snapshot.sync_status.code(),
         latest_fileset: row.try_get("fileset_id")?,
         status_since,
+        head: row
+            .try_get::<Option<Vec<u8>>, _>("head_hash")?
+            .as_deref()
+            .and_then(chain::from_bytes),
     };
     let key = (snapshot.repo.clone(), snapshot.server.clone());
     let latest = Latest {
@@ -512,7 +586,7 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
     for chunk in pending.rows.chunks(MAX_STATEMENT_ROWS) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
-             drift_count, fileset_id, change, stale_after, revision, run_url, message) ",
+             drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) ",
         );
         insert.push_values(chunk, |mut values, row| {
             values
@@ -527,7 +601,8 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
                 .push_bind(row.stale_after)
                 .push_bind(&row.revision)
                 .push_bind(&row.run_url)
-                .push_bind(&row.message);
+                .push_bind(&row.message)
+                .push_bind(&row.hash[..]);
         });
         insert.build().execute(&mut *connection).await?;
     }
@@ -572,6 +647,7 @@ fn snapshot_of(id: i64, new: &NewSnapshot, last_check: Timestamp) -> Snapshot {
         run_url: new.run_url.clone(),
         message: new.message.clone(),
         stale_after_seconds: new.stale_after_seconds,
+        hash: String::new(),
     }
 }
 
@@ -620,6 +696,9 @@ async fn record_out_of_order(
     let sync_status = new.sync_status.code();
     let previous = neighbour(&mut *connection, target.id, last_check, Order::Desc).await?;
     let next = neighbour(&mut *connection, target.id, last_check, Order::Asc).await?;
+    let mut snapshot = snapshot_of(id, new, last_check);
+    let hash = chain::link(&snapshot, target.head.as_ref());
+    snapshot.hash = chain::to_hex(&hash);
     let change = previous.map_or(STATUS_CHANGED | FILES_CHANGED, |previous| {
         change_between(
             (previous.sync_status, previous.fileset_id),
@@ -628,8 +707,8 @@ async fn record_out_of_order(
     });
     sqlx::query(
         "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
-         drift_count, fileset_id, change, stale_after, revision, run_url, message) \
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) \
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id)
     .bind(target.id)
@@ -643,6 +722,7 @@ async fn record_out_of_order(
     .bind(&new.revision)
     .bind(&new.run_url)
     .bind(&new.message)
+    .bind(&hash[..])
     .execute(&mut *connection)
     .await?;
 
@@ -662,7 +742,7 @@ async fn record_out_of_order(
         }
     }
     Ok(Ok(Recorded {
-        snapshot: snapshot_of(id, new, last_check),
+        snapshot,
         replayed: false,
     }))
 }

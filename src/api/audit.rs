@@ -1,0 +1,68 @@
+//! `GET /api/verify` and `GET /api/stats`: what an auditor asks of the trail.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+
+use super::AppState;
+use crate::chain::Verification;
+use crate::error::{ApiError, Problem, Result};
+use crate::stats::{self, StatsParams, StatsRequest, TargetStats};
+use crate::timestamp::Timestamp;
+
+/// Recompute the integrity chain.
+///
+/// Recomputes every snapshot's hash from its fields and its target's previous hash (retention
+/// checkpoints included) and names the first snapshot, by id, that does not follow: an edited,
+/// removed or reordered row. Always 200; `ok` says whether the trail is intact. Reads the whole
+/// history: `gitops-status-server verify` does the same offline.
+#[utoipa::path(
+    get,
+    path = "/api/verify",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The verification's outcome", body = Verification),
+        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn verify(State(state): State<AppState>) -> Result<Json<Verification>> {
+    Ok(Json(state.store.verify().await?))
+}
+
+/// Drift statistics per target.
+///
+/// Over the window `[from, to)` (default: the 30 days before now): time in each state, where a
+/// snapshot's status holds until the next one and time beyond its stale-after counts as STALE;
+/// drift episodes (maximal runs of OUT_OF_SYNC snapshots), their mean time to resync and the
+/// longest; the files most episodes drifted. Sorted by repo then server.
+#[utoipa::path(
+    get,
+    path = "/api/stats",
+    tag = "audit",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "One object per target with history in or before the window", body = Vec<TargetStats>),
+        (status = 400, description = "A query parameter is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn stats_list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<TargetStats>>> {
+    let now = Timestamp::now();
+    let request =
+        StatsRequest::from_query(query.as_deref(), now).map_err(ApiError::InvalidQuery)?;
+    let default_stale_after =
+        i64::try_from(state.settings.stale_after.as_secs()).unwrap_or(i64::MAX);
+    let histories = state.store.stats_histories(&request).await?;
+    Ok(Json(
+        histories
+            .into_iter()
+            .map(|history| {
+                stats::compute(history, request.from, request.to, now, default_stale_after)
+            })
+            .collect(),
+    ))
+}
