@@ -86,6 +86,20 @@ pub struct BadSnapshot {
     pub reason: String,
 }
 
+/// A gap retention cut into a target's chain: the snapshot retained after `after_id` (0: the
+/// target's start) was hashed with `resume_hash`, the hash of the last snapshot removed there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Checkpoint {
+    pub repo: String,
+    pub server: String,
+    pub after_id: i64,
+    pub resume_hash: String,
+    /// Snapshots removed in this gap, over every retention run.
+    pub removed: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub pruned_at: crate::timestamp::Timestamp,
+}
+
 /// A stored hash column: 32 bytes, or anything else (a tampered or missing value).
 pub fn from_bytes(bytes: &[u8]) -> Option<Hash> {
     bytes.try_into().ok()

@@ -408,6 +408,13 @@ fn bad_configuration_stops_with_one_line_naming_the_setting() {
     for (args, env, setting, code) in [
         (vec!["--stale-after", "0s"], None, "--stale-after", 2),
         (vec!["--listen", "nowhere"], None, "--listen", 2),
+        (vec!["--retention", "forever"], None, "--retention", 2),
+        (
+            vec![],
+            Some(("GITOPS_STATUS_RETENTION_INTERVAL", "0s")),
+            "--retention-interval",
+            2,
+        ),
         (
             vec![],
             Some(("GITOPS_STATUS_STALE_AFTER", "soon")),
@@ -454,6 +461,56 @@ fn bad_configuration_stops_with_one_line_naming_the_setting() {
             .count();
         assert_eq!(error_lines, 1, "{args:?}: {stderr}");
     }
+}
+
+/// `--retention` prunes on its own schedule: old heartbeats go, the first snapshot, the last one
+/// before the cutoff and the newest stay, and the chain still verifies.
+#[tokio::test]
+async fn retention_runs_on_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::start(
+        dir.path(),
+        &["--retention", "1h", "--retention-interval", "1s"],
+    );
+    let times = [-4 * 3600, -3 * 3600, -2 * 3600 - 600, -2 * 3600, -10].map(at_offset);
+    for time in &times {
+        let body = snapshot("r", "s", "SYNCED", &[], time);
+        assert_eq!(
+            http(server.address, "POST", "/api/status", Some(&body)).0,
+            200
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kept = loop {
+        let (status, body) = http(server.address, "GET", "/history?order=asc", None);
+        assert_eq!(status, 200);
+        let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+        if rows.len() == 3 || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let checks: Vec<&Value> = kept.iter().map(|row| &row["last_check"]).collect();
+    let expected = [&times[0], &times[3], &times[4]].map(|time| json!(rendered(time)));
+    assert_eq!(
+        checks,
+        expected.iter().collect::<Vec<_>>(),
+        "{:?}",
+        server.logs()
+    );
+    let (_, verified) = http(server.address, "GET", "/api/verify", None);
+    let verified: Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert!(
+        server
+            .logs()
+            .iter()
+            .any(|line| line.contains("retention run finished")),
+        "{:?}",
+        server.logs()
+    );
+    server.signal("-TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! `GET /api/verify` and `GET /api/stats`: what an auditor asks of the trail.
+//! `GET /api/verify`, `GET /api/checkpoints` and `GET /api/stats`: what an auditor asks of the
+//! trail.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
 
 use super::AppState;
-use crate::chain::Verification;
+use crate::chain::{Checkpoint, Verification};
 use crate::error::{ApiError, Problem, Result};
 use crate::stats::{self, StatsParams, StatsRequest, TargetStats};
 use crate::timestamp::Timestamp;
@@ -27,6 +28,25 @@ use crate::timestamp::Timestamp;
 )]
 pub async fn verify(State(state): State<AppState>) -> Result<Json<Verification>> {
     Ok(Json(state.store.verify().await?))
+}
+
+/// Retention checkpoints of the integrity chain.
+///
+/// Where retention removed snapshots, the next retained snapshot of the target was hashed with
+/// the last removed one's hash, recorded here as `resume_hash`. Re-checking an export of a pruned
+/// trail (examples/verify_export.py) needs these; an unpruned trail has none.
+#[utoipa::path(
+    get,
+    path = "/api/checkpoints",
+    tag = "audit",
+    responses(
+        (status = 200, description = "Every checkpoint, by repo, server and position", body = Vec<Checkpoint>),
+        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn checkpoints(State(state): State<AppState>) -> Result<Json<Vec<Checkpoint>>> {
+    Ok(Json(state.store.checkpoints().await?))
 }
 
 /// Drift statistics per target.

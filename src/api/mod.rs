@@ -93,6 +93,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(history::history_list))
         .routes(routes!(audit::stats_list))
         .routes(routes!(audit::verify))
+        .routes(routes!(audit::checkpoints))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(openapi::openapi_json))

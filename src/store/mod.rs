@@ -4,7 +4,7 @@ mod sqlite;
 
 use futures_util::stream::BoxStream;
 
-use crate::chain::Verification;
+use crate::chain::{Checkpoint, Verification};
 use crate::model::{Cursor, HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
@@ -181,6 +181,13 @@ impl Store {
     pub async fn verify(&self) -> Result<Verification, StoreError> {
         match self {
             Self::Sqlite(store) => store.verify().await,
+        }
+    }
+
+    /// The gaps retention cut into the chains, for re-checking an export (docs/audit.md).
+    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.checkpoints().await,
         }
     }
 

@@ -33,7 +33,11 @@ impl TestApp {
     }
 
     pub async fn with_settings(settings: Settings) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::in_dir(tempfile::tempdir().expect("temp dir"), settings).await
+    }
+
+    /// Serves `test.db` in `dir`, which may already hold a database.
+    pub async fn in_dir(dir: TempDir, settings: Settings) -> Self {
         let database_url = format!("sqlite://{}", dir.path().join("test.db").display());
         let store = Store::connect(&database_url).await.expect("open store");
         let app = gitops_status_server::app(AppState::new(store.clone(), settings));

@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
-use crate::chain::{self, BadSnapshot, Hash, Verification};
+use crate::chain::{self, BadSnapshot, Checkpoint as ChainCheckpoint, Hash, Verification};
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -48,6 +48,32 @@ type WalkRow = (i64, i64, i64, i64, Option<Vec<u8>>);
 struct Checkpoint {
     resume: Vec<u8>,
     removed: i64,
+}
+
+/// Every retention checkpoint, by target then position, for re-checking an export.
+pub async fn checkpoints(
+    connection: &mut SqliteConnection,
+) -> Result<Vec<ChainCheckpoint>, StoreError> {
+    let rows: Vec<(String, String, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
+        "select t.repo, t.server, c.after_id, c.resume_hash, c.removed, c.pruned_at \
+         from chain_checkpoints c join targets t on t.id = c.target_id \
+         order by t.repo, t.server, c.after_id",
+    )
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(repo, server, after_id, resume, removed, pruned_at)| ChainCheckpoint {
+                repo,
+                server,
+                after_id,
+                resume_hash: chain::to_hex(&resume),
+                removed,
+                pruned_at: Timestamp::from_millis(pruned_at),
+            },
+        )
+        .collect())
 }
 
 /// Gives every snapshot stored before the integrity chain existed its hash, once, at the first
@@ -194,27 +220,29 @@ async fn verify_in_transaction(
     for (target, repo, server, head_id, head_hash) in targets {
         let position = chains.get(&target);
         let last_id = position.and_then(|position| position.last_id);
-        let reason = if head_id != last_id {
-            head_id.map(|head| {
-                (
+        let reason = match (head_id, last_id) {
+            (Some(head), Some(last)) if head < last => Some((
+                last,
+                format!(
+                    "the snapshot comes after its target's recorded chain head (id {head}): it \
+                     was added to or moved into this target behind the server's back"
+                ),
+            )),
+            (Some(head), last) if last != Some(head) => Some((
+                head,
+                format!(
+                    "the target's newest snapshot (id {head}) is missing; the newest stored is {}",
+                    last.map_or("none".to_owned(), |id| format!("id {id}"))
+                ),
+            )),
+            (Some(head), _) if head_hash != position.and_then(|p| p.expected_previous.clone()) => {
+                Some((
                     head,
-                    format!(
-                        "the target's newest snapshot (id {head}) is missing; the newest stored \
-                         is {}",
-                        last_id.map_or("none".to_owned(), |id| format!("id {id}"))
-                    ),
-                )
-            })
-        } else if head_hash != position.and_then(|position| position.expected_previous.clone()) {
-            head_id.map(|head| {
-                (
-                    head,
-                    "the target's recorded head hash differs from its newest snapshot's hash"
+                    "the target's recorded chain head hash differs from its newest snapshot's"
                         .to_owned(),
-                )
-            })
-        } else {
-            None
+                ))
+            }
+            _ => None,
         };
         if let Some((id, reason)) = reason {
             if bad.as_ref().is_none_or(|bad| id < bad.id) {

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{ConnectError, Latest, PruneReport, Recorded, StoreError};
-use crate::chain::Verification;
+use crate::chain::{Checkpoint, Verification};
 use crate::model::{
     FileEntry, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFilter, SyncStatus, files_text,
 };
@@ -299,6 +299,11 @@ impl SqliteStore {
     pub async fn verify(&self) -> Result<Verification, StoreError> {
         let mut reader = self.inner.readers.acquire().await?;
         audit::verify(&mut reader).await
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut reader = self.inner.readers.acquire().await?;
+        audit::checkpoints(&mut reader).await
     }
 
     /// Verifies a database file through one read-only connection: no migration, no writer.
