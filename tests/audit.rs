@@ -232,21 +232,18 @@ async fn verify_cli_exits_2_without_a_readable_database() {
 /// A clean target, one with two drift episodes, an ERROR and a stale gap, and one whose episode
 /// began before the window and is still open at its end; numbers computed by hand.
 async fn stats_app() -> TestApp {
-    let app = TestApp::new().await;
+    let mut checks: Vec<(i64, Value)> = Vec::new();
     // Heartbeats before the window give retention something to remove.
     for seconds in (-3600..0).step_by(120) {
-        app.record(&check("r", "clean", seconds, "SYNCED", &[]))
-            .await;
+        checks.push((seconds, check("r", "clean", seconds, "SYNCED", &[])));
     }
     // From 60 s on: the first minute of the window is held by the last check before it.
     for seconds in (60..3600).step_by(120) {
-        app.record(&check("r", "clean", seconds, "SYNCED", &[]))
-            .await;
+        checks.push((seconds, check("r", "clean", seconds, "SYNCED", &[])));
     }
 
     for seconds in (-1500..0).step_by(300) {
-        app.record(&check("r", "drifty", seconds, "SYNCED", &[]))
-            .await;
+        checks.push((seconds, check("r", "drifty", seconds, "SYNCED", &[])));
     }
     for (seconds, status, files) in [
         (0, "SYNCED", &[][..]),
@@ -260,8 +257,7 @@ async fn stats_app() -> TestApp {
         (3120, "ERROR", &[][..]),
         (3300, "SYNCED", &[][..]),
     ] {
-        app.record(&check("r", "drifty", seconds, status, files))
-            .await;
+        checks.push((seconds, check("r", "drifty", seconds, status, files)));
     }
 
     for (seconds, status, files) in [
@@ -272,12 +268,20 @@ async fn stats_app() -> TestApp {
         (-420, "OUT_OF_SYNC", &["x.conf", "y.conf"][..]),
         (-120, "OUT_OF_SYNC", &["y.conf"][..]),
     ] {
-        app.record(&check("r", "open", seconds, status, files))
-            .await;
+        checks.push((seconds, check("r", "open", seconds, status, files)));
     }
     for seconds in (0..3600).step_by(300) {
-        app.record(&check("r", "open", seconds, "OUT_OF_SYNC", &["y.conf"]))
-            .await;
+        checks.push((
+            seconds,
+            check("r", "open", seconds, "OUT_OF_SYNC", &["y.conf"]),
+        ));
+    }
+
+    // As CI delivers them: in the order the checks ran.
+    checks.sort_by_key(|(seconds, _)| *seconds);
+    let app = TestApp::new().await;
+    for (_, body) in &checks {
+        app.record(body).await;
     }
     app
 }

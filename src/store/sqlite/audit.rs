@@ -280,7 +280,7 @@ fn mismatch(previous_id: Option<i64>) -> String {
 #[derive(Debug)]
 pub struct Prune {
     cutoff: i64,
-    /// The newest snapshot when the run began; later ones are never candidates.
+    /// The walk's end (see `expired_bound`); later snapshots are never candidates.
     until_id: i64,
     position: i64,
     /// Each target's newest snapshot before the cutoff (the state the retained window starts
@@ -317,9 +317,7 @@ impl Prune {
         cutoff: Timestamp,
     ) -> Result<Self, StoreError> {
         let cutoff = cutoff.as_millis();
-        let until_id: Option<i64> = sqlx::query_scalar("select max(id) from snapshots")
-            .fetch_one(&mut *connection)
-            .await?;
+        let until_id = expired_bound(connection, cutoff).await?;
         // One index seek per target on snapshots_target_time.
         let kept: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(
             "select (select s.id from snapshots s where s.target_id = t.id and s.last_check < ? \
@@ -335,7 +333,7 @@ impl Prune {
             .collect();
         Ok(Self {
             cutoff,
-            until_id: until_id.unwrap_or(0),
+            until_id,
             position: 0,
             keep,
             checkpoints: load_checkpoints(connection).await?,
@@ -479,6 +477,36 @@ impl Prune {
         self.report.removed += removed.len() as i64;
         Ok(done)
     }
+}
+
+/// Where the walk can stop: the last id (arrival order) whose `last_check` is before the cutoff,
+/// found by bisecting ids, so a run walks only history that can have expired, never the retained
+/// window. Arrival order follows check time closely; a check that arrives long after it ran (and
+/// so sits beyond the bound) waits for a later run.
+async fn expired_bound(connection: &mut SqliteConnection, cutoff: i64) -> Result<i64, StoreError> {
+    let (first, last): (Option<i64>, Option<i64>) =
+        sqlx::query_as("select min(id), max(id) from snapshots")
+            .fetch_one(&mut *connection)
+            .await?;
+    let (Some(first), Some(mut high)) = (first, last) else {
+        return Ok(0);
+    };
+    // Every probe at or below `low` found an expired check; every one above `high` did not.
+    let mut low = first - 1;
+    while low < high {
+        let middle = low + (high - low + 1) / 2;
+        let probe: Option<(i64, i64)> = sqlx::query_as(
+            "select id, last_check from snapshots where id >= ? order by id limit 1",
+        )
+        .bind(middle)
+        .fetch_optional(&mut *connection)
+        .await?;
+        match probe {
+            Some((id, last_check)) if last_check < cutoff && id <= high => low = id,
+            _ => high = middle - 1,
+        }
+    }
+    Ok(low.max(0))
 }
 
 async fn write_checkpoint(
