@@ -49,6 +49,7 @@ fn every_operation_documents_its_errors_as_problem_json() {
         "/healthz",
         "/readyz",
         "/openapi.json",
+        "/metrics",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
