@@ -1,5 +1,6 @@
 //! The HTTP resources: shared state and the router that merges every resource's routes and spec.
 
+pub mod badge;
 pub mod health;
 pub mod history;
 pub mod metrics;
@@ -110,7 +111,8 @@ impl From<&ServeArgs> for Settings {
         (name = "snapshots", description = "Recording drift-check results"),
         (name = "status", description = "Latest status of every target"),
         (name = "history", description = "The audit trail"),
-        (name = "operations", description = "Health, readiness, metrics and the API description")
+        (name = "operations", description = "Health, readiness, metrics and the API description"),
+        (name = "badges", description = "Status badges for READMEs and wikis")
     )
 )]
 struct ApiDoc;
@@ -125,4 +127,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(badge::badge))
 }
