@@ -8,6 +8,7 @@ pub mod model;
 pub mod store;
 pub mod telemetry;
 pub mod timestamp;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub fn app(state: AppState) -> Router {
     let telemetry = state.telemetry.clone();
     let (router, _) = api::router().split_for_parts();
     router
+        .merge(web::router())
         .route_layer(middleware::from_fn_with_state(telemetry, record_latency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
