@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use super::{age, human_time, is_web_link, layout, state_chip, time_ago};
 use crate::api::AppState;
 use crate::error::{ApiError, Result};
-use crate::model::{HistoryFilter, Snapshot, StatusRow, TargetKey, TargetState};
+use crate::model::{HistoryFilter, Snapshot, StatusRow, SyncStatus, TargetKey, TargetState};
 use crate::timestamp::Timestamp;
 
 /// Transitions read for the timeline and its table.
@@ -108,16 +108,17 @@ struct Segment {
     to: Timestamp,
 }
 
-/// The stretches between the transitions (newest first), ending now. When the target is stale, its
-/// last stretch ends at the last check plus its stale-after and a STALE one runs on to now.
-fn segments(transitions: &[Snapshot], row: &StatusRow, now: Timestamp) -> Vec<Segment> {
-    let mut segments = Vec::with_capacity(transitions.len() + 1);
+/// The stretches between the transitions (`(sync_status, last_check)`, newest first), ending now.
+/// When the target went stale at `stale_from`, its last stretch ends there and a STALE one runs on
+/// to now.
+fn segments(
+    transitions: impl IntoIterator<Item = (SyncStatus, Timestamp)>,
+    stale_from: Option<Timestamp>,
+    now: Timestamp,
+) -> Vec<Segment> {
+    let mut segments = Vec::new();
     let mut end = now;
-    if row.stale {
-        let stale_from = row
-            .last_check
-            .plus_millis(row.stale_after_seconds.saturating_mul(1000))
-            .min(now);
+    if let Some(stale_from) = stale_from.map(|at| at.min(now)) {
         segments.push(Segment {
             state: TargetState::Stale,
             from: stale_from,
@@ -125,10 +126,10 @@ fn segments(transitions: &[Snapshot], row: &StatusRow, now: Timestamp) -> Vec<Se
         });
         end = stale_from;
     }
-    for transition in transitions {
-        let from = transition.last_check.min(end);
+    for (sync_status, last_check) in transitions {
+        let from = last_check.min(end);
         segments.push(Segment {
-            state: transition.sync_status.into(),
+            state: sync_status.into(),
             from,
             to: end,
         });
@@ -139,7 +140,14 @@ fn segments(transitions: &[Snapshot], row: &StatusRow, now: Timestamp) -> Vec<Se
 }
 
 fn timeline(transitions: &[Snapshot], row: &StatusRow, now: Timestamp) -> Markup {
-    let segments = segments(transitions, row, now);
+    let stale_from = row.stale.then(|| {
+        row.last_check
+            .plus_millis(row.stale_after_seconds.saturating_mul(1000))
+    });
+    let changes = transitions
+        .iter()
+        .map(|transition| (transition.sync_status, transition.last_check));
+    let segments = segments(changes, stale_from, now);
     let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
         return html! {};
     };
@@ -215,89 +223,48 @@ fn check_table(checks: &[Snapshot]) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SyncStatus;
 
-    fn snapshot(status: SyncStatus, at: i64) -> Snapshot {
-        Snapshot {
-            id: at,
-            repo: "r".into(),
-            server: "s".into(),
-            sync_status: status,
-            drift_count: 0,
-            files: Vec::new(),
-            files_text: String::new(),
-            last_check: Timestamp::from_millis(at),
-            received_at: Timestamp::from_millis(at),
-            revision: None,
-            run_url: None,
-            message: None,
-            stale_after_seconds: None,
-        }
+    fn at(millis: i64) -> Timestamp {
+        Timestamp::from_millis(millis)
     }
 
-    fn row(latest: &Snapshot, now: i64, stale_after_seconds: i64) -> StatusRow {
-        StatusRow::new(
-            latest.clone(),
-            latest.last_check,
-            Timestamp::from_millis(now),
-            stale_after_seconds,
-        )
+    fn segment(state: TargetState, from: i64, to: i64) -> Segment {
+        Segment {
+            state,
+            from: at(from),
+            to: at(to),
+        }
     }
 
     #[test]
     fn segments_run_from_each_transition_to_the_next_and_on_to_now() {
         let transitions = [
-            snapshot(SyncStatus::Synced, 30_000),
-            snapshot(SyncStatus::OutOfSync, 10_000),
+            (SyncStatus::Synced, at(30_000)),
+            (SyncStatus::OutOfSync, at(10_000)),
         ];
-        let now = 40_000;
-        let segments = segments(&transitions, &row(&transitions[0], now, 600), now.into_ts());
         assert_eq!(
-            segments,
+            segments(transitions, None, at(40_000)),
             [
-                Segment {
-                    state: TargetState::OutOfSync,
-                    from: 10_000.into_ts(),
-                    to: 30_000.into_ts()
-                },
-                Segment {
-                    state: TargetState::Synced,
-                    from: 30_000.into_ts(),
-                    to: 40_000.into_ts()
-                },
+                segment(TargetState::OutOfSync, 10_000, 30_000),
+                segment(TargetState::Synced, 30_000, 40_000),
             ]
         );
     }
 
     #[test]
     fn a_stale_target_ends_in_a_stale_segment() {
-        let transitions = [snapshot(SyncStatus::Synced, 10_000)];
-        let now = 100_000;
-        let segments = segments(&transitions, &row(&transitions[0], now, 60), now.into_ts());
+        let transitions = [(SyncStatus::Synced, at(10_000))];
         assert_eq!(
-            segments,
+            segments(transitions, Some(at(70_000)), at(100_000)),
             [
-                Segment {
-                    state: TargetState::Synced,
-                    from: 10_000.into_ts(),
-                    to: 70_000.into_ts()
-                },
-                Segment {
-                    state: TargetState::Stale,
-                    from: 70_000.into_ts(),
-                    to: 100_000.into_ts()
-                },
+                segment(TargetState::Synced, 10_000, 70_000),
+                segment(TargetState::Stale, 70_000, 100_000),
             ]
         );
     }
 
-    trait IntoTimestamp {
-        fn into_ts(self) -> Timestamp;
-    }
-
-    impl IntoTimestamp for i64 {
-        fn into_ts(self) -> Timestamp {
-            Timestamp::from_millis(self)
-        }
+    #[test]
+    fn no_transitions_no_segments() {
+        assert_eq!(segments([], None, at(1)), []);
     }
 }
