@@ -124,6 +124,22 @@ async fn the_status_page_works_in_headless_chromium() {
             .unwrap();
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
+    // The binary serves its global registry: what the POSTs above counted shows in /metrics.
+    let metrics = client
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "gitops_status_snapshots_ingested_total{{result=\"stored\"}} {}\n",
+            seed.len()
+        )),
+        "{metrics}"
+    );
     let expected = json!([
         { "repo": "nginx", "server": "edge-1", "state": "SYNCED" },
         { "repo": "rsyslog", "server": "rsyslog-lab", "state": "OUT_OF_SYNC" },
