@@ -9,14 +9,16 @@ pub mod model;
 pub mod retention;
 pub mod stats;
 pub mod store;
+pub mod telemetry;
 pub mod timestamp;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, Method, Response};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
@@ -29,14 +31,18 @@ use tracing::Span;
 
 pub use api::{AppState, Settings};
 use error::ApiError;
+use telemetry::Telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP service over the given state.
 pub fn app(state: AppState) -> Router {
     let settings = Arc::clone(&state.settings);
+    let telemetry = state.telemetry.clone();
     let (router, _) = api::router().split_for_parts();
     router
+        .merge(web::router())
+        .route_layer(middleware::from_fn_with_state(telemetry, record_latency))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -151,6 +157,32 @@ async fn enforce_request_timeout(
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     }
+}
+
+/// Feeds the request-latency histogram, labelled by the matched route so that path parameters and
+/// unknown paths cannot blow up the number of series. Streamed bodies (exports) count until their
+/// headers are ready.
+async fn record_latency(
+    State(telemetry): State<Telemetry>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|route| route.as_str().to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if let Some(route) = route {
+        telemetry.request_answered(
+            &route,
+            method.as_str(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    response
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -7,6 +7,7 @@ use clap::Parser;
 use gitops_status_server::config::{Cli, Command, LogArgs, LogFormat, ServeArgs, VerifyArgs};
 use gitops_status_server::retention::{self, Policy};
 use gitops_status_server::store::Store;
+use gitops_status_server::telemetry::Telemetry;
 use gitops_status_server::{AppState, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -60,6 +61,8 @@ fn init_tracing(log: &LogArgs) {
 
 async fn run_server(args: ServeArgs) -> ExitCode {
     tracing::debug!(?args, "configuration");
+    // Before the store opens, so its writer's metrics land in what /metrics serves.
+    let telemetry = Telemetry::global();
     let store = match Store::connect(&args.database_url).await {
         Ok(store) => store,
         Err(error) => {
@@ -92,7 +95,8 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             },
         );
     }
-    let app = gitops_status_server::app(AppState::new(store.clone(), Settings::from(&args)));
+    let state = AppState::new(store.clone(), Settings::from(&args)).with_telemetry(telemetry);
+    let app = gitops_status_server::app(state);
     let served = gitops_status_server::serve(
         listener,
         app,

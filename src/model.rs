@@ -816,6 +816,68 @@ impl StatusFilter {
     }
 }
 
+/// Query parameters that name one target: `GET /badge.svg` and the status page's target view.
+/// Documents the parameters; `TargetKey::from_query` parses them.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TargetParams {
+    /// The target's repo (exact match).
+    #[param(example = "rsyslog")]
+    pub repo: String,
+    /// The target's server (exact match).
+    #[param(example = "rsyslog-lab")]
+    pub server: String,
+}
+
+/// One target, named by a query string with both `repo` and `server`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetKey {
+    pub repo: String,
+    pub server: String,
+}
+
+impl TargetKey {
+    pub const PARAMETERS: [&'static str; 2] = ["repo", "server"];
+
+    pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
+        let mut required = |name: &str| {
+            let value = pairs.name_filter(name, &mut errors);
+            if value.is_none() {
+                errors.push(FieldError::new(name, "is required"));
+            }
+            value.unwrap_or_default()
+        };
+        let key = Self {
+            repo: required("repo"),
+            server: required("server"),
+        };
+        if errors.is_empty() {
+            Ok(key)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The `/status.json` filter that selects exactly this target.
+    pub fn status_filter(&self) -> StatusFilter {
+        StatusFilter {
+            repo: Some(self.repo.clone()),
+            server: Some(self.server.clone()),
+            states: Vec::new(),
+        }
+    }
+
+    /// The query string that names this target, percent-encoded: `repo=...&server=...`.
+    pub fn to_query(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("repo", &self.repo)
+            .append_pair("server", &self.server)
+            .finish()
+    }
+}
+
 /// Sort direction of `/history`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Order {

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::TestApp;
-use gitops_status_server::model::{HistoryRequest, StatusFilter};
+use gitops_status_server::model::{HistoryRequest, StatusFilter, TargetKey};
 use serde_json::Value;
 
 const COMMITTED: &str = "openapi/openapi.json";
@@ -49,6 +49,8 @@ fn every_operation_documents_its_errors_as_problem_json() {
         "/healthz",
         "/readyz",
         "/openapi.json",
+        "/metrics",
+        "/badge.svg",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
@@ -104,4 +106,5 @@ fn documented_query_parameters_are_the_accepted_ones() {
     };
     assert_eq!(names("/history"), sorted(&HistoryRequest::PARAMETERS));
     assert_eq!(names("/status.json"), sorted(&StatusFilter::PARAMETERS));
+    assert_eq!(names("/badge.svg"), sorted(&TargetKey::PARAMETERS));
 }

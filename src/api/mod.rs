@@ -1,8 +1,10 @@
 //! The HTTP resources: shared state and the router that merges every resource's routes and spec.
 
 pub mod audit;
+pub mod badge;
 pub mod health;
 pub mod history;
+pub mod metrics;
 pub mod openapi;
 pub mod snapshots;
 pub mod status;
@@ -16,22 +18,53 @@ use utoipa_axum::routes;
 
 use crate::config::ServeArgs;
 use crate::error::Problem;
-use crate::model::FieldError;
-use crate::store::Store;
+use crate::model::{FieldError, StatusFilter, StatusRow};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Telemetry;
+use crate::timestamp::Timestamp;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
     pub settings: Arc<Settings>,
+    /// The server's own metrics.
+    pub telemetry: Telemetry,
 }
 
 impl AppState {
+    /// State with a private metrics registry; the binary swaps in the global one with
+    /// [`AppState::with_telemetry`].
     pub fn new(store: Store, settings: Settings) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
+            telemetry: Telemetry::new(),
         }
+    }
+
+    pub fn with_telemetry(self, telemetry: Telemetry) -> Self {
+        Self { telemetry, ..self }
+    }
+
+    /// The latest status of every target the filter selects, staleness judged now.
+    pub async fn status_rows(&self, filter: &StatusFilter) -> Result<Vec<StatusRow>, StoreError> {
+        let latest = self.store.latest(filter).await?;
+        let now = Timestamp::now();
+        let default_stale_after =
+            i64::try_from(self.settings.stale_after.as_secs()).unwrap_or(i64::MAX);
+        Ok(latest
+            .into_iter()
+            .map(|latest| {
+                StatusRow::new(
+                    latest.snapshot,
+                    latest.status_since,
+                    now,
+                    default_stale_after,
+                )
+            })
+            .filter(|row| filter.states.is_empty() || filter.states.contains(&row.state))
+            .collect())
     }
 }
 
@@ -80,7 +113,8 @@ impl From<&ServeArgs> for Settings {
         (name = "status", description = "Latest status of every target"),
         (name = "history", description = "The audit trail"),
         (name = "audit", description = "Integrity of the trail and drift statistics"),
-        (name = "operations", description = "Health, readiness and the API description")
+        (name = "operations", description = "Health, readiness, metrics and the API description"),
+        (name = "badges", description = "Status badges for READMEs and wikis")
     )
 )]
 struct ApiDoc;
@@ -97,4 +131,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(openapi::openapi_json))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(badge::badge))
 }

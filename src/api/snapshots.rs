@@ -8,6 +8,8 @@ use axum::response::IntoResponse;
 use super::AppState;
 use crate::error::{ApiError, JsonBody, Problem, Result};
 use crate::model::{Snapshot, SnapshotIn};
+use crate::store::Recorded;
+use crate::telemetry::IngestResult;
 use crate::timestamp::Timestamp;
 
 /// Set to `true` on the reply to a retry that matched an already stored snapshot.
@@ -37,10 +39,23 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-repl
 )]
 pub async fn record_snapshot(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
+    body: Result<JsonBody>,
 ) -> Result<impl IntoResponse> {
-    let snapshot = SnapshotIn::decode(body, Timestamp::now()).map_err(ApiError::InvalidSnapshot)?;
-    let recorded = state.store.record(snapshot).await?;
+    let outcome = record(&state, body).await;
+    state.telemetry.snapshot_ingested(match &outcome {
+        Ok(recorded) if recorded.replayed => IngestResult::Replayed,
+        Ok(_) => IngestResult::Stored,
+        Err(ApiError::Conflict(_)) => IngestResult::Conflict,
+        Err(error) if error.status().is_client_error() => IngestResult::Invalid,
+        Err(_) => IngestResult::Failed,
+    });
+    let recorded = outcome?;
     let replayed = recorded.replayed.then_some([(REPLAYED_HEADER, "true")]);
     Ok((replayed, Json(recorded.snapshot)))
+}
+
+async fn record(state: &AppState, body: Result<JsonBody>) -> Result<Recorded> {
+    let JsonBody(body) = body?;
+    let snapshot = SnapshotIn::decode(body, Timestamp::now()).map_err(ApiError::InvalidSnapshot)?;
+    Ok(state.store.record(snapshot).await?)
 }

@@ -6,7 +6,6 @@ use axum::extract::{RawQuery, State};
 use super::AppState;
 use crate::error::{ApiError, Problem, Result};
 use crate::model::{StatusFilter, StatusParams, StatusRow};
-use crate::timestamp::Timestamp;
 
 /// Latest status of every target.
 ///
@@ -30,21 +29,5 @@ pub async fn status_list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<StatusRow>>> {
     let filter = StatusFilter::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
-    let latest = state.store.latest(&filter).await?;
-    let now = Timestamp::now();
-    let default_stale_after =
-        i64::try_from(state.settings.stale_after.as_secs()).unwrap_or(i64::MAX);
-    let rows = latest
-        .into_iter()
-        .map(|latest| {
-            StatusRow::new(
-                latest.snapshot,
-                latest.status_since,
-                now,
-                default_stale_after,
-            )
-        })
-        .filter(|row| filter.states.is_empty() || filter.states.contains(&row.state))
-        .collect();
-    Ok(Json(rows))
+    Ok(Json(state.status_rows(&filter).await?))
 }

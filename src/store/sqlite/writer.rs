@@ -275,6 +275,7 @@ impl Writer {
             micros = started.elapsed().as_micros(),
             "committed"
         );
+        metrics::histogram!(crate::telemetry::COMMIT_DURATION).record(started.elapsed());
         let mut outcomes = outcomes.drain(..);
         for job in batch.drain(..) {
             let mine = outcomes.by_ref().take(job.snapshots.len()).collect();

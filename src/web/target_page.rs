@@ -1,0 +1,270 @@
+//! `GET /target?repo=&server=`: one target's latest check, a timeline of its transitions, and its
+//! recent checks.
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+
+use super::{age, human_time, is_web_link, layout, state_chip, time_ago};
+use crate::api::AppState;
+use crate::error::{ApiError, Result};
+use crate::model::{HistoryFilter, Snapshot, StatusRow, SyncStatus, TargetKey, TargetState};
+use crate::timestamp::Timestamp;
+
+/// Transitions read for the timeline and its table.
+const TRANSITIONS: usize = 50;
+/// Checks listed under "Recent checks".
+const RECENT_CHECKS: usize = 20;
+
+/// One target's page; an HTML 404 page for a target that never reported.
+pub async fn target_page(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let target = TargetKey::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
+    let Some(row) = state
+        .status_rows(&target.status_filter())
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok((StatusCode::NOT_FOUND, unknown_target(&target)).into_response());
+    };
+    let history = |changes_only| HistoryFilter {
+        repo: Some(target.repo.clone()),
+        server: Some(target.server.clone()),
+        changes_only,
+        ..HistoryFilter::default()
+    };
+    let transitions = state
+        .store
+        .history_page(&history(true), TRANSITIONS)
+        .await?;
+    let recent = state
+        .store
+        .history_page(&history(false), RECENT_CHECKS)
+        .await?;
+    let now = Timestamp::now();
+    let title = format!("{} / {}", row.repo, row.server);
+    Ok(layout(
+        &title,
+        html! {
+            h1 { (row.repo) " / " (row.server) " " (state_chip(row.state)) }
+            (latest_check(&row, now))
+            h2 id="timeline-heading" { "Timeline" }
+            (timeline(&transitions, &row, now))
+            h2 { "Transitions" }
+            (transition_table(&transitions, now))
+            h2 { "Recent checks" }
+            (check_table(&recent))
+        },
+    )
+    .into_response())
+}
+
+fn unknown_target(target: &TargetKey) -> Markup {
+    layout(
+        "Unknown target",
+        html! {
+            h1 { "Unknown target" }
+            p { "No snapshot was ever recorded for repo " strong { (target.repo) } " on server " strong { (target.server) } "." }
+            p { a href="/" { "Back to every target" } }
+        },
+    )
+}
+
+fn latest_check(row: &StatusRow, now: Timestamp) -> Markup {
+    html! {
+        dl {
+            dt { "State" } dd { (state_chip(row.state)) }
+            dt { "Last result" } dd { (row.sync_status.as_str()) }
+            dt { "Last check" } dd { (human_time(row.last_check)) " (" (time_ago(row.last_check, now)) ")" }
+            dt { "Status since" } dd { (human_time(row.status_since)) " (" (time_ago(row.status_since, now)) ")" }
+            dt { "Drifted files" } dd {
+                @if row.files.is_empty() { span.muted { "none" } }
+                @else { ul { @for file in &row.files { li { code { (file.name) } } } } }
+            }
+            dt { "Stale after" } dd { (age(row.stale_after_seconds.saturating_mul(1000))) }
+            @if let Some(revision) = &row.revision { dt { "Revision" } dd { code { (revision) } } }
+            @if let Some(run_url) = &row.run_url { dt { "CI run" } dd { (run_link(run_url)) } }
+            @if let Some(message) = &row.message { dt { "Message" } dd { pre { (message) } } }
+        }
+    }
+}
+
+fn run_link(url: &str) -> Markup {
+    html! {
+        @if is_web_link(url) { a href=(url) rel="noopener noreferrer" { (url) } }
+        @else { code { (url) } }
+    }
+}
+
+/// One stretch of the timeline: a state from `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    state: TargetState,
+    from: Timestamp,
+    to: Timestamp,
+}
+
+/// The stretches between the transitions (`(sync_status, last_check)`, newest first), ending now.
+/// When the target went stale at `stale_from`, its last stretch ends there and a STALE one runs on
+/// to now.
+fn segments(
+    transitions: impl IntoIterator<Item = (SyncStatus, Timestamp)>,
+    stale_from: Option<Timestamp>,
+    now: Timestamp,
+) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut end = now;
+    if let Some(stale_from) = stale_from.map(|at| at.min(now)) {
+        segments.push(Segment {
+            state: TargetState::Stale,
+            from: stale_from,
+            to: now,
+        });
+        end = stale_from;
+    }
+    for (sync_status, last_check) in transitions {
+        let from = last_check.min(end);
+        segments.push(Segment {
+            state: sync_status.into(),
+            from,
+            to: end,
+        });
+        end = from;
+    }
+    segments.reverse();
+    segments
+}
+
+fn timeline(transitions: &[Snapshot], row: &StatusRow, now: Timestamp) -> Markup {
+    let stale_from = row.stale.then(|| {
+        row.last_check
+            .plus_millis(row.stale_after_seconds.saturating_mul(1000))
+    });
+    let changes = transitions
+        .iter()
+        .map(|transition| (transition.sync_status, transition.last_check));
+    let segments = segments(changes, stale_from, now);
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+        return html! {};
+    };
+    let span = (last.to.as_millis() - first.from.as_millis()).max(1) as f64;
+    html! {
+        div.timeline role="img" aria-labelledby="timeline-heading" aria-describedby="timeline-text" {
+            @for segment in &segments {
+                @let share = (segment.to.as_millis() - segment.from.as_millis()) as f64 / span * 100.0;
+                span class={ "state-" (segment.state.as_str()) }
+                    style={ "width:" (format!("{share:.3}")) "%" }
+                    title={ (super::label(segment.state)) " from " (human_time(segment.from)) " for " (age(segment.to.as_millis() - segment.from.as_millis())) } {}
+            }
+        }
+        div.axis.muted {
+            span { (human_time(first.from)) }
+            span { "now" }
+        }
+        p.muted id="timeline-text" {
+            "Colors as in the state labels; the transitions table below lists the same stretches."
+        }
+    }
+}
+
+fn transition_table(transitions: &[Snapshot], now: Timestamp) -> Markup {
+    html! {
+        div.scroll {
+            table id="transitions" {
+                caption.muted { "Each change of result or of the drifted files, newest first" }
+                thead { tr { th scope="col" { "Since" } th scope="col" { "Result" } th scope="col" { "Drift" } th scope="col" { "Files" } th scope="col" { "Lasted" } } }
+                tbody {
+                    @for (index, transition) in transitions.iter().enumerate() {
+                        @let until = index.checked_sub(1).and_then(|newer| transitions.get(newer)).map_or(now, |newer| newer.last_check);
+                        tr {
+                            td { (human_time(transition.last_check)) }
+                            td { (state_chip(transition.sync_status.into())) }
+                            td.num { (transition.drift_count) }
+                            td.files { (transition.files_text) }
+                            td {
+                                (age(until.as_millis() - transition.last_check.as_millis()))
+                                @if index == 0 { " (ongoing)" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_table(checks: &[Snapshot]) -> Markup {
+    html! {
+        div.scroll {
+            table id="checks" {
+                caption.muted { "The latest checks, newest first" }
+                thead { tr { th scope="col" { "Checked" } th scope="col" { "Result" } th scope="col" { "Drift" } th scope="col" { "Files" } th scope="col" class="wide" { "Revision" } th scope="col" class="wide" { "CI run" } } }
+                tbody {
+                    @for check in checks {
+                        tr {
+                            td { (human_time(check.last_check)) }
+                            td { (state_chip(check.sync_status.into())) }
+                            td.num { (check.drift_count) }
+                            td.files { (check.files_text) }
+                            td class="wide" { @if let Some(revision) = &check.revision { code { (revision) } } }
+                            td class="wide" { @if let Some(url) = &check.run_url { (run_link(url)) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(millis: i64) -> Timestamp {
+        Timestamp::from_millis(millis)
+    }
+
+    fn segment(state: TargetState, from: i64, to: i64) -> Segment {
+        Segment {
+            state,
+            from: at(from),
+            to: at(to),
+        }
+    }
+
+    #[test]
+    fn segments_run_from_each_transition_to_the_next_and_on_to_now() {
+        let transitions = [
+            (SyncStatus::Synced, at(30_000)),
+            (SyncStatus::OutOfSync, at(10_000)),
+        ];
+        assert_eq!(
+            segments(transitions, None, at(40_000)),
+            [
+                segment(TargetState::OutOfSync, 10_000, 30_000),
+                segment(TargetState::Synced, 30_000, 40_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stale_target_ends_in_a_stale_segment() {
+        let transitions = [(SyncStatus::Synced, at(10_000))];
+        assert_eq!(
+            segments(transitions, Some(at(70_000)), at(100_000)),
+            [
+                segment(TargetState::Synced, 10_000, 70_000),
+                segment(TargetState::Stale, 70_000, 100_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_transitions_no_segments() {
+        assert_eq!(segments([], None, at(1)), []);
+    }
+}

@@ -1,0 +1,137 @@
+//! `GET /badge.svg`: well-formed SVG with the target's state and color, cache headers, a grey
+//! "unknown" badge, and problem+json for a missing parameter.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::*;
+
+/// The badge's visible texts (each drawn twice: shadow and text) and the fill of its right half.
+fn parse(svg: &str) -> (Vec<String>, String, String) {
+    let document = roxmltree::Document::parse(svg)
+        .unwrap_or_else(|error| panic!("the badge is not XML ({error}): {svg}"));
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let texts = root
+        .descendants()
+        .filter(|node| node.has_tag_name("text"))
+        .map(|node| node.text().unwrap_or_default().to_owned())
+        .collect();
+    let fills: Vec<&str> = root
+        .descendants()
+        .filter(|node| node.has_tag_name("rect"))
+        .filter_map(|node| node.attribute("fill"))
+        .collect();
+    let title = root
+        .descendants()
+        .find(|node| node.has_tag_name("title"))
+        .and_then(|node| node.text())
+        .unwrap_or_default()
+        .to_owned();
+    (texts, fills[2].to_owned(), title)
+}
+
+#[tokio::test]
+async fn badges_show_each_state_in_its_color() {
+    let app = TestApp::new().await;
+    let recent = at_offset(-30);
+    app.record(&snapshot("r", "synced", "SYNCED", &[], &recent))
+        .await;
+    app.record(&snapshot("r", "drift", "OUT_OF_SYNC", &["a"], &recent))
+        .await;
+    app.record(&snapshot("r", "broken", "ERROR", &[], &recent))
+        .await;
+    app.record(&snapshot("r", "quiet", "SYNCED", &[], &at_offset(-7200)))
+        .await;
+
+    let mut fills = Vec::new();
+    for (server, text) in [
+        ("synced", "synced"),
+        ("drift", "out of sync"),
+        ("broken", "error"),
+        ("quiet", "stale"),
+        ("never-reported", "unknown"),
+    ] {
+        let response = app.get(&format!("/badge.svg?repo=r&server={server}")).await;
+        assert_eq!(response.status, StatusCode::OK, "{server}");
+        assert_eq!(response.content_type(), "image/svg+xml");
+        assert_eq!(response.header("cache-control"), Some("no-cache"));
+        assert!(response.header("etag").is_some());
+        let (texts, fill, title) = parse(&response.text());
+        assert_eq!(texts, [server, server, text, text], "{server}");
+        assert_eq!(title, format!("{server}: {text}"));
+        fills.push(fill);
+    }
+    assert_eq!(fills[4], "#6e6e6e", "unknown is grey");
+    let mut distinct = fills.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        5,
+        "every state has its own color: {fills:?}"
+    );
+}
+
+#[tokio::test]
+async fn badge_text_is_escaped_for_xml() {
+    let app = TestApp::new().await;
+    let server = r#"<script>alert("x")</script> & 'co'"#;
+    app.record(&snapshot("r&d", server, "SYNCED", &[], &at_offset(-5)))
+        .await;
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("repo", "r&d")
+        .append_pair("server", server)
+        .finish();
+    let response = app.get(&format!("/badge.svg?{query}")).await;
+    let (texts, _, _) = parse(&response.text());
+    assert_eq!(texts[0], server);
+    assert_eq!(texts[2], "synced");
+}
+
+#[tokio::test]
+async fn an_unchanged_badge_answers_304_to_its_etag() {
+    let app = TestApp::new().await;
+    app.record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-5)))
+        .await;
+    let first = app.get("/badge.svg?repo=r&server=s").await;
+    let etag = first.header("etag").unwrap().to_owned();
+    let revalidate = |etag: String| {
+        Request::get("/badge.svg?repo=r&server=s")
+            .header(header::IF_NONE_MATCH, etag)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let again = app.request(revalidate(etag.clone())).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+
+    app.record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at_offset(-1)))
+        .await;
+    let changed = app.request(revalidate(etag.clone())).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test]
+async fn badge_parameters_are_required_and_checked_by_name() {
+    let app = TestApp::new().await;
+    app.get("/badge.svg?repo=r")
+        .await
+        .assert_problem(400, &["server"]);
+    app.get("/badge.svg")
+        .await
+        .assert_problem(400, &["repo", "server"]);
+    app.get("/badge.svg?repo=r&server=s&colour=red")
+        .await
+        .assert_problem(400, &["colour"]);
+    app.get("/badge.svg?repo=%09&server=s")
+        .await
+        .assert_problem(400, &["repo"]);
+}

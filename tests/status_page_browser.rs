@@ -1,0 +1,187 @@
+//! The status page in a real browser: the release-like binary on a fresh database, seeded over HTTP,
+//! driven by headless Chromium through `tests/browser/status_page.mjs` (playwright-core). Needs
+//! `node`, `/usr/bin/chromium` and `npm ci --prefix tests/browser`; `.ci/run` installs them.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{at_offset, snapshot};
+use serde_json::json;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_gitops-status-server");
+
+/// The server binary, killed when dropped.
+struct Server {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Server {
+    #[allow(
+        clippy::zombie_processes,
+        reason = "Drop kills and waits for the child"
+    )]
+    fn start(dir: &Path) -> Self {
+        let database_url = format!("sqlite://{}", dir.join("browser.db").display());
+        let mut child = Command::new(BINARY)
+            .args(["--listen", "127.0.0.1:0", "--database-url", &database_url])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        let (lines, log) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server logs its address within 30 s");
+            if let Some(rest) = line.split("address=").nth(1) {
+                let address = rest.split_whitespace().next().unwrap().parse().unwrap();
+                return Self { child, address };
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+#[tokio::test]
+async fn the_status_page_works_in_headless_chromium() {
+    assert!(
+        browser_dir().join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci --prefix tests/browser` (.ci/run does)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: `apt-get install chromium` (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = reqwest::Client::new();
+    let t = |minutes: i64| at_offset(-60 * (90 - minutes));
+    let seed = [
+        snapshot("nginx", "edge-1", "SYNCED", &[], &t(88)),
+        snapshot("rsyslog", "rsyslog-lab", "SYNCED", &[], &t(10)),
+        snapshot(
+            "rsyslog",
+            "rsyslog-lab",
+            "OUT_OF_SYNC",
+            &["rsyslog.conf"],
+            &t(30),
+        ),
+        snapshot(
+            "rsyslog",
+            "rsyslog-lab",
+            "OUT_OF_SYNC",
+            &["rsyslog.conf", "rsyslog.d/30-lab.conf"],
+            &t(84),
+        ),
+        snapshot("rsyslog", "rsyslog-prod", "ERROR", &[], &t(85)),
+        // Names that need percent-encoding in the link to the target's page.
+        snapshot("team/app & co", "web #1", "SYNCED", &[], &t(20)),
+        snapshot(
+            "team/app & co",
+            "web #1",
+            "OUT_OF_SYNC",
+            &["app.ini"],
+            &t(86),
+        ),
+        snapshot("zz-legacy", "old-box", "SYNCED", &[], &t(0)),
+    ];
+    for body in &seed {
+        let response = client
+            .post(format!("{}/api/status", server.url()))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    // The binary serves its global registry: what the POSTs above counted shows in /metrics.
+    let metrics = client
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "gitops_status_snapshots_ingested_total{{result=\"stored\"}} {}\n",
+            seed.len()
+        )),
+        "{metrics}"
+    );
+    // The writer times every commit: at least one batch per POST above, at most one each.
+    let commits: usize = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("gitops_status_store_commit_duration_seconds_count "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no commit latency histogram: {metrics}"));
+    assert!((1..=seed.len()).contains(&commits), "{metrics}");
+    let expected = json!([
+        { "repo": "nginx", "server": "edge-1", "state": "SYNCED" },
+        { "repo": "rsyslog", "server": "rsyslog-lab", "state": "OUT_OF_SYNC" },
+        { "repo": "rsyslog", "server": "rsyslog-prod", "state": "ERROR" },
+        { "repo": "team/app & co", "server": "web #1", "state": "OUT_OF_SYNC" },
+        { "repo": "zz-legacy", "server": "old-box", "state": "STALE" },
+    ]);
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    let _ = std::fs::remove_file(screenshots.join("status-page.png"));
+
+    let output = Command::new("node")
+        .arg(browser_dir().join("status_page.mjs"))
+        .arg(server.url())
+        .arg(expected.to_string())
+        .arg(&screenshots)
+        .current_dir(browser_dir())
+        .output()
+        .expect("run node (install Node.js 20)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{report}"
+    );
+    for name in [
+        "status-page.png",
+        "status-page-phone.png",
+        "target-page.png",
+        "docs.png",
+    ] {
+        let png = std::fs::read(screenshots.join(name))
+            .unwrap_or_else(|error| panic!("no screenshot {name}: {error}\n{report}"));
+        assert!(png.starts_with(b"\x89PNG"), "{name} is not a PNG");
+    }
+}
