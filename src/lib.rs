@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod report;
 pub mod store;
 pub mod timestamp;
 
