@@ -418,6 +418,137 @@ async fn drift_lifecycle_with_real_ansible() {
     );
 }
 
+/// The exit codes `report --help` documents, against the real server, from captured output.
+#[tokio::test]
+async fn exit_codes_from_captured_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let fixture = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ansible")
+            .join(name)
+    };
+    let report = |url: &str, args: &[&str]| {
+        Command::new(BINARY)
+            .args(["report", "--url", url, "--retries", "0"])
+            .args(args)
+            .env_remove("GITOPS_STATUS_INPUT")
+            .env_remove("SERVER_NAME")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let stored = || async {
+        reqwest::get(format!("{}/history", server.url()))
+            .await
+            .unwrap()
+            .json::<Vec<Value>>()
+            .await
+            .unwrap()
+    };
+    let synced = fixture("synced.out");
+    let synced = synced.to_str().unwrap();
+
+    // --dry-run prints the snapshot and sends nothing.
+    let output = report(
+        &server.url(),
+        &["--repo", "rsyslog", "--dry-run", "--input", synced],
+    );
+    assert_eq!(finished(&output, 0)[0]["server"], "lab");
+    assert!(stored().await.is_empty());
+
+    // The server's 422 is exit 1, with the field it names.
+    let output = report(&server.url(), &["--repo", "rs\tyslog", "--input", synced]);
+    finished(&output, 1);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("HTTP 422") && stderr.contains("repo: must not contain control characters"),
+        "{stderr}"
+    );
+
+    // Recorded: exit 0, and --fail-on-drift turns drift into 4 and an error into 5.
+    let drifted = fixture("seed-one-line.out");
+    let output = report(
+        &server.url(),
+        &["--repo", "rsyslog", "--input", drifted.to_str().unwrap()],
+    );
+    finished(&output, 0);
+    let unreachable = fixture("unresolvable-host.out");
+    let output = report(
+        &server.url(),
+        &[
+            "--repo",
+            "rsyslog",
+            "--fail-on-drift",
+            "--input",
+            unreachable.to_str().unwrap(),
+        ],
+    );
+    finished(&output, 5);
+    let history = stored().await;
+    let servers: Vec<(&str, &str)> = history
+        .iter()
+        .map(|row| {
+            (
+                row["server"].as_str().unwrap(),
+                row["sync_status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("rsyslog-lab.invalid", "ERROR"),
+            ("rsyslog-lab", "OUT_OF_SYNC")
+        ]
+    );
+    assert_eq!(
+        history[1]["files_text"],
+        "rsyslog.conf, rsyslog.d/30-lab.conf"
+    );
+
+    // A server that is not there: 1 after the retries.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let output = report(&nobody, &["--repo", "rsyslog", "--input", synced]);
+    finished(&output, 1);
+    assert!(text(&output.stderr).contains("not recorded after 1 attempt(s): cannot connect"));
+
+    // No result: no markers, an unreadable input, a command that cannot start. Nothing posted.
+    for args in [
+        vec!["--input", fixture("apply-no-markers.out").to_str().unwrap()]
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>(),
+        vec![
+            "--input".to_owned(),
+            dir.path().join("missing.out").display().to_string(),
+        ],
+        vec![
+            "--".to_owned(),
+            dir.path().join("no-such-ansible").display().to_string(),
+        ],
+    ] {
+        let mut all = vec!["--repo", "rsyslog"];
+        all.extend(args.iter().map(String::as_str));
+        let output = report(&server.url(), &all);
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(output.stdout.is_empty());
+    }
+    assert_eq!(stored().await.len(), 2);
+
+    // Bad configuration: clap's usage error.
+    let output = report("ftp://gitops", &["--repo", "rsyslog", "--input", synced]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("--url"));
+}
+
 #[test]
 fn the_wrapper_script_is_shellcheck_clean() {
     let script = example("update-gitops-status.sh");
