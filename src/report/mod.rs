@@ -54,86 +54,17 @@ pub async fn run(args: ReportArgs) -> Outcome {
             return Outcome::NoResult;
         }
     };
-    let last_check = Timestamp::now();
-
-    eprintln!("Step 2/4: Analyzing drift detection results...");
-    let playbook = parse::parse_playbook_output(&captured.text);
-    if playbook.hosts.len() > 1 {
-        if let Some(server) = &args.server {
-            eprintln!(
-                "  SERVER_NAME={server} is ignored: the run checked {} hosts, each is reported \
-                 under its inventory name",
-                playbook.hosts.len()
-            );
-        }
-    }
-    let context = RunContext {
-        repo: args.repo.clone(),
-        server_name: args.server.clone(),
-        strip_prefix: args.strip_prefix.clone(),
-        ci: ci_context(&args),
-        last_check,
-    };
-    let reports = match payload::build_reports(&playbook, &context) {
+    let reports = match step_2_analyze(&args, &captured.text) {
         Ok(reports) => reports,
         Err(error) => {
             eprintln!("error: {error}");
             return Outcome::NoResult;
         }
     };
-    for report in &reports {
-        eprintln!("  {}", summary(report));
-    }
-
-    eprintln!("Step 3/4: Building JSON payload...");
-    for report in &reports {
-        println!("{}", serde_json::to_string(report).unwrap_or_default());
-    }
-
+    step_3_print(&reports);
     if args.dry_run {
         eprintln!("Step 4/4: Sending status to gitops-status-server... skipped (--dry-run)");
-        return final_outcome(&args, &reports);
-    }
-    let sender = match Sender::new(&args.url, args.token.clone(), args.timeout, args.retries) {
-        Ok(sender) => sender,
-        Err(error) => {
-            eprintln!("error: cannot set up the HTTP client: {error}");
-            return Outcome::NotRecorded;
-        }
-    };
-    eprintln!(
-        "Step 4/4: Sending status to gitops-status-server at {}...",
-        sender.endpoint()
-    );
-    let mut all_recorded = true;
-    for report in &reports {
-        let server = &report.server;
-        match sender
-            .send(report, |note| eprintln!("  {server}: {note}"))
-            .await
-        {
-            Ok(delivered) => {
-                let replayed = if delivered.replayed {
-                    ", already recorded by an earlier attempt"
-                } else {
-                    ""
-                };
-                let id = delivered
-                    .snapshot_id
-                    .map(|id| format!(" as snapshot {id}"))
-                    .unwrap_or_default();
-                eprintln!(
-                    "  {server}: recorded{id} (HTTP {}{replayed})",
-                    delivered.status
-                );
-            }
-            Err(error) => {
-                eprintln!("  {server}: error: {error}");
-                all_recorded = false;
-            }
-        }
-    }
-    if !all_recorded {
+    } else if !step_4_send(&args, &reports).await {
         return Outcome::NotRecorded;
     }
     final_outcome(&args, &reports)
@@ -166,6 +97,84 @@ async fn step_1_capture(args: &ReportArgs) -> std::io::Result<Captured> {
         eprintln!("  the playbook ended with {status}");
     }
     Ok(captured)
+}
+
+/// Parses the output and builds one snapshot per host, all checked "now".
+fn step_2_analyze(args: &ReportArgs, text: &str) -> Result<Vec<Report>, payload::NoResult> {
+    let last_check = Timestamp::now();
+    eprintln!("Step 2/4: Analyzing drift detection results...");
+    let playbook = parse::parse_playbook_output(text);
+    if let (Some(server), true) = (&args.server, playbook.hosts.len() > 1) {
+        eprintln!(
+            "  SERVER_NAME={server} is ignored: the run checked {} hosts, each is reported \
+             under its inventory name",
+            playbook.hosts.len()
+        );
+    }
+    let context = RunContext {
+        repo: args.repo.clone(),
+        server_name: args.server.clone(),
+        strip_prefix: args.strip_prefix.clone(),
+        ci: ci_context(args),
+        last_check,
+    };
+    let reports = payload::build_reports(&playbook, &context)?;
+    for report in &reports {
+        eprintln!("  {}", summary(report));
+    }
+    Ok(reports)
+}
+
+/// The snapshots on stdout, one JSON object a line, for whatever the pipeline pipes them into.
+fn step_3_print(reports: &[Report]) {
+    eprintln!("Step 3/4: Building JSON payload...");
+    for report in reports {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+    }
+}
+
+/// Sends every snapshot; true when all were recorded.
+async fn step_4_send(args: &ReportArgs, reports: &[Report]) -> bool {
+    let sender = match Sender::new(&args.url, args.token.clone(), args.timeout, args.retries) {
+        Ok(sender) => sender,
+        Err(error) => {
+            eprintln!("error: cannot set up the HTTP client: {error}");
+            return false;
+        }
+    };
+    eprintln!(
+        "Step 4/4: Sending status to gitops-status-server at {}...",
+        sender.endpoint()
+    );
+    let mut all_recorded = true;
+    for report in reports {
+        let server = &report.server;
+        match sender
+            .send(report, |note| eprintln!("  {server}: {note}"))
+            .await
+        {
+            Ok(delivered) => {
+                let id = delivered
+                    .snapshot_id
+                    .map(|id| format!(" as snapshot {id}"))
+                    .unwrap_or_default();
+                let replayed = if delivered.replayed {
+                    ", already recorded by an earlier attempt"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "  {server}: recorded{id} (HTTP {}{replayed})",
+                    delivered.status
+                );
+            }
+            Err(error) => {
+                eprintln!("  {server}: error: {error}");
+                all_recorded = false;
+            }
+        }
+    }
+    all_recorded
 }
 
 fn ci_context(args: &ReportArgs) -> CiContext {

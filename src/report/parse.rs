@@ -102,7 +102,8 @@ pub fn parse_playbook_output(text: &str) -> PlaybookRun {
         if in_recap {
             match parse_recap_line(line) {
                 Some(entry) => recap.push(entry),
-                None => in_recap = line.trim().is_empty() && recap.is_empty(),
+                // The recap ends at the first line that is not a host's counts.
+                None => in_recap = false,
             }
             continue;
         }
