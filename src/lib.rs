@@ -6,6 +6,7 @@ pub mod chain;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod report;
 pub mod retention;
 pub mod stats;
 pub mod store;

@@ -1,4 +1,4 @@
-//! Entry point: parse the configuration, set up logging, open the store, serve.
+//! Entry point: parse the configuration, set up logging, then serve or run the chosen subcommand.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Verify(args)) => verify(args).await,
+        Some(Command::Report(args)) => gitops_status_server::report::run(args).await.into(),
     }
 }
 

@@ -1,0 +1,221 @@
+//! The `report` subcommand: the CI-side client that replaces the seed's `update-gitops-status.sh`.
+//! It runs the drift-check playbook (or reads its output), parses the markers per host, and POSTs
+//! one snapshot per host, printing the seed's four steps on stderr and the snapshots, one JSON
+//! object a line, on stdout.
+
+pub mod capture;
+pub mod parse;
+pub mod payload;
+pub mod send;
+
+use std::process::ExitCode;
+
+use crate::config::ReportArgs;
+use crate::model::SyncStatus;
+use crate::timestamp::Timestamp;
+use capture::Captured;
+use payload::{CiContext, Report, RunContext};
+use send::Sender;
+
+/// The exit codes, as `report --help` lists them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  every snapshot was recorded (whatever the drift state, unless --fail-on-drift)
+  1  a snapshot was not recorded: the server rejected it (4xx), or it stayed unreachable or
+     failing (5xx) through every retry
+  2  bad flags or environment
+  3  no drift-check result, nothing posted: no host printed a marker, the command could not
+     start, or the input could not be read
+  4  with --fail-on-drift: every snapshot was recorded and a host is OUT_OF_SYNC
+  5  with --fail-on-drift: every snapshot was recorded and a host's check ended in ERROR";
+
+/// How a `report` run ends; the discriminant is the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Recorded = 0,
+    NotRecorded = 1,
+    NoResult = 3,
+    Drift = 4,
+    CheckFailed = 5,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(outcome: Outcome) -> Self {
+        ExitCode::from(outcome as u8)
+    }
+}
+
+/// Runs the four steps and maps the result to an exit code.
+pub async fn run(args: ReportArgs) -> Outcome {
+    let captured = match step_1_capture(&args).await {
+        Ok(captured) => captured,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::NoResult;
+        }
+    };
+    let reports = match step_2_analyze(&args, &captured.text) {
+        Ok(reports) => reports,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Outcome::NoResult;
+        }
+    };
+    step_3_print(&reports);
+    if args.dry_run {
+        eprintln!("Step 4/4: Sending status to gitops-status-server... skipped (--dry-run)");
+    } else if !step_4_send(&args, &reports).await {
+        return Outcome::NotRecorded;
+    }
+    final_outcome(&args, &reports)
+}
+
+async fn step_1_capture(args: &ReportArgs) -> std::io::Result<Captured> {
+    if let Some(path) = &args.input {
+        eprintln!(
+            "Step 1/4: Reading drift-check output from {}...",
+            if path.as_os_str() == "-" {
+                "stdin".to_owned()
+            } else {
+                path.display().to_string()
+            }
+        );
+        let path = path.clone();
+        return tokio::task::spawn_blocking(move || capture::read_input(&path))
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    eprintln!(
+        "Step 1/4: Running drift-check playbook: {}",
+        args.command.join(" ")
+    );
+    let command = args.command.clone();
+    let captured = tokio::task::spawn_blocking(move || capture::run_command(&command))
+        .await
+        .map_err(std::io::Error::other)??;
+    if let Some(status) = captured.status {
+        eprintln!("  the playbook ended with {status}");
+    }
+    Ok(captured)
+}
+
+/// Parses the output and builds one snapshot per host, all checked "now".
+fn step_2_analyze(args: &ReportArgs, text: &str) -> Result<Vec<Report>, payload::NoResult> {
+    let last_check = Timestamp::now();
+    eprintln!("Step 2/4: Analyzing drift detection results...");
+    let playbook = parse::parse_playbook_output(text);
+    if let (Some(server), true) = (&args.server, playbook.hosts.len() > 1) {
+        eprintln!(
+            "  SERVER_NAME={server} is ignored: the run checked {} hosts, each is reported \
+             under its inventory name",
+            playbook.hosts.len()
+        );
+    }
+    let context = RunContext {
+        repo: args.repo.clone(),
+        server_name: args.server.clone(),
+        strip_prefix: args.strip_prefix.clone(),
+        ci: ci_context(args),
+        last_check,
+    };
+    let reports = payload::build_reports(&playbook, &context)?;
+    for report in &reports {
+        eprintln!("  {}", summary(report));
+    }
+    Ok(reports)
+}
+
+/// The snapshots on stdout, one JSON object a line, for whatever the pipeline pipes them into.
+fn step_3_print(reports: &[Report]) {
+    eprintln!("Step 3/4: Building JSON payload...");
+    for report in reports {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+    }
+}
+
+/// Sends every snapshot; true when all were recorded.
+async fn step_4_send(args: &ReportArgs, reports: &[Report]) -> bool {
+    let sender = match Sender::new(&args.url, args.token.clone(), args.timeout, args.retries) {
+        Ok(sender) => sender,
+        Err(error) => {
+            eprintln!("error: cannot set up the HTTP client: {error}");
+            return false;
+        }
+    };
+    eprintln!(
+        "Step 4/4: Sending status to gitops-status-server at {}...",
+        sender.endpoint()
+    );
+    let mut all_recorded = true;
+    for report in reports {
+        let server = &report.server;
+        match sender
+            .send(report, |note| eprintln!("  {server}: {note}"))
+            .await
+        {
+            Ok(delivered) => {
+                let id = delivered
+                    .snapshot_id
+                    .map(|id| format!(" as snapshot {id}"))
+                    .unwrap_or_default();
+                let replayed = if delivered.replayed {
+                    ", already recorded by an earlier attempt"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "  {server}: recorded{id} (HTTP {}{replayed})",
+                    delivered.status
+                );
+            }
+            Err(error) => {
+                eprintln!("  {server}: error: {error}");
+                all_recorded = false;
+            }
+        }
+    }
+    all_recorded
+}
+
+fn ci_context(args: &ReportArgs) -> CiContext {
+    let from_env = CiContext::from_env(|name| std::env::var(name).ok());
+    let given = |value: &Option<String>| value.clone().filter(|value| !value.trim().is_empty());
+    CiContext {
+        revision: given(&args.revision).or(from_env.revision),
+        run_url: given(&args.run_url).or(from_env.run_url),
+    }
+}
+
+/// One line per snapshot for the CI log: `rsyslog-lab: OUT_OF_SYNC, 1 drifted file: rsyslog.conf`.
+fn summary(report: &Report) -> String {
+    let server = &report.server;
+    match report.sync_status {
+        SyncStatus::Synced => format!("{server}: SYNCED"),
+        SyncStatus::OutOfSync => {
+            let names: Vec<&str> = report.files.iter().map(|file| file.name.as_str()).collect();
+            let plural = if names.len() == 1 { "" } else { "s" };
+            format!(
+                "{server}: OUT_OF_SYNC, {} drifted file{plural}: {}",
+                names.len(),
+                names.join(", ")
+            )
+        }
+        SyncStatus::Error => format!(
+            "{server}: ERROR: {}",
+            report.message.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+fn final_outcome(args: &ReportArgs, reports: &[Report]) -> Outcome {
+    let any = |status: SyncStatus| reports.iter().any(|report| report.sync_status == status);
+    if !args.fail_on_drift {
+        Outcome::Recorded
+    } else if any(SyncStatus::Error) {
+        Outcome::CheckFailed
+    } else if any(SyncStatus::OutOfSync) {
+        Outcome::Drift
+    } else {
+        Outcome::Recorded
+    }
+}

@@ -1,0 +1,541 @@
+//! POSTs a snapshot to `/api/status`: a timeout per attempt, bounded retries with exponential
+//! backoff on connection errors, timeouts and 5xx (honouring `Retry-After`), never on 4xx.
+
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap};
+use reqwest::{StatusCode, Url};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+
+use super::payload::Report;
+use crate::config::Secret;
+
+/// The longest `Retry-After` the client waits; a server asking for more is given up on.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The longest pause between two attempts when the server names none.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Sends snapshots to one server.
+#[derive(Debug)]
+pub struct Sender {
+    client: reqwest::Client,
+    endpoint: Url,
+    token: Option<Secret>,
+    retries: u32,
+    first_backoff: Duration,
+}
+
+/// The server recorded the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub status: u16,
+    /// The server had it already (a retry whose first attempt was committed).
+    pub replayed: bool,
+    pub snapshot_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// A 4xx: retrying the same body cannot help.
+    #[error("rejected with HTTP {status}: {detail}")]
+    Rejected { status: u16, detail: String },
+    #[error("not recorded after {attempts} attempt(s): {last}")]
+    GaveUp { attempts: u32, last: String },
+}
+
+enum Attempt {
+    Done(Delivered),
+    Rejected {
+        status: u16,
+        detail: String,
+    },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+}
+
+impl Sender {
+    /// `base_url` is the server's root; snapshots go to `base_url/api/status`.
+    pub fn new(
+        base_url: &Url,
+        token: Option<Secret>,
+        timeout: Duration,
+        retries: u32,
+    ) -> reqwest::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!(
+                "gitops-status-server-report/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()?;
+        Ok(Self {
+            client,
+            endpoint: status_endpoint(base_url),
+            token,
+            retries,
+            first_backoff: Duration::from_secs(1),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// POSTs `report`, retrying what may succeed later; `note` hears about every retry.
+    pub async fn send(
+        &self,
+        report: &Report,
+        mut note: impl FnMut(&str),
+    ) -> Result<Delivered, SendError> {
+        let body = serde_json::to_vec(report).unwrap_or_default();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (reason, after) = match self.attempt(&body).await {
+                Attempt::Done(delivered) => return Ok(delivered),
+                Attempt::Rejected { status, detail } => {
+                    return Err(SendError::Rejected { status, detail });
+                }
+                Attempt::Retry { reason, after } => (reason, after),
+            };
+            if attempt > self.retries {
+                return Err(SendError::GaveUp {
+                    attempts: attempt,
+                    last: reason,
+                });
+            }
+            let wait = match after {
+                Some(after) if after > MAX_RETRY_AFTER => {
+                    return Err(SendError::GaveUp {
+                        attempts: attempt,
+                        last: format!(
+                            "{reason}; the server asks to retry after {}s, longer than the {}s \
+                             this client waits",
+                            after.as_secs(),
+                            MAX_RETRY_AFTER.as_secs()
+                        ),
+                    });
+                }
+                Some(after) => after,
+                None => backoff(self.first_backoff, attempt),
+            };
+            note(&format!(
+                "{reason}; retrying in {}s (attempt {} of {})",
+                wait.as_secs_f64(),
+                attempt + 1,
+                self.retries + 1
+            ));
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, body: &[u8]) -> Attempt {
+        let mut request = self
+            .client
+            .post(self.endpoint.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                return Attempt::Retry {
+                    reason: describe_transport_error(&error),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(error) => {
+                return Attempt::Retry {
+                    reason: format!(
+                        "HTTP {}: {}",
+                        status.as_u16(),
+                        describe_transport_error(&error)
+                    ),
+                    after: None,
+                };
+            }
+        };
+        if status.is_success() {
+            return Attempt::Done(delivered(status, &headers, &text));
+        }
+        let detail = problem_detail(&text);
+        if status.is_server_error() {
+            return Attempt::Retry {
+                reason: format!("HTTP {}: {detail}", status.as_u16()),
+                after: retry_after(&headers, OffsetDateTime::now_utc()),
+            };
+        }
+        Attempt::Rejected {
+            status: status.as_u16(),
+            detail,
+        }
+    }
+
+    #[cfg(test)]
+    fn with_first_backoff(mut self, first_backoff: Duration) -> Self {
+        self.first_backoff = first_backoff;
+        self
+    }
+}
+
+fn delivered(status: StatusCode, headers: &HeaderMap, text: &str) -> Delivered {
+    let replayed = headers
+        .get("idempotent-replayed")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    let snapshot_id = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|snapshot| snapshot.get("id").and_then(Value::as_i64));
+    Delivered {
+        status: status.as_u16(),
+        replayed,
+        snapshot_id,
+    }
+}
+
+/// `base/api/status`, keeping any path the base has (a server behind a path prefix).
+pub fn status_endpoint(base_url: &Url) -> Url {
+    let mut endpoint = base_url.clone();
+    let path = format!("{}/api/status", base_url.path().trim_end_matches('/'));
+    endpoint.set_path(&path);
+    endpoint.set_query(None);
+    endpoint
+}
+
+/// The pause before retry `attempt` + 1: `first`, then doubling, at most `MAX_BACKOFF`.
+fn backoff(first: Duration, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    first.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
+    Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
+}
+
+/// A problem+json body in one line: `detail` and each `errors[]` entry; other bodies shortened.
+pub fn problem_detail(text: &str) -> String {
+    let Ok(problem) = serde_json::from_str::<Value>(text) else {
+        let text = text.trim();
+        return if text.is_empty() {
+            "(empty body)".to_owned()
+        } else {
+            text.chars().take(500).collect()
+        };
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(detail) = problem
+        .get("detail")
+        .or_else(|| problem.get("title"))
+        .and_then(Value::as_str)
+    {
+        parts.push(detail.to_owned());
+    }
+    for error in problem
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = error.get("field").and_then(Value::as_str).unwrap_or("?");
+        let message = error.get("message").and_then(Value::as_str).unwrap_or("?");
+        parts.push(format!("{field}: {message}"));
+    }
+    if parts.is_empty() {
+        problem.to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    // reqwest's own Display hides the cause (refused, DNS, TLS); the source chain names it.
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.dedup();
+    if causes.is_empty() {
+        format!("{what}: {error}")
+    } else {
+        format!("{what}: {}", causes.join(": "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The real server cannot be made to answer 5xx or stall on demand, so these tests put a
+    //! scripted stand-in on a real TCP port; the end-to-end test covers the real server.
+
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::{HeaderMap as AxumHeaders, StatusCode as AxumStatus};
+    use axum::response::IntoResponse;
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::SyncStatus;
+    use crate::timestamp::Timestamp;
+
+    type Scripted = (u16, Vec<(&'static str, &'static str)>, &'static str);
+    /// The `Authorization` header and body of one request.
+    type Seen = (Option<String>, Vec<u8>);
+
+    #[derive(Clone, Default)]
+    struct Stand {
+        replies: Arc<Mutex<Vec<Scripted>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    /// A server that answers each POST with the next scripted reply; returns its base URL.
+    async fn stand_in(replies: Vec<Scripted>, delay: Duration) -> (Url, Stand) {
+        let stand = Stand {
+            replies: Arc::new(Mutex::new(replies.into_iter().rev().collect())),
+            ..Stand::default()
+        };
+        let handler_stand = stand.clone();
+        let app = Router::new().route(
+            "/base/api/status",
+            axum::routing::post(move |headers: AxumHeaders, body: axum::body::Bytes| {
+                let stand = handler_stand.clone();
+                async move {
+                    tokio::time::sleep(delay).await;
+                    let auth = headers
+                        .get("authorization")
+                        .map(|value| value.to_str().unwrap().to_owned());
+                    stand.seen.lock().unwrap().push((auth, body.to_vec()));
+                    let (status, headers, body) = stand
+                        .replies
+                        .lock()
+                        .unwrap()
+                        .pop()
+                        .expect("a scripted reply");
+                    let mut reply =
+                        (AxumStatus::from_u16(status).unwrap(), body.to_owned()).into_response();
+                    for (name, value) in headers {
+                        reply.headers_mut().insert(name, value.parse().unwrap());
+                    }
+                    reply
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/base/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Url::parse(&url).unwrap(), stand)
+    }
+
+    fn report() -> Report {
+        Report {
+            repo: "rsyslog".to_owned(),
+            server: "rsyslog-lab".to_owned(),
+            sync_status: SyncStatus::Synced,
+            drift_count: 0,
+            files: Vec::new(),
+            last_check: Timestamp::from_millis(1_776_767_400_000),
+            revision: None,
+            run_url: None,
+            message: None,
+        }
+    }
+
+    fn sender(url: &Url, timeout: Duration, retries: u32) -> Sender {
+        Sender::new(url, Some("s3cret".parse().unwrap()), timeout, retries)
+            .unwrap()
+            .with_first_backoff(Duration::from_millis(10))
+    }
+
+    const PROBLEM: &str = r#"{"type":"/problems/unavailable","title":"Service Unavailable","status":503,"detail":"the database is busy"}"#;
+
+    #[tokio::test]
+    async fn retries_5xx_with_the_same_body_until_recorded() {
+        let (url, stand) = stand_in(
+            vec![
+                (
+                    503,
+                    vec![
+                        ("retry-after", "0"),
+                        ("content-type", "application/problem+json"),
+                    ],
+                    PROBLEM,
+                ),
+                (502, vec![], "bad gateway"),
+                (200, vec![("idempotent-replayed", "true")], r#"{"id": 7}"#),
+            ],
+            Duration::ZERO,
+        )
+        .await;
+        let mut notes = Vec::new();
+        let delivered = sender(&url, Duration::from_secs(5), 3)
+            .send(&report(), |note| notes.push(note.to_owned()))
+            .await;
+        assert_eq!(
+            delivered,
+            Ok(Delivered {
+                status: 200,
+                replayed: true,
+                snapshot_id: Some(7)
+            })
+        );
+        assert_eq!(
+            notes,
+            [
+                "HTTP 503: the database is busy; retrying in 0s (attempt 2 of 4)",
+                "HTTP 502: bad gateway; retrying in 0.02s (attempt 3 of 4)",
+            ]
+        );
+        let seen = stand.seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        let expected = serde_json::to_vec(&report()).unwrap();
+        for (auth, body) in seen.iter() {
+            assert_eq!(auth.as_deref(), Some("Bearer s3cret"));
+            assert_eq!(body, &expected, "every attempt sends the same last_check");
+        }
+    }
+
+    #[tokio::test]
+    async fn never_retries_a_4xx_and_names_the_bad_fields() {
+        let problem = r#"{"type":"/problems/validation","title":"Unprocessable Entity","status":422,"detail":"the snapshot is invalid","errors":[{"field":"repo","message":"must not contain control characters"}]}"#;
+        let (url, stand) = stand_in(vec![(422, vec![], problem)], Duration::ZERO).await;
+        let result = sender(&url, Duration::from_secs(5), 3)
+            .send(&report(), |note| panic!("no retry expected: {note}"))
+            .await;
+        assert_eq!(
+            result,
+            Err(SendError::Rejected {
+                status: 422,
+                detail: "the snapshot is invalid; repo: must not contain control characters"
+                    .to_owned()
+            })
+        );
+        assert_eq!(stand.seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_beyond_the_limit_is_given_up_at_once() {
+        let (url, stand) = stand_in(
+            vec![(503, vec![("retry-after", "3600")], PROBLEM)],
+            Duration::ZERO,
+        )
+        .await;
+        let result = sender(&url, Duration::from_secs(5), 3)
+            .send(&report(), |note| panic!("no retry expected: {note}"))
+            .await;
+        let Err(SendError::GaveUp { attempts: 1, last }) = result else {
+            panic!("{result:?}");
+        };
+        assert!(last.contains("retry after 3600s"), "{last}");
+        assert_eq!(stand.seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slow_server_times_out_and_a_closed_port_exhausts_the_retries() {
+        let (url, _stand) = stand_in(vec![(200, vec![], "{}")], Duration::from_secs(5)).await;
+        let result = sender(&url, Duration::from_millis(200), 0)
+            .send(&report(), |_| {})
+            .await;
+        let Err(SendError::GaveUp { attempts: 1, last }) = result else {
+            panic!("{result:?}");
+        };
+        assert!(last.starts_with("timed out"), "{last}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}/", closed.local_addr().unwrap())).unwrap();
+        drop(closed);
+        let mut notes = 0;
+        let result = sender(&url, Duration::from_secs(5), 2)
+            .send(&report(), |_| notes += 1)
+            .await;
+        let Err(SendError::GaveUp { attempts: 3, last }) = result else {
+            panic!("{result:?}");
+        };
+        assert!(last.starts_with("cannot connect"), "{last}");
+        assert!(last.to_lowercase().contains("refused"), "{last}");
+        assert_eq!(notes, 2);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        let first = Duration::from_secs(1);
+        let waits: Vec<u64> = (1..=7).map(|n| backoff(first, n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = OffsetDateTime::parse("Thu, 26 Nov 2026 14:00:00 +0000", &Rfc2822).unwrap();
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RETRY_AFTER, value.parse().unwrap());
+            headers
+        };
+        assert_eq!(
+            retry_after(&headers("7"), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers("Thu, 26 Nov 2026 14:00:30 GMT"), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after(&headers("Thu, 26 Nov 2026 13:00:00 GMT"), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn the_endpoint_keeps_a_base_path() {
+        for (base, expected) in [
+            ("http://gitops:80", "http://gitops/api/status"),
+            (
+                "https://ops.example.org/gitops/",
+                "https://ops.example.org/gitops/api/status",
+            ),
+            (
+                "http://127.0.0.1:8080/x?y=1",
+                "http://127.0.0.1:8080/x/api/status",
+            ),
+        ] {
+            assert_eq!(
+                status_endpoint(&Url::parse(base).unwrap()).as_str(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn problem_details_in_one_line() {
+        assert_eq!(problem_detail(PROBLEM), "the database is busy");
+        assert_eq!(problem_detail(""), "(empty body)");
+        assert_eq!(problem_detail("<html>oops</html>"), "<html>oops</html>");
+        assert_eq!(problem_detail(&json!({"a": 1}).to_string()), r#"{"a":1}"#);
+    }
+}
