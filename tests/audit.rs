@@ -615,3 +615,31 @@ async fn history_from_before_the_chain_is_hashed_once_at_start() {
         0
     );
 }
+
+/// Verification reads the whole history by design: `--request-timeout` does not cut it off, while
+/// it still bounds the other reads.
+#[tokio::test]
+async fn verify_is_exempt_from_the_request_timeout() {
+    let app = TestApp::with_settings(Settings {
+        request_timeout: std::time::Duration::from_millis(1),
+        ..Settings::default()
+    })
+    .await;
+    let snapshots: Vec<_> = (0..5_000)
+        .map(|i| {
+            let body = check("r", &format!("s{}", i % 10), i64::from(i), "SYNCED", &[]);
+            gitops_status_server::model::SnapshotIn::decode(body, Timestamp::now()).unwrap()
+        })
+        .collect();
+    for outcome in app.store.import(snapshots).await.unwrap() {
+        outcome.unwrap();
+    }
+    let stats = app
+        .get(&format!("/api/stats?from={}&to={}", at(0), at(5_000)))
+        .await;
+    stats.assert_problem(503, &[]);
+    assert_eq!(
+        verification(&app).await,
+        json!({"ok": true, "checked": 5_000, "first_bad": null})
+    );
+}
