@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use super::AppState;
 use crate::chain::{Checkpoint, Verification};
 use crate::error::{ApiError, Problem, Result};
-use crate::stats::{self, StatsParams, StatsRequest, TargetStats};
+use crate::stats::{StatsParams, StatsRequest, TargetStats};
 use crate::timestamp::Timestamp;
 
 /// Recompute the integrity chain.
@@ -74,15 +74,5 @@ pub async fn stats_list(
     let now = Timestamp::now();
     let request =
         StatsRequest::from_query(query.as_deref(), now).map_err(ApiError::InvalidQuery)?;
-    let default_stale_after =
-        i64::try_from(state.settings.stale_after.as_secs()).unwrap_or(i64::MAX);
-    let histories = state.store.stats_histories(&request).await?;
-    Ok(Json(
-        histories
-            .into_iter()
-            .map(|history| {
-                stats::compute(history, request.from, request.to, now, default_stale_after)
-            })
-            .collect(),
-    ))
+    Ok(Json(state.stats(&request, now).await?))
 }

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use crate::config::ServeArgs;
 use crate::error::Problem;
 use crate::model::{FieldError, StatusFilter, StatusRow};
+use crate::stats::{self, StatsRequest, TargetStats};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 use crate::timestamp::Timestamp;
@@ -51,8 +52,7 @@ impl AppState {
     pub async fn status_rows(&self, filter: &StatusFilter) -> Result<Vec<StatusRow>, StoreError> {
         let latest = self.store.latest(filter).await?;
         let now = Timestamp::now();
-        let default_stale_after =
-            i64::try_from(self.settings.stale_after.as_secs()).unwrap_or(i64::MAX);
+        let default_stale_after = self.settings.stale_after_seconds();
         Ok(latest
             .into_iter()
             .map(|latest| {
@@ -66,6 +66,22 @@ impl AppState {
             .filter(|row| filter.states.is_empty() || filter.states.contains(&row.state))
             .collect())
     }
+
+    /// Each selected target's statistics over the request's window, judged at `now`.
+    pub async fn stats(
+        &self,
+        request: &StatsRequest,
+        now: Timestamp,
+    ) -> Result<Vec<TargetStats>, StoreError> {
+        let histories = self.store.stats_histories(request).await?;
+        let default_stale_after = self.settings.stale_after_seconds();
+        Ok(histories
+            .into_iter()
+            .map(|history| {
+                stats::compute(history, request.from, request.to, now, default_stale_after)
+            })
+            .collect())
+    }
 }
 
 /// Behaviour the operator configures.
@@ -77,6 +93,13 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+}
+
+impl Settings {
+    /// `stale_after` in whole seconds, as snapshots carry their own.
+    pub fn stale_after_seconds(&self) -> i64 {
+        i64::try_from(self.stale_after.as_secs()).unwrap_or(i64::MAX)
+    }
 }
 
 impl Default for Settings {
