@@ -13,9 +13,10 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 # glibc is linked statically (+crt-static), so the binary runs on distroless/static, which has no
-# shared libraries: the image is about 25 MB, where distroless/cc with its libc, libstdc++ and
+# shared libraries: the image is about 25 MiB, where distroless/cc with its libc, libstdc++ and
 # OpenSSL (the server uses rustls) would add some 20 MB. SQLite is compiled in (sqlx bundles it).
-# An explicit --target keeps build scripts and proc-macros dynamically linked. Symbols are
+# A static binary cannot look up glibc's getrandom, so it reads /dev/urandom, which every container
+# runtime provides. An explicit --target keeps build scripts and proc-macros dynamic. Symbols are
 # stripped. Cache mounts keep the crates.io download and the build directory between builds; the
 # binary is copied out because a cache mount is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
