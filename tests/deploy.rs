@@ -134,7 +134,14 @@ fn the_image_is_a_static_locked_release_build_run_as_nonroot_from_distroless() {
     for source in &copied {
         assert!(repo_path(source).exists(), "COPY {source}: no such file");
     }
-    for needed in ["Cargo.toml", "Cargo.lock", "src", "migrations"] {
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+        "vendor",
+        "src",
+        "migrations",
+    ] {
         assert!(
             copied.contains(needed),
             "the build stage must COPY {needed}"
