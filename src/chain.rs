@@ -56,13 +56,15 @@ pub fn link(snapshot: &Snapshot, previous: Option<&Hash>) -> Hash {
 
 /// Lowercase hex, as the API and exports write hashes.
 pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, byte| {
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
+    // By table rather than `write!`: every stored snapshot needs two of these, and verification
+    // one per snapshot read.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 /// The outcome of recomputing every target's chain.
