@@ -13,7 +13,7 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -310,7 +310,9 @@ impl SqliteStore {
     pub async fn verify_file(url: &str) -> Result<Verification, ConnectError> {
         let options = SqliteConnectOptions::from_str(url)?
             .read_only(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Its one statement reads the whole history: a slow-statement warning says nothing.
+            .disable_statement_logging();
         let mut connection = SqliteConnection::connect_with(&options).await?;
         let pending: Option<String> = sqlx::query_scalar("select task from pending_maintenance")
             .fetch_optional(&mut connection)
