@@ -291,3 +291,47 @@ async fn no_tokens_warns_loudly_and_tokens_do_not() {
     assert!(!logs.contains("no tokens configured"), "{logs}");
     assert!(!logs.contains("s3cret-write"), "{logs}");
 }
+
+/// The `report` client against a server with tokens: no token and a token for another repo are
+/// both refused (exit 1, no retry), the right token records.
+#[tokio::test]
+async fn the_report_client_handles_401_and_403() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokens.toml"), tokens_file()).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("report.db").display());
+    let server = Binary::start(
+        dir.path(),
+        &["--database-url", &url, "--tokens-file", "tokens.toml"],
+        &[],
+    );
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ansible/synced.out"
+    );
+    let report = |repo: &str, token: Option<&str>| {
+        let mut command = std::process::Command::new(BINARY);
+        command
+            .args(["report", "--input", fixture, "--retries", "0"])
+            .args(["--url", &server.url(""), "--repo", repo])
+            .env_remove("GITOPS_STATUS_TOKEN")
+            .env("NO_COLOR", "1");
+        if let Some(token) = token {
+            command.env("GITOPS_STATUS_TOKEN", token);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (code, text) = report("rsyslog", None);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("401"), "{text}");
+    let (code, text) = report("nginx", Some("write-rsyslog-0123"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("403"), "{text}");
+    assert!(!text.contains("write-rsyslog-0123"), "{text}");
+    let (code, text) = report("rsyslog", Some("write-rsyslog-0123"));
+    assert_eq!(code, Some(0), "{text}");
+}
