@@ -193,6 +193,20 @@ pub struct ServeArgs {
     /// How often retention runs (with --retention).
     #[arg(long, env = "GITOPS_STATUS_RETENTION_INTERVAL", default_value = "1h", value_parser = positive_duration)]
     pub retention_interval: Duration,
+
+    /// TOML file of bearer tokens ([[tokens]] with name, token or sha256, scopes, repos).
+    /// Without any token, writes are open.
+    #[arg(long, env = "GITOPS_STATUS_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// One bearer token that may write every repo; prefer the environment variable to the flag.
+    #[arg(long, env = "GITOPS_STATUS_WRITE_TOKEN", hide_env_values = true)]
+    pub write_token: Option<Secret>,
+
+    /// Requests served at once; more are answered 503 with Retry-After at once rather than queued.
+    /// /healthz and /readyz are never refused.
+    #[arg(long, env = "GITOPS_STATUS_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
 }
 
 /// Logging options; the level comes from `RUST_LOG` (default `info`).
@@ -228,6 +242,9 @@ impl fmt::Debug for ServeArgs {
             .field("body_limit", &self.body_limit)
             .field("retention", &self.retention)
             .field("retention_interval", &self.retention_interval)
+            .field("tokens_file", &self.tokens_file)
+            .field("write_token", &self.write_token)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -267,6 +284,8 @@ mod tests {
             "--database-url",
             "postgres://app:s3cret@db/gitops",
         ]);
+        assert!(!format!("{args:?}").contains("s3cret"));
+        let args = Cli::parse_from(["gitops-status-server", "--write-token", "s3cret"]);
         assert!(!format!("{args:?}").contains("s3cret"));
     }
 

@@ -34,6 +34,12 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the request headers are larger than the limit")]
+    HeadersTooLarge,
+    #[error("{0}")]
     NotFound(String),
     #[error("{method} is not allowed here")]
     MethodNotAllowed { method: String },
@@ -53,6 +59,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +78,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::PayloadTooLarge => "/problems/payload-too-large",
             Self::Conflict(_) => "/problems/conflict",
+            Self::Unauthorized(_) => "/problems/unauthorized",
+            Self::Forbidden(_) => "/problems/forbidden",
+            Self::HeadersTooLarge => "/problems/headers-too-large",
             Self::NotFound(_) => "/problems/not-found",
             Self::MethodNotAllowed { .. } => "/problems/method-not-allowed",
             Self::Unavailable(_) => "/problems/unavailable",
@@ -85,6 +97,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::PayloadTooLarge => "Payload too large",
             Self::Conflict(_) => "Conflict",
+            Self::Unauthorized(_) => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
+            Self::HeadersTooLarge => "Request headers too large",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Unavailable(_) => "Service unavailable",
@@ -134,6 +149,7 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let retry_after = self.retry_after_seconds();
+        let challenge = matches!(self, Self::Unauthorized(_));
         let problem = Problem {
             problem_type: self.problem_type().to_owned(),
             title: self.title().to_owned(),
@@ -150,6 +166,12 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gitops-status-server\""),
+            );
         }
         response
     }

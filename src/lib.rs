@@ -2,6 +2,7 @@
 //! read the latest status per target and the full history.
 
 pub mod api;
+pub mod auth;
 pub mod chain;
 pub mod config;
 pub mod error;
@@ -24,7 +25,7 @@ use axum::http::{HeaderName, Method, Response};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -40,6 +41,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(state: AppState) -> Router {
     let settings = Arc::clone(&state.settings);
     let telemetry = state.telemetry.clone();
+    let tokens = Arc::clone(&state.tokens);
+    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
     let (router, _) = api::router().split_for_parts();
     router
         .merge(web::router())
@@ -48,6 +51,9 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(middleware::from_fn_with_state(tokens, auth::authenticate))
+        .layer(middleware::from_fn_with_state(in_flight, shed_load))
+        .layer(middleware::from_fn(limit_header_size))
         .layer(middleware::from_fn_with_state(
             settings.request_timeout,
             enforce_request_timeout,
@@ -89,7 +95,9 @@ pub fn app(state: AppState) -> Router {
 
 /// The OpenAPI document generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::router().split_for_parts().1
+    let mut document = api::router().split_for_parts().1;
+    api::document_guards(&mut document);
+    document
 }
 
 /// The OpenAPI document as pretty JSON, exactly as committed in `openapi/openapi.json`.
@@ -146,6 +154,44 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// Largest total size of the request's header names and values. hyper refuses far larger header
+/// sections on its own (without a problem body); this answers the merely oversized ones with 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+async fn limit_header_size(request: Request, next: Next) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
+}
+
+/// Answers 503 with Retry-After at once when `max_in_flight` requests are already being served,
+/// rather than queueing without bound. Health probes are never shed: an overloaded server is
+/// still alive, and restarting it would only lose its queue.
+async fn shed_load(
+    State(in_flight): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(request).await;
+    }
+    match Arc::clone(&in_flight).try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            tracing::warn!("overloaded: shedding a request");
+            ApiError::Unavailable("the server is overloaded; retry shortly".to_owned())
+                .into_response()
+        }
     }
 }
 

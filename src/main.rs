@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use gitops_status_server::auth::{Tokens, TokensError};
 use gitops_status_server::config::{Cli, Command, LogArgs, LogFormat, ServeArgs, VerifyArgs};
 use gitops_status_server::retention::{self, Policy};
 use gitops_status_server::store::Store;
@@ -62,6 +63,13 @@ fn init_tracing(log: &LogArgs) {
 
 async fn run_server(args: ServeArgs) -> ExitCode {
     tracing::debug!(?args, "configuration");
+    let tokens = match load_tokens(&args) {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Before the store opens, so its writer's metrics land in what /metrics serves.
     let telemetry = Telemetry::global();
     let store = match Store::connect(&args.database_url).await {
@@ -82,7 +90,16 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::warn!("no tokens configured: anyone who can reach this server can record snapshots");
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no tokens configured: WRITES ARE OPEN, anyone who can reach this server can \
+             record snapshots; set --tokens-file or GITOPS_STATUS_WRITE_TOKEN"
+        );
+    } else if !tokens.reads_protected() {
+        tracing::info!(tokens = ?tokens, "writes need a token; reads are open (no token has the read scope)");
+    } else {
+        tracing::info!(tokens = ?tokens, "writes and reads need a token");
+    }
     match listener.local_addr() {
         Ok(address) => tracing::info!(%address, "listening"),
         Err(error) => tracing::warn!(%error, "listening on an unknown address"),
@@ -96,7 +113,9 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             },
         );
     }
-    let state = AppState::new(store.clone(), Settings::from(&args)).with_telemetry(telemetry);
+    let state = AppState::new(store.clone(), Settings::from(&args))
+        .with_telemetry(telemetry)
+        .with_tokens(tokens);
     let app = gitops_status_server::app(state);
     let served = gitops_status_server::serve(
         listener,
@@ -116,4 +135,16 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The tokens of `--tokens-file` plus `GITOPS_STATUS_WRITE_TOKEN`.
+fn load_tokens(args: &ServeArgs) -> Result<Tokens, TokensError> {
+    let tokens = match &args.tokens_file {
+        Some(path) => Tokens::load(path)?,
+        None => Tokens::none(),
+    };
+    Ok(match &args.write_token {
+        Some(token) => tokens.with_write_token(token.expose()),
+        None => tokens,
+    })
 }

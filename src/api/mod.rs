@@ -13,9 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Tokens;
 use crate::config::ServeArgs;
 use crate::error::Problem;
 use crate::model::{FieldError, StatusFilter, StatusRow};
@@ -31,6 +36,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The server's own metrics.
     pub telemetry: Telemetry,
+    /// Who may write and read; none configured means open.
+    pub tokens: Arc<Tokens>,
 }
 
 impl AppState {
@@ -41,6 +48,14 @@ impl AppState {
             store,
             settings: Arc::new(settings),
             telemetry: Telemetry::new(),
+            tokens: Arc::new(Tokens::none()),
+        }
+    }
+
+    pub fn with_tokens(self, tokens: Tokens) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
+            ..self
         }
     }
 
@@ -93,6 +108,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Requests served at once before the rest are shed with 503.
+    pub max_in_flight: usize,
 }
 
 impl Settings {
@@ -108,6 +125,7 @@ impl Default for Settings {
             stale_after: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
+            max_in_flight: 1024,
         }
     }
 }
@@ -118,6 +136,7 @@ impl From<&ServeArgs> for Settings {
             stale_after: args.stale_after,
             request_timeout: args.request_timeout,
             body_limit: usize::try_from(args.body_limit).unwrap_or(usize::MAX),
+            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
         }
     }
 }
@@ -156,4 +175,64 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(metrics::metrics))
         .routes(routes!(badge::badge))
+}
+
+/// Adds what the middleware in front of every handler can answer to every operation of the
+/// merged document: 401 (a token with the read scope is configured), 431 (headers over the
+/// limit), 503 (overloaded), and the optional bearer scheme. The probes never need a token.
+pub fn document_guards(openapi: &mut utoipa::openapi::OpenApi) {
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    for (path, item) in &mut openapi.paths.paths {
+        let probe = path == "/healthz" || path == "/readyz";
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            add_guard_responses(operation, probe);
+        }
+    }
+}
+
+fn add_guard_responses(operation: &mut Operation, probe: bool) {
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    crate::error::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    let responses = &mut operation.responses.responses;
+    if !probe {
+        responses.entry("401".to_owned()).or_insert_with(|| {
+            problem("A token with the read scope is configured and no valid bearer token was given")
+        });
+        operation.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+    }
+    responses
+        .entry("431".to_owned())
+        .or_insert_with(|| problem("The request headers are larger than the limit"));
+    responses.entry("503".to_owned()).or_insert_with(|| {
+        problem("Overloaded, database unavailable or timed out; see Retry-After")
+    });
 }

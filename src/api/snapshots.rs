@@ -1,11 +1,12 @@
 //! `POST /api/status`: recording one drift-check snapshot.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 
 use super::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, JsonBody, Problem, Result};
 use crate::model::{Snapshot, SnapshotIn};
 use crate::store::Recorded;
@@ -20,6 +21,9 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-repl
 /// Appends the snapshot to the target's history and answers with the stored snapshot once it is
 /// durably committed. A retry with the same `last_check` and identical content returns the original
 /// snapshot and stores nothing; the same `last_check` with different content is a conflict.
+///
+/// When tokens are configured, needs `Authorization: Bearer <token>` with the `write` scope for
+/// the snapshot's repo: 401 without a valid token, 403 when the token may not write that repo.
 #[utoipa::path(
     post,
     path = "/api/status",
@@ -29,6 +33,9 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-repl
         (status = 200, description = "Stored (or already stored, for an identical retry)", body = Snapshot,
          headers(("idempotent-replayed" = bool, description = "Present and `true` when nothing new was stored"))),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Tokens are configured and no valid bearer token was given", body = Problem, content_type = "application/problem+json",
+         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"gitops-status-server\"`"))),
+        (status = 403, description = "The token may not write this repo", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A different snapshot exists for this target and last_check", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -39,9 +46,10 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-repl
 )]
 pub async fn record_snapshot(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<JsonBody>,
 ) -> Result<impl IntoResponse> {
-    let outcome = record(&state, body).await;
+    let outcome = record(&state, &caller, body).await;
     state.telemetry.snapshot_ingested(match &outcome {
         Ok(recorded) if recorded.replayed => IngestResult::Replayed,
         Ok(_) => IngestResult::Stored,
@@ -54,8 +62,10 @@ pub async fn record_snapshot(
     Ok((replayed, Json(recorded.snapshot)))
 }
 
-async fn record(state: &AppState, body: Result<JsonBody>) -> Result<Recorded> {
+async fn record(state: &AppState, caller: &Caller, body: Result<JsonBody>) -> Result<Recorded> {
     let JsonBody(body) = body?;
     let snapshot = SnapshotIn::decode(body, Timestamp::now()).map_err(ApiError::InvalidSnapshot)?;
+    // The repo is known only once the body is decoded; 401 was decided before reading it.
+    caller.authorize_write(&snapshot.repo)?;
     Ok(state.store.record(snapshot).await?)
 }

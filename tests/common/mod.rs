@@ -2,6 +2,8 @@
 //! in-process, and a real TCP server when a test needs one.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

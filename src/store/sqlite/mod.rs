@@ -26,7 +26,8 @@ use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
 use writer::{Message, SharedLatest, WriteJob, Writer};
 
-/// Jobs (one per POST, one per import call) waiting for the writer before callers wait for room.
+/// Jobs (one per POST, one per import call) waiting for the writer; when it is full, callers are
+/// refused with `Unavailable` (503) rather than queued without bound.
 const QUEUE_CAPACITY: usize = 8192;
 /// Readers open at once.
 const READERS: u32 = 4;
@@ -135,9 +136,13 @@ impl SqliteStore {
         let (reply, outcome) = oneshot::channel();
         self.inner
             .jobs
-            .send(Message::Write(WriteJob { snapshots, reply }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+            .try_send(Message::Write(WriteJob { snapshots, reply }))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    StoreError::Unavailable("the write queue is full".to_owned())
+                }
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
         outcome.await.map_err(|_| StoreError::Closed)
     }
 

@@ -1,0 +1,185 @@
+//! When the database cannot be written, or more requests arrive than the server serves at once,
+//! clients get 503 problem+json with Retry-After, the server does not fall over, and it recovers
+//! as soon as the cause is gone.
+//!
+//! Tests run as root here, where file permissions do not stop writes; another connection holding
+//! SQLite's exclusive lock (`begin exclusive`) is what makes the database unwritable instead. The
+//! writer then fails with SQLITE_BUSY after its busy timeout, the same path as SQLITE_READONLY,
+//! SQLITE_FULL and SQLITE_IOERR (all mapped to `StoreError::Unavailable`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::at_offset;
+use common::binary::Binary;
+use common::snapshot;
+use reqwest::Response;
+use serde_json::Value;
+use sqlx::{Connection, Executor, SqliteConnection};
+
+async fn post(client: &reqwest::Client, server: &Binary, body: &Value) -> Response {
+    client
+        .post(server.url("/api/status"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn assert_503(response: Response) {
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 503, "{problem}");
+    assert_eq!(problem["type"], "/problems/unavailable", "{problem}");
+}
+
+/// Holds SQLite's exclusive lock on the file until dropped (rolled back).
+async fn lock_database(url: &str) -> SqliteConnection {
+    let mut connection = SqliteConnection::connect(url).await.unwrap();
+    connection.execute("begin exclusive").await.unwrap();
+    connection
+}
+
+#[tokio::test]
+async fn an_unwritable_database_is_503_until_it_is_writable_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("locked.db").display());
+    let mut server = Binary::start(dir.path(), &["--database-url", &url], &[]);
+    let client = reqwest::Client::new();
+    let first = snapshot("locked", "a", "SYNCED", &[], &at_offset(-300));
+    assert_eq!(post(&client, &server, &first).await.status(), 200);
+
+    let lock = lock_database(&url).await;
+    let started = Instant::now();
+    let blocked = snapshot("locked", "a", "OUT_OF_SYNC", &["x"], &at_offset(-200));
+    assert_503(post(&client, &server, &blocked).await).await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Readers that existed before the lock keep serving; one that must be opened now may be
+    // refused too, but only ever with the same documented 503.
+    let read = client.get(server.url("/history")).send().await.unwrap();
+    let status = read.status();
+    if status == 200 {
+        let rows: Value = read.json().await.unwrap();
+        assert_eq!(rows.as_array().unwrap().len(), 1);
+    } else {
+        println!("read while locked: {status}");
+        assert_503(read).await;
+    }
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    lock.close().await.unwrap();
+    let recovered = post(&client, &server, &blocked).await;
+    assert_eq!(recovered.status(), 200, "{:?}", recovered.text().await);
+    let rows: Value = client
+        .get(server.url("/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let verify: Value = client
+        .get(server.url("/api/verify"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    let logs = server.logs().join("\n");
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[tokio::test]
+async fn requests_beyond_max_in_flight_are_shed_with_503_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("busy.db").display());
+    let server = Binary::start(
+        dir.path(),
+        &["--database-url", &url, "--max-in-flight", "2"],
+        &[],
+    );
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(
+            &client,
+            &server,
+            &snapshot("busy", "0", "SYNCED", &[], &at_offset(-300))
+        )
+        .await
+        .status(),
+        200
+    );
+
+    // Two writes stuck behind the lock fill both slots.
+    let lock = lock_database(&url).await;
+    let stuck: Vec<_> = (1..=2)
+        .map(|n| {
+            let client = client.clone();
+            let url = server.url("/api/status");
+            let body = snapshot("busy", &n.to_string(), "SYNCED", &[], &at_offset(-200));
+            tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
+        })
+        .collect();
+    // Until both are in flight, a third request may still get through.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let shed = loop {
+        let response = client.get(server.url("/status.json")).send().await.unwrap();
+        if response.status() == 503 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_503(shed).await;
+    // Probes are never shed.
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    lock.close().await.unwrap();
+    for request in stuck {
+        // Either they outlived the lock or the busy timeout answered them 503; never a hang.
+        let status = request.await.unwrap().status();
+        assert!(status == 200 || status == 503, "{status}");
+    }
+    assert_eq!(
+        client
+            .get(server.url("/status.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
