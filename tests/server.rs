@@ -3,19 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::binary::{BINARY, Binary};
 use common::*;
 use gitops_status_server::model::HistoryFilter;
 use gitops_status_server::store::Store;
 use gitops_status_server::{AppState, Settings};
 use serde_json::{Value, json};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_gitops-status-server");
 
 #[tokio::test]
 async fn serves_over_tcp_and_a_restart_on_the_same_file_keeps_everything() {
@@ -89,102 +87,6 @@ async fn get_json(client: &reqwest::Client, url: String) -> Value {
     response.json().await.unwrap()
 }
 
-/// The binary running in `dir`, with its stderr captured and its bound address read from it.
-struct Process {
-    child: Child,
-    address: SocketAddr,
-    log: std::sync::mpsc::Receiver<String>,
-    /// Lines read while waiting for the address.
-    early: Vec<String>,
-}
-
-impl Process {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "Drop kills and waits for the child"
-    )]
-    fn start(dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(BINARY)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("GITOPS_STATUS_LISTEN")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (lines, log) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut early = Vec::new();
-        loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server logs its address within 30 s");
-            let address = line
-                .split("address=")
-                .nth(1)
-                .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
-            early.push(line);
-            if let Some(address) = address {
-                return Self {
-                    child,
-                    address,
-                    log,
-                    early,
-                };
-            }
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.early
-            .iter()
-            .cloned()
-            .chain(self.log.try_iter())
-            .collect()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A minimal blocking HTTP/1.1 exchange, for tests that need control over the bytes on the wire.
 fn http(address: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap();
@@ -230,7 +132,7 @@ async fn stored_history(url: &str) -> Vec<gitops_status_server::model::Snapshot>
 #[tokio::test]
 async fn the_binary_defaults_to_a_database_file_in_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Process::start(dir.path(), &[]);
+    let mut server = Binary::start(dir.path(), &[], &[]);
     let (status, _) = http(
         server.address,
         "POST",
@@ -254,7 +156,7 @@ async fn the_binary_defaults_to_a_database_file_in_the_working_directory() {
 async fn sigterm_lets_an_in_flight_request_finish() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("drain.db").display());
-    let mut server = Process::start(dir.path(), &["--database-url", &url]);
+    let mut server = Binary::start(dir.path(), &["--database-url", &url], &[]);
 
     // A POST whose body is only half sent when the signal arrives. `Expect: 100-continue` makes
     // the server say when the handler has started reading the body: from then on it is in flight.
@@ -327,7 +229,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
 async fn kill_9_loses_no_acknowledged_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("crash.db").display());
-    let server = Process::start(dir.path(), &["--database-url", &url]);
+    let server = Binary::start(dir.path(), &["--database-url", &url], &[]);
     let address = server.address;
     // Eight writers; the server is killed while they are still writing.
     let writers: Vec<_> = (0..8)
@@ -468,9 +370,10 @@ fn bad_configuration_stops_with_one_line_naming_the_setting() {
 #[tokio::test]
 async fn retention_runs_on_its_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Process::start(
+    let mut server = Binary::start(
         dir.path(),
         &["--retention", "1h", "--retention-interval", "1s"],
+        &[],
     );
     let times = [-4 * 3600, -3 * 3600, -2 * 3600 - 600, -2 * 3600, -10].map(at_offset);
     for time in &times {

@@ -77,6 +77,15 @@ impl Binary {
         format!("http://{}{path}", self.address)
     }
 
+    /// Sends a signal by name, as `kill` takes it: `-TERM`, `-KILL`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// `kill -9`: no chance to flush or close anything.
     pub fn kill_9(&mut self) {
         self.child.kill().unwrap();
