@@ -8,17 +8,16 @@
 //! say how to install them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_gitops-status-server");
+mod common;
+
+use common::binary::Binary;
 const INFINITY: &str = "yesoreyeram-infinity-datasource";
 const NAMESPACE: &str = "observability-stack";
 
@@ -443,69 +442,6 @@ fn the_kubernetes_manifests_serve_the_seeds_in_cluster_url() {
 
 // --- Grafana dashboards against the real server ----------------------------------------------
 
-/// The server binary on a free port over a fresh database, killed on drop.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "Drop kills and waits for the child"
-    )]
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // The image's form of DATABASE_URL: sqlite:// and an absolute path.
-        let database_url = format!("sqlite://{}", dir.path().join("gitops-status.db").display());
-        let mut child = Command::new(BINARY)
-            .env("GITOPS_STATUS_LISTEN", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "info")
-            .env_remove("GITOPS_STATUS_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (lines, log) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let address = loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server logs its address within 30 s");
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        Self {
-            child,
-            address,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Every panel of a dashboard, rows' nested panels included.
 fn panels(dashboard: &Value) -> Vec<&Value> {
     let mut all = Vec::new();
@@ -609,12 +545,16 @@ fn check_field_references(context: &str, panel: &Value, names: &BTreeSet<&str>) 
 
 #[tokio::test]
 async fn every_dashboard_query_answers_with_the_fields_its_panel_selects() {
-    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The image's form of DATABASE_URL, given as the image gives it: sqlite:// and an absolute
+    // path, in the environment.
+    let database_url = format!("sqlite://{}", dir.path().join("gitops-status.db").display());
+    let server = Binary::start(dir.path(), &[], &[("DATABASE_URL", &database_url)]);
 
     // The demo script feeds it, as `docker compose --profile demo` would.
     let demo = Command::new("python3")
         .args(["examples/demo/post-samples.py", "--once", "--wait", "10"])
-        .args(["--url", &server.url()])
+        .args(["--url", &server.url("")])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("GITOPS_STATUS_TOKEN")
         .output()
@@ -648,7 +588,7 @@ async fn every_dashboard_query_answers_with_the_fields_its_panel_selects() {
     };
 
     // The demo leaves a target in every state, so each stat panel counts something.
-    let states: BTreeSet<String> = get(format!("{}/status.json", server.url()))
+    let states: BTreeSet<String> = get(format!("{}/status.json", server.url("")))
         .await
         .as_array()
         .unwrap()
@@ -698,7 +638,7 @@ async fn every_dashboard_query_answers_with_the_fields_its_panel_selects() {
                 assert_eq!(target["url_options"]["method"], "GET", "{context}");
                 assert_eq!(target["root_selector"], "", "{context}: replies are arrays");
 
-                let url = resolve(target["url"].as_str().unwrap(), &server.url(), from, to);
+                let url = resolve(target["url"].as_str().unwrap(), &server.url(""), from, to);
                 let rows = get(url.clone()).await;
                 let rows = rows
                     .as_array()

@@ -3,17 +3,16 @@
 //! playbooks against localhost on managed files in a temporary directory standing in for /etc,
 //! and `/status.json` read back after every step.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::binary::{BINARY, Binary};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_gitops-status-server");
 const REVISION: &str = "3f2c1ab";
 const RUN_URL: &str = "https://ci.example.org/repos/7/pipeline/912";
 
@@ -41,69 +40,12 @@ fn example(path: &str) -> String {
         .to_string()
 }
 
-/// The server binary on an ephemeral port; killed on drop.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Server {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "Drop kills and waits for the child"
-    )]
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(BINARY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-            .arg(format!("sqlite://{}", dir.join("status.db").display()))
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (lines, log) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server logs its address within 30 s");
-            if let Some(rest) = line.split("address=").nth(1) {
-                let address = rest.split_whitespace().next().unwrap().parse().unwrap();
-                // Keep draining stderr so the server never blocks on a full pipe.
-                std::thread::spawn(move || for _ in log {});
-                return Self { child, address };
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A managed root, Ansible's scratch directories, inventories and a running server.
 struct Lab {
     dir: TempDir,
     root: PathBuf,
     ansible: PathBuf,
-    server: Server,
+    server: Binary,
     client: reqwest::Client,
 }
 
@@ -115,7 +57,7 @@ impl Lab {
         std::fs::create_dir(&root).unwrap();
         // An empty config of our own, so no ansible.cfg of the machine changes the output.
         std::fs::write(dir.path().join("ansible.cfg"), "[defaults]\n").unwrap();
-        let server = Server::start(dir.path());
+        let server = start_server(dir.path());
         Self {
             dir,
             root,
@@ -188,7 +130,7 @@ impl Lab {
     /// `gitops-status-server report [flags] -- ansible-playbook ... PLAYBOOK`.
     fn report(&self, flags: &[&str], inventory: &str, playbook: &str) -> Output {
         self.command(BINARY)
-            .args(["report", "--url", &self.server.url(), "--repo", "rsyslog"])
+            .args(["report", "--url", &self.server.url(""), "--repo", "rsyslog"])
             .arg("--strip-prefix")
             .arg(&self.root)
             .args(flags)
@@ -201,7 +143,7 @@ impl Lab {
     async fn get(&self, path: &str) -> Vec<Value> {
         let response = self
             .client
-            .get(format!("{}{path}", self.server.url()))
+            .get(format!("{}{path}", self.server.url("")))
             .send()
             .await
             .unwrap();
@@ -325,7 +267,7 @@ async fn drift_lifecycle_with_real_ansible() {
         .args(&args[1..3])
         .args(&args[4..])
         .env("PATH", path)
-        .env("GITOPS_STATUS_SERVER_URL", lab.server.url())
+        .env("GITOPS_STATUS_SERVER_URL", lab.server.url(""))
         .env("REPO_NAME", "rsyslog")
         .env("SERVER_NAME", "rsyslog-lab")
         .env("GITOPS_STATUS_STRIP_PREFIX", &lab.root)
@@ -384,7 +326,7 @@ async fn drift_lifecycle_with_real_ansible() {
     );
     let mut report = lab
         .command(BINARY)
-        .args(["report", "--url", &lab.server.url(), "--repo", "rsyslog"])
+        .args(["report", "--url", &lab.server.url(""), "--repo", "rsyslog"])
         .args(["--server", "rsyslog-lab", "--fail-on-drift", "--input", "-"])
         .arg("--strip-prefix")
         .arg(&lab.root)
@@ -422,7 +364,7 @@ async fn drift_lifecycle_with_real_ansible() {
 #[tokio::test]
 async fn exit_codes_from_captured_output() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = start_server(dir.path());
     let fixture = |name: &str| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/ansible")
@@ -439,7 +381,7 @@ async fn exit_codes_from_captured_output() {
             .unwrap()
     };
     let stored = || async {
-        reqwest::get(format!("{}/history", server.url()))
+        reqwest::get(format!("{}/history", server.url("")))
             .await
             .unwrap()
             .json::<Vec<Value>>()
@@ -451,14 +393,14 @@ async fn exit_codes_from_captured_output() {
 
     // --dry-run prints the snapshot and sends nothing.
     let output = report(
-        &server.url(),
+        &server.url(""),
         &["--repo", "rsyslog", "--dry-run", "--input", synced],
     );
     assert_eq!(finished(&output, 0)[0]["server"], "lab");
     assert!(stored().await.is_empty());
 
     // The server's 422 is exit 1, with the field it names.
-    let output = report(&server.url(), &["--repo", "rs\tyslog", "--input", synced]);
+    let output = report(&server.url(""), &["--repo", "rs\tyslog", "--input", synced]);
     finished(&output, 1);
     let stderr = text(&output.stderr);
     assert!(
@@ -469,13 +411,13 @@ async fn exit_codes_from_captured_output() {
     // Recorded: exit 0, and --fail-on-drift turns drift into 4 and an error into 5.
     let drifted = fixture("seed-one-line.out");
     let output = report(
-        &server.url(),
+        &server.url(""),
         &["--repo", "rsyslog", "--input", drifted.to_str().unwrap()],
     );
     finished(&output, 0);
     let unreachable = fixture("unresolvable-host.out");
     let output = report(
-        &server.url(),
+        &server.url(""),
         &[
             "--repo",
             "rsyslog",
@@ -532,7 +474,7 @@ async fn exit_codes_from_captured_output() {
     ] {
         let mut all = vec!["--repo", "rsyslog"];
         all.extend(args.iter().map(String::as_str));
-        let output = report(&server.url(), &all);
+        let output = report(&server.url(""), &all);
         assert_eq!(
             output.status.code(),
             Some(3),
@@ -618,4 +560,10 @@ fn the_woodpecker_example_deploys_on_push_and_checks_on_the_cron() {
             "{commands}"
         );
     }
+}
+
+/// The server binary on an ephemeral port over `status.db` in `dir`.
+fn start_server(dir: &Path) -> Binary {
+    let database_url = format!("sqlite://{}", dir.join("status.db").display());
+    Binary::start(dir, &["--database-url", &database_url], &[])
 }

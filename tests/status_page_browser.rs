@@ -4,69 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::binary::Binary;
 use common::{at_offset, snapshot};
 use serde_json::json;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_gitops-status-server");
-
-/// The server binary, killed when dropped.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Server {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "Drop kills and waits for the child"
-    )]
-    fn start(dir: &Path) -> Self {
-        let database_url = format!("sqlite://{}", dir.join("browser.db").display());
-        let mut child = Command::new(BINARY)
-            .args(["--listen", "127.0.0.1:0", "--database-url", &database_url])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
-        let (lines, log) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server logs its address within 30 s");
-            if let Some(rest) = line.split("address=").nth(1) {
-                let address = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return Self { child, address };
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -83,7 +26,8 @@ async fn the_status_page_works_in_headless_chromium() {
         "/usr/bin/chromium is missing: `apt-get install chromium` (.ci/run does)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let database_url = format!("sqlite://{}", dir.path().join("browser.db").display());
+    let server = Binary::start(dir.path(), &["--database-url", &database_url], &[]);
     let client = reqwest::Client::new();
     let t = |minutes: i64| at_offset(-60 * (90 - minutes));
     let seed = [
@@ -117,7 +61,7 @@ async fn the_status_page_works_in_headless_chromium() {
     ];
     for body in &seed {
         let response = client
-            .post(format!("{}/api/status", server.url()))
+            .post(format!("{}/api/status", server.url("")))
             .json(body)
             .send()
             .await
@@ -126,7 +70,7 @@ async fn the_status_page_works_in_headless_chromium() {
     }
     // The binary serves its global registry: what the POSTs above counted shows in /metrics.
     let metrics = client
-        .get(format!("{}/metrics", server.url()))
+        .get(format!("{}/metrics", server.url("")))
         .send()
         .await
         .unwrap()
@@ -159,7 +103,7 @@ async fn the_status_page_works_in_headless_chromium() {
 
     let output = Command::new("node")
         .arg(browser_dir().join("status_page.mjs"))
-        .arg(server.url())
+        .arg(server.url(""))
         .arg(expected.to_string())
         .arg(&screenshots)
         .current_dir(browser_dir())
