@@ -71,36 +71,14 @@ async fn an_unwritable_database_is_503_until_it_is_writable_again() {
         println!("read while locked: {status}");
         assert_503(read).await;
     }
-    assert_eq!(
-        client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&client, &server, "/healthz").await, 200);
 
     lock.close().await.unwrap();
     let recovered = post(&client, &server, &blocked).await;
     assert_eq!(recovered.status(), 200, "{:?}", recovered.text().await);
-    let rows: Value = client
-        .get(server.url("/history"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows: Value = get_json(&client, &server, "/history").await;
     assert_eq!(rows.as_array().unwrap().len(), 2);
-    let verify: Value = client
-        .get(server.url("/api/verify"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify: Value = get_json(&client, &server, "/api/verify").await;
     assert_eq!(verify["ok"], true, "{verify}");
     let logs = server.logs().join("\n");
     assert!(!logs.contains("panicked"), "{logs}");
@@ -149,37 +127,28 @@ async fn requests_beyond_max_in_flight_are_shed_with_503_at_once() {
     };
     assert_503(shed).await;
     // Probes are never shed.
-    assert_eq!(
-        client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&client, &server, "/healthz").await, 200);
+    assert_eq!(get_status(&client, &server, "/readyz").await, 200);
     lock.close().await.unwrap();
     for request in stuck {
         // Either they outlived the lock or the busy timeout answered them 503; never a hang.
         let status = request.await.unwrap().status();
         assert!(status == 200 || status == 503, "{status}");
     }
-    assert_eq!(
-        client
-            .get(server.url("/status.json"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&client, &server, "/status.json").await, 200);
+}
+
+async fn get_status(client: &reqwest::Client, server: &Binary, path: &str) -> reqwest::StatusCode {
+    client.get(server.url(path)).send().await.unwrap().status()
+}
+
+async fn get_json(client: &reqwest::Client, server: &Binary, path: &str) -> Value {
+    client
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
