@@ -7,15 +7,15 @@
 //!
 //! Prints one JSON line: snapshots written, seconds, database bytes and bytes per snapshot.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Loader;
 use gitops_status_server::model::{NewSnapshot, SyncStatus};
-use gitops_status_server::store::{Store, StoreError};
+use gitops_status_server::store::Store;
 use gitops_status_server::timestamp::Timestamp;
 
-/// Snapshots per `Store::import` call, and calls in flight at once.
-const CHUNK: usize = 1024;
-const IN_FLIGHT: usize = 4;
 const CHECK_INTERVAL_MILLIS: i64 = 120_000;
 
 #[tokio::main]
@@ -32,8 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = Timestamp::now().as_millis();
     let first_round = now - rounds * CHECK_INTERVAL_MILLIS;
     let started = Instant::now();
-    let mut pending = tokio::task::JoinSet::new();
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut loader = Loader::new(store.clone());
     for n in 0..snapshots {
         let (round, target) = (n / targets, n % targets);
         let drifted = (round + target) % 10 == 0;
@@ -66,19 +65,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             message: None,
             stale_after_seconds: None,
         };
-        chunk.push(snapshot);
-        if chunk.len() == CHUNK || n + 1 == snapshots {
-            let store = store.clone();
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-            pending.spawn(async move { store.import(full).await });
-            if pending.len() >= IN_FLIGHT {
-                check(pending.join_next().await.ok_or("no task")??)?;
-            }
-        }
+        loader.push(snapshot).await?;
     }
-    while let Some(result) = pending.join_next().await {
-        check(result?)?;
-    }
+    loader.flush().await?;
     let seconds = started.elapsed().as_secs_f64();
     store.close().await;
 
@@ -94,13 +83,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     tokio::time::sleep(Duration::from_millis(1)).await;
     Ok(())
-}
-
-type Outcomes = Vec<Result<gitops_status_server::store::Recorded, StoreError>>;
-
-/// Fails on the first snapshot the store refused.
-fn check(outcomes: Result<Outcomes, StoreError>) -> Result<(), StoreError> {
-    outcomes?
-        .into_iter()
-        .try_for_each(|outcome| outcome.map(drop))
 }

@@ -9,16 +9,17 @@
 //! `--retention` would. Commits skip fsync (`Store::connect_unsynchronized`), which changes the
 //! speed of the run, not the file it leaves. Prints one JSON line.
 
+mod common;
+
 use std::time::Instant;
 
+use common::Loader;
 use gitops_status_server::model::{NewSnapshot, SyncStatus};
-use gitops_status_server::store::{Store, StoreError};
+use gitops_status_server::store::Store;
 use gitops_status_server::timestamp::Timestamp;
 
 const CHECK_MILLIS: i64 = 120_000;
 const DAY_MILLIS: i64 = 86_400_000;
-const CHUNK: usize = 1024;
-const IN_FLIGHT: usize = 4;
 
 /// A deterministic 64-bit mix (splitmix64), so every run writes the same history.
 fn mix(mut x: u64) -> u64 {
@@ -70,8 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = end - days as i64 * DAY_MILLIS;
     let started = Instant::now();
     let (mut written, mut removed) = (0u64, 0i64);
-    let mut pending = tokio::task::JoinSet::new();
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut loader = Loader::new(store.clone());
     let rounds_per_day = (DAY_MILLIS / CHECK_MILLIS) as u64;
     for day in 0..days {
         for round in 0..rounds_per_day {
@@ -82,38 +82,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     + day as i64 * DAY_MILLIS
                     + round as i64 * CHECK_MILLIS
                     + (target as i64 * CHECK_MILLIS) / targets as i64;
-                chunk.push(NewSnapshot {
-                    repo: format!("repo-{}", target % 40),
-                    server: format!("server-{target:04}"),
-                    sync_status,
-                    drift_count: files.len() as i64,
-                    files,
-                    last_check: Timestamp::from_millis(at),
-                    last_check_defaulted: false,
-                    received_at: Timestamp::from_millis(at + 1_500),
-                    revision: None,
-                    run_url: None,
-                    message: (sync_status == SyncStatus::Error)
-                        .then(|| "ssh: connect to host port 22: Connection refused".to_owned()),
-                    stale_after_seconds: None,
-                });
+                loader
+                    .push(NewSnapshot {
+                        repo: format!("repo-{}", target % 40),
+                        server: format!("server-{target:04}"),
+                        sync_status,
+                        drift_count: files.len() as i64,
+                        files,
+                        last_check: Timestamp::from_millis(at),
+                        last_check_defaulted: false,
+                        received_at: Timestamp::from_millis(at + 1_500),
+                        revision: None,
+                        run_url: None,
+                        message: (sync_status == SyncStatus::Error)
+                            .then(|| "ssh: connect to host port 22: Connection refused".to_owned()),
+                        stale_after_seconds: None,
+                    })
+                    .await?;
                 written += 1;
-                if chunk.len() == CHUNK {
-                    let store = store.clone();
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                    pending.spawn(async move { store.import(full).await });
-                    if pending.len() >= IN_FLIGHT {
-                        check(pending.join_next().await.ok_or("no task")???)?;
-                    }
-                }
             }
         }
         if let Some(keep) = retention_days {
-            let full = std::mem::take(&mut chunk);
-            check(store.import(full).await?)?;
-            while let Some(result) = pending.join_next().await {
-                check(result??)?;
-            }
+            loader.flush().await?;
             let today = start + (day as i64 + 1) * DAY_MILLIS;
             let report = store
                 .prune(Timestamp::from_millis(today - keep * DAY_MILLIS))
@@ -121,10 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             removed += report.removed;
         }
     }
-    check(store.import(chunk).await?)?;
-    while let Some(result) = pending.join_next().await {
-        check(result??)?;
-    }
+    loader.flush().await?;
     let verified = store.verify().await?;
     store.close().await;
     let bytes = std::fs::metadata(&path)?.len();
@@ -139,12 +126,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes as f64 / verified.checked.max(1) as f64,
     );
     Ok(())
-}
-
-fn check(
-    outcomes: Vec<Result<gitops_status_server::store::Recorded, StoreError>>,
-) -> Result<(), StoreError> {
-    outcomes
-        .into_iter()
-        .try_for_each(|outcome| outcome.map(drop))
 }
