@@ -31,7 +31,7 @@ pub type Hash = [u8; 32];
 pub fn canonical(snapshot: &Snapshot, previous: Option<&Hash>) -> String {
     let record = (
         VERSION,
-        previous.map(|hash| to_hex(hash)),
+        previous.map(hex::encode),
         snapshot.id,
         &snapshot.repo,
         &snapshot.server,
@@ -52,19 +52,6 @@ pub fn canonical(snapshot: &Snapshot, previous: Option<&Hash>) -> String {
 /// The hash of `snapshot` linked to `previous`.
 pub fn link(snapshot: &Snapshot, previous: Option<&Hash>) -> Hash {
     Sha256::digest(canonical(snapshot, previous).as_bytes()).into()
-}
-
-/// Lowercase hex, as the API and exports write hashes.
-pub fn to_hex(bytes: &[u8]) -> String {
-    // By table rather than `write!`: every stored snapshot needs two of these, and verification
-    // one per snapshot read.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    hex
 }
 
 /// The outcome of recomputing every target's chain.
@@ -148,14 +135,14 @@ mod tests {
         );
         let hash = link(&first, None);
         assert_eq!(
-            to_hex(&hash),
+            hex::encode(hash),
             "1fea84a3574e71a194f9a3152f8fa472981d3f3a58b18f129cfa8a800cf4a026"
         );
         let mut second = snapshot();
         second.id = 913;
         assert!(canonical(&second, Some(&hash)).starts_with(&format!(
             r#"["gitops-status-chain/1","{}",913,"#,
-            to_hex(&hash)
+            hex::encode(hash)
         )));
     }
 

@@ -68,7 +68,7 @@ pub async fn checkpoints(
                 repo,
                 server,
                 after_id,
-                resume_hash: chain::to_hex(&resume),
+                resume_hash: hex::encode(resume),
                 removed,
                 pruned_at: Timestamp::from_millis(pruned_at),
             },

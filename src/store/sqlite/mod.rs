@@ -413,7 +413,7 @@ fn snapshot_from_row(row: &SqliteRow) -> Result<Snapshot, sqlx::Error> {
         stale_after_seconds: row.try_get("stale_after")?,
         hash: row
             .try_get::<Option<Vec<u8>>, _>("hash")?
-            .map(|bytes| crate::chain::to_hex(&bytes))
+            .map(hex::encode)
             .unwrap_or_default(),
     })
 }

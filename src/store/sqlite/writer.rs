@@ -403,7 +403,7 @@ impl Memory {
         let last_check = new.last_check.as_millis();
         let mut snapshot = snapshot_of(id, new, new.last_check);
         let hash = chain::link(&snapshot, state.and_then(|state| state.head).as_ref());
-        snapshot.hash = chain::to_hex(&hash);
+        snapshot.hash = hex::encode(hash);
         let (target_id, change, status_since) = match state {
             Some(state) => {
                 let change = change_between(
@@ -699,7 +699,7 @@ async fn record_out_of_order(
     let next = neighbour(&mut *connection, target.id, last_check, Order::Asc).await?;
     let mut snapshot = snapshot_of(id, new, last_check);
     let hash = chain::link(&snapshot, target.head.as_ref());
-    snapshot.hash = chain::to_hex(&hash);
+    snapshot.hash = hex::encode(hash);
     let change = previous.map_or(STATUS_CHANGED | FILES_CHANGED, |previous| {
         change_between(
             (previous.sync_status, previous.fileset_id),
