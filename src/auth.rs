@@ -232,7 +232,7 @@ impl Tokens {
         path: &str,
         authorization: Option<&str>,
     ) -> Result<Caller, ApiError> {
-        if path == "/healthz" || path == "/readyz" {
+        if crate::api::health::is_probe(path) {
             return Ok(Caller::Open);
         }
         let writes = method == Method::POST && path == WRITE_PATH;

@@ -182,7 +182,7 @@ async fn shed_load(
     next: Next,
 ) -> axum::response::Response {
     let path = request.uri().path();
-    if path == "/healthz" || path == "/readyz" {
+    if api::health::is_probe(path) {
         return next.run(request).await;
     }
     match Arc::clone(&in_flight).try_acquire_owned() {

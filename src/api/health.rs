@@ -8,6 +8,12 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::error::{Problem, Result};
 
+/// Whether `path` is a probe: never authenticated, shed or listed as needing a token, since an
+/// orchestrator that cannot probe restarts a server that is merely busy or locked down.
+pub fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
 /// Probe answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -189,7 +189,7 @@ pub fn document_guards(openapi: &mut utoipa::openapi::OpenApi) {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     for (path, item) in &mut openapi.paths.paths {
-        let probe = path == "/healthz" || path == "/readyz";
+        let probe = health::is_probe(path);
         for operation in [
             &mut item.get,
             &mut item.post,
