@@ -327,24 +327,29 @@ fn compose_runs_the_server_grafana_and_the_demo_against_each_other() {
 
 #[test]
 fn the_kubernetes_manifests_serve_the_seeds_in_cluster_url() {
-    let kustomization = yaml("deploy/k8s/kustomization.yaml");
+    // `kubectl apply -k deploy/k8s` is the base and nothing else.
+    let top = yaml("deploy/k8s/kustomization.yaml");
+    let keys: BTreeSet<&str> = top
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["apiVersion", "kind", "resources"].into());
+    assert_eq!(top["resources"], serde_json::json!(["base"]));
+
+    let kustomization = yaml("deploy/k8s/base/kustomization.yaml");
     assert_eq!(kustomization["namespace"], NAMESPACE);
-    let listed: BTreeSet<String> = kustomization["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|resource| resource.as_str().unwrap().to_owned())
-        .collect();
-    let present: BTreeSet<String> = std::fs::read_dir(repo_path("deploy/k8s"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
-        .collect();
-    assert_eq!(listed, present, "the kustomization lists every manifest");
+    let listed = kustomization_resources(&kustomization);
+    assert_eq!(
+        listed,
+        yaml_files("deploy/k8s/base"),
+        "the kustomization lists every manifest"
+    );
 
     let mut by_kind = BTreeMap::new();
     for file in &listed {
-        let resource = yaml(&format!("deploy/k8s/{file}"));
+        let resource = yaml(&format!("deploy/k8s/base/{file}"));
         let kind = resource["kind"].as_str().unwrap().to_owned();
         if kind == "Namespace" {
             assert_eq!(resource["metadata"]["name"], NAMESPACE);
@@ -438,6 +443,25 @@ fn the_kubernetes_manifests_serve_the_seeds_in_cluster_url() {
         claim["metadata"]["name"]
     );
     assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+}
+
+/// A kustomization's `resources`, as written.
+fn kustomization_resources(kustomization: &Value) -> BTreeSet<String> {
+    kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|resource| resource.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `.yaml` files of a directory, `kustomization.yaml` left out.
+fn yaml_files(relative: &str) -> BTreeSet<String> {
+    std::fs::read_dir(repo_path(relative))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+        .collect()
 }
 
 // --- Grafana dashboards against the real server ----------------------------------------------
