@@ -644,7 +644,7 @@ fn database_secret() -> Value {
 }
 
 #[test]
-fn the_postgres_overlay_lists_its_manifests_but_not_the_secret() {
+fn the_postgres_overlay_lists_its_manifests_but_not_the_secret_or_the_migration_job() {
     let kustomization = yaml("deploy/k8s/postgres/kustomization.yaml");
     assert_eq!(kustomization["namespace"], NAMESPACE);
     let mut used = kustomization_resources(&kustomization);
@@ -654,7 +654,9 @@ fn the_postgres_overlay_lists_its_manifests_but_not_the_secret() {
     }
     // A generated Secret would replace the real credentials on every `kubectl apply -k`.
     assert!(kustomization.get("secretGenerator").is_none());
-    let by_hand: BTreeSet<String> = ["secret.example.yaml"].map(str::to_owned).into();
+    let by_hand: BTreeSet<String> = ["secret.example.yaml", "migrate-job.yaml"]
+        .map(str::to_owned)
+        .into();
     assert!(used.is_disjoint(&by_hand), "{used:?}");
     assert_eq!(
         used.union(&by_hand).cloned().collect::<BTreeSet<_>>(),
@@ -754,6 +756,67 @@ fn the_postgres_replicas_spread_over_nodes_and_one_always_stays() {
     assert_eq!(budget["spec"]["minAvailable"], 1);
     assert!(budget["spec"].get("maxUnavailable").is_none());
     assert_eq!(budget["spec"]["selector"]["matchLabels"], *pod_labels);
+}
+
+#[test]
+fn the_migration_job_copies_the_sqlite_volume_into_the_database_in_the_secret() {
+    let base = by_kind(kustomize("deploy/k8s/base"));
+    let server_pod = &base["Deployment"]["spec"]["template"];
+    let server = &server_pod["spec"]["containers"][0];
+    let claim = &base["PersistentVolumeClaim"]["metadata"]["name"];
+
+    let job = yaml("deploy/k8s/postgres/migrate-job.yaml");
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(job["spec"]["backoffLimit"], 0, "a retry would be refused");
+    let pod = &job["spec"]["template"];
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+    // The Service and the disruption budget select the server's pods, not this one.
+    let labels = pod["metadata"]["labels"].as_object().unwrap();
+    let selector = base["Service"]["spec"]["selector"].as_object().unwrap();
+    assert!(
+        selector
+            .iter()
+            .any(|(key, value)| labels.get(key) != Some(value)),
+        "the Service would select the job's pod: {labels:?}"
+    );
+    assert_eq!(
+        pod["spec"]["securityContext"],
+        server_pod["spec"]["securityContext"]
+    );
+
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    assert_eq!(container["image"], server["image"]);
+    assert_eq!(container["securityContext"], server["securityContext"]);
+    let env = env_vars(container);
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["migrate-to", "$(POSTGRES_URL)"])
+    );
+    assert_eq!(
+        env["POSTGRES_URL"]["valueFrom"]["secretKeyRef"],
+        database_secret()
+    );
+    // The source is the file the SQLite Deployment serves, on its claim, at the same path.
+    assert_eq!(
+        env["DATABASE_URL"]["value"],
+        env_vars(server)["DATABASE_URL"]["value"]
+    );
+    let data_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["mountPath"] == "/data")
+        .expect("the claim at /data");
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == data_mount["name"])
+        .unwrap();
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], *claim);
 }
 
 // --- Grafana dashboards against the real server ----------------------------------------------
