@@ -30,9 +30,15 @@ fn read(relative: &str) -> String {
         .unwrap_or_else(|error| panic!("{relative}: {error}"))
 }
 
-/// A YAML file as JSON values, so that `value["a"]["b"]` reads like the JSON tests.
+/// A YAML file as JSON values, so that `value["a"]["b"]` reads like the JSON tests, with merge keys
+/// (`<<: *anchor`) applied as compose applies them.
 fn yaml(relative: &str) -> Value {
-    serde_norway::from_str(&read(relative)).unwrap_or_else(|error| panic!("{relative}: {error}"))
+    let mut document: serde_norway::Value = serde_norway::from_str(&read(relative))
+        .unwrap_or_else(|error| panic!("{relative}: {error}"));
+    document
+        .apply_merge()
+        .unwrap_or_else(|error| panic!("{relative}: {error}"));
+    serde_json::to_value(document).unwrap_or_else(|error| panic!("{relative}: {error}"))
 }
 
 /// A PyPI tool from the venv `.ci/run` makes, or the executable named by `env`.
@@ -321,6 +327,102 @@ fn compose_runs_the_server_grafana_and_the_demo_against_each_other() {
         environment(demo)["GITOPS_STATUS_SERVER_URL"],
         "http://gitops-status-server:8080"
     );
+}
+
+#[test]
+fn the_compose_postgres_profile_runs_two_servers_on_a_healthy_postgres() {
+    let compose = yaml("docker-compose.yml");
+    let services = compose["services"].as_object().unwrap();
+
+    // The default stack, with no profile, is what it was.
+    let default: BTreeSet<&str> = services
+        .iter()
+        .filter(|(_, service)| service.get("profiles").is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(default, ["gitops-status-server", "grafana"].into());
+
+    let postgres = &services["postgres"];
+    assert_eq!(postgres["profiles"], serde_json::json!(["postgres"]));
+    let image = postgres["image"].as_str().unwrap();
+    let minor = image
+        .strip_prefix("postgres:16.")
+        .and_then(|rest| rest.strip_suffix("-alpine"))
+        .unwrap_or_else(|| {
+            panic!("{image}: a pinned PostgreSQL 16 release on Alpine, postgres:16.N-alpine")
+        });
+    assert!(
+        !minor.is_empty() && minor.bytes().all(|byte| byte.is_ascii_digit()),
+        "{image}: a pinned minor release, not a moving tag"
+    );
+    let healthcheck = postgres["healthcheck"]["test"].as_array().unwrap();
+    assert!(
+        healthcheck.contains(&Value::from("pg_isready")),
+        "{healthcheck:?}"
+    );
+    let data = &mounts(postgres)["/var/lib/postgresql/data"];
+    assert!(
+        compose["volumes"].get(data).is_some(),
+        "the database is on the named volume {data}"
+    );
+    let postgres_env = environment(postgres);
+
+    let on_postgres: Vec<(&String, &Value)> = services
+        .iter()
+        .filter(|(_, service)| {
+            environment(service)
+                .get("DATABASE_URL")
+                .is_some_and(|url| url.starts_with("postgres://"))
+        })
+        .collect();
+    assert_eq!(on_postgres.len(), 2, "two replicas");
+    let mut host_ports = BTreeSet::new();
+    for (name, server) in on_postgres {
+        assert_eq!(
+            server["profiles"],
+            serde_json::json!(["postgres"]),
+            "{name}"
+        );
+        assert_eq!(
+            server["depends_on"]["postgres"]["condition"], "service_healthy",
+            "{name}"
+        );
+        assert_eq!(
+            server["image"], services["gitops-status-server"]["image"],
+            "{name}: the image the default server builds"
+        );
+        assert_eq!(server["build"], ".", "{name}");
+        assert!(
+            !mounts(server).contains_key("/data"),
+            "{name}: no SQLite volume"
+        );
+        let url = reqwest::Url::parse(&environment(server)["DATABASE_URL"]).unwrap();
+        assert_eq!(url.host_str(), Some("postgres"), "{name}: the service");
+        assert_eq!(url.port(), Some(5432), "{name}");
+        assert_eq!(url.username(), postgres_env["POSTGRES_USER"], "{name}");
+        assert_eq!(
+            url.password(),
+            Some(postgres_env["POSTGRES_PASSWORD"].as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            url.path(),
+            format!("/{}", postgres_env["POSTGRES_DB"]),
+            "{name}"
+        );
+        let ports = server["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 1, "{name}");
+        let (host, container) = ports[0].as_str().unwrap().split_once(':').unwrap();
+        assert_eq!(container, "8080", "{name}");
+        assert!(
+            host_ports.insert(host.to_owned()),
+            "{name}: host port {host} taken"
+        );
+        assert!(
+            !host_ports.contains("8080"),
+            "{name}: 8080 is the default server's"
+        );
+    }
 }
 
 // --- Kubernetes ------------------------------------------------------------------------------
