@@ -25,6 +25,9 @@ pub fn spawn(store: Store, policy: Policy) -> JoinHandle<()> {
             ticker.tick().await;
             let cutoff = Timestamp::now().plus_millis(-keep_millis);
             match store.prune(cutoff).await {
+                Ok(report) if report.elsewhere => {
+                    tracing::debug!("another replica is running retention; skipped this pass");
+                }
                 Ok(report) => tracing::info!(
                     cutoff = %report.cutoff,
                     removed = report.removed,

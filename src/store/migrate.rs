@@ -93,6 +93,13 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Con
     }
     // Verifies the source first: a broken chain is not copied as if it were sound.
     let source_verification = Store::verify_database(source).await?;
+    if let Some(bad) = &source_verification.first_bad {
+        return Err(ConnectError::Unsupported(format!(
+            "the source's integrity chain does not verify (snapshot {} of {}/{}: {}); run \
+             `verify` on it and settle that before copying",
+            bad.id, bad.repo, bad.server, bad.reason
+        )));
+    }
 
     let mut sqlite = SqliteConnection::connect_with(
         &SqliteConnectOptions::from_str(source)?

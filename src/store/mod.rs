@@ -6,6 +6,7 @@ mod postgres;
 mod rules;
 mod sql;
 mod sqlite;
+mod stats;
 
 use futures_util::stream::BoxStream;
 
@@ -110,6 +111,8 @@ pub struct PruneReport {
     pub checkpoints: i64,
     /// Database pages handed back to the file system.
     pub released_pages: i64,
+    /// True when nothing was done because another replica was running a pass (PostgreSQL).
+    pub elsewhere: bool,
 }
 
 /// The extent of the history among some targets.

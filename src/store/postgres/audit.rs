@@ -84,7 +84,8 @@ pub async fn verify(connection: &mut PgConnection) -> Result<Verification, Store
     Ok(verifier.finish(targets))
 }
 
-/// A retention pass: unless another replica holds the retention lock (then `Unavailable`), walks
+/// A retention pass: unless another replica holds the retention lock (then nothing is done and
+/// the report says `elsewhere`), walks
 /// the expired history a page per transaction. Each page holds the write lock exclusively, so no
 /// write is in flight while it reads and deletes: every id below its position has committed.
 pub async fn prune(
@@ -96,9 +97,11 @@ pub async fn prune(
         .fetch_one(&mut *connection)
         .await?;
     if !locked {
-        return Err(StoreError::Unavailable(
-            "another replica is running a retention pass".to_owned(),
-        ));
+        return Ok(PruneReport {
+            cutoff,
+            elsewhere: true,
+            ..PruneReport::default()
+        });
     }
     let result = walk(connection, cutoff, closing).await;
     let _ = sqlx::query(&lock_sql("pg_advisory_unlock", RETENTION_LOCK))

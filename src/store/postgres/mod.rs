@@ -217,7 +217,7 @@ impl PostgresStore {
     }
 
     /// Runs a retention pass on a connection of its own, unless another replica is running one
-    /// (then it answers `Unavailable` and changes nothing).
+    /// (then it changes nothing and the report says so).
     pub async fn prune(&self, cutoff: Timestamp) -> Result<PruneReport, StoreError> {
         if *self.inner.shutdown.borrow() {
             return Err(StoreError::Closed);

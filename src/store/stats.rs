@@ -1,0 +1,148 @@
+//! What `/api/stats` reads, the same way on both stores: each target's snapshots over a window
+//! and the state it entered it in. Per target: one seek for the snapshot before the window, one
+//! range over snapshots_target_time, and when the window opens mid-drift, a walk back over
+//! snapshots_target_changes to the episode's start. Each store answers the reads (`StatsReads`)
+//! inside one read transaction.
+
+use std::collections::HashMap;
+
+use crate::model::SyncStatus;
+use crate::stats::{Carried, Check, StatsRequest, TargetHistory};
+use crate::store::StoreError;
+use crate::timestamp::Timestamp;
+
+/// `(last_check, sync_status, stale_after, fileset_id)` of a snapshot.
+pub type CheckRow = (i64, i64, Option<i64>, Option<i64>);
+
+/// `(last_check, change, fileset_id)` of a transition.
+pub type TransitionRow = (i64, i64, Option<i64>);
+
+/// The columns of a `CheckRow`.
+pub const CHECK_COLUMNS: &str = "last_check, sync_status, stale_after, fileset_id";
+
+/// The reads behind `/api/stats`, answered by each store.
+#[allow(
+    async_fn_in_trait,
+    reason = "crate-private; callers know the concrete store"
+)]
+pub trait StatsReads {
+    /// `(id, repo, server)` of the matching targets, sorted by repo then server.
+    async fn targets(
+        &mut self,
+        request: &StatsRequest,
+    ) -> Result<Vec<(i64, String, String)>, StoreError>;
+    /// The target's last snapshot before `from`.
+    async fn before(&mut self, target: i64, from: i64) -> Result<Option<CheckRow>, StoreError>;
+    /// The target's snapshots with `last_check` in `[from, to)`, in order.
+    async fn window(
+        &mut self,
+        target: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<CheckRow>, StoreError>;
+    /// The target's transitions at or before `at`, newest first, down to and including the
+    /// first whose status changed (bit 1 of `change`).
+    async fn episode(&mut self, target: i64, at: i64) -> Result<Vec<TransitionRow>, StoreError>;
+    /// A file set's JSON array of names.
+    async fn fileset(&mut self, id: i64) -> Result<String, StoreError>;
+}
+
+/// File sets by id, read once per request.
+#[derive(Debug, Default)]
+struct Filesets(HashMap<i64, Vec<String>>);
+
+impl Filesets {
+    async fn names(
+        &mut self,
+        reads: &mut impl StatsReads,
+        id: Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let Some(id) = id else {
+            return Ok(Vec::new());
+        };
+        if let Some(names) = self.0.get(&id) {
+            return Ok(names.clone());
+        }
+        let json = reads.fileset(id).await?;
+        let names: Vec<String> = serde_json::from_str(&json)
+            .map_err(|error| StoreError::Database(format!("file set {id}: {error}")))?;
+        self.0.insert(id, names.clone());
+        Ok(names)
+    }
+
+    async fn check(
+        &mut self,
+        reads: &mut impl StatsReads,
+        (last_check, code, stale_after, fileset): CheckRow,
+    ) -> Result<Check, StoreError> {
+        let sync_status = SyncStatus::from_code(code)
+            .ok_or_else(|| StoreError::Database(format!("unknown sync_status code {code}")))?;
+        let files = if sync_status == SyncStatus::OutOfSync {
+            self.names(reads, fileset).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Check {
+            last_check: Timestamp::from_millis(last_check),
+            sync_status,
+            stale_after_seconds: stale_after,
+            files,
+        })
+    }
+}
+
+/// Every matching target's history over the window, sorted by repo then server.
+pub async fn histories(
+    reads: &mut impl StatsReads,
+    request: &StatsRequest,
+) -> Result<Vec<TargetHistory>, StoreError> {
+    let (from, to) = (request.from.as_millis(), request.to.as_millis());
+    let mut filesets = Filesets::default();
+    let mut histories = Vec::new();
+    for (target, repo, server) in reads.targets(request).await? {
+        let before = reads.before(target, from).await?;
+        let rows = reads.window(target, from, to).await?;
+        if before.is_none() && rows.is_empty() {
+            continue;
+        }
+        let before = match before {
+            None => None,
+            Some(row) => Some(carried(reads, &mut filesets, target, row).await?),
+        };
+        let mut checks = Vec::with_capacity(rows.len());
+        for row in rows {
+            checks.push(filesets.check(reads, row).await?);
+        }
+        histories.push(TargetHistory {
+            repo,
+            server,
+            before,
+            checks,
+        });
+    }
+    Ok(histories)
+}
+
+/// The snapshot before the window; when it is OUT_OF_SYNC, its episode's start and files, from
+/// the transitions back to the one that entered OUT_OF_SYNC.
+async fn carried(
+    reads: &mut impl StatsReads,
+    filesets: &mut Filesets,
+    target: i64,
+    row: CheckRow,
+) -> Result<Carried, StoreError> {
+    let check = filesets.check(reads, row).await?;
+    let mut episode_start = check.last_check;
+    let mut episode_files = Vec::new();
+    if check.sync_status == SyncStatus::OutOfSync {
+        for (last_check, _, fileset) in reads.episode(target, row.0).await? {
+            episode_start = Timestamp::from_millis(last_check);
+            episode_files.extend(filesets.names(reads, fileset).await?);
+        }
+    }
+    Ok(Carried {
+        check,
+        episode_start,
+        episode_files,
+    })
+}
