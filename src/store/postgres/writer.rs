@@ -7,7 +7,7 @@
 //! target's ids follow its commit order), and writes the rows and the targets' new pointers. Any
 //! other transaction writing the same targets, in this replica or another, waits for the commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -273,19 +273,12 @@ async fn write(
         .execute(&mut *tx)
         .await?;
     let mut targets = lock_targets(&mut tx, snapshots).await?;
-    let (fileset_ids, inserted_filesets) = fileset_ids(&mut tx, filesets, snapshots).await?;
-    let mut ids: std::vec::IntoIter<i64> = {
-        let mut ids: Vec<i64> =
-            sqlx::query_scalar("select nextval('snapshots_id_seq') from generate_series(1, $1)")
-                .bind(i64::try_from(snapshots.len()).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await?;
-        ids.sort_unstable();
-        ids.into_iter()
-    };
+    let (fileset_ids, mut looked_up, inserted) = fileset_ids(&mut tx, filesets, snapshots).await?;
+    let mut ids = Ids::reserve(&mut tx, appends(snapshots, &targets)).await?;
 
     let mut pending = Pending::default();
     let mut outcomes = Vec::with_capacity(snapshots.len());
+    let mut used = HashSet::new();
     for (&new, fileset_id) in snapshots.iter().zip(fileset_ids) {
         let Some(target) = targets.get_mut(&(new.repo.as_str(), new.server.as_str())) else {
             return Err(sqlx::Error::Protocol(format!(
@@ -293,25 +286,94 @@ async fn write(
                 new.repo, new.server
             )));
         };
-        let Some(id) = ids.next() else {
-            return Err(sqlx::Error::Protocol("ran out of snapshot ids".to_owned()));
-        };
         let late = target
             .latest
             .is_some_and(|latest| new.last_check.as_millis() <= latest.last_check);
-        if late {
+        let outcome = if late {
             // A retry or a late check: the database decides, so it must hold the rows before it.
             pending.flush(&mut tx).await?;
-            outcomes.push(record_out_of_order(&mut tx, new, target, fileset_id, id).await?);
+            record_out_of_order(&mut tx, new, target, fileset_id, &mut ids).await?
         } else {
-            outcomes.push(Ok(append(new, target, fileset_id, id, &mut pending)));
+            let id = ids.next(&mut tx).await?;
+            Ok(append(new, target, fileset_id, id, &mut pending))
+        };
+        if outcome.as_ref().is_ok_and(|recorded| !recorded.replayed) {
+            used.extend(fileset_id);
         }
+        outcomes.push(outcome);
     }
     pending.flush(&mut tx).await?;
     update_targets(&mut tx, targets.values()).await?;
+    // A file set stored only for snapshots that were refused (conflicts) or replayed goes again:
+    // a refused request changes nothing stored.
+    let unused: Vec<i64> = inserted
+        .into_iter()
+        .filter(|id| !used.contains(id))
+        .collect();
+    if !unused.is_empty() {
+        sqlx::query("delete from filesets where id = any($1)")
+            .bind(&unused)
+            .execute(&mut *tx)
+            .await?;
+        looked_up.retain(|(_, id)| !unused.contains(id));
+    }
     tx.commit().await?;
-    filesets.extend(inserted_filesets);
+    filesets.extend(looked_up);
     Ok(outcomes)
+}
+
+/// Snapshot ids drawn from the sequence while the batch's targets are locked, smallest first, so
+/// each target's ids follow the order its snapshots are stored in. Only what is stored draws one:
+/// a replay or a conflict leaves no gap.
+struct Ids(std::collections::VecDeque<i64>);
+
+impl Ids {
+    /// Draws `count` ids in one round trip.
+    async fn reserve(connection: &mut PgConnection, count: usize) -> Result<Self, sqlx::Error> {
+        if count == 0 {
+            return Ok(Self(std::collections::VecDeque::new()));
+        }
+        let mut ids: Vec<i64> =
+            sqlx::query_scalar("select nextval('snapshots_id_seq') from generate_series(1, $1)")
+                .bind(i64::try_from(count).unwrap_or(i64::MAX))
+                .fetch_all(connection)
+                .await?;
+        ids.sort_unstable();
+        Ok(Self(ids.into()))
+    }
+
+    /// The next reserved id, or a new one (greater than every reserved id) when none is left.
+    async fn next(&mut self, connection: &mut PgConnection) -> Result<i64, sqlx::Error> {
+        match self.0.pop_front() {
+            Some(id) => Ok(id),
+            None => {
+                sqlx::query_scalar("select nextval('snapshots_id_seq')")
+                    .fetch_one(connection)
+                    .await
+            }
+        }
+    }
+}
+
+/// How many of the snapshots are newer than their target's latest when their turn comes: the
+/// ones appended without asking the database, which draw the reserved ids.
+fn appends(snapshots: &[&NewSnapshot], targets: &HashMap<(&str, &str), TargetState>) -> usize {
+    let mut latest: HashMap<(&str, &str), i64> = targets
+        .iter()
+        .filter_map(|(key, target)| Some((*key, target.latest?.last_check)))
+        .collect();
+    snapshots
+        .iter()
+        .filter(|new| {
+            let at = new.last_check.as_millis();
+            let key = (new.repo.as_str(), new.server.as_str());
+            let newer = latest.get(&key).is_none_or(|latest| at > *latest);
+            if newer {
+                latest.insert(key, at);
+            }
+            newer
+        })
+        .count()
 }
 
 /// Creates the batch's new targets and locks every target's row, in (repo, server) order.
@@ -402,14 +464,14 @@ async fn lock_targets<'a>(
 }
 
 /// Each snapshot's file set id (`None` for no files), inserting the sets not stored yet, in
-/// digest order. Returns the ids and the sets this transaction looked up, for the cache once it
-/// commits.
-#[allow(clippy::type_complexity, reason = "a private pair")]
+/// digest order. Returns the ids, the sets this transaction looked up (for the cache once it
+/// commits), and the ids of the sets it inserted.
+#[allow(clippy::type_complexity, reason = "a private triple")]
 async fn fileset_ids(
     connection: &mut PgConnection,
     cache: &FilesetCache,
     snapshots: &[&NewSnapshot],
-) -> Result<(Vec<Option<i64>>, Vec<([u8; 32], i64)>), sqlx::Error> {
+) -> Result<(Vec<Option<i64>>, Vec<([u8; 32], i64)>, Vec<i64>), sqlx::Error> {
     let keys: Vec<Option<([u8; 32], String)>> = snapshots
         .iter()
         .map(|new| rules::fileset_key(&new.files))
@@ -427,16 +489,17 @@ async fn fileset_ids(
     unknown.sort_unstable();
     unknown.dedup();
     let mut looked_up = Vec::new();
+    let mut inserted = Vec::new();
     if !unknown.is_empty() {
         let digests: Vec<&[u8]> = unknown.iter().map(|(digest, _)| &digest[..]).collect();
         let files: Vec<&str> = unknown.iter().map(|(_, json)| *json).collect();
-        sqlx::query(
+        inserted = sqlx::query_scalar(
             "insert into filesets (digest, files) select * from unnest($1::bytea[], $2::text[]) \
-             on conflict (digest) do nothing",
+             on conflict (digest) do nothing returning id",
         )
         .bind(&digests)
         .bind(&files)
-        .execute(&mut *connection)
+        .fetch_all(&mut *connection)
         .await?;
         let rows: Vec<(Vec<u8>, i64)> =
             sqlx::query_as("select digest, id from filesets where digest = any($1)")
@@ -461,7 +524,7 @@ async fn fileset_ids(
                 .ok_or_else(|| sqlx::Error::Protocol("a file set was not stored".to_owned())),
         })
         .collect::<Result<_, _>>()?;
-    Ok((ids, looked_up))
+    Ok((ids, looked_up, inserted))
 }
 
 /// The usual case: a check newer than everything its target has.
@@ -519,7 +582,7 @@ async fn record_out_of_order(
     new: &NewSnapshot,
     target: &mut TargetState,
     fileset_id: Option<i64>,
-    id: i64,
+    ids: &mut Ids,
 ) -> Result<Result<Recorded, StoreError>, sqlx::Error> {
     let mut last_check = new.last_check;
     while let Some(stored) = snapshot_at(&mut *connection, target.id, last_check).await? {
@@ -541,6 +604,7 @@ async fn record_out_of_order(
         }
     }
 
+    let id = ids.next(&mut *connection).await?;
     let sync_status = new.sync_status.code();
     let previous = neighbour(&mut *connection, target.id, last_check, Order::Desc).await?;
     let next = neighbour(&mut *connection, target.id, last_check, Order::Asc).await?;
