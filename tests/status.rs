@@ -21,7 +21,7 @@ backend_tests! {
     snapshots_without_last_check_never_conflict_with_each_other,
     concurrent_posts_are_all_stored_once;
     multi_thread:
-    mixed_concurrent_writes_keep_latest_status_since_and_transitions_consistent,
+        mixed_concurrent_writes_keep_latest_status_since_and_transitions_consistent,
 }
 
 fn row<'a>(rows: &'a [Value], repo: &str, server: &str) -> &'a Value {

@@ -287,10 +287,18 @@ fn random_u32() -> u32 {
 /// `postgres::name`. Names after `multi_thread:` run on a two-worker runtime.
 ///
 /// ```ignore
-/// backend_tests!(a_test, another_test; multi_thread: a_concurrent_test);
+/// backend_tests! {
+///     a_test,
+///     another_test;
+///     multi_thread:
+///         a_concurrent_test,
+/// }
 /// ```
 #[macro_export]
 macro_rules! backend_tests {
+    (multi_thread: $($threaded:ident),+ $(,)?) => {
+        $crate::backend_tests!(; multi_thread: $($threaded),+);
+    };
     ($($name:ident),* $(,)? $(; multi_thread: $($threaded:ident),+ $(,)?)?) => {
         mod sqlite {
             use $crate::common::Backend;
