@@ -43,6 +43,6 @@ VOLUME /data
 USER 65532:65532
 EXPOSE 8080
 # No HEALTHCHECK: the image has no shell or HTTP client to run one. Orchestrators probe GET /healthz
-# (liveness) and GET /readyz (readiness) over HTTP instead; see deploy/k8s/deployment.yaml.
+# (liveness) and GET /readyz (readiness) over HTTP instead; see deploy/k8s/base/deployment.yaml.
 ENTRYPOINT ["/usr/local/bin/gitops-status-server"]
 CMD ["serve"]

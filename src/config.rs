@@ -34,6 +34,12 @@ pub enum Command {
     /// Recompute the integrity chain of a database and print the outcome as JSON. Exit code 0:
     /// intact; 1: broken (`first_bad` names the snapshot); 2: the database cannot be read.
     Verify(VerifyArgs),
+    /// Copy a SQLite history into an empty PostgreSQL database, unchanged (ids, hashes,
+    /// retention checkpoints), then verify the copy and compare it with the source target by
+    /// target. Prints a JSON report. Exit code 0: copied and verified; 1: copied, but the copy
+    /// differs or does not verify; 2: nothing copied (bad URL, unreadable source, broken source
+    /// chain, or a target database that already holds history).
+    MigrateTo(MigrateToArgs),
     /// Run the drift-check playbook (or read its output), parse its markers and POST one
     /// snapshot per host: the CI client that replaces update-gitops-status.sh.
     #[command(after_help = crate::report::EXIT_CODES_HELP)]
@@ -133,10 +139,38 @@ fn http_url(text: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
+/// Options of `migrate-to`.
+#[derive(Clone, Args)]
+pub struct MigrateToArgs {
+    /// The PostgreSQL database to copy into: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    /// Its schema is created when missing; it must hold no targets or snapshots.
+    #[arg(value_name = "POSTGRES_URL")]
+    pub target: String,
+
+    /// The SQLite database to copy: sqlite://PATH. Opened read-only; never changed. Stop the
+    /// server writing to it first, or the copy misses what arrives later.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://gitops-status.db"
+    )]
+    pub database_url: String,
+}
+
+impl fmt::Debug for MigrateToArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MigrateToArgs")
+            .field("target", &redact_url(&self.target))
+            .field("database_url", &redact_url(&self.database_url))
+            .finish()
+    }
+}
+
 /// Options of `verify`.
 #[derive(Clone, Args)]
 pub struct VerifyArgs {
-    /// Database to verify: sqlite://PATH. Opened read-only; never migrated or changed.
+    /// Database to verify: sqlite://PATH or postgres://USER@HOST/DATABASE. Read only; never
+    /// migrated or changed.
     #[arg(
         long,
         env = "DATABASE_URL",

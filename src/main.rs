@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use gitops_status_server::auth::{Tokens, TokensError};
-use gitops_status_server::config::{Cli, Command, LogArgs, LogFormat, ServeArgs, VerifyArgs};
+use gitops_status_server::config::{
+    Cli, Command, LogArgs, LogFormat, MigrateToArgs, ServeArgs, VerifyArgs,
+};
 use gitops_status_server::retention::{self, Policy};
 use gitops_status_server::store::Store;
 use gitops_status_server::telemetry::Telemetry;
@@ -24,6 +26,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Verify(args)) => verify(args).await,
+        Some(Command::MigrateTo(args)) => migrate_to(args).await,
         Some(Command::Report(args)) => gitops_status_server::report::run(args).await.into(),
     }
 }
@@ -39,6 +42,34 @@ async fn verify(args: VerifyArgs) -> ExitCode {
             if verification.ok {
                 ExitCode::SUCCESS
             } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints the copy's report as JSON on stdout: exit 0 copied and verified, 1 copied but
+/// different, 2 not copied.
+async fn migrate_to(args: MigrateToArgs) -> ExitCode {
+    match gitops_status_server::store::migrate_to(&args.database_url, &args.target).await {
+        Ok(report) => {
+            match serde_json::to_string_pretty(&report) {
+                Ok(json) => println!("{json}"),
+                Err(error) => tracing::error!("cannot print the report: {error}"),
+            }
+            if report.ok {
+                tracing::info!(
+                    snapshots = report.snapshots,
+                    targets = report.targets,
+                    "copied and verified"
+                );
+                ExitCode::SUCCESS
+            } else {
+                tracing::error!(differences = ?report.differences, "the copy differs from the source");
                 ExitCode::from(1)
             }
         }

@@ -30,9 +30,15 @@ fn read(relative: &str) -> String {
         .unwrap_or_else(|error| panic!("{relative}: {error}"))
 }
 
-/// A YAML file as JSON values, so that `value["a"]["b"]` reads like the JSON tests.
+/// A YAML file as JSON values, so that `value["a"]["b"]` reads like the JSON tests, with merge keys
+/// (`<<: *anchor`) applied as compose applies them.
 fn yaml(relative: &str) -> Value {
-    serde_norway::from_str(&read(relative)).unwrap_or_else(|error| panic!("{relative}: {error}"))
+    let mut document: serde_norway::Value = serde_norway::from_str(&read(relative))
+        .unwrap_or_else(|error| panic!("{relative}: {error}"));
+    document
+        .apply_merge()
+        .unwrap_or_else(|error| panic!("{relative}: {error}"));
+    serde_json::to_value(document).unwrap_or_else(|error| panic!("{relative}: {error}"))
 }
 
 /// A PyPI tool from the venv `.ci/run` makes, or the executable named by `env`.
@@ -323,28 +329,129 @@ fn compose_runs_the_server_grafana_and_the_demo_against_each_other() {
     );
 }
 
+#[test]
+fn the_compose_postgres_profile_runs_two_servers_on_a_healthy_postgres() {
+    let compose = yaml("docker-compose.yml");
+    let services = compose["services"].as_object().unwrap();
+
+    // The default stack, with no profile, is what it was.
+    let default: BTreeSet<&str> = services
+        .iter()
+        .filter(|(_, service)| service.get("profiles").is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(default, ["gitops-status-server", "grafana"].into());
+
+    let postgres = &services["postgres"];
+    assert_eq!(postgres["profiles"], serde_json::json!(["postgres"]));
+    let image = postgres["image"].as_str().unwrap();
+    let minor = image
+        .strip_prefix("postgres:16.")
+        .and_then(|rest| rest.strip_suffix("-alpine"))
+        .unwrap_or_else(|| {
+            panic!("{image}: a pinned PostgreSQL 16 release on Alpine, postgres:16.N-alpine")
+        });
+    assert!(
+        !minor.is_empty() && minor.bytes().all(|byte| byte.is_ascii_digit()),
+        "{image}: a pinned minor release, not a moving tag"
+    );
+    let healthcheck = postgres["healthcheck"]["test"].as_array().unwrap();
+    assert!(
+        healthcheck.contains(&Value::from("pg_isready")),
+        "{healthcheck:?}"
+    );
+    let data = &mounts(postgres)["/var/lib/postgresql/data"];
+    assert!(
+        compose["volumes"].get(data).is_some(),
+        "the database is on the named volume {data}"
+    );
+    let postgres_env = environment(postgres);
+
+    let on_postgres: Vec<(&String, &Value)> = services
+        .iter()
+        .filter(|(_, service)| {
+            environment(service)
+                .get("DATABASE_URL")
+                .is_some_and(|url| url.starts_with("postgres://"))
+        })
+        .collect();
+    assert_eq!(on_postgres.len(), 2, "two replicas");
+    let mut host_ports = BTreeSet::new();
+    for (name, server) in on_postgres {
+        assert_eq!(
+            server["profiles"],
+            serde_json::json!(["postgres"]),
+            "{name}"
+        );
+        assert_eq!(
+            server["depends_on"]["postgres"]["condition"], "service_healthy",
+            "{name}"
+        );
+        assert_eq!(
+            server["image"], services["gitops-status-server"]["image"],
+            "{name}: the image the default server builds"
+        );
+        assert_eq!(server["build"], ".", "{name}");
+        assert!(
+            !mounts(server).contains_key("/data"),
+            "{name}: no SQLite volume"
+        );
+        let url = reqwest::Url::parse(&environment(server)["DATABASE_URL"]).unwrap();
+        assert_eq!(url.host_str(), Some("postgres"), "{name}: the service");
+        assert_eq!(url.port(), Some(5432), "{name}");
+        assert_eq!(url.username(), postgres_env["POSTGRES_USER"], "{name}");
+        assert_eq!(
+            url.password(),
+            Some(postgres_env["POSTGRES_PASSWORD"].as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            url.path(),
+            format!("/{}", postgres_env["POSTGRES_DB"]),
+            "{name}"
+        );
+        let ports = server["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 1, "{name}");
+        let (host, container) = ports[0].as_str().unwrap().split_once(':').unwrap();
+        assert_eq!(container, "8080", "{name}");
+        assert!(
+            host_ports.insert(host.to_owned()),
+            "{name}: host port {host} taken"
+        );
+        assert!(
+            !host_ports.contains("8080"),
+            "{name}: 8080 is the default server's"
+        );
+    }
+}
+
 // --- Kubernetes ------------------------------------------------------------------------------
 
 #[test]
 fn the_kubernetes_manifests_serve_the_seeds_in_cluster_url() {
-    let kustomization = yaml("deploy/k8s/kustomization.yaml");
+    // `kubectl apply -k deploy/k8s` is the base and nothing else.
+    let top = yaml("deploy/k8s/kustomization.yaml");
+    let keys: BTreeSet<&str> = top
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["apiVersion", "kind", "resources"].into());
+    assert_eq!(top["resources"], serde_json::json!(["base"]));
+
+    let kustomization = yaml("deploy/k8s/base/kustomization.yaml");
     assert_eq!(kustomization["namespace"], NAMESPACE);
-    let listed: BTreeSet<String> = kustomization["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|resource| resource.as_str().unwrap().to_owned())
-        .collect();
-    let present: BTreeSet<String> = std::fs::read_dir(repo_path("deploy/k8s"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
-        .collect();
-    assert_eq!(listed, present, "the kustomization lists every manifest");
+    let listed = kustomization_resources(&kustomization);
+    assert_eq!(
+        listed,
+        yaml_files("deploy/k8s/base"),
+        "the kustomization lists every manifest"
+    );
 
     let mut by_kind = BTreeMap::new();
     for file in &listed {
-        let resource = yaml(&format!("deploy/k8s/{file}"));
+        let resource = yaml(&format!("deploy/k8s/base/{file}"));
         let kind = resource["kind"].as_str().unwrap().to_owned();
         if kind == "Namespace" {
             assert_eq!(resource["metadata"]["name"], NAMESPACE);
@@ -438,6 +545,380 @@ fn the_kubernetes_manifests_serve_the_seeds_in_cluster_url() {
         claim["metadata"]["name"]
     );
     assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+}
+
+/// A kustomization's `resources`, as written.
+fn kustomization_resources(kustomization: &Value) -> BTreeSet<String> {
+    kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|resource| resource.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `.yaml` files of a directory, `kustomization.yaml` left out.
+fn yaml_files(relative: &str) -> BTreeSet<String> {
+    std::fs::read_dir(repo_path(relative))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml") && name != "kustomization.yaml")
+        .collect()
+}
+
+/// The list fields that strategic merge merges item by item, with their Kubernetes merge keys;
+/// it replaces every other list whole.
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "containers" | "initContainers" | "env" | "volumes" => Some("name"),
+        "volumeMounts" => Some("mountPath"),
+        _ => None,
+    }
+}
+
+fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    let target = target.as_object_mut().unwrap();
+    for (field, value) in patch {
+        assert_ne!(
+            field, "$patch",
+            "kustomize() models `$patch` on list items only"
+        );
+        match (value, merge_key(field)) {
+            (Value::Null, _) => {
+                target.remove(field);
+            }
+            (Value::Array(items), Some(key)) => {
+                let list = target
+                    .entry(field.clone())
+                    .or_insert(Value::Array(Vec::new()));
+                merge_list(list.as_array_mut().unwrap(), items, key);
+            }
+            (Value::Object(_), _) => {
+                strategic_merge(target.entry(field.clone()).or_insert(Value::Null), value);
+            }
+            _ => {
+                target.insert(field.clone(), value.clone());
+            }
+        }
+    }
+}
+
+fn merge_list(list: &mut Vec<Value>, items: &[Value], key: &str) {
+    for item in items {
+        let position = list.iter().position(|existing| existing[key] == item[key]);
+        match (item.get("$patch").and_then(Value::as_str), position) {
+            (Some("delete"), Some(index)) => {
+                list.remove(index);
+            }
+            // kustomize ignores it; here it means the overlay no longer matches its base.
+            (Some("delete"), None) => {
+                panic!("`$patch: delete` of {key} {} matches nothing", item[key])
+            }
+            (Some(other), _) => panic!("kustomize() does not model `$patch: {other}`"),
+            (None, Some(index)) => strategic_merge(&mut list[index], item),
+            (None, None) => list.push(item.clone()),
+        }
+    }
+}
+
+/// What `kubectl apply -k DIR` would apply, for the part of kustomize these kustomizations use:
+/// resources (files, and directories with their own kustomization), strategic-merge patches (lists
+/// merged by their merge key, `null` removing a field, `$patch: delete` removing a list item or a
+/// whole resource) and `namespace`. `labels` and `images` are left out, as no assertion depends on
+/// them; any other field fails the test, so a kustomization cannot outgrow this model unnoticed.
+/// CI has no kubectl to render them for real; `kubectl kustomize` (kustomize v5.5) rendered the
+/// same resources from these files when they were written.
+fn kustomize(relative: &str) -> Vec<Value> {
+    let root = repo_path(relative).canonicalize().unwrap();
+    let kustomization = yaml(&format!("{relative}/kustomization.yaml"));
+    for field in kustomization.as_object().unwrap().keys() {
+        assert!(
+            [
+                "apiVersion",
+                "kind",
+                "namespace",
+                "labels",
+                "resources",
+                "patches",
+                "images"
+            ]
+            .contains(&field.as_str()),
+            "{relative}: kustomize() does not model `{field}`"
+        );
+    }
+    let mut resources = Vec::new();
+    for resource in kustomization["resources"].as_array().unwrap() {
+        let resource = resource.as_str().unwrap();
+        let path = root.join(resource).canonicalize().unwrap();
+        if path.is_dir() {
+            assert!(
+                !root.starts_with(&path),
+                "{relative}: kustomize refuses the base {resource}, which contains this overlay"
+            );
+            resources.extend(kustomize(&format!("{relative}/{resource}")));
+        } else {
+            assert!(
+                path.starts_with(&root),
+                "{relative}: kustomize loads no file outside its directory, as {resource}"
+            );
+            resources.push(yaml(&format!("{relative}/{resource}")));
+        }
+    }
+    for patch in kustomization["patches"].as_array().into_iter().flatten() {
+        let keys: Vec<&String> = patch.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["path"],
+            "{relative}: kustomize() models patch files only"
+        );
+        let file = patch["path"].as_str().unwrap();
+        let patch = yaml(&format!("{relative}/{file}"));
+        // kustomize matches a patch by kind, name and namespace.
+        let index = resources
+            .iter()
+            .position(|resource| {
+                ["kind", "metadata.name", "metadata.namespace"]
+                    .iter()
+                    .all(|field| select(resource, field) == select(&patch, field))
+            })
+            .unwrap_or_else(|| panic!("{relative}/{file} matches no resource"));
+        if patch["$patch"] == "delete" {
+            resources.remove(index);
+        } else {
+            strategic_merge(&mut resources[index], &patch);
+        }
+    }
+    if let Some(namespace) = kustomization.get("namespace") {
+        for resource in &mut resources {
+            if resource["kind"] != "Namespace" {
+                resource["metadata"]["namespace"] = namespace.clone();
+            }
+        }
+    }
+    resources
+}
+
+/// Resources by kind, one of each.
+fn by_kind(resources: Vec<Value>) -> BTreeMap<String, Value> {
+    let mut by_kind = BTreeMap::new();
+    for resource in resources {
+        let kind = resource["kind"].as_str().unwrap().to_owned();
+        assert!(
+            by_kind.insert(kind.clone(), resource).is_none(),
+            "one {kind}"
+        );
+    }
+    by_kind
+}
+
+/// `name -> variable` of a container's `env`.
+fn env_vars(container: &Value) -> BTreeMap<&str, &Value> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|var| (var["name"].as_str().unwrap(), var))
+        .collect()
+}
+
+/// The example Secret: the name and key the manifests read the PostgreSQL URL from.
+fn database_secret() -> Value {
+    let secret = yaml("deploy/k8s/postgres/secret.example.yaml");
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(secret["metadata"]["namespace"], NAMESPACE);
+    let data = secret["stringData"].as_object().unwrap();
+    assert_eq!(data.len(), 1, "one key: the URL");
+    let (key, url) = data.iter().next().unwrap();
+    let url = url.as_str().unwrap();
+    assert!(url.starts_with("postgres://"), "{url}");
+    assert!(
+        url.contains("CHANGE-ME"),
+        "an obviously fake password: {url}"
+    );
+    serde_json::json!({ "name": secret["metadata"]["name"], "key": key })
+}
+
+#[test]
+fn the_postgres_overlay_lists_its_manifests_but_not_the_secret_or_the_migration_job() {
+    let kustomization = yaml("deploy/k8s/postgres/kustomization.yaml");
+    assert_eq!(kustomization["namespace"], NAMESPACE);
+    let mut used = kustomization_resources(&kustomization);
+    assert!(used.remove("../base"), "an overlay on the SQLite base");
+    for patch in kustomization["patches"].as_array().unwrap() {
+        used.insert(patch["path"].as_str().unwrap().to_owned());
+    }
+    // A generated Secret would replace the real credentials on every `kubectl apply -k`.
+    assert!(kustomization.get("secretGenerator").is_none());
+    let by_hand: BTreeSet<String> = ["secret.example.yaml", "migrate-job.yaml"]
+        .map(str::to_owned)
+        .into();
+    assert!(used.is_disjoint(&by_hand), "{used:?}");
+    assert_eq!(
+        used.union(&by_hand).cloned().collect::<BTreeSet<_>>(),
+        yaml_files("deploy/k8s/postgres"),
+        "every file is a resource, a patch or applied by hand"
+    );
+}
+
+#[test]
+fn the_postgres_overlay_runs_two_replicas_on_the_database_in_the_secret() {
+    let resources = by_kind(kustomize("deploy/k8s/postgres"));
+    let kinds: Vec<&str> = resources.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        ["Deployment", "Namespace", "PodDisruptionBudget", "Service"],
+        "no claim for an SQLite file, and no Secret"
+    );
+    for (kind, resource) in &resources {
+        if kind != "Namespace" {
+            assert_eq!(resource["metadata"]["namespace"], NAMESPACE, "{kind}");
+        }
+    }
+
+    let deployment = &resources["Deployment"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let strategy = &deployment["spec"]["strategy"];
+    assert_eq!(strategy["type"], "RollingUpdate");
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 0, "{strategy}");
+    let template = &deployment["spec"]["template"];
+    let service = &resources["Service"];
+    assert_eq!(service["spec"]["selector"], template["metadata"]["labels"]);
+    assert_eq!(service["spec"]["ports"][0]["port"], 80, "the seed's URL");
+
+    let pod = &template["spec"];
+    let container = &pod["containers"][0];
+    let env = env_vars(container);
+    let database_url = env["DATABASE_URL"];
+    assert!(
+        database_url.get("value").is_none(),
+        "value and valueFrom exclude each other: {database_url}"
+    );
+    assert_eq!(
+        database_url["valueFrom"]["secretKeyRef"],
+        database_secret(),
+        "DATABASE_URL comes from the Secret that secret.example.yaml shows"
+    );
+
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .all(|volume| volume.get("persistentVolumeClaim").is_none()),
+        "no volume claim: {volumes:?}"
+    );
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    for mount in mounts {
+        assert_ne!(mount["mountPath"], "/data", "nothing at /data");
+        assert!(
+            volumes.iter().any(|volume| volume["name"] == mount["name"]),
+            "{mount} mounts no volume"
+        );
+    }
+    assert!(
+        mounts.iter().any(|mount| mount["mountPath"] == "/tmp"),
+        "/tmp stays writable beside the read-only root"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "http", "{probe}");
+    }
+}
+
+#[test]
+fn the_postgres_replicas_spread_over_nodes_and_one_always_stays() {
+    let resources = by_kind(kustomize("deploy/k8s/postgres"));
+    let pod_labels = &resources["Deployment"]["spec"]["template"]["metadata"]["labels"];
+
+    let anti_affinity =
+        &resources["Deployment"]["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+    assert!(
+        anti_affinity
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .is_none(),
+        "preferred only: both replicas still start on a one-node cluster"
+    );
+    let preferred = anti_affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .unwrap();
+    assert_eq!(preferred.len(), 1);
+    let term = &preferred[0]["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(term["labelSelector"]["matchLabels"], *pod_labels);
+
+    let budget = &resources["PodDisruptionBudget"];
+    assert_eq!(budget["apiVersion"], "policy/v1");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert!(budget["spec"].get("maxUnavailable").is_none());
+    assert_eq!(budget["spec"]["selector"]["matchLabels"], *pod_labels);
+}
+
+#[test]
+fn the_migration_job_copies_the_sqlite_volume_into_the_database_in_the_secret() {
+    let base = by_kind(kustomize("deploy/k8s/base"));
+    let server_pod = &base["Deployment"]["spec"]["template"];
+    let server = &server_pod["spec"]["containers"][0];
+    let claim = &base["PersistentVolumeClaim"]["metadata"]["name"];
+
+    let job = yaml("deploy/k8s/postgres/migrate-job.yaml");
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(job["spec"]["backoffLimit"], 0, "a retry would be refused");
+    let pod = &job["spec"]["template"];
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+    // The Service and the disruption budget select the server's pods, not this one.
+    let labels = pod["metadata"]["labels"].as_object().unwrap();
+    let selector = base["Service"]["spec"]["selector"].as_object().unwrap();
+    assert!(
+        selector
+            .iter()
+            .any(|(key, value)| labels.get(key) != Some(value)),
+        "the Service would select the job's pod: {labels:?}"
+    );
+    assert_eq!(
+        pod["spec"]["securityContext"],
+        server_pod["spec"]["securityContext"]
+    );
+
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    assert_eq!(container["image"], server["image"]);
+    assert_eq!(container["securityContext"], server["securityContext"]);
+    let env = env_vars(container);
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["migrate-to", "$(POSTGRES_URL)"])
+    );
+    assert_eq!(
+        env["POSTGRES_URL"]["valueFrom"]["secretKeyRef"],
+        database_secret()
+    );
+    // The source is the file the SQLite Deployment serves, on its claim, at the same path.
+    assert_eq!(
+        env["DATABASE_URL"]["value"],
+        env_vars(server)["DATABASE_URL"]["value"]
+    );
+    let data_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["mountPath"] == "/data")
+        .expect("the claim at /data");
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == data_mount["name"])
+        .unwrap();
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], *claim);
 }
 
 // --- Grafana dashboards against the real server ----------------------------------------------

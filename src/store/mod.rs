@@ -1,14 +1,21 @@
 //! The storage seam: the domain verbs the API needs, one implementation per database.
 
+mod audit;
+mod migrate;
+mod postgres;
+mod rules;
+mod sql;
 mod sqlite;
 
 use futures_util::stream::BoxStream;
 
 use crate::chain::{Checkpoint, Verification};
-use crate::model::{Cursor, HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
+use crate::model::{Cursor, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
 
+pub use migrate::{MigrateReport, migrate_to};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a storage call failed, in the terms the API maps to status codes.
@@ -38,6 +45,17 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
                 Self::Conflict(db.message().to_owned())
             }
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
+                if db.code().as_deref().is_some_and(is_transient_postgres_code) {
+                    Self::Unavailable(error.to_string())
+                } else {
+                    Self::Database(error.to_string())
+                }
+            }
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL,
                 // SQLITE_CANTOPEN (primary result codes; extended codes keep them in the low byte).
@@ -49,6 +67,16 @@ impl From<sqlx::Error> for StoreError {
             _ => Self::Database(error.to_string()),
         }
     }
+}
+
+/// Connection exceptions (08), insufficient resources (53), operator intervention (57), a
+/// read-only transaction (25006: a replica or a read-only switch-over), and the transaction
+/// rollbacks (40: serialization failure, deadlock) that outlived the writer's retries.
+fn is_transient_postgres_code(code: &str) -> bool {
+    ["08", "53", "57", "40"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "25006"
 }
 
 fn is_transient_sqlite_code(code: &str) -> bool {
@@ -84,10 +112,32 @@ pub struct PruneReport {
     pub released_pages: i64,
 }
 
+/// The extent of the history among some targets.
+#[derive(Debug, Clone, Copy)]
+struct HistorySpan {
+    earliest: i64,
+    latest: i64,
+    snapshots: i64,
+}
+
+impl HistorySpan {
+    /// From `sql::history_span`'s row; `None` when the targets have no history.
+    fn from_row(
+        (earliest, latest, snapshots): (Option<i64>, Option<i64>, Option<i64>),
+    ) -> Option<Self> {
+        earliest.zip(latest).map(|(earliest, latest)| Self {
+            earliest,
+            latest,
+            snapshots: snapshots.unwrap_or(1),
+        })
+    }
+}
+
 /// The one store the service runs on.
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl Store {
@@ -106,6 +156,9 @@ impl Store {
     async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
         match scheme(url) {
             "sqlite" => Ok(Self::Sqlite(SqliteStore::open(url, durable).await?)),
+            "postgres" | "postgresql" => {
+                Ok(Self::Postgres(PostgresStore::open(url, durable).await?))
+            }
             other => Err(unsupported(other)),
         }
     }
@@ -114,6 +167,7 @@ impl Store {
     pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
         match self {
             Self::Sqlite(store) => store.record(snapshot).await,
+            Self::Postgres(store) => store.record(snapshot).await,
         }
     }
 
@@ -125,6 +179,7 @@ impl Store {
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
         match self {
             Self::Sqlite(store) => store.import(snapshots).await,
+            Self::Postgres(store) => store.import(snapshots).await,
         }
     }
 
@@ -133,17 +188,80 @@ impl Store {
     pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
         match self {
             Self::Sqlite(store) => store.latest(filter).await,
+            Self::Postgres(store) => store.latest(filter).await,
         }
     }
 
-    /// One page of history: at most `limit` rows after the filter's cursor.
+    /// One page of history: at most `limit` rows after the filter's cursor. For one target, its index is already in `(last_check, id)` order. Across
+    /// targets there is no index on time alone (it would cost a fifth of the disk), so the page is
+    /// gathered window by window: each window walks every matching target's index over a range of
+    /// `last_check`, and windows widen fourfold until the page is full or the history ends. A page
+    /// costs one index seek per matching target per window, however deep the history.
     pub async fn history_page(
         &self,
         filter: &HistoryFilter,
         limit: usize,
     ) -> Result<Vec<Snapshot>, StoreError> {
+        if filter.repo.is_some() && filter.server.is_some() {
+            return self.history_window(filter, None, limit).await;
+        }
+        let Some(span) = self.history_span(filter).await? else {
+            return Ok(Vec::new());
+        };
+        let mut lower = filter
+            .from
+            .map_or(span.earliest, |from| from.as_millis().max(span.earliest));
+        let mut upper = filter
+            .to
+            .map_or(span.latest + 1, |to| to.as_millis().min(span.latest + 1));
+        match (filter.after, filter.order) {
+            (Some(after), Order::Desc) => upper = upper.min(after.last_check.as_millis() + 1),
+            (Some(after), Order::Asc) => lower = lower.max(after.last_check.as_millis()),
+            (None, _) => {}
+        }
+        // A first window that would hold about twice the page if checks were evenly spread.
+        let density = (span.latest - span.earliest + 1) as f64 / span.snapshots.max(1) as f64;
+        let mut width = ((2 * limit) as f64 * density).clamp(1_000.0, 1e15) as i64;
+        let mut rows = Vec::new();
+        while rows.len() < limit && lower < upper {
+            let window = match filter.order {
+                Order::Desc => (upper.saturating_sub(width).max(lower), upper),
+                Order::Asc => (lower, lower.saturating_add(width).min(upper)),
+            };
+            rows.extend(
+                self.history_window(filter, Some(window), limit - rows.len())
+                    .await?,
+            );
+            match filter.order {
+                Order::Desc => upper = window.0,
+                Order::Asc => lower = window.1,
+            }
+            width = width.saturating_mul(4);
+        }
+        Ok(rows)
+    }
+
+    /// Earliest and latest `last_check`, and how many snapshots, among the filter's targets.
+    async fn history_span(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<Option<HistorySpan>, StoreError> {
         match self {
-            Self::Sqlite(store) => store.history_page(filter, limit).await,
+            Self::Sqlite(store) => store.history_span(filter).await,
+            Self::Postgres(store) => store.history_span(filter).await,
+        }
+    }
+
+    /// The filtered rows, optionally only those with `last_check` in `[start, end)`, in page order.
+    async fn history_window(
+        &self,
+        filter: &HistoryFilter,
+        window: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.history_window(filter, window, limit).await,
+            Self::Postgres(store) => store.history_window(filter, window, limit).await,
         }
     }
 
@@ -181,6 +299,7 @@ impl Store {
     pub async fn verify(&self) -> Result<Verification, StoreError> {
         match self {
             Self::Sqlite(store) => store.verify().await,
+            Self::Postgres(store) => store.verify().await,
         }
     }
 
@@ -188,6 +307,7 @@ impl Store {
     pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         match self {
             Self::Sqlite(store) => store.checkpoints().await,
+            Self::Postgres(store) => store.checkpoints().await,
         }
     }
 
@@ -195,6 +315,7 @@ impl Store {
     pub async fn verify_database(url: &str) -> Result<Verification, ConnectError> {
         match scheme(url) {
             "sqlite" => SqliteStore::verify_file(url).await,
+            "postgres" | "postgresql" => PostgresStore::verify_database(url).await,
             other => Err(unsupported(other)),
         }
     }
@@ -206,6 +327,7 @@ impl Store {
     ) -> Result<Vec<TargetHistory>, StoreError> {
         match self {
             Self::Sqlite(store) => store.stats_histories(request).await,
+            Self::Postgres(store) => store.stats_histories(request).await,
         }
     }
 
@@ -215,6 +337,7 @@ impl Store {
     pub async fn prune(&self, cutoff: Timestamp) -> Result<PruneReport, StoreError> {
         match self {
             Self::Sqlite(store) => store.prune(cutoff).await,
+            Self::Postgres(store) => store.prune(cutoff).await,
         }
     }
 
@@ -222,6 +345,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(store) => store.ping().await,
+            Self::Postgres(store) => store.ping().await,
         }
     }
 
@@ -229,6 +353,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(store) => store.close().await,
+            Self::Postgres(store) => store.close().await,
         }
     }
 }
@@ -238,14 +363,9 @@ fn scheme(url: &str) -> &str {
 }
 
 fn unsupported(scheme: &str) -> ConnectError {
-    match scheme {
-        "postgres" | "postgresql" => ConnectError::Unsupported(
-            "PostgreSQL support is not built yet; use a sqlite:// URL".to_owned(),
-        ),
-        _ => ConnectError::Unsupported(format!(
-            "unsupported scheme {scheme:?}; expected sqlite://PATH"
-        )),
-    }
+    ConnectError::Unsupported(format!(
+        "unsupported scheme {scheme:?}; expected sqlite://PATH or postgres://USER@HOST/DATABASE"
+    ))
 }
 
 /// Why the store could not be opened at start.

@@ -1,14 +1,17 @@
 //! The audit trail's integrity in SQLite: hashing history written before the chain existed,
 //! verifying the chain, and retention that removes snapshots without breaking it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
-use crate::chain::{self, BadSnapshot, Checkpoint as ChainCheckpoint, Hash, Verification};
+use crate::chain::{self, Checkpoint as ChainCheckpoint, Hash, Verification};
+use crate::store::audit::{
+    Checkpoint, Checkpoints, TargetHead, Verifier, WALK_COLUMNS, WalkRow, Walker,
+};
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -26,9 +29,7 @@ fn chain_rows_sql() -> String {
 }
 
 /// The gaps retention cut, by (target, the retained snapshot they follow).
-async fn load_checkpoints(
-    connection: &mut SqliteConnection,
-) -> Result<HashMap<(i64, i64), Checkpoint>, StoreError> {
+async fn load_checkpoints(connection: &mut SqliteConnection) -> Result<Checkpoints, StoreError> {
     let rows: Vec<(i64, i64, Vec<u8>, i64)> =
         sqlx::query_as("select target_id, after_id, resume_hash, removed from chain_checkpoints")
             .fetch_all(connection)
@@ -37,17 +38,6 @@ async fn load_checkpoints(
         .into_iter()
         .map(|(target, after, resume, removed)| ((target, after), Checkpoint { resume, removed }))
         .collect())
-}
-
-/// `(id, repo, server, head_id, head_hash)` of a target.
-type TargetHead = (i64, String, String, Option<i64>, Option<Vec<u8>>);
-/// `(id, target_id, last_check, change, hash)` of a snapshot retention walks over.
-type WalkRow = (i64, i64, i64, i64, Option<Vec<u8>>);
-
-#[derive(Debug, Clone)]
-struct Checkpoint {
-    resume: Vec<u8>,
-    removed: i64,
 }
 
 /// Every retention checkpoint, by target then position, for re-checking an export.
@@ -146,167 +136,32 @@ pub async fn verify(connection: &mut SqliteConnection) -> Result<Verification, S
     result
 }
 
-/// Where a target's chain stands during verification.
-#[derive(Debug)]
-struct ChainPosition {
-    /// What the next retained snapshot must link to.
-    expected_previous: Option<Vec<u8>>,
-    last_id: Option<i64>,
-}
-
 async fn verify_in_transaction(
     connection: &mut SqliteConnection,
 ) -> Result<Verification, StoreError> {
-    let checkpoints = load_checkpoints(&mut *connection).await?;
+    let mut verifier = Verifier::new(load_checkpoints(&mut *connection).await?);
     let targets: Vec<TargetHead> =
         sqlx::query_as("select id, repo, server, head_id, head_hash from targets")
             .fetch_all(&mut *connection)
             .await?;
-
-    let mut chains: HashMap<i64, ChainPosition> = HashMap::new();
-    let mut checked = 0;
-    let mut bad: Option<BadSnapshot> = None;
     let sql = format!("{} order by s.id", chain_rows_sql());
     let mut rows = sqlx::query(&sql).fetch(&mut *connection);
     while let Some(row) = rows.try_next().await? {
-        checked += 1;
         let snapshot = snapshot_from_row(&row)?;
-        let target: i64 = row.try_get("target_id")?;
-        let stored: Option<Vec<u8>> = row.try_get("hash")?;
-        let position = chains.entry(target).or_insert_with(|| ChainPosition {
-            expected_previous: checkpoints
-                .get(&(target, 0))
-                .map(|checkpoint| checkpoint.resume.clone()),
-            last_id: None,
-        });
-        if bad.is_none() {
-            let previous = position
-                .expected_previous
-                .as_deref()
-                .map(|bytes| chain::from_bytes(bytes).ok_or(bytes));
-            let reason = match (&stored, previous) {
-                (None, _) => Some("the snapshot has no hash".to_owned()),
-                (Some(_), Some(Err(_))) => Some(
-                    "the hash this snapshot follows (its predecessor's or a retention \
-                     checkpoint's) is malformed"
-                        .to_owned(),
-                ),
-                (Some(stored), Some(Ok(previous))) => (chain::link(&snapshot, Some(&previous))[..]
-                    != stored[..])
-                    .then(|| mismatch(position.last_id)),
-                (Some(stored), None) => {
-                    (chain::link(&snapshot, None)[..] != stored[..]).then(|| mismatch(None))
-                }
-            };
-            if let Some(reason) = reason {
-                bad = Some(BadSnapshot {
-                    id: snapshot.id,
-                    repo: snapshot.repo.clone(),
-                    server: snapshot.server.clone(),
-                    reason,
-                });
-            }
-        }
-        // Go on from what is stored, so one bad row is reported once, not for every row after it.
-        position.expected_previous = checkpoints
-            .get(&(target, snapshot.id))
-            .map(|checkpoint| checkpoint.resume.clone())
-            .or(stored);
-        position.last_id = Some(snapshot.id);
+        verifier.push(row.try_get("target_id")?, &snapshot, row.try_get("hash")?);
     }
-    drop(rows);
-
-    // Removing a target's newest snapshots leaves no row to fail: its head says what it was.
-    for (target, repo, server, head_id, head_hash) in targets {
-        let position = chains.get(&target);
-        let last_id = position.and_then(|position| position.last_id);
-        let reason = match (head_id, last_id) {
-            (Some(head), Some(last)) if head < last => Some((
-                last,
-                format!(
-                    "the snapshot comes after its target's recorded chain head (id {head}): it \
-                     was added to or moved into this target behind the server's back"
-                ),
-            )),
-            (Some(head), last) if last != Some(head) => Some((
-                head,
-                format!(
-                    "the target's newest snapshot (id {head}) is missing; the newest stored is {}",
-                    last.map_or("none".to_owned(), |id| format!("id {id}"))
-                ),
-            )),
-            (Some(head), _) if head_hash != position.and_then(|p| p.expected_previous.clone()) => {
-                Some((
-                    head,
-                    "the target's recorded chain head hash differs from its newest snapshot's"
-                        .to_owned(),
-                ))
-            }
-            _ => None,
-        };
-        if let Some((id, reason)) = reason {
-            if bad.as_ref().is_none_or(|bad| id < bad.id) {
-                bad = Some(BadSnapshot {
-                    id,
-                    repo,
-                    server,
-                    reason,
-                });
-            }
-        }
-    }
-    Ok(Verification {
-        ok: bad.is_none(),
-        checked,
-        first_bad: bad,
-    })
-}
-
-fn mismatch(previous_id: Option<i64>) -> String {
-    match previous_id {
-        Some(previous) => format!(
-            "the hash does not match the snapshot's fields linked to the previous stored snapshot \
-             of its target (id {previous}): this snapshot was edited, or one between them was \
-             removed or edited"
-        ),
-        None => "the hash does not match the snapshot's fields as its target's first: this \
-                 snapshot was edited, or one before it was removed or edited"
-            .to_owned(),
-    }
+    Ok(verifier.finish(targets))
 }
 
 /// A retention run in progress: it walks the snapshots in arrival order, a page per transaction,
 /// so ingest keeps flowing between pages.
 #[derive(Debug)]
 pub struct Prune {
-    cutoff: i64,
     /// The walk's end (see `expired_bound`); later snapshots are never candidates.
     until_id: i64,
     position: i64,
-    /// Each target's newest snapshot before the cutoff (the state the retained window starts
-    /// from) and its chain head.
-    keep: HashSet<i64>,
-    checkpoints: HashMap<(i64, i64), Checkpoint>,
-    walks: HashMap<i64, Walk>,
-    report: PruneReport,
+    walker: Walker,
     vacuuming: bool,
-}
-
-/// One target's side of the walk.
-#[derive(Debug, Default)]
-struct Walk {
-    /// The last retained snapshot walked (0: none yet).
-    last_kept: i64,
-    /// The gap after it, if any.
-    gap: Option<Gap>,
-}
-
-#[derive(Debug)]
-struct Gap {
-    after_id: i64,
-    resume: Vec<u8>,
-    removed: i64,
-    changed: bool,
 }
 
 impl Prune {
@@ -316,14 +171,13 @@ impl Prune {
         connection: &mut SqliteConnection,
         cutoff: Timestamp,
     ) -> Result<Self, StoreError> {
-        let cutoff = cutoff.as_millis();
-        let until_id = expired_bound(connection, cutoff).await?;
+        let until_id = expired_bound(connection, cutoff.as_millis()).await?;
         // One index seek per target on snapshots_target_time.
         let kept: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(
             "select (select s.id from snapshots s where s.target_id = t.id and s.last_check < ? \
                      order by s.last_check desc limit 1), t.head_id from targets t",
         )
-        .bind(cutoff)
+        .bind(cutoff.as_millis())
         .fetch_all(&mut *connection)
         .await?;
         let keep = kept
@@ -331,17 +185,11 @@ impl Prune {
             .flat_map(|(boundary, head)| [boundary, head])
             .flatten()
             .collect();
+        let checkpoints = load_checkpoints(connection).await?;
         Ok(Self {
-            cutoff,
             until_id,
             position: 0,
-            keep,
-            checkpoints: load_checkpoints(connection).await?,
-            walks: HashMap::new(),
-            report: PruneReport {
-                cutoff: Timestamp::from_millis(cutoff),
-                ..PruneReport::default()
-            },
+            walker: Walker::new(cutoff, keep, checkpoints),
             vacuuming: false,
         })
     }
@@ -381,91 +229,43 @@ impl Prune {
                 .fetch_one(&mut *connection)
                 .await?;
         if auto_vacuum != 2 || free == 0 {
-            return Ok(Some(self.report.clone()));
+            return Ok(Some(self.walker.report.clone()));
         }
         let step = free.min(VACUUM_STEP_PAGES);
         sqlx::query(&format!("pragma incremental_vacuum({step})"))
             .execute(&mut *connection)
             .await?;
-        self.report.released_pages += step;
+        self.walker.report.released_pages += step;
         Ok(None)
     }
 
     /// Walks one page of snapshots; returns true when the walk is over.
     async fn walk_page(&mut self, connection: &mut SqliteConnection) -> Result<bool, StoreError> {
-        let rows: Vec<WalkRow> = sqlx::query_as(
-            "select id, target_id, last_check, change, hash from snapshots \
-             where id > ? and id <= ? order by id limit ?",
-        )
+        let rows: Vec<WalkRow> = sqlx::query_as(&format!(
+            "select {WALK_COLUMNS} from snapshots \
+             where id > ? and id <= ? order by id limit ?"
+        ))
         .bind(self.position)
         .bind(self.until_id)
         .bind(PAGE)
         .fetch_all(&mut *connection)
         .await?;
         let done = rows.len() < PAGE as usize;
-        let mut removed = Vec::new();
-        let mut absorbed = Vec::new();
-        for (id, target, last_check, change, hash) in rows {
-            self.position = id;
-            let checkpoints = &mut self.checkpoints;
-            let walk = self.walks.entry(target).or_insert_with(|| Walk {
-                last_kept: 0,
-                gap: checkpoints.remove(&(target, 0)).map(|checkpoint| Gap {
-                    after_id: 0,
-                    resume: checkpoint.resume,
-                    removed: checkpoint.removed,
-                    changed: false,
-                }),
-            });
-            let removable = last_check < self.cutoff && change == 0 && !self.keep.contains(&id);
-            if removable {
-                let after_id = walk.last_kept;
-                let gap = walk.gap.get_or_insert_with(|| Gap {
-                    after_id,
-                    resume: Vec::new(),
-                    removed: 0,
-                    changed: true,
-                });
-                gap.resume = hash.unwrap_or_default();
-                gap.removed += 1;
-                gap.changed = true;
-                // A gap that followed this snapshot joins the one it now belongs to.
-                if let Some(checkpoint) = checkpoints.remove(&(target, id)) {
-                    gap.resume = checkpoint.resume;
-                    gap.removed += checkpoint.removed;
-                    absorbed.push((target, id));
-                }
-                removed.push(id);
-            } else {
-                if let Some(gap) = walk.gap.take().filter(|gap| gap.changed) {
-                    write_checkpoint(connection, target, &gap).await?;
-                    self.report.checkpoints += 1;
-                }
-                walk.last_kept = id;
-                walk.gap = checkpoints.remove(&(target, id)).map(|checkpoint| Gap {
-                    after_id: id,
-                    resume: checkpoint.resume,
-                    removed: checkpoint.removed,
-                    changed: false,
-                });
-            }
+        if let Some(last) = rows.last() {
+            self.position = last.id;
         }
-        // Gaps still open at the end of the page are recorded now, so every commit verifies.
-        for (target, walk) in &mut self.walks {
-            if let Some(gap) = walk.gap.as_mut().filter(|gap| gap.changed) {
-                write_checkpoint(connection, *target, gap).await?;
-                gap.changed = false;
-                self.report.checkpoints += 1;
-            }
+        let actions = self.walker.page(rows);
+        for (target, after_id, checkpoint) in &actions.write {
+            write_checkpoint(connection, *target, *after_id, checkpoint).await?;
         }
-        for (target, after_id) in absorbed {
+        for (target, after_id) in actions.absorbed {
             sqlx::query("delete from chain_checkpoints where target_id = ? and after_id = ?")
                 .bind(target)
                 .bind(after_id)
                 .execute(&mut *connection)
                 .await?;
         }
-        for ids in removed.chunks(500) {
+        for ids in actions.remove.chunks(500) {
             let mut delete = QueryBuilder::<Sqlite>::new("delete from snapshots where id in (");
             let mut list = delete.separated(", ");
             for id in ids {
@@ -474,7 +274,6 @@ impl Prune {
             delete.push(")");
             delete.build().execute(&mut *connection).await?;
         }
-        self.report.removed += removed.len() as i64;
         Ok(done)
     }
 }
@@ -512,7 +311,8 @@ async fn expired_bound(connection: &mut SqliteConnection, cutoff: i64) -> Result
 async fn write_checkpoint(
     connection: &mut SqliteConnection,
     target: i64,
-    gap: &Gap,
+    after_id: i64,
+    checkpoint: &Checkpoint,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "insert into chain_checkpoints (target_id, after_id, resume_hash, removed, pruned_at) \
@@ -521,9 +321,9 @@ async fn write_checkpoint(
          pruned_at = excluded.pruned_at",
     )
     .bind(target)
-    .bind(gap.after_id)
-    .bind(&gap.resume)
-    .bind(gap.removed)
+    .bind(after_id)
+    .bind(&checkpoint.resume)
+    .bind(checkpoint.removed)
     .bind(Timestamp::now().as_millis())
     .execute(connection)
     .await?;

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use futures_util::TryStreamExt;
-use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteExecutor};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -20,7 +19,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::audit::{self, Prune};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::chain::{self, Hash};
-use crate::model::{FileEntry, NewSnapshot, Order, Snapshot, files_text};
+use crate::model::{NewSnapshot, Order, Snapshot};
+use crate::store::rules::{
+    self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, same_content, snapshot_of,
+};
 use crate::store::{Latest, PruneReport, Recorded, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -31,10 +33,6 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_STATEMENT_ROWS: usize = 64;
 /// File sets remembered by digest before the cache starts over.
 const MAX_CACHED_FILESETS: usize = 65_536;
-
-/// `change` bits, see migrations/sqlite/0001_init.sql.
-const STATUS_CHANGED: i64 = 1;
-const FILES_CHANGED: i64 = 2;
 
 /// The latest snapshot of every target, by (repo, server), as readers see it after each commit.
 pub type SharedLatest = Arc<RwLock<BTreeMap<(String, String), Arc<Latest>>>>;
@@ -460,12 +458,9 @@ impl Memory {
     }
 
     fn known_fileset(&self, files: &[String]) -> Fileset {
-        if files.is_empty() {
+        let Some((digest, json)) = rules::fileset_key(files) else {
             return Fileset::Empty;
-        }
-        // Serializing a list of strings cannot fail.
-        let json = serde_json::to_string(files).unwrap_or_default();
-        let digest: [u8; 32] = Sha256::digest(json.as_bytes()).into();
+        };
         match self.filesets.get(&digest) {
             Some(id) => Fileset::Known(*id),
             None => Fileset::Unknown { digest, json },
@@ -612,46 +607,6 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
     Ok(())
 }
 
-fn received_delay(new: &NewSnapshot, last_check: Timestamp) -> i64 {
-    new.received_at
-        .as_millis()
-        .saturating_sub(last_check.as_millis())
-}
-
-fn change_between(previous: (i64, Option<i64>), next: (i64, Option<i64>)) -> i64 {
-    let mut change = 0;
-    if previous.0 != next.0 {
-        change |= STATUS_CHANGED;
-    }
-    if previous.1 != next.1 {
-        change |= FILES_CHANGED;
-    }
-    change
-}
-
-fn snapshot_of(id: i64, new: &NewSnapshot, last_check: Timestamp) -> Snapshot {
-    Snapshot {
-        id,
-        repo: new.repo.clone(),
-        server: new.server.clone(),
-        sync_status: new.sync_status,
-        drift_count: new.drift_count,
-        files: new
-            .files
-            .iter()
-            .map(|name| FileEntry { name: name.clone() })
-            .collect(),
-        files_text: files_text(new.files.iter().map(String::as_str)),
-        last_check,
-        received_at: new.received_at,
-        revision: new.revision.clone(),
-        run_url: new.run_url.clone(),
-        message: new.message.clone(),
-        stale_after_seconds: new.stale_after_seconds,
-        hash: String::new(),
-    }
-}
-
 /// A stored snapshot's neighbour, as far as transitions care.
 #[derive(Debug, Clone, Copy)]
 struct Neighbour {
@@ -746,16 +701,6 @@ async fn record_out_of_order(
         snapshot,
         replayed: false,
     }))
-}
-
-fn same_content(stored: &Snapshot, new: &NewSnapshot) -> bool {
-    stored.sync_status == new.sync_status
-        && stored.drift_count == new.drift_count
-        && stored.file_names().eq(new.files.iter().map(String::as_str))
-        && stored.revision == new.revision
-        && stored.run_url == new.run_url
-        && stored.message == new.message
-        && stored.stale_after_seconds == new.stale_after_seconds
 }
 
 async fn snapshot_at(

@@ -1,0 +1,311 @@
+//! The integrity chain's bookkeeping that does not depend on the database: recomputing every
+//! target's chain from rows read in arrival order (`Verifier`), and the retention walk that
+//! decides which rows go and which checkpoints keep the chain verifiable (`Walker`). Each store
+//! feeds them rows and carries out what they decide.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::chain::{self, BadSnapshot, Verification};
+use crate::model::Snapshot;
+use crate::store::PruneReport;
+use crate::timestamp::Timestamp;
+
+/// A gap retention cut into a target's chain: the retained snapshots after `after_id` (0: the
+/// target's start) were hashed with `resume`, the hash of the last snapshot removed there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub resume: Vec<u8>,
+    pub removed: i64,
+}
+
+/// Checkpoints by (target id, the retained snapshot they follow).
+pub type Checkpoints = HashMap<(i64, i64), Checkpoint>;
+
+/// A target's recorded chain head: `(id, repo, server, head_id, head_hash)`.
+pub type TargetHead = (i64, String, String, Option<i64>, Option<Vec<u8>>);
+
+/// Where a target's chain stands during verification.
+#[derive(Debug)]
+struct ChainPosition {
+    /// What the next retained snapshot must link to.
+    expected_previous: Option<Vec<u8>>,
+    last_id: Option<i64>,
+}
+
+/// Recomputes every target's chain from its rows, fed in arrival order (by id), and names the
+/// first snapshot (by id) whose stored hash does not follow.
+#[derive(Debug)]
+pub struct Verifier {
+    checkpoints: Checkpoints,
+    chains: HashMap<i64, ChainPosition>,
+    checked: i64,
+    bad: Option<BadSnapshot>,
+}
+
+impl Verifier {
+    pub fn new(checkpoints: Checkpoints) -> Self {
+        Self {
+            checkpoints,
+            chains: HashMap::new(),
+            checked: 0,
+            bad: None,
+        }
+    }
+
+    /// Checks the next snapshot by id, of target `target`, whose stored hash is `stored`.
+    pub fn push(&mut self, target: i64, snapshot: &Snapshot, stored: Option<Vec<u8>>) {
+        self.checked += 1;
+        let checkpoints = &self.checkpoints;
+        let position = self.chains.entry(target).or_insert_with(|| ChainPosition {
+            expected_previous: checkpoints
+                .get(&(target, 0))
+                .map(|checkpoint| checkpoint.resume.clone()),
+            last_id: None,
+        });
+        if self.bad.is_none() {
+            let previous = position
+                .expected_previous
+                .as_deref()
+                .map(|bytes| chain::from_bytes(bytes).ok_or(bytes));
+            let reason = match (&stored, previous) {
+                (None, _) => Some("the snapshot has no hash".to_owned()),
+                (Some(_), Some(Err(_))) => Some(
+                    "the hash this snapshot follows (its predecessor's or a retention \
+                     checkpoint's) is malformed"
+                        .to_owned(),
+                ),
+                (Some(stored), Some(Ok(previous))) => (chain::link(snapshot, Some(&previous))[..]
+                    != stored[..])
+                    .then(|| mismatch(position.last_id)),
+                (Some(stored), None) => {
+                    (chain::link(snapshot, None)[..] != stored[..]).then(|| mismatch(None))
+                }
+            };
+            if let Some(reason) = reason {
+                self.bad = Some(BadSnapshot {
+                    id: snapshot.id,
+                    repo: snapshot.repo.clone(),
+                    server: snapshot.server.clone(),
+                    reason,
+                });
+            }
+        }
+        // Go on from what is stored, so one bad row is reported once, not for every row after it.
+        position.expected_previous = checkpoints
+            .get(&(target, snapshot.id))
+            .map(|checkpoint| checkpoint.resume.clone())
+            .or(stored);
+        position.last_id = Some(snapshot.id);
+    }
+
+    /// Checks every target's recorded head against the rows seen: removing a target's newest
+    /// snapshots leaves no row to fail, but its head says what it was.
+    pub fn finish(mut self, targets: Vec<TargetHead>) -> Verification {
+        for (target, repo, server, head_id, head_hash) in targets {
+            let position = self.chains.get(&target);
+            let last_id = position.and_then(|position| position.last_id);
+            let reason = match (head_id, last_id) {
+                (Some(head), Some(last)) if head < last => Some((
+                    last,
+                    format!(
+                        "the snapshot comes after its target's recorded chain head (id {head}): \
+                         it was added to or moved into this target behind the server's back"
+                    ),
+                )),
+                (Some(head), last) if last != Some(head) => Some((
+                    head,
+                    format!(
+                        "the target's newest snapshot (id {head}) is missing; the newest stored \
+                         is {}",
+                        last.map_or("none".to_owned(), |id| format!("id {id}"))
+                    ),
+                )),
+                (Some(head), _)
+                    if head_hash != position.and_then(|p| p.expected_previous.clone()) =>
+                {
+                    Some((
+                        head,
+                        "the target's recorded chain head hash differs from its newest snapshot's"
+                            .to_owned(),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((id, reason)) = reason {
+                if self.bad.as_ref().is_none_or(|bad| id < bad.id) {
+                    self.bad = Some(BadSnapshot {
+                        id,
+                        repo,
+                        server,
+                        reason,
+                    });
+                }
+            }
+        }
+        Verification {
+            ok: self.bad.is_none(),
+            checked: self.checked,
+            first_bad: self.bad,
+        }
+    }
+}
+
+fn mismatch(previous_id: Option<i64>) -> String {
+    match previous_id {
+        Some(previous) => format!(
+            "the hash does not match the snapshot's fields linked to the previous stored snapshot \
+             of its target (id {previous}): this snapshot was edited, or one between them was \
+             removed or edited"
+        ),
+        None => "the hash does not match the snapshot's fields as its target's first: this \
+                 snapshot was edited, or one before it was removed or edited"
+            .to_owned(),
+    }
+}
+
+/// A snapshot as the retention walk sees it (`WALK_COLUMNS`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WalkRow {
+    pub id: i64,
+    #[sqlx(rename = "target_id")]
+    pub target: i64,
+    pub last_check: i64,
+    pub change: i64,
+    pub hash: Option<Vec<u8>>,
+}
+
+/// The columns a `WalkRow` is read from.
+pub const WALK_COLUMNS: &str = "id, target_id, last_check, change, hash";
+
+/// What one page of the walk decided; the store carries it out in the page's transaction, in
+/// this order: upsert `write`, delete `absorbed`, delete the snapshots `remove`.
+#[derive(Debug, Default)]
+pub struct PageActions {
+    /// Checkpoints to insert or widen: `(target, after_id, checkpoint)`.
+    pub write: Vec<(i64, i64, Checkpoint)>,
+    /// Checkpoints that joined a wider gap: `(target, after_id)`.
+    pub absorbed: Vec<(i64, i64)>,
+    /// Snapshot ids to delete.
+    pub remove: Vec<i64>,
+}
+
+/// One target's side of the walk.
+#[derive(Debug, Default)]
+struct Walk {
+    /// The last retained snapshot walked (0: none yet).
+    last_kept: i64,
+    /// The gap after it, if any.
+    gap: Option<Gap>,
+}
+
+#[derive(Debug)]
+struct Gap {
+    after_id: i64,
+    resume: Vec<u8>,
+    removed: i64,
+    changed: bool,
+}
+
+impl Gap {
+    fn from_checkpoint(after_id: i64, checkpoint: Checkpoint) -> Self {
+        Self {
+            after_id,
+            resume: checkpoint.resume,
+            removed: checkpoint.removed,
+            changed: false,
+        }
+    }
+}
+
+/// A retention run's walk over the snapshots in arrival order. It removes snapshots with
+/// `last_check` before the cutoff, except transitions (`change != 0`) and the ids in `keep`
+/// (each target's last snapshot before the cutoff, and each chain head), and records the gaps
+/// it cuts as checkpoints, so every page leaves a chain that verifies.
+#[derive(Debug)]
+pub struct Walker {
+    cutoff: i64,
+    keep: HashSet<i64>,
+    checkpoints: Checkpoints,
+    walks: HashMap<i64, Walk>,
+    pub report: PruneReport,
+}
+
+impl Walker {
+    pub fn new(cutoff: Timestamp, keep: HashSet<i64>, checkpoints: Checkpoints) -> Self {
+        Self {
+            cutoff: cutoff.as_millis(),
+            keep,
+            checkpoints,
+            walks: HashMap::new(),
+            report: PruneReport {
+                cutoff,
+                ..PruneReport::default()
+            },
+        }
+    }
+
+    /// Walks the next page of rows (ascending ids, after every row of the previous pages).
+    pub fn page(&mut self, rows: impl IntoIterator<Item = WalkRow>) -> PageActions {
+        let mut actions = PageActions::default();
+        for row in rows {
+            let checkpoints = &mut self.checkpoints;
+            let target = row.target;
+            let walk = self.walks.entry(target).or_insert_with(|| Walk {
+                last_kept: 0,
+                gap: checkpoints
+                    .remove(&(target, 0))
+                    .map(|checkpoint| Gap::from_checkpoint(0, checkpoint)),
+            });
+            let removable =
+                row.last_check < self.cutoff && row.change == 0 && !self.keep.contains(&row.id);
+            if removable {
+                let after_id = walk.last_kept;
+                let gap = walk.gap.get_or_insert_with(|| Gap {
+                    after_id,
+                    resume: Vec::new(),
+                    removed: 0,
+                    changed: true,
+                });
+                gap.resume = row.hash.unwrap_or_default();
+                gap.removed += 1;
+                gap.changed = true;
+                // A gap that followed this snapshot joins the one it now belongs to.
+                if let Some(checkpoint) = checkpoints.remove(&(target, row.id)) {
+                    gap.resume = checkpoint.resume;
+                    gap.removed += checkpoint.removed;
+                    actions.absorbed.push((target, row.id));
+                }
+                actions.remove.push(row.id);
+            } else {
+                if let Some(gap) = walk.gap.take().filter(|gap| gap.changed) {
+                    actions.write.push((target, gap.after_id, gap.checkpoint()));
+                }
+                walk.last_kept = row.id;
+                walk.gap = checkpoints
+                    .remove(&(target, row.id))
+                    .map(|checkpoint| Gap::from_checkpoint(row.id, checkpoint));
+            }
+        }
+        // Gaps still open at the end of the page are recorded now, so every commit verifies.
+        for (target, walk) in &mut self.walks {
+            if let Some(gap) = walk.gap.as_mut().filter(|gap| gap.changed) {
+                actions
+                    .write
+                    .push((*target, gap.after_id, gap.checkpoint()));
+                gap.changed = false;
+            }
+        }
+        self.report.checkpoints += actions.write.len() as i64;
+        self.report.removed += actions.remove.len() as i64;
+        actions
+    }
+}
+
+impl Gap {
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            resume: self.resume.clone(),
+            removed: self.removed,
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! `migrate-to`: copies a SQLite history into an empty PostgreSQL database unchanged (ids,
+//! hashes, derived transition flags, retention checkpoints), in one PostgreSQL transaction, then
+//! verifies both and compares them target by target.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
+
+use super::{ConnectError, Store, scheme};
+use crate::chain::Verification;
+
+/// Rows copied per statement.
+const PAGE: usize = 5_000;
+
+/// What `migrate-to` did, printed as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrateReport {
+    /// True when the copy verifies and matches the source target by target.
+    pub ok: bool,
+    pub targets: i64,
+    pub filesets: i64,
+    pub snapshots: i64,
+    pub checkpoints: i64,
+    /// The source's chain verification, before copying.
+    pub source: Verification,
+    /// The copy's, after.
+    pub copy: Verification,
+    /// Every difference found between the two, empty when `ok`.
+    pub differences: Vec<String>,
+}
+
+/// `(repo, server) -> (head_id, head_hash, latest_id, status_since)`: what each target's chain
+/// and latest state rest on.
+type Heads = BTreeMap<(String, String), (Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>)>;
+
+/// A target with its head, latest id and status_since.
+type TargetRow = (
+    i64,
+    String,
+    String,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// A snapshot row as stored, column for column.
+type SnapshotRow = (
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+const TARGET_HEADS_SQL: &str = "select t.repo, t.server, t.head_id, t.head_hash, \
+     (select l.id from snapshots l where l.target_id = t.id \
+      order by l.last_check desc limit 1) as latest_id, \
+     coalesce((select c.last_check from snapshots c where c.target_id = t.id and c.change <> 0 \
+               and (c.change & 1) = 1 order by c.last_check desc limit 1), \
+              (select max(l.last_check) from snapshots l where l.target_id = t.id)) \
+     as status_since \
+     from targets t";
+
+/// Copies the SQLite database at `source` into the PostgreSQL database at `target`, which must
+/// hold no history, and verifies the copy. The source is opened read-only and never changed.
+pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, ConnectError> {
+    if scheme(source) != "sqlite" {
+        return Err(ConnectError::Unsupported(format!(
+            "the source must be a sqlite:// URL, not {:?}",
+            scheme(source)
+        )));
+    }
+    if !matches!(scheme(target), "postgres" | "postgresql") {
+        return Err(ConnectError::Unsupported(format!(
+            "the target must be a postgres:// URL, not {:?}",
+            scheme(target)
+        )));
+    }
+    // Verifies the source first: a broken chain is not copied as if it were sound.
+    let source_verification = Store::verify_database(source).await?;
+
+    let mut sqlite = SqliteConnection::connect_with(
+        &SqliteConnectOptions::from_str(source)?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5))
+            .disable_statement_logging(),
+    )
+    .await?;
+    let mut postgres = PgConnection::connect_with(
+        &PgConnectOptions::from_str(target)?
+            .application_name("gitops-status-server migrate-to")
+            .disable_statement_logging(),
+    )
+    .await?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&mut postgres)
+        .await?;
+
+    // One read transaction on the source, one write transaction on the target: the copy is of
+    // one moment, and all or nothing.
+    sqlx::query("begin").execute(&mut sqlite).await?;
+    let mut tx = postgres.begin().await?;
+    // No server may write while the copy runs.
+    sqlx::query("lock table targets, filesets, snapshots, chain_checkpoints in exclusive mode")
+        .execute(&mut *tx)
+        .await?;
+    let occupied: bool = sqlx::query_scalar(
+        "select exists (select 1 from targets) or exists (select 1 from snapshots)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if occupied {
+        return Err(ConnectError::Unsupported(
+            "the target database already holds targets or snapshots; migrate-to only copies \
+             into an empty one"
+                .to_owned(),
+        ));
+    }
+    let copied = copy(&mut sqlite, &mut tx).await?;
+    tx.commit().await?;
+    let source_heads = heads::<sqlx::Sqlite>(&mut sqlite).await?;
+    sqlx::query("rollback").execute(&mut sqlite).await?;
+    let _ = sqlite.close().await;
+
+    let copy_verification = Store::verify_database(target).await?;
+    // Recomputed from the copied snapshots, and as the PostgreSQL store keeps them in `targets`.
+    let copy_heads = heads::<sqlx::Postgres>(&mut postgres).await?;
+    let copy_pointers = pointers(&mut postgres).await?;
+    let _ = postgres.close().await;
+
+    let mut differences = Vec::new();
+    if source_verification.checked != copy_verification.checked {
+        differences.push(format!(
+            "the source holds {} snapshots, the copy {}",
+            source_verification.checked, copy_verification.checked
+        ));
+    }
+    if source_verification.ok != copy_verification.ok
+        || source_verification.first_bad != copy_verification.first_bad
+    {
+        differences.push("the copy's verification differs from the source's".to_owned());
+    }
+    for (key, head) in &source_heads {
+        match copy_heads.get(key) {
+            None => differences.push(format!("{}/{} is missing from the copy", key.0, key.1)),
+            Some(copied) if copied != head => differences.push(format!(
+                "{}/{}: chain head, latest or status_since differs in the copy",
+                key.0, key.1
+            )),
+            Some(_) => {}
+        }
+    }
+    for key in copy_heads
+        .keys()
+        .filter(|key| !source_heads.contains_key(*key))
+    {
+        differences.push(format!("{}/{} is in the copy only", key.0, key.1));
+    }
+    if copy_pointers != copy_heads {
+        differences.push(
+            "the copy's recorded latest snapshots or status_since differ from its history"
+                .to_owned(),
+        );
+    }
+    Ok(MigrateReport {
+        ok: differences.is_empty() && copy_verification.ok,
+        targets: copied.0,
+        filesets: copied.1,
+        snapshots: copied.2,
+        checkpoints: copied.3,
+        source: source_verification,
+        copy: copy_verification,
+        differences,
+    })
+}
+
+/// Copies every table; returns the rows copied (targets, file sets, snapshots, checkpoints).
+async fn copy(
+    sqlite: &mut SqliteConnection,
+    postgres: &mut PgConnection,
+) -> Result<(i64, i64, i64, i64), ConnectError> {
+    let targets: Vec<TargetRow> = sqlx::query_as(&format!(
+        "select t.id, h.repo, h.server, h.head_id, h.head_hash, h.latest_id, h.status_since \
+             from targets t join ({TARGET_HEADS_SQL}) h on h.repo = t.repo and h.server = t.server \
+             order by t.id"
+    ))
+    .fetch_all(&mut *sqlite)
+    .await?;
+    for chunk in targets.chunks(PAGE) {
+        sqlx::query(
+            "insert into targets (id, repo, server, head_id, head_hash, latest_id, status_since) \
+             select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+             $5::bytea[], $6::bigint[], $7::bigint[])",
+        )
+        .bind(chunk.iter().map(|row| row.0).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.1.as_str()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.2.as_str()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.3).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.4.as_deref()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.5).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.6).collect::<Vec<_>>())
+        .execute(&mut *postgres)
+        .await?;
+    }
+
+    let filesets: Vec<(i64, Vec<u8>, String)> =
+        sqlx::query_as("select id, digest, files from filesets order by id")
+            .fetch_all(&mut *sqlite)
+            .await?;
+    for chunk in filesets.chunks(PAGE) {
+        let ids: Vec<i64> = chunk.iter().map(|row| row.0).collect();
+        let digests: Vec<&[u8]> = chunk.iter().map(|row| row.1.as_slice()).collect();
+        let files: Vec<&str> = chunk.iter().map(|row| row.2.as_str()).collect();
+        sqlx::query(
+            "insert into filesets (id, digest, files) \
+             select * from unnest($1::bigint[], $2::bytea[], $3::text[])",
+        )
+        .bind(&ids)
+        .bind(&digests)
+        .bind(&files)
+        .execute(&mut *postgres)
+        .await?;
+    }
+
+    let mut snapshots = 0;
+    let mut rows = sqlx::query_as::<_, SnapshotRow>(
+        "select id, target_id, last_check, received_delay, sync_status, drift_count, \
+         fileset_id, change, stale_after, revision, run_url, message, hash \
+         from snapshots order by id",
+    )
+    .fetch(&mut *sqlite);
+    let mut page = Vec::with_capacity(PAGE);
+    loop {
+        let row = rows.try_next().await?;
+        let end = row.is_none();
+        page.extend(row);
+        if page.len() == PAGE || (end && !page.is_empty()) {
+            snapshots += insert_snapshots(&mut *postgres, &page).await?;
+            page.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    drop(rows);
+
+    let checkpoints: Vec<(i64, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
+        "select target_id, after_id, resume_hash, removed, pruned_at from chain_checkpoints",
+    )
+    .fetch_all(&mut *sqlite)
+    .await?;
+    for chunk in checkpoints.chunks(PAGE) {
+        sqlx::query(
+            "insert into chain_checkpoints (target_id, after_id, resume_hash, removed, pruned_at) \
+             select * from unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], \
+             $5::bigint[])",
+        )
+        .bind(chunk.iter().map(|row| row.0).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.1).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.2.as_slice()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.3).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.4).collect::<Vec<_>>())
+        .execute(&mut *postgres)
+        .await?;
+    }
+
+    // New rows continue after the copied ones.
+    sqlx::query(
+        "select setval('snapshots_id_seq', coalesce((select max(id) from snapshots), 0) + 1, false), \
+         setval(pg_get_serial_sequence('targets', 'id'), \
+                coalesce((select max(id) from targets), 0) + 1, false), \
+         setval(pg_get_serial_sequence('filesets', 'id'), \
+                coalesce((select max(id) from filesets), 0) + 1, false)",
+    )
+    .execute(&mut *postgres)
+    .await?;
+    Ok((
+        targets.len() as i64,
+        filesets.len() as i64,
+        snapshots,
+        checkpoints.len() as i64,
+    ))
+}
+
+async fn insert_snapshots(
+    postgres: &mut PgConnection,
+    page: &[SnapshotRow],
+) -> Result<i64, sqlx::Error> {
+    let column = |pick: fn(&SnapshotRow) -> i64| page.iter().map(pick).collect::<Vec<i64>>();
+    let optional =
+        |pick: fn(&SnapshotRow) -> Option<i64>| page.iter().map(pick).collect::<Vec<_>>();
+    let text = |pick: fn(&SnapshotRow) -> Option<&str>| page.iter().map(pick).collect::<Vec<_>>();
+    sqlx::query(
+        "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
+         drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) \
+         select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], \
+         $11::text[], $12::text[], $13::bytea[])",
+    )
+    .bind(column(|row| row.0))
+    .bind(column(|row| row.1))
+    .bind(column(|row| row.2))
+    .bind(column(|row| row.3))
+    .bind(column(|row| row.4))
+    .bind(column(|row| row.5))
+    .bind(optional(|row| row.6))
+    .bind(column(|row| row.7))
+    .bind(optional(|row| row.8))
+    .bind(text(|row| row.9.as_deref()))
+    .bind(text(|row| row.10.as_deref()))
+    .bind(text(|row| row.11.as_deref()))
+    .bind(page.iter().map(|row| row.12.as_deref()).collect::<Vec<_>>())
+    .execute(postgres)
+    .await?;
+    Ok(page.len() as i64)
+}
+
+async fn heads<DB: sqlx::Database>(
+    connection: &mut <DB as sqlx::Database>::Connection,
+) -> Result<Heads, sqlx::Error>
+where
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    HeadRow: for<'r> sqlx::FromRow<'r, DB::Row>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    let rows: Vec<HeadRow> = sqlx::query_as(TARGET_HEADS_SQL)
+        .fetch_all(connection)
+        .await?;
+    Ok(into_heads(rows))
+}
+
+/// The latest snapshot and status_since the PostgreSQL store keeps in `targets`.
+async fn pointers(postgres: &mut PgConnection) -> Result<Heads, sqlx::Error> {
+    let rows: Vec<HeadRow> = sqlx::query_as(
+        "select repo, server, head_id, head_hash, latest_id, status_since from targets",
+    )
+    .fetch_all(postgres)
+    .await?;
+    Ok(into_heads(rows))
+}
+
+type HeadRow = (
+    String,
+    String,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn into_heads(rows: Vec<HeadRow>) -> Heads {
+    rows.into_iter()
+        .map(|(repo, server, head_id, head_hash, latest_id, since)| {
+            ((repo, server), (head_id, head_hash, latest_id, since))
+        })
+        .collect()
+}

@@ -1,0 +1,235 @@
+//! The audit trail's integrity on PostgreSQL: verifying the chain in one consistent snapshot,
+//! and retention passes that one replica at a time runs without breaking it.
+
+use std::collections::HashSet;
+
+use futures_util::TryStreamExt;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Row};
+use tokio::sync::watch;
+
+use super::{RETENTION_LOCK, WRITE_LOCK, lock_sql};
+use crate::chain::{Checkpoint as ChainCheckpoint, Verification};
+use crate::store::audit::{
+    Checkpoint, Checkpoints, PageActions, TargetHead, Verifier, WALK_COLUMNS, WalkRow, Walker,
+};
+use crate::store::sql::{SNAPSHOT_COLUMNS, snapshot_from_row};
+use crate::store::{PruneReport, StoreError};
+use crate::timestamp::Timestamp;
+
+/// Snapshots walked per retention page (one transaction).
+const PAGE: i64 = 5_000;
+
+async fn load_checkpoints(connection: &mut PgConnection) -> Result<Checkpoints, StoreError> {
+    let rows: Vec<(i64, i64, Vec<u8>, i64)> =
+        sqlx::query_as("select target_id, after_id, resume_hash, removed from chain_checkpoints")
+            .fetch_all(connection)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(target, after, resume, removed)| ((target, after), Checkpoint { resume, removed }))
+        .collect())
+}
+
+/// Every retention checkpoint, by target then position, for re-checking an export.
+pub async fn checkpoints(
+    connection: &mut PgConnection,
+) -> Result<Vec<ChainCheckpoint>, StoreError> {
+    let rows: Vec<(String, String, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
+        "select t.repo, t.server, c.after_id, c.resume_hash, c.removed, c.pruned_at \
+         from chain_checkpoints c join targets t on t.id = c.target_id \
+         order by t.repo, t.server, c.after_id",
+    )
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(repo, server, after_id, resume, removed, pruned_at)| ChainCheckpoint {
+                repo,
+                server,
+                after_id,
+                resume_hash: hex::encode(resume),
+                removed,
+                pruned_at: Timestamp::from_millis(pruned_at),
+            },
+        )
+        .collect())
+}
+
+/// Recomputes every target's chain in one repeatable-read snapshot: the rows, the heads and the
+/// checkpoints it compares are all as of one moment, whatever the writers do meanwhile.
+pub async fn verify(connection: &mut PgConnection) -> Result<Verification, StoreError> {
+    let mut tx = connection.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
+    let mut verifier = Verifier::new(load_checkpoints(&mut tx).await?);
+    let targets: Vec<TargetHead> =
+        sqlx::query_as("select id, repo, server, head_id, head_hash from targets")
+            .fetch_all(&mut *tx)
+            .await?;
+    let sql = format!(
+        "{SNAPSHOT_COLUMNS}, s.target_id from snapshots s join targets t on t.id = s.target_id \
+         left join filesets f on f.id = s.fileset_id order by s.id"
+    );
+    {
+        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            let snapshot = snapshot_from_row(&row)?;
+            verifier.push(row.try_get("target_id")?, &snapshot, row.try_get("hash")?);
+        }
+    }
+    tx.rollback().await?;
+    Ok(verifier.finish(targets))
+}
+
+/// A retention pass: unless another replica holds the retention lock (then `Unavailable`), walks
+/// the expired history a page per transaction. Each page holds the write lock exclusively, so no
+/// write is in flight while it reads and deletes: every id below its position has committed.
+pub async fn prune(
+    connection: &mut PgConnection,
+    cutoff: Timestamp,
+    closing: watch::Receiver<bool>,
+) -> Result<PruneReport, StoreError> {
+    let locked: bool = sqlx::query_scalar(&lock_sql("pg_try_advisory_lock", RETENTION_LOCK))
+        .fetch_one(&mut *connection)
+        .await?;
+    if !locked {
+        return Err(StoreError::Unavailable(
+            "another replica is running a retention pass".to_owned(),
+        ));
+    }
+    let result = walk(connection, cutoff, closing).await;
+    let _ = sqlx::query(&lock_sql("pg_advisory_unlock", RETENTION_LOCK))
+        .execute(&mut *connection)
+        .await;
+    result
+}
+
+async fn walk(
+    connection: &mut PgConnection,
+    cutoff: Timestamp,
+    closing: watch::Receiver<bool>,
+) -> Result<PruneReport, StoreError> {
+    let until_id = expired_bound(connection, cutoff.as_millis()).await?;
+    // One index seek per target on snapshots_target_time.
+    let kept: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "select (select s.id from snapshots s where s.target_id = t.id and s.last_check < $1 \
+                 order by s.last_check desc limit 1), t.head_id from targets t",
+    )
+    .bind(cutoff.as_millis())
+    .fetch_all(&mut *connection)
+    .await?;
+    let keep: HashSet<i64> = kept
+        .into_iter()
+        .flat_map(|(boundary, head)| [boundary, head])
+        .flatten()
+        .collect();
+    let mut walker = Walker::new(cutoff, keep, load_checkpoints(connection).await?);
+    let mut position = 0;
+    loop {
+        if *closing.borrow() {
+            return Err(StoreError::Closed);
+        }
+        let mut tx = connection.begin().await?;
+        sqlx::query(&lock_sql("pg_advisory_xact_lock", WRITE_LOCK))
+            .execute(&mut *tx)
+            .await?;
+        let rows: Vec<WalkRow> = sqlx::query_as(&format!(
+            "select {WALK_COLUMNS} from snapshots \
+             where id > $1 and id <= $2 order by id limit $3"
+        ))
+        .bind(position)
+        .bind(until_id)
+        .bind(PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        let done = rows.len() < PAGE as usize;
+        if let Some(last) = rows.last() {
+            position = last.id;
+        }
+        let actions = walker.page(rows);
+        apply(&mut tx, actions).await?;
+        tx.commit().await?;
+        if done {
+            return Ok(walker.report);
+        }
+    }
+}
+
+/// Carries out what a page of the walk decided.
+async fn apply(connection: &mut PgConnection, actions: PageActions) -> Result<(), StoreError> {
+    if !actions.write.is_empty() {
+        let mut targets = Vec::new();
+        let mut after_ids = Vec::new();
+        let mut resumes = Vec::new();
+        let mut removed = Vec::new();
+        for (target, after_id, checkpoint) in actions.write {
+            targets.push(target);
+            after_ids.push(after_id);
+            resumes.push(checkpoint.resume);
+            removed.push(checkpoint.removed);
+        }
+        sqlx::query(
+            "insert into chain_checkpoints (target_id, after_id, resume_hash, removed, pruned_at) \
+             select u.*, $5 from unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[]) \
+             as u (target_id, after_id, resume_hash, removed) \
+             on conflict (target_id, after_id) do update set \
+             resume_hash = excluded.resume_hash, removed = excluded.removed, \
+             pruned_at = excluded.pruned_at",
+        )
+        .bind(&targets)
+        .bind(&after_ids)
+        .bind(&resumes)
+        .bind(&removed)
+        .bind(Timestamp::now().as_millis())
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !actions.absorbed.is_empty() {
+        let (targets, after_ids): (Vec<i64>, Vec<i64>) = actions.absorbed.into_iter().unzip();
+        sqlx::query(
+            "delete from chain_checkpoints where (target_id, after_id) in \
+             (select * from unnest($1::bigint[], $2::bigint[]))",
+        )
+        .bind(&targets)
+        .bind(&after_ids)
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !actions.remove.is_empty() {
+        sqlx::query("delete from snapshots where id = any($1)")
+            .bind(&actions.remove)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The last id (arrival order) whose `last_check` is before the cutoff, by bisecting ids (see
+/// the SQLite store's `expired_bound`).
+async fn expired_bound(connection: &mut PgConnection, cutoff: i64) -> Result<i64, StoreError> {
+    let (first, last): (Option<i64>, Option<i64>) =
+        sqlx::query_as("select min(id), max(id) from snapshots")
+            .fetch_one(&mut *connection)
+            .await?;
+    let (Some(first), Some(mut high)) = (first, last) else {
+        return Ok(0);
+    };
+    let mut low = first - 1;
+    while low < high {
+        let middle = low + (high - low + 1) / 2;
+        let probe: Option<(i64, i64)> = sqlx::query_as(
+            "select id, last_check from snapshots where id >= $1 order by id limit 1",
+        )
+        .bind(middle)
+        .fetch_optional(&mut *connection)
+        .await?;
+        match probe {
+            Some((id, last_check)) if last_check < cutoff && id <= high => low = id,
+            _ => high = middle - 1,
+        }
+    }
+    Ok(low.max(0))
+}

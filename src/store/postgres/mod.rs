@@ -1,0 +1,259 @@
+//! The PostgreSQL store, for several replicas on one database.
+//!
+//! Nothing is held in memory between requests: every replica reads the latest state from the
+//! database, and each write batch is one transaction that locks its targets' rows (`FOR UPDATE`,
+//! in (repo, server) order, so two replicas never deadlock) before reading what it builds on. So
+//! writes to one target, from any replica, apply one after the other: latest-per-target,
+//! `status_since` and the per-target hash chain stay right. A few writer tasks per replica
+//! group-commit what waits in its queue (`writer`).
+
+mod audit;
+mod stats;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Postgres, Row};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::{ConnectError, HistorySpan, Latest, PruneReport, Recorded, StoreError};
+use crate::chain::{Checkpoint, Verification};
+use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
+use crate::stats::{StatsRequest, TargetHistory};
+use crate::store::sql::{self, SNAPSHOT_COLUMNS, snapshot_from_row};
+use crate::timestamp::Timestamp;
+use writer::WriteJob;
+
+/// Jobs (one per POST, one per import call) waiting for the writers; when it is full, callers
+/// are refused with `Unavailable` (503) rather than queued without bound.
+const QUEUE_CAPACITY: usize = 8192;
+/// Writer tasks per replica: each holds one connection and commits one batch at a time, so
+/// batches overlap their round trips and fsyncs.
+const WRITERS: usize = 4;
+/// Connections per replica: the writers, plus readers for pages, stats and verification.
+const CONNECTIONS: u32 = 12;
+
+/// Advisory lock keys (the first argument is this product's, the second the lock's).
+const LOCK_SPACE: i32 = 0x6773_7300; // "gss\0"
+/// Shared by every write transaction, exclusive for a retention page: a page sees no write in
+/// flight, so no snapshot id below the walk's position can still appear.
+const WRITE_LOCK: i32 = 1;
+/// Held by the one replica running a retention pass.
+const RETENTION_LOCK: i32 = 2;
+
+/// Handle to a PostgreSQL database; clones share it.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    jobs: mpsc::Sender<WriteJob>,
+    shutdown: watch::Sender<bool>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl PostgresStore {
+    /// Connects, migrates (sqlx holds an advisory lock, so replicas starting together take turns)
+    /// and starts the writers. `durable: false` turns off `synchronous_commit`, for throwaway
+    /// databases only.
+    pub async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
+        let mut options = PgConnectOptions::from_str(url)?
+            .application_name("gitops-status-server")
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5));
+        if !durable {
+            options = options.options([("synchronous_commit", "off")]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+
+        let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let (shutdown, closing) = watch::channel(false);
+        let filesets = writer::FilesetCache::default();
+        let writers = (0..WRITERS)
+            .map(|_| {
+                tokio::spawn(writer::run(
+                    pool.clone(),
+                    Arc::clone(&queue),
+                    closing.clone(),
+                    filesets.clone(),
+                ))
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                jobs,
+                shutdown,
+                writers: Mutex::new(writers),
+            }),
+        })
+    }
+
+    pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
+        self.import(vec![snapshot])
+            .await?
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    pub async fn import(
+        &self,
+        snapshots: Vec<NewSnapshot>,
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .jobs
+            .try_send(WriteJob { snapshots, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    StoreError::Unavailable("the write queue is full".to_owned())
+                }
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        outcome.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Every matching target's latest snapshot, from the pointers the writers keep in `targets`:
+    /// one primary-key lookup per target, whatever the length of history.
+    pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
+        let sql = format!(
+            "{SNAPSHOT_COLUMNS}, t.status_since from targets t \
+             join snapshots s on s.id = t.latest_id left join filesets f on f.id = s.fileset_id \
+             where ($1::text is null or t.repo = $1) and ($2::text is null or t.server = $2) \
+             order by t.repo, t.server"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&filter.repo)
+            .bind(&filter.server)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Latest {
+                    snapshot: snapshot_from_row(row)?,
+                    status_since: Timestamp::from_millis(row.try_get("status_since")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    pub(super) async fn history_span(
+        &self,
+        filter: &HistoryFilter,
+    ) -> Result<Option<HistorySpan>, StoreError> {
+        let span = sql::history_span::<Postgres>(filter)
+            .build_query_as()
+            .fetch_one(&self.inner.pool)
+            .await?;
+        Ok(HistorySpan::from_row(span))
+    }
+
+    pub(super) async fn history_window(
+        &self,
+        filter: &HistoryFilter,
+        window: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        let rows = sql::history_window::<Postgres>(filter, window, limit)
+            .build()
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.iter()
+            .map(|row| snapshot_from_row(row).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        let mut connection = self.inner.pool.acquire().await?;
+        audit::verify(&mut connection).await
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut connection = self.inner.pool.acquire().await?;
+        audit::checkpoints(&mut connection).await
+    }
+
+    /// Verifies the database at `url` through one read-only session: no migration, no writer.
+    pub async fn verify_database(url: &str) -> Result<Verification, ConnectError> {
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("gitops-status-server verify")
+            .options([("default_transaction_read_only", "on")])
+            // Its one statement reads the whole history: a slow-statement warning says nothing.
+            .disable_statement_logging();
+        let mut connection = PgConnection::connect_with(&options).await?;
+        sqlx::query("select 1 from chain_checkpoints limit 0")
+            .execute(&mut connection)
+            .await
+            .map_err(|error| {
+                ConnectError::Unsupported(format!(
+                    "not a gitops-status database (start the server on it once to create the \
+                     schema): {error}"
+                ))
+            })?;
+        let verification = audit::verify(&mut connection).await?;
+        let _ = connection.close().await;
+        Ok(verification)
+    }
+
+    pub async fn stats_histories(
+        &self,
+        request: &StatsRequest,
+    ) -> Result<Vec<TargetHistory>, StoreError> {
+        let mut connection = self.inner.pool.acquire().await?;
+        stats::histories(&mut connection, request).await
+    }
+
+    /// Runs a retention pass on a connection of its own, unless another replica is running one
+    /// (then it answers `Unavailable` and changes nothing).
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<PruneReport, StoreError> {
+        if *self.inner.shutdown.borrow() {
+            return Err(StoreError::Closed);
+        }
+        let mut connection = self.inner.pool.acquire().await?;
+        audit::prune(&mut connection, cutoff, self.inner.shutdown.subscribe()).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        if self.inner.jobs.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        sqlx::query("select 1").execute(&self.inner.pool).await?;
+        Ok(())
+    }
+
+    /// Lets the writers finish what is queued, then closes every connection.
+    pub async fn close(&self) {
+        self.inner.shutdown.send_replace(true);
+        let writers = std::mem::take(
+            &mut *self
+                .inner
+                .writers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for writer in writers {
+            if let Err(error) = writer.await {
+                tracing::error!(%error, "a writer task failed");
+            }
+        }
+        self.inner.pool.close().await;
+    }
+}
+
+/// The advisory lock statement for `key` in this product's space.
+fn lock_sql(function: &str, key: i32) -> String {
+    format!("select {function}({LOCK_SPACE}, {key})")
+}

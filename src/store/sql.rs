@@ -1,0 +1,152 @@
+//! Query text both stores share: the schemas have the same tables and columns, and these
+//! statements are plain SQL either database plans well. Binds go through `QueryBuilder`, which
+//! writes each database's placeholders.
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+
+use crate::model::{FileEntry, HistoryFilter, Order, Snapshot, SyncStatus, files_text};
+use crate::timestamp::Timestamp;
+
+/// The columns a `Snapshot` is decoded from (`s`: snapshots, `t`: targets, `f`: filesets).
+pub const SNAPSHOT_COLUMNS: &str = "select s.id, t.repo, t.server, s.sync_status, \
+     s.drift_count, f.files, s.last_check, s.last_check + s.received_delay as received_at, \
+     s.revision, s.run_url, s.message, s.stale_after, s.hash";
+
+fn push_target_filter<'a, DB>(query: &mut QueryBuilder<'a, DB>, filter: &HistoryFilter)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(repo) = &filter.repo {
+        query.push(" and t.repo = ").push_bind(repo.clone());
+    }
+    if let Some(server) = &filter.server {
+        query.push(" and t.server = ").push_bind(server.clone());
+    }
+}
+
+/// Earliest and latest `last_check` among the filter's targets, and the greatest id: one index
+/// seek per target.
+pub fn history_span<'a, DB>(filter: &HistoryFilter) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "select min((select min(last_check) from snapshots where target_id = t.id)), \
+         max((select max(last_check) from snapshots where target_id = t.id)), \
+         (select max(id) from snapshots) from targets t where 1 = 1",
+    );
+    push_target_filter(&mut query, filter);
+    query
+}
+
+/// The filtered snapshots, optionally only those with `last_check` in `[start, end)`, in page
+/// order, at most `limit`.
+pub fn history_window<'a, DB>(
+    filter: &HistoryFilter,
+    window: Option<(i64, i64)>,
+    limit: usize,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(SNAPSHOT_COLUMNS);
+    query.push(
+        " from targets t join snapshots s on s.target_id = t.id \
+         left join filesets f on f.id = s.fileset_id where 1 = 1",
+    );
+    push_target_filter(&mut query, filter);
+    if let Some((start, end)) = window {
+        query
+            .push(" and s.last_check >= ")
+            .push_bind(start)
+            .push(" and s.last_check < ")
+            .push_bind(end);
+    }
+    if !filter.sync_statuses.is_empty() {
+        query.push(" and s.sync_status in (");
+        let mut codes = query.separated(", ");
+        for status in &filter.sync_statuses {
+            codes.push_bind(status.code());
+        }
+        query.push(")");
+    }
+    if let Some(from) = filter.from {
+        query
+            .push(" and s.last_check >= ")
+            .push_bind(from.as_millis());
+    }
+    if let Some(to) = filter.to {
+        query.push(" and s.last_check < ").push_bind(to.as_millis());
+    }
+    if filter.changes_only {
+        query.push(" and s.change != 0");
+    }
+    let (cmp_or_equal, cmp, direction) = match filter.order {
+        Order::Desc => ("<=", "<", "desc"),
+        Order::Asc => (">=", ">", "asc"),
+    };
+    if let Some(after) = filter.after {
+        let at = after.last_check.as_millis();
+        query
+            .push(format_args!(" and s.last_check {cmp_or_equal} "))
+            .push_bind(at)
+            .push(format_args!(" and (s.last_check {cmp} "))
+            .push_bind(at)
+            .push(format_args!(" or s.id {cmp} "))
+            .push_bind(after.id)
+            .push(")");
+    }
+    query.push(format_args!(
+        " order by s.last_check {direction}, s.id {direction} limit "
+    ));
+    query.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    query
+}
+
+/// Decodes a row selected with `SNAPSHOT_COLUMNS`.
+pub fn snapshot_from_row<R>(row: &R) -> Result<Snapshot, sqlx::Error>
+where
+    R: Row,
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let names: Vec<String> = match row.try_get::<Option<String>, _>("files")? {
+        None => Vec::new(),
+        Some(json) => serde_json::from_str(&json).map_err(|error| sqlx::Error::ColumnDecode {
+            index: "files".to_owned(),
+            source: Box::new(error),
+        })?,
+    };
+    let code: i64 = row.try_get("sync_status")?;
+    let sync_status = SyncStatus::from_code(code).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: "sync_status".to_owned(),
+        source: format!("unknown sync_status code {code}").into(),
+    })?;
+    Ok(Snapshot {
+        id: row.try_get("id")?,
+        repo: row.try_get("repo")?,
+        server: row.try_get("server")?,
+        sync_status,
+        drift_count: row.try_get("drift_count")?,
+        files_text: files_text(names.iter().map(String::as_str)),
+        files: names.into_iter().map(|name| FileEntry { name }).collect(),
+        last_check: Timestamp::from_millis(row.try_get("last_check")?),
+        received_at: Timestamp::from_millis(row.try_get("received_at")?),
+        revision: row.try_get("revision")?,
+        run_url: row.try_get("run_url")?,
+        message: row.try_get("message")?,
+        stale_after_seconds: row.try_get("stale_after")?,
+        hash: row
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .map(hex::encode)
+            .unwrap_or_default(),
+    })
+}
