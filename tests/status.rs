@@ -181,7 +181,11 @@ async fn a_target_goes_stale_after_the_default_and_after_its_own_override(backen
 
 async fn status_since_marks_the_start_of_the_current_run(backend: Backend) {
     let app = TestApp::on(backend).await;
-    let t = |minutes: i64| at_offset(-60 * (60 - minutes));
+    // Times are taken once: recomputing one later could cross a second boundary.
+    let times: Vec<String> = (0..=12)
+        .map(|minutes| at_offset(-60 * (60 - minutes)))
+        .collect();
+    let t = |minutes: usize| times[minutes].clone();
     let since = |app_rows: Vec<Value>| app_rows[0]["status_since"].as_str().unwrap().to_owned();
 
     app.record(&snapshot("r", "s", "SYNCED", &[], &t(0))).await;
