@@ -348,6 +348,13 @@ fn bad_configuration_stops_with_one_line_naming_the_setting() {
             "DATABASE_URL",
             1,
         ),
+        // Nothing listens on port 1: the pool gives up, the process says why.
+        (
+            vec!["--database-url", "postgres://postgres@127.0.0.1:1/gitops"],
+            None,
+            "DATABASE_URL",
+            1,
+        ),
     ] {
         let mut command = Command::new(BINARY);
         command
