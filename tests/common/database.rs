@@ -61,7 +61,7 @@ fn in_ci() -> bool {
 }
 
 /// The maintenance database's URL, where test databases are created and dropped.
-pub fn admin_url() -> String {
+fn admin_url() -> String {
     std::env::var("GITOPS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
 }
 
