@@ -7,11 +7,24 @@ mod common;
 use std::process::Command;
 
 use axum::http::StatusCode;
-use common::{TestApp, snapshot};
+use common::{Backend, PostgresDatabase, TestApp, snapshot};
 use gitops_status_server::Settings;
 use gitops_status_server::timestamp::Timestamp;
 use serde_json::{Value, json};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
+
+backend_tests! {
+    an_untouched_trail_verifies_and_every_snapshot_carries_its_hash,
+    verify_names_the_first_snapshot_an_edit_broke,
+    verify_cli_exits_2_without_a_readable_database,
+    stats_match_hand_computed_numbers,
+    stats_count_time_beyond_a_snapshots_own_stale_after_as_stale,
+    stats_reject_bad_parameters_by_name,
+    pruning_keeps_every_answer_about_the_retained_window_and_verifies,
+    pruning_large_histories_releases_pages_and_verifies,
+    the_independent_script_agrees_with_the_server_on_exports,
+    verify_is_exempt_from_the_request_timeout,
+}
 
 /// 2026-01-01T00:00:00Z: stats windows start here, well in the past.
 const T0: i64 = 1_767_225_600_000;
@@ -26,8 +39,8 @@ fn check(repo: &str, server: &str, seconds: i64, status: &str, files: &[&str]) -
 
 /// Target "a" gets ids 1, 3, 5, 7 and target "b" ids 2, 4, 6, with a late check, a file-set
 /// change and a message among them.
-async fn chained_app() -> TestApp {
-    let app = TestApp::new().await;
+async fn chained_app(backend: Backend) -> TestApp {
+    let app = TestApp::on(backend).await;
     let bodies = [
         check("r", "a", 0, "SYNCED", &[]),
         check("r", "b", 0, "SYNCED", &[]),
@@ -42,17 +55,6 @@ async fn chained_app() -> TestApp {
         app.record(&body).await;
     }
     app
-}
-
-async fn tamper(app: &TestApp, statements: &[&str]) {
-    let mut connection = SqliteConnection::connect(&app.database_url).await.unwrap();
-    for statement in statements {
-        sqlx::query(statement)
-            .execute(&mut connection)
-            .await
-            .unwrap_or_else(|error| panic!("{statement}: {error}"));
-    }
-    connection.close().await.unwrap();
 }
 
 async fn verification(app: &TestApp) -> Value {
@@ -75,9 +77,8 @@ fn verify_cli(database_url: &str) -> (Option<i32>, String, String) {
     )
 }
 
-#[tokio::test]
-async fn an_untouched_trail_verifies_and_every_snapshot_carries_its_hash() {
-    let app = chained_app().await;
+async fn an_untouched_trail_verifies_and_every_snapshot_carries_its_hash(backend: Backend) {
+    let app = chained_app(backend).await;
     assert_eq!(
         verification(&app).await,
         json!({"ok": true, "checked": 7, "first_bad": null})
@@ -103,8 +104,7 @@ async fn an_untouched_trail_verifies_and_every_snapshot_carries_its_hash() {
 }
 
 /// Each way of editing the file behind the server's back, and the snapshot verify must name.
-#[tokio::test]
-async fn verify_names_the_first_snapshot_an_edit_broke() {
+async fn verify_names_the_first_snapshot_an_edit_broke(backend: Backend) {
     const SWAP: &str = "update snapshots set (last_check, received_delay, sync_status, \
          drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) = \
          (select last_check, received_delay, sync_status, drift_count, fileset_id, change, \
@@ -194,8 +194,8 @@ async fn verify_names_the_first_snapshot_an_edit_broke() {
         ),
     ];
     for (what, statements, bad_id, bad_server) in cases {
-        let app = chained_app().await;
-        tamper(&app, &statements).await;
+        let app = chained_app(backend).await;
+        app.execute_all(&statements).await;
         let outcome = verification(&app).await;
         assert_eq!(outcome["ok"], false, "{what}: {outcome}");
         assert_eq!(outcome["first_bad"]["id"], bad_id, "{what}: {outcome}");
@@ -215,23 +215,32 @@ async fn verify_names_the_first_snapshot_an_edit_broke() {
     }
 }
 
-#[tokio::test]
-async fn verify_cli_exits_2_without_a_readable_database() {
+async fn verify_cli_exits_2_without_a_readable_database(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let missing = format!("sqlite://{}", dir.path().join("missing.db").display());
+    let missing = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("missing.db").display()),
+        // A database that existed a moment ago and is gone.
+        Backend::Postgres => PostgresDatabase::create().await.url.clone(),
+    };
     let (code, stdout, stderr) = verify_cli(&missing);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
-    assert!(
-        !dir.path().join("missing.db").exists(),
-        "verify created a file"
-    );
+    match backend {
+        Backend::Sqlite => assert!(
+            !dir.path().join("missing.db").exists(),
+            "verify created a file"
+        ),
+        Backend::Postgres => assert!(
+            PgConnection::connect(&missing).await.is_err(),
+            "verify created the database"
+        ),
+    }
 }
 
 /// A clean target, one with two drift episodes, an ERROR and a stale gap, and one whose episode
 /// began before the window and is still open at its end; numbers computed by hand.
-async fn stats_app() -> TestApp {
+async fn stats_app(backend: Backend) -> TestApp {
     let mut checks: Vec<(i64, Value)> = Vec::new();
     // Heartbeats before the window give retention something to remove.
     for seconds in (-3600..0).step_by(120) {
@@ -279,7 +288,7 @@ async fn stats_app() -> TestApp {
 
     // As CI delivers them: in the order the checks ran.
     checks.sort_by_key(|(seconds, _)| *seconds);
-    let app = TestApp::new().await;
+    let app = TestApp::on(backend).await;
     for (_, body) in &checks {
         app.record(body).await;
     }
@@ -326,9 +335,8 @@ fn stats_uri() -> String {
     format!("/api/stats?from={}&to={}", T0, at(3600))
 }
 
-#[tokio::test]
-async fn stats_match_hand_computed_numbers() {
-    let app = stats_app().await;
+async fn stats_match_hand_computed_numbers(backend: Backend) {
+    let app = stats_app(backend).await;
     let stats = app.get(&stats_uri()).await;
     assert_eq!(stats.status, StatusCode::OK, "{}", stats.text());
     assert_eq!(stats.json(), expected_stats());
@@ -345,9 +353,8 @@ async fn stats_match_hand_computed_numbers() {
     assert_eq!(early, Vec::<Value>::new());
 }
 
-#[tokio::test]
-async fn stats_count_time_beyond_a_snapshots_own_stale_after_as_stale() {
-    let app = TestApp::with_settings(Settings::default()).await;
+async fn stats_count_time_beyond_a_snapshots_own_stale_after_as_stale(backend: Backend) {
+    let app = TestApp::on_with_settings(backend, Settings::default()).await;
     let mut body = check("r", "s", 0, "SYNCED", &[]);
     body["stale_after_seconds"] = json!(60);
     app.record(&body).await;
@@ -363,9 +370,8 @@ async fn stats_count_time_beyond_a_snapshots_own_stale_after_as_stale() {
     );
 }
 
-#[tokio::test]
-async fn stats_reject_bad_parameters_by_name() {
-    let app = TestApp::new().await;
+async fn stats_reject_bad_parameters_by_name(backend: Backend) {
+    let app = TestApp::on(backend).await;
     for (query, field) in [
         ("from=yesterday", "from"),
         ("to=2026-13-01T00:00:00Z", "to"),
@@ -394,20 +400,11 @@ async fn answers(app: &TestApp) -> (Vec<Value>, Vec<Value>, Vec<Value>, Value) {
     (status, transitions, retained, stats)
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let mut connection = SqliteConnection::connect(&app.database_url).await.unwrap();
-    sqlx::query_scalar(sql)
-        .fetch_one(&mut connection)
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn pruning_keeps_every_answer_about_the_retained_window_and_verifies() {
-    let app = stats_app().await;
+async fn pruning_keeps_every_answer_about_the_retained_window_and_verifies(backend: Backend) {
+    let app = stats_app(backend).await;
     let before = answers(&app).await;
     assert_eq!(before.3, expected_stats());
-    let stored = count(&app, "select count(*) from snapshots").await;
+    let stored = app.query_i64("select count(*) from snapshots").await;
 
     let report = app.store.prune(Timestamp::from_millis(T0)).await.unwrap();
     // clean: 30 heartbeats before T0, its first (a transition) and last kept. drifty: 5 before
@@ -415,7 +412,7 @@ async fn pruning_keeps_every_answer_about_the_retained_window_and_verifies() {
     // and -420.
     assert_eq!(report.removed, 28 + 3 + 2, "{report:?}");
     assert_eq!(
-        count(&app, "select count(*) from snapshots").await,
+        app.query_i64("select count(*) from snapshots").await,
         stored - report.removed
     );
     assert_eq!(answers(&app).await, before);
@@ -440,20 +437,20 @@ async fn pruning_keeps_every_answer_about_the_retained_window_and_verifies() {
     assert_eq!(app.get(&half).await.json(), half_before);
 
     // Pruned history still catches an edit.
-    tamper(
-        &app,
-        &["update snapshots set message = 'edited' where id = \
-           (select max(id) from snapshots where last_check < 1767225600000)"],
-    )
-    .await;
+    app.execute_all(&["update snapshots set message = 'edited' where id = \
+           (select max(id) from snapshots where last_check < 1767225600000)"])
+        .await;
     assert_eq!(verification(&app).await["ok"], false);
 }
 
-/// Many pages of history, removed a page per transaction, hand the file's pages back.
-#[tokio::test]
-async fn pruning_large_histories_releases_pages_and_verifies() {
-    let app = TestApp::new().await;
-    assert_eq!(count(&app, "select * from pragma_auto_vacuum").await, 2);
+/// Many pages of history, removed a page per transaction; on SQLite the file's pages are handed
+/// back (PostgreSQL's autovacuum does that on its own schedule).
+async fn pruning_large_histories_releases_pages_and_verifies(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let sqlite = backend == Backend::Sqlite;
+    if sqlite {
+        assert_eq!(app.query_i64("select * from pragma_auto_vacuum").await, 2);
+    }
     let snapshots: Vec<_> = (0..12_000)
         .map(|i| {
             let body = check(
@@ -469,12 +466,21 @@ async fn pruning_large_histories_releases_pages_and_verifies() {
     for outcome in app.store.import(snapshots).await.unwrap() {
         outcome.unwrap();
     }
-    let pages_before = count(&app, "select * from pragma_page_count").await;
+    let pages_before = if sqlite {
+        app.query_i64("select * from pragma_page_count").await
+    } else {
+        0
+    };
     let report = app.store.prune(Timestamp::from_millis(T0)).await.unwrap();
     assert_eq!(report.removed, 12_000 - 3 * 2, "{report:?}");
-    assert!(report.released_pages > 0, "{report:?}");
-    assert!(count(&app, "select * from pragma_page_count").await < pages_before);
-    assert_eq!(count(&app, "select * from pragma_freelist_count").await, 0);
+    if sqlite {
+        assert!(report.released_pages > 0, "{report:?}");
+        assert!(app.query_i64("select * from pragma_page_count").await < pages_before);
+        assert_eq!(
+            app.query_i64("select * from pragma_freelist_count").await,
+            0
+        );
+    }
     assert_eq!(
         verification(&app).await,
         json!({"ok": true, "checked": 6, "first_bad": null})
@@ -521,9 +527,8 @@ fn without_reason(mut outcome: Value) -> Value {
     outcome
 }
 
-#[tokio::test]
-async fn the_independent_script_agrees_with_the_server_on_exports() {
-    let app = chained_app().await;
+async fn the_independent_script_agrees_with_the_server_on_exports(backend: Backend) {
+    let app = chained_app(backend).await;
     for format in ["ndjson", "csv"] {
         let (code, outcome) = recheck(&app, format, true).await;
         assert_eq!(code, Some(0), "{format}: {outcome}");
@@ -531,7 +536,7 @@ async fn the_independent_script_agrees_with_the_server_on_exports() {
     }
 
     // After retention, with the checkpoints it recorded.
-    let pruned = stats_app().await;
+    let pruned = stats_app(backend).await;
     pruned
         .store
         .prune(Timestamp::from_millis(T0))
@@ -545,11 +550,8 @@ async fn the_independent_script_agrees_with_the_server_on_exports() {
     assert_eq!(code, Some(1), "the gaps need their checkpoints: {outcome}");
 
     // Both name the same snapshot once a row is edited.
-    tamper(
-        &app,
-        &["update snapshots set message = 'fine' where id = 4"],
-    )
-    .await;
+    app.execute_all(&["update snapshots set message = 'fine' where id = 4"])
+        .await;
     let server = without_reason(verification(&app).await);
     assert_eq!(server["first_bad"]["id"], 4);
     for format in ["ndjson", "csv"] {
@@ -611,19 +613,22 @@ async fn history_from_before_the_chain_is_hashed_once_at_start() {
     app.record(&check("r", "a", 240, "SYNCED", &[])).await;
     assert_eq!(verification(&app).await["ok"], true);
     assert_eq!(
-        count(&app, "select count(*) from pending_maintenance").await,
+        app.query_i64("select count(*) from pending_maintenance")
+            .await,
         0
     );
 }
 
 /// Verification reads the whole history by design: `--request-timeout` does not cut it off, while
 /// it still bounds the other reads.
-#[tokio::test]
-async fn verify_is_exempt_from_the_request_timeout() {
-    let app = TestApp::with_settings(Settings {
-        request_timeout: std::time::Duration::from_millis(1),
-        ..Settings::default()
-    })
+async fn verify_is_exempt_from_the_request_timeout(backend: Backend) {
+    let app = TestApp::on_with_settings(
+        backend,
+        Settings {
+            request_timeout: std::time::Duration::from_millis(1),
+            ..Settings::default()
+        },
+    )
     .await;
     let snapshots: Vec<_> = (0..5_000)
         .map(|i| {

@@ -7,6 +7,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::*;
 
+backend_tests! {
+    badges_show_each_state_in_its_color,
+    badge_text_is_escaped_for_xml,
+    an_unchanged_badge_answers_304_to_its_etag,
+    badge_parameters_are_required_and_checked_by_name,
+}
+
 /// The badge's visible texts (each drawn twice: shadow and text) and the fill of its right half.
 fn parse(svg: &str) -> (Vec<String>, String, String) {
     let document = roxmltree::Document::parse(svg)
@@ -36,9 +43,8 @@ fn parse(svg: &str) -> (Vec<String>, String, String) {
     (texts, fills[2].to_owned(), title)
 }
 
-#[tokio::test]
-async fn badges_show_each_state_in_its_color() {
-    let app = TestApp::new().await;
+async fn badges_show_each_state_in_its_color(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let recent = at_offset(-30);
     app.record(&snapshot("r", "synced", "SYNCED", &[], &recent))
         .await;
@@ -78,9 +84,8 @@ async fn badges_show_each_state_in_its_color() {
     );
 }
 
-#[tokio::test]
-async fn badge_text_is_escaped_for_xml() {
-    let app = TestApp::new().await;
+async fn badge_text_is_escaped_for_xml(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let server = r#"<script>alert("x")</script> & 'co'"#;
     app.record(&snapshot("r&d", server, "SYNCED", &[], &at_offset(-5)))
         .await;
@@ -94,9 +99,8 @@ async fn badge_text_is_escaped_for_xml() {
     assert_eq!(texts[2], "synced");
 }
 
-#[tokio::test]
-async fn an_unchanged_badge_answers_304_to_its_etag() {
-    let app = TestApp::new().await;
+async fn an_unchanged_badge_answers_304_to_its_etag(backend: Backend) {
+    let app = TestApp::on(backend).await;
     app.record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-5)))
         .await;
     let first = app.get("/badge.svg?repo=r&server=s").await;
@@ -119,9 +123,8 @@ async fn an_unchanged_badge_answers_304_to_its_etag() {
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
 }
 
-#[tokio::test]
-async fn badge_parameters_are_required_and_checked_by_name() {
-    let app = TestApp::new().await;
+async fn badge_parameters_are_required_and_checked_by_name(backend: Backend) {
+    let app = TestApp::on(backend).await;
     app.get("/badge.svg?repo=r")
         .await
         .assert_problem(400, &["server"]);

@@ -7,9 +7,23 @@ use std::collections::HashSet;
 use common::*;
 use serde_json::{Value, json};
 
+backend_tests! {
+    history_is_newest_first_and_rows_carry_files_text,
+    history_filters_by_target_status_and_window,
+    changes_only_keeps_first_snapshots_and_transitions,
+    limit_is_bounded_and_never_clamped,
+    bad_history_parameters_are_named,
+    cursor_pages_cover_every_row_once_in_both_orders,
+    cursor_traversal_is_stable_while_new_snapshots_arrive,
+    csv_export_streams_the_whole_selection,
+    ndjson_export_streams_one_snapshot_per_line,
+    pages_across_targets_are_exact_over_sparse_and_dense_history,
+    window_boundaries_never_drop_or_repeat_a_row,
+}
+
 /// Seeds two targets with a known sequence; returns every stored snapshot, oldest first.
-async fn seeded() -> (TestApp, Vec<Value>) {
-    let app = TestApp::new().await;
+async fn seeded(backend: Backend) -> (TestApp, Vec<Value>) {
+    let app = TestApp::on(backend).await;
     let sequence: [(&str, &str, &[&str]); 6] = [
         ("web", "SYNCED", &[]),
         ("web", "SYNCED", &[]),
@@ -40,9 +54,8 @@ fn ids(rows: &[Value]) -> Vec<i64> {
     rows.iter().map(|row| row["id"].as_i64().unwrap()).collect()
 }
 
-#[tokio::test]
-async fn history_is_newest_first_and_rows_carry_files_text() {
-    let (app, stored) = seeded().await;
+async fn history_is_newest_first_and_rows_carry_files_text(backend: Backend) {
+    let (app, stored) = seeded(backend).await;
     let rows = app.get_rows("/history").await;
     let mut expected = ids(&stored);
     expected.reverse();
@@ -58,9 +71,8 @@ async fn history_is_newest_first_and_rows_carry_files_text() {
     assert_eq!(ascending, expected);
 }
 
-#[tokio::test]
-async fn history_filters_by_target_status_and_window() {
-    let (app, stored) = seeded().await;
+async fn history_filters_by_target_status_and_window(backend: Backend) {
+    let (app, stored) = seeded(backend).await;
     let select = |predicate: &dyn Fn(&Value) -> bool| -> Vec<i64> {
         let mut selected: Vec<i64> = stored
             .iter()
@@ -138,9 +150,8 @@ async fn history_filters_by_target_status_and_window() {
     );
 }
 
-#[tokio::test]
-async fn changes_only_keeps_first_snapshots_and_transitions() {
-    let (app, stored) = seeded().await;
+async fn changes_only_keeps_first_snapshots_and_transitions(backend: Backend) {
+    let (app, stored) = seeded(backend).await;
     let rows = app
         .get_rows("/history?repo=rsyslog&changes_only=true&order=asc")
         .await;
@@ -164,9 +175,8 @@ async fn changes_only_keeps_first_snapshots_and_transitions() {
     assert_eq!(off.len(), stored.len());
 }
 
-#[tokio::test]
-async fn limit_is_bounded_and_never_clamped() {
-    let (app, _) = seeded().await;
+async fn limit_is_bounded_and_never_clamped(backend: Backend) {
+    let (app, _) = seeded(backend).await;
     assert_eq!(app.get_rows("/history?limit=1").await.len(), 1);
     assert_eq!(app.get_rows("/history?limit=10000").await.len(), 12);
     for bad in ["0", "10001", "-1", "ten", "1.5", ""] {
@@ -176,9 +186,8 @@ async fn limit_is_bounded_and_never_clamped() {
     }
 }
 
-#[tokio::test]
-async fn bad_history_parameters_are_named() {
-    let app = TestApp::new().await;
+async fn bad_history_parameters_are_named(backend: Backend) {
+    let app = TestApp::on(backend).await;
     for (query, field) in [
         ("order=newest", "order"),
         ("changes_only=yes", "changes_only"),
@@ -225,9 +234,8 @@ async fn follow(app: &TestApp, first: &str) -> (Vec<Value>, usize) {
     (rows, pages)
 }
 
-#[tokio::test]
-async fn cursor_pages_cover_every_row_once_in_both_orders() {
-    let (app, stored) = seeded().await;
+async fn cursor_pages_cover_every_row_once_in_both_orders(backend: Backend) {
+    let (app, stored) = seeded(backend).await;
     let (rows, pages) = follow(&app, "/history?limit=5").await;
     let mut expected = ids(&stored);
     expected.reverse();
@@ -254,9 +262,8 @@ async fn cursor_pages_cover_every_row_once_in_both_orders() {
     );
 }
 
-#[tokio::test]
-async fn cursor_traversal_is_stable_while_new_snapshots_arrive() {
-    let app = TestApp::new().await;
+async fn cursor_traversal_is_stable_while_new_snapshots_arrive(backend: Backend) {
+    let app = TestApp::on(backend).await;
     for i in 0..50 {
         app.record(&snapshot(
             "r",
@@ -301,9 +308,8 @@ async fn cursor_traversal_is_stable_while_new_snapshots_arrive() {
     assert_eq!(unique.len(), seen.len());
 }
 
-#[tokio::test]
-async fn csv_export_streams_the_whole_selection() {
-    let app = TestApp::new().await;
+async fn csv_export_streams_the_whole_selection(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let mut body = snapshot(
         "rsyslog",
         "lab",
@@ -391,9 +397,8 @@ async fn csv_export_streams_the_whole_selection() {
     );
 }
 
-#[tokio::test]
-async fn ndjson_export_streams_one_snapshot_per_line() {
-    let app = TestApp::new().await;
+async fn ndjson_export_streams_one_snapshot_per_line(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let mut stored = Vec::new();
     for i in 0..1203 {
         let files: &[&str] = if i % 10 == 0 { &["a"] } else { &[] };
@@ -449,9 +454,8 @@ async fn ndjson_export_streams_one_snapshot_per_line() {
 
 /// Pages across targets are gathered window by window; they must be exact whatever the spacing:
 /// a year-long gap, a dense burst, several targets, both orders, every filter combination.
-#[tokio::test]
-async fn pages_across_targets_are_exact_over_sparse_and_dense_history() {
-    let app = TestApp::new().await;
+async fn pages_across_targets_are_exact_over_sparse_and_dense_history(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let mut offsets: Vec<i64> = vec![-365 * 86_400, -200 * 86_400, -30 * 86_400, -86_400, -3_600];
     offsets.extend((0..60).map(|i| -120 + i));
     let mut stored = Vec::new();
@@ -534,9 +538,8 @@ async fn pages_across_targets_are_exact_over_sparse_and_dense_history() {
 
 /// Evenly spread checks at millisecond precision, so page windows start and end between and on
 /// rows: every row must still come exactly once, in order.
-#[tokio::test]
-async fn window_boundaries_never_drop_or_repeat_a_row() {
-    let app = TestApp::new().await;
+async fn window_boundaries_never_drop_or_repeat_a_row(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let base = time::OffsetDateTime::now_utc() - time::Duration::seconds(2_000);
     let mut stored = Vec::new();
     // Three targets report at the very same instant every round: cursors land on ties.

@@ -6,9 +6,13 @@ mod common;
 
 use axum::body::Body;
 use axum::http::Request;
-use common::{TestApp, TestResponse, at_offset, snapshot};
+use common::{Backend, TestApp, TestResponse, at_offset, snapshot};
 use serde_json::{Value, json};
-use sqlx::Connection;
+
+backend_tests! {
+    every_hostile_request_is_refused_with_a_problem_and_changes_nothing,
+    odd_but_valid_text_is_stored_verbatim,
+}
 
 /// One hostile request and what it must get.
 struct Case {
@@ -523,28 +527,14 @@ async fn send(app: &TestApp, case: &Case) -> TestResponse {
 /// What is stored, as the API and the database itself report it.
 async fn stored(app: &TestApp) -> (Vec<Value>, i64, i64, i64) {
     let history = app.all_history().await;
-    let mut db = sqlx::SqliteConnection::connect(&app.database_url)
-        .await
-        .unwrap();
-    let snapshots: i64 = sqlx::query_scalar("select count(*) from snapshots")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    let targets: i64 = sqlx::query_scalar("select count(*) from targets")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    let filesets: i64 = sqlx::query_scalar("select count(*) from filesets")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    let snapshots = app.query_i64("select count(*) from snapshots").await;
+    let targets = app.query_i64("select count(*) from targets").await;
+    let filesets = app.query_i64("select count(*) from filesets").await;
     (history, snapshots, targets, filesets)
 }
 
-#[tokio::test]
-async fn every_hostile_request_is_refused_with_a_problem_and_changes_nothing() {
-    let app = TestApp::new().await;
+async fn every_hostile_request_is_refused_with_a_problem_and_changes_nothing(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let baseline_at = at_offset(-500);
     app.record(&snapshot(
         "baseline",
@@ -601,9 +591,8 @@ async fn every_hostile_request_is_refused_with_a_problem_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn odd_but_valid_text_is_stored_verbatim() {
-    let app = TestApp::new().await;
+async fn odd_but_valid_text_is_stored_verbatim(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let cases = [
         (
             "'; drop table snapshots; --",

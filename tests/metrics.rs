@@ -11,6 +11,14 @@ use axum::http::StatusCode;
 use common::*;
 use serde_json::json;
 
+backend_tests! {
+    metrics_pass_promtool_check,
+    target_series_match_the_stored_state,
+    ingest_results_and_request_latency_are_counted,
+    apps_in_one_process_keep_their_own_counters,
+    metrics_with_no_targets_still_describe_every_family,
+}
+
 /// One sample: metric name and sorted labels.
 type Series = (String, BTreeMap<String, String>);
 
@@ -71,8 +79,8 @@ fn series(name: &str, labels: &[(&str, &str)]) -> Series {
 }
 
 /// Targets whose names need escaping, in every state.
-async fn seeded() -> TestApp {
-    let app = TestApp::new().await;
+async fn seeded(backend: Backend) -> TestApp {
+    let app = TestApp::on(backend).await;
     let recent = at_offset(-30);
     app.record(&snapshot("rsyslog", "rsyslog-lab", "SYNCED", &[], &recent))
         .await;
@@ -147,9 +155,8 @@ fn promtool_check(exposition: &str) {
     );
 }
 
-#[tokio::test]
-async fn metrics_pass_promtool_check() {
-    let app = seeded().await;
+async fn metrics_pass_promtool_check(backend: Backend) {
+    let app = seeded(backend).await;
     // Give every self-metric a sample too.
     app.post_raw(Some("application/json"), "{").await;
     app.get("/status.json").await;
@@ -163,9 +170,8 @@ async fn metrics_pass_promtool_check() {
     promtool_check(&response.text());
 }
 
-#[tokio::test]
-async fn target_series_match_the_stored_state() {
-    let app = seeded().await;
+async fn target_series_match_the_stored_state(backend: Backend) {
+    let app = seeded(backend).await;
     let rows = app.get_rows("/status.json").await;
     let text = app.get("/metrics").await.text();
     let samples = samples(&text);
@@ -257,9 +263,8 @@ async fn target_series_match_the_stored_state() {
     );
 }
 
-#[tokio::test]
-async fn ingest_results_and_request_latency_are_counted() {
-    let app = TestApp::new().await;
+async fn ingest_results_and_request_latency_are_counted(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let at = at_offset(-60);
     let body = snapshot("r", "s", "OUT_OF_SYNC", &["a"], &at);
     app.record(&body).await;
@@ -322,10 +327,9 @@ async fn ingest_results_and_request_latency_are_counted() {
     assert_eq!(samples.get(&inf_bucket), Some(&3.0));
 }
 
-#[tokio::test]
-async fn apps_in_one_process_keep_their_own_counters() {
-    let first = TestApp::new().await;
-    let second = TestApp::new().await;
+async fn apps_in_one_process_keep_their_own_counters(backend: Backend) {
+    let first = TestApp::on(backend).await;
+    let second = TestApp::on(backend).await;
     first
         .record(&snapshot("r", "s", "SYNCED", &[], &at_offset(-5)))
         .await;
@@ -337,9 +341,8 @@ async fn apps_in_one_process_keep_their_own_counters() {
     assert_eq!(samples(&second.get("/metrics").await.text())[&stored], 0.0);
 }
 
-#[tokio::test]
-async fn metrics_with_no_targets_still_describe_every_family() {
-    let app = TestApp::new().await;
+async fn metrics_with_no_targets_still_describe_every_family(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let text = app.get("/metrics").await.text();
     assert!(text.contains("# TYPE gitops_sync_status gauge"), "{text}");
     assert!(

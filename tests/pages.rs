@@ -6,9 +6,17 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 
-#[tokio::test]
-async fn the_status_page_lists_every_target_with_its_state() {
-    let app = TestApp::new().await;
+backend_tests! {
+    the_status_page_lists_every_target_with_its_state,
+    the_status_page_filters_by_repo_and_state,
+    pages_escape_what_ci_sent,
+    the_target_page_shows_transitions_recent_checks_and_a_timeline,
+    an_unknown_target_is_an_html_404_and_a_missing_parameter_a_400,
+    docs_serve_swagger_ui_offline_over_the_served_spec,
+}
+
+async fn the_status_page_lists_every_target_with_its_state(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let recent = at_offset(-90);
     app.record(&snapshot(
         "rsyslog",
@@ -47,9 +55,8 @@ async fn the_status_page_lists_every_target_with_its_state() {
     );
 }
 
-#[tokio::test]
-async fn the_status_page_filters_by_repo_and_state() {
-    let app = TestApp::new().await;
+async fn the_status_page_filters_by_repo_and_state(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let recent = at_offset(-30);
     app.record(&snapshot("a", "one", "SYNCED", &[], &recent))
         .await;
@@ -80,9 +87,8 @@ async fn the_status_page_filters_by_repo_and_state() {
         .assert_problem(400, &["state"]);
 }
 
-#[tokio::test]
-async fn pages_escape_what_ci_sent() {
-    let app = TestApp::new().await;
+async fn pages_escape_what_ci_sent(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let mut body = snapshot(
         "<script>alert(1)</script>",
         "a\"b",
@@ -112,9 +118,8 @@ async fn pages_escape_what_ci_sent() {
     }
 }
 
-#[tokio::test]
-async fn the_target_page_shows_transitions_recent_checks_and_a_timeline() {
-    let app = TestApp::new().await;
+async fn the_target_page_shows_transitions_recent_checks_and_a_timeline(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let t = |minutes: i64| at_offset(-60 * (60 - minutes));
     app.record(&snapshot("r", "s", "SYNCED", &[], &t(0))).await;
     app.record(&snapshot("r", "s", "SYNCED", &[], &t(2))).await;
@@ -153,9 +158,8 @@ async fn the_target_page_shows_transitions_recent_checks_and_a_timeline() {
     assert!(timeline.contains("state-OUT_OF_SYNC") && timeline.contains("state-ERROR"));
 }
 
-#[tokio::test]
-async fn an_unknown_target_is_an_html_404_and_a_missing_parameter_a_400() {
-    let app = TestApp::new().await;
+async fn an_unknown_target_is_an_html_404_and_a_missing_parameter_a_400(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let response = app.get("/target?repo=nope&server=never").await;
     assert_eq!(response.status, StatusCode::NOT_FOUND);
     assert_eq!(response.content_type(), "text/html; charset=utf-8");
@@ -165,9 +169,8 @@ async fn an_unknown_target_is_an_html_404_and_a_missing_parameter_a_400() {
         .assert_problem(400, &["server"]);
 }
 
-#[tokio::test]
-async fn docs_serve_swagger_ui_offline_over_the_served_spec() {
-    let app = TestApp::new().await;
+async fn docs_serve_swagger_ui_offline_over_the_served_spec(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let redirect = app.get("/docs").await;
     assert!(redirect.status.is_redirection());
     assert_eq!(redirect.header("location"), Some("/docs/"));

@@ -13,6 +13,75 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+backend_tests! {
+    repo_is_required,
+    server_is_required,
+    repo_and_server_must_be_strings,
+    repo_and_server_surrounding_whitespace_is_trimmed_and_stored_trimmed,
+    empty_repo_or_server_is_rejected,
+    whitespace_only_repo_or_server_is_rejected,
+    repo_and_server_of_256_characters_are_accepted,
+    repo_and_server_of_257_characters_are_rejected,
+    control_characters_anywhere_in_repo_are_rejected,
+    control_characters_anywhere_in_server_are_rejected,
+    sync_status_is_required,
+    sync_status_must_be_one_of_the_three_values,
+    each_of_the_three_sync_statuses_is_accepted,
+    files_are_optional_and_default_to_empty,
+    files_must_be_an_array_of_name_objects,
+    empty_file_name_is_rejected,
+    file_name_of_4096_characters_is_accepted,
+    file_name_of_4097_characters_is_rejected,
+    control_characters_in_file_names_are_rejected,
+    duplicate_file_names_are_rejected_naming_the_second_occurrence,
+    ten_thousand_files_are_accepted,
+    ten_thousand_and_one_files_are_rejected,
+    synced_with_files_is_rejected,
+    synced_with_drift_count_one_is_rejected,
+    synced_with_no_files_and_drift_count_zero_is_accepted,
+    unknown_field_inside_a_file_entry_is_rejected,
+    drift_count_defaults_to_the_number_of_files,
+    drift_count_different_from_the_given_files_is_rejected,
+    negative_drift_count_is_rejected,
+    non_integer_drift_count_is_rejected,
+    out_of_sync_without_files_and_drift_count_three_is_accepted,
+    last_check_defaults_to_the_time_of_receipt,
+    last_check_without_offset_is_rejected,
+    last_check_that_is_not_a_time_is_rejected,
+    last_check_as_a_number_is_rejected,
+    last_check_offsets_are_converted_to_utc_with_three_fraction_digits,
+    last_check_four_minutes_in_the_future_is_accepted,
+    last_check_six_minutes_in_the_future_is_rejected,
+    optional_fields_round_trip,
+    optional_fields_absent_are_null_in_the_reply,
+    null_optional_fields_are_treated_as_absent,
+    message_may_contain_newlines,
+    revision_with_a_newline_is_rejected,
+    empty_revision_is_rejected,
+    optional_text_fields_must_be_strings,
+    stale_after_seconds_out_of_range_is_rejected,
+    stale_after_seconds_that_is_not_an_integer_is_rejected,
+    stale_after_seconds_at_the_bounds_is_accepted,
+    unknown_top_level_field_is_rejected,
+    a_typo_in_a_field_name_is_named_in_the_errors,
+    several_bad_values_are_all_named_in_one_problem,
+    several_bad_types_and_unknown_fields_are_all_named_in_one_problem,
+    type_errors_do_not_hide_rule_violations_in_other_fields,
+    body_that_is_not_json_is_a_400_problem,
+    json_that_is_not_an_object_is_a_422_naming_the_body,
+    missing_content_type_is_a_415_problem,
+    wrong_content_type_is_a_415_problem,
+    json_content_type_with_charset_is_accepted,
+    body_over_the_limit_is_a_413_problem,
+    streamed_body_over_the_limit_without_content_length_is_a_413_problem,
+    default_body_limit_is_one_mebibyte,
+    unknown_path_is_a_404_problem,
+    wrong_method_is_a_405_problem_with_allow,
+    problems_carry_type_title_status_and_detail,
+    a_rejected_request_for_an_existing_target_changes_nothing,
+    sql_looking_path_traversal_and_unicode_strings_are_stored_verbatim,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
@@ -59,12 +128,12 @@ fn many_files(count: usize) -> Value {
 }
 
 /// A service with one valid snapshot stored, so "history unchanged" means something.
-async fn seeded() -> TestApp {
-    seeded_with(Settings::default()).await
+async fn seeded(backend: Backend) -> TestApp {
+    seeded_with(backend, Settings::default()).await
 }
 
-async fn seeded_with(settings: Settings) -> TestApp {
-    let app = TestApp::with_settings(settings).await;
+async fn seeded_with(backend: Backend, settings: Settings) -> TestApp {
+    let app = TestApp::on_with_settings(backend, settings).await;
     app.record(&snapshot(
         "seed-repo",
         "seed-server",
@@ -155,23 +224,20 @@ fn assert_utc_millis(text: &Value) {
 // repo / server
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn repo_is_required() {
-    let app = seeded().await;
+async fn repo_is_required(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &without(valid(), "repo"), &["repo"]).await;
     reject(&app, &with(valid(), "repo", Value::Null), &["repo"]).await;
 }
 
-#[tokio::test]
-async fn server_is_required() {
-    let app = seeded().await;
+async fn server_is_required(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &without(valid(), "server"), &["server"]).await;
     reject(&app, &with(valid(), "server", Value::Null), &["server"]).await;
 }
 
-#[tokio::test]
-async fn repo_and_server_must_be_strings() {
-    let app = seeded().await;
+async fn repo_and_server_must_be_strings(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &with(valid(), "repo", json!(42)), &["repo"]).await;
     reject(
         &app,
@@ -181,9 +247,8 @@ async fn repo_and_server_must_be_strings() {
     .await;
 }
 
-#[tokio::test]
-async fn repo_and_server_surrounding_whitespace_is_trimmed_and_stored_trimmed() {
-    let app = seeded().await;
+async fn repo_and_server_surrounding_whitespace_is_trimmed_and_stored_trimmed(backend: Backend) {
+    let app = seeded(backend).await;
     let body = with(
         with(valid(), "repo", json!("   web  ")),
         "server",
@@ -208,23 +273,20 @@ async fn repo_and_server_surrounding_whitespace_is_trimmed_and_stored_trimmed() 
     );
 }
 
-#[tokio::test]
-async fn empty_repo_or_server_is_rejected() {
-    let app = seeded().await;
+async fn empty_repo_or_server_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &with(valid(), "repo", json!("")), &["repo"]).await;
     reject(&app, &with(valid(), "server", json!("")), &["server"]).await;
 }
 
-#[tokio::test]
-async fn whitespace_only_repo_or_server_is_rejected() {
-    let app = seeded().await;
+async fn whitespace_only_repo_or_server_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &with(valid(), "repo", json!("    ")), &["repo"]).await;
     reject(&app, &with(valid(), "server", json!(" ")), &["server"]).await;
 }
 
-#[tokio::test]
-async fn repo_and_server_of_256_characters_are_accepted() {
-    let app = seeded().await;
+async fn repo_and_server_of_256_characters_are_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     // Multi-byte characters: 256 characters are 512 bytes, which must not count as 512.
     let repo = "é".repeat(256);
     let server = "s".repeat(256);
@@ -239,9 +301,8 @@ async fn repo_and_server_of_256_characters_are_accepted() {
     assert_eq!(reply["repo"], "日".repeat(256).as_str());
 }
 
-#[tokio::test]
-async fn repo_and_server_of_257_characters_are_rejected() {
-    let app = seeded().await;
+async fn repo_and_server_of_257_characters_are_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &minimal(&"é".repeat(257), "web-01"), &["repo"]).await;
     reject(&app, &minimal(&"r".repeat(257), "web-01"), &["repo"]).await;
     reject(&app, &minimal("web", &"é".repeat(257)), &["server"]).await;
@@ -255,9 +316,8 @@ fn placements(c: char) -> [String; 3] {
     [format!("{c}web"), format!("we{c}b"), format!("web{c}")]
 }
 
-#[tokio::test]
-async fn control_characters_anywhere_in_repo_are_rejected() {
-    let app = seeded().await;
+async fn control_characters_anywhere_in_repo_are_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for c in CONTROL_CHARACTERS {
         for repo in placements(c) {
             reject(&app, &minimal(&repo, "web-01"), &["repo"]).await;
@@ -265,9 +325,8 @@ async fn control_characters_anywhere_in_repo_are_rejected() {
     }
 }
 
-#[tokio::test]
-async fn control_characters_anywhere_in_server_are_rejected() {
-    let app = seeded().await;
+async fn control_characters_anywhere_in_server_are_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for c in CONTROL_CHARACTERS {
         for server in placements(c) {
             reject(&app, &minimal("web", &server), &["server"]).await;
@@ -279,9 +338,8 @@ async fn control_characters_anywhere_in_server_are_rejected() {
 // sync_status
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn sync_status_is_required() {
-    let app = seeded().await;
+async fn sync_status_is_required(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &without(valid(), "sync_status"), &["sync_status"]).await;
     reject(
         &app,
@@ -291,9 +349,8 @@ async fn sync_status_is_required() {
     .await;
 }
 
-#[tokio::test]
-async fn sync_status_must_be_one_of_the_three_values() {
-    let app = seeded().await;
+async fn sync_status_must_be_one_of_the_three_values(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [
         json!("synced"),
         json!("Synced"),
@@ -309,9 +366,8 @@ async fn sync_status_must_be_one_of_the_three_values() {
     }
 }
 
-#[tokio::test]
-async fn each_of_the_three_sync_statuses_is_accepted() {
-    let app = seeded().await;
+async fn each_of_the_three_sync_statuses_is_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     let synced = app
         .record(&with(minimal("web", "a"), "sync_status", json!("SYNCED")))
         .await;
@@ -332,9 +388,8 @@ async fn each_of_the_three_sync_statuses_is_accepted() {
 // files
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn files_are_optional_and_default_to_empty() {
-    let app = seeded().await;
+async fn files_are_optional_and_default_to_empty(backend: Backend) {
+    let app = seeded(backend).await;
     let reply = app.record(&minimal("web", "web-01")).await;
     assert_eq!(reply["files"], json!([]));
     assert_eq!(reply["drift_count"], 0);
@@ -352,9 +407,8 @@ async fn files_are_optional_and_default_to_empty() {
     assert_eq!(status_row(&app, "web", "web-02").await["files"], json!([]));
 }
 
-#[tokio::test]
-async fn files_must_be_an_array_of_name_objects() {
-    let app = seeded().await;
+async fn files_must_be_an_array_of_name_objects(backend: Backend) {
+    let app = seeded(backend).await;
     let body = without(valid(), "drift_count");
     reject(
         &app,
@@ -392,16 +446,14 @@ async fn files_must_be_an_array_of_name_objects() {
     .await;
 }
 
-#[tokio::test]
-async fn empty_file_name_is_rejected() {
-    let app = seeded().await;
+async fn empty_file_name_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let body = with(valid(), "files", file_entries(&["a.conf", ""]));
     reject(&app, &body, &["files[1].name"]).await;
 }
 
-#[tokio::test]
-async fn file_name_of_4096_characters_is_accepted() {
-    let app = seeded().await;
+async fn file_name_of_4096_characters_is_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     let long_ascii = "f".repeat(4096);
     let long_multibyte = "é".repeat(4096);
     let body = with(
@@ -420,9 +472,8 @@ async fn file_name_of_4096_characters_is_accepted() {
     assert!(names.contains(&long_multibyte.as_str()));
 }
 
-#[tokio::test]
-async fn file_name_of_4097_characters_is_rejected() {
-    let app = seeded().await;
+async fn file_name_of_4097_characters_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let too_long = "é".repeat(4097);
     let body = with(valid(), "files", file_entries(&["a.conf", &too_long]));
     reject(&app, &body, &["files[1].name"]).await;
@@ -431,9 +482,8 @@ async fn file_name_of_4097_characters_is_rejected() {
     reject(&app, &body, &["files[0].name"]).await;
 }
 
-#[tokio::test]
-async fn control_characters_in_file_names_are_rejected() {
-    let app = seeded().await;
+async fn control_characters_in_file_names_are_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for c in CONTROL_CHARACTERS {
         for name in placements(c) {
             let body = with(valid(), "files", file_entries(&["ok.conf", &name]));
@@ -442,9 +492,8 @@ async fn control_characters_in_file_names_are_rejected() {
     }
 }
 
-#[tokio::test]
-async fn duplicate_file_names_are_rejected_naming_the_second_occurrence() {
-    let app = seeded().await;
+async fn duplicate_file_names_are_rejected_naming_the_second_occurrence(backend: Backend) {
+    let app = seeded(backend).await;
     let body = without(
         with(
             valid(),
@@ -456,12 +505,14 @@ async fn duplicate_file_names_are_rejected_naming_the_second_occurrence() {
     reject(&app, &body, &["files[2].name"]).await;
 }
 
-#[tokio::test]
-async fn ten_thousand_files_are_accepted() {
-    let app = seeded_with(Settings {
-        body_limit: 8 * 1024 * 1024,
-        ..Settings::default()
-    })
+async fn ten_thousand_files_are_accepted(backend: Backend) {
+    let app = seeded_with(
+        backend,
+        Settings {
+            body_limit: 8 * 1024 * 1024,
+            ..Settings::default()
+        },
+    )
     .await;
     let body = with(
         with(valid(), "files", many_files(10_000)),
@@ -475,20 +526,21 @@ async fn ten_thousand_files_are_accepted() {
     assert_eq!(row["files"].as_array().unwrap().len(), 10_000);
 }
 
-#[tokio::test]
-async fn ten_thousand_and_one_files_are_rejected() {
-    let app = seeded_with(Settings {
-        body_limit: 8 * 1024 * 1024,
-        ..Settings::default()
-    })
+async fn ten_thousand_and_one_files_are_rejected(backend: Backend) {
+    let app = seeded_with(
+        backend,
+        Settings {
+            body_limit: 8 * 1024 * 1024,
+            ..Settings::default()
+        },
+    )
     .await;
     let body = without(with(valid(), "files", many_files(10_001)), "drift_count");
     reject(&app, &body, &["files"]).await;
 }
 
-#[tokio::test]
-async fn synced_with_files_is_rejected() {
-    let app = seeded().await;
+async fn synced_with_files_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let body = json!({
         "repo": "web", "server": "web-01", "sync_status": "SYNCED",
         "drift_count": 1, "files": [{ "name": "a.conf" }],
@@ -497,17 +549,15 @@ async fn synced_with_files_is_rejected() {
     reject(&app, &body, &["files", "drift_count"]).await;
 }
 
-#[tokio::test]
-async fn synced_with_drift_count_one_is_rejected() {
-    let app = seeded().await;
+async fn synced_with_drift_count_one_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let body =
         json!({ "repo": "web", "server": "web-01", "sync_status": "SYNCED", "drift_count": 1 });
     reject(&app, &body, &["drift_count"]).await;
 }
 
-#[tokio::test]
-async fn synced_with_no_files_and_drift_count_zero_is_accepted() {
-    let app = seeded().await;
+async fn synced_with_no_files_and_drift_count_zero_is_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     let body = json!({
         "repo": "web", "server": "web-01", "sync_status": "SYNCED",
         "drift_count": 0, "files": [],
@@ -517,9 +567,8 @@ async fn synced_with_no_files_and_drift_count_zero_is_accepted() {
     assert_eq!(reply["drift_count"], 0);
 }
 
-#[tokio::test]
-async fn unknown_field_inside_a_file_entry_is_rejected() {
-    let app = seeded().await;
+async fn unknown_field_inside_a_file_entry_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let body = with(
         valid(),
         "files",
@@ -532,9 +581,8 @@ async fn unknown_field_inside_a_file_entry_is_rejected() {
 // drift_count
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn drift_count_defaults_to_the_number_of_files() {
-    let app = seeded().await;
+async fn drift_count_defaults_to_the_number_of_files(backend: Backend) {
+    let app = seeded(backend).await;
     let body = without(
         with(valid(), "files", file_entries(&["a", "b", "c"])),
         "drift_count",
@@ -544,9 +592,8 @@ async fn drift_count_defaults_to_the_number_of_files() {
     assert_eq!(status_row(&app, "web", "web-01").await["drift_count"], 3);
 }
 
-#[tokio::test]
-async fn drift_count_different_from_the_given_files_is_rejected() {
-    let app = seeded().await;
+async fn drift_count_different_from_the_given_files_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     reject(
         &app,
         &with(valid(), "drift_count", json!(3)),
@@ -564,25 +611,22 @@ async fn drift_count_different_from_the_given_files_is_rejected() {
     reject(&app, &body, &["drift_count"]).await;
 }
 
-#[tokio::test]
-async fn negative_drift_count_is_rejected() {
-    let app = seeded().await;
+async fn negative_drift_count_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let body = with(without(valid(), "files"), "drift_count", json!(-1));
     reject(&app, &body, &["drift_count"]).await;
 }
 
-#[tokio::test]
-async fn non_integer_drift_count_is_rejected() {
-    let app = seeded().await;
+async fn non_integer_drift_count_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [json!(1.5), json!("2"), json!(true), json!([2])] {
         let body = with(valid(), "drift_count", bad);
         reject(&app, &body, &["drift_count"]).await;
     }
 }
 
-#[tokio::test]
-async fn out_of_sync_without_files_and_drift_count_three_is_accepted() {
-    let app = seeded().await;
+async fn out_of_sync_without_files_and_drift_count_three_is_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     let body = json!({
         "repo": "web", "server": "web-01", "sync_status": "OUT_OF_SYNC", "drift_count": 3,
     });
@@ -596,9 +640,8 @@ async fn out_of_sync_without_files_and_drift_count_three_is_accepted() {
 // last_check
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn last_check_defaults_to_the_time_of_receipt() {
-    let app = seeded().await;
+async fn last_check_defaults_to_the_time_of_receipt(backend: Backend) {
+    let app = seeded(backend).await;
     let before = now_millis();
     let reply = app.record(&without(valid(), "last_check")).await;
     let after = now_millis();
@@ -612,9 +655,8 @@ async fn last_check_defaults_to_the_time_of_receipt() {
     assert_eq!(row["last_check"], reply["last_check"]);
 }
 
-#[tokio::test]
-async fn last_check_without_offset_is_rejected() {
-    let app = seeded().await;
+async fn last_check_without_offset_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [
         "2026-04-21T10:30:00",
         "2026-04-21T10:30:00.123",
@@ -630,25 +672,22 @@ async fn last_check_without_offset_is_rejected() {
     }
 }
 
-#[tokio::test]
-async fn last_check_that_is_not_a_time_is_rejected() {
-    let app = seeded().await;
+async fn last_check_that_is_not_a_time_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [json!("yesterday"), json!(""), json!("now")] {
         reject(&app, &with(valid(), "last_check", bad), &["last_check"]).await;
     }
 }
 
-#[tokio::test]
-async fn last_check_as_a_number_is_rejected() {
-    let app = seeded().await;
+async fn last_check_as_a_number_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [json!(1_776_767_400_000_i64), json!(1_776_767_400)] {
         reject(&app, &with(valid(), "last_check", bad), &["last_check"]).await;
     }
 }
 
-#[tokio::test]
-async fn last_check_offsets_are_converted_to_utc_with_three_fraction_digits() {
-    let app = seeded().await;
+async fn last_check_offsets_are_converted_to_utc_with_three_fraction_digits(backend: Backend) {
+    let app = seeded(backend).await;
     for (server, sent, stored) in [
         (
             "micros",
@@ -683,17 +722,15 @@ async fn last_check_offsets_are_converted_to_utc_with_three_fraction_digits() {
     }
 }
 
-#[tokio::test]
-async fn last_check_four_minutes_in_the_future_is_accepted() {
-    let app = seeded().await;
+async fn last_check_four_minutes_in_the_future_is_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     let sent = at_offset(4 * 60);
     let reply = app.record(&with(valid(), "last_check", json!(sent))).await;
     assert_eq!(reply["last_check"], rendered(&sent));
 }
 
-#[tokio::test]
-async fn last_check_six_minutes_in_the_future_is_rejected() {
-    let app = seeded().await;
+async fn last_check_six_minutes_in_the_future_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let body = with(valid(), "last_check", json!(at_offset(6 * 60)));
     reject(&app, &body, &["last_check"]).await;
 }
@@ -702,9 +739,8 @@ async fn last_check_six_minutes_in_the_future_is_rejected() {
 // revision, run_url, message, stale_after_seconds
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn optional_fields_round_trip() {
-    let app = seeded().await;
+async fn optional_fields_round_trip(backend: Backend) {
+    let app = seeded(backend).await;
     let message = "ssh: connect to host web-01 port 22: Connection refused\nretrying\r\n\tgave up";
     let body = json!({
         "repo": "web",
@@ -738,18 +774,16 @@ async fn optional_fields_round_trip() {
     assert_eq!(row["stale_after_seconds"], 600);
 }
 
-#[tokio::test]
-async fn optional_fields_absent_are_null_in_the_reply() {
-    let app = seeded().await;
+async fn optional_fields_absent_are_null_in_the_reply(backend: Backend) {
+    let app = seeded(backend).await;
     let reply = app.record(&minimal("web", "web-01")).await;
     for field in ["revision", "run_url", "message"] {
         assert_eq!(reply[field], Value::Null, "{field}: {reply}");
     }
 }
 
-#[tokio::test]
-async fn null_optional_fields_are_treated_as_absent() {
-    let app = seeded().await;
+async fn null_optional_fields_are_treated_as_absent(backend: Backend) {
+    let app = seeded(backend).await;
     let body = json!({
         "repo": "web",
         "server": "web-01",
@@ -779,9 +813,8 @@ async fn null_optional_fields_are_treated_as_absent() {
     );
 }
 
-#[tokio::test]
-async fn message_may_contain_newlines() {
-    let app = seeded().await;
+async fn message_may_contain_newlines(backend: Backend) {
+    let app = seeded(backend).await;
     let message = "line one\nline two\n";
     let reply = app
         .record(&with(minimal("web", "web-01"), "message", json!(message)))
@@ -793,48 +826,42 @@ async fn message_may_contain_newlines() {
     );
 }
 
-#[tokio::test]
-async fn revision_with_a_newline_is_rejected() {
-    let app = seeded().await;
+async fn revision_with_a_newline_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     let body = with(valid(), "revision", json!("3f2c1ab\nmalicious"));
     reject(&app, &body, &["revision"]).await;
 }
 
-#[tokio::test]
-async fn empty_revision_is_rejected() {
-    let app = seeded().await;
+async fn empty_revision_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &with(valid(), "revision", json!("")), &["revision"]).await;
 }
 
-#[tokio::test]
-async fn optional_text_fields_must_be_strings() {
-    let app = seeded().await;
+async fn optional_text_fields_must_be_strings(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &with(valid(), "revision", json!(123)), &["revision"]).await;
     reject(&app, &with(valid(), "run_url", json!(true)), &["run_url"]).await;
     reject(&app, &with(valid(), "message", json!(["a"])), &["message"]).await;
 }
 
-#[tokio::test]
-async fn stale_after_seconds_out_of_range_is_rejected() {
-    let app = seeded().await;
+async fn stale_after_seconds_out_of_range_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [json!(0), json!(-5), json!(31_536_001)] {
         let body = with(valid(), "stale_after_seconds", bad);
         reject(&app, &body, &["stale_after_seconds"]).await;
     }
 }
 
-#[tokio::test]
-async fn stale_after_seconds_that_is_not_an_integer_is_rejected() {
-    let app = seeded().await;
+async fn stale_after_seconds_that_is_not_an_integer_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [json!("600"), json!(1.5)] {
         let body = with(valid(), "stale_after_seconds", bad);
         reject(&app, &body, &["stale_after_seconds"]).await;
     }
 }
 
-#[tokio::test]
-async fn stale_after_seconds_at_the_bounds_is_accepted() {
-    let app = seeded().await;
+async fn stale_after_seconds_at_the_bounds_is_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     for (server, seconds) in [("one", 1), ("year", 31_536_000)] {
         let body = with(
             with(valid(), "server", json!(server)),
@@ -850,24 +877,21 @@ async fn stale_after_seconds_at_the_bounds_is_accepted() {
 // Unknown fields, several errors at once
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn unknown_top_level_field_is_rejected() {
-    let app = seeded().await;
+async fn unknown_top_level_field_is_rejected(backend: Backend) {
+    let app = seeded(backend).await;
     reject(&app, &with(valid(), "colour", json!("red")), &["colour"]).await;
     reject(&app, &with(valid(), "extra", Value::Null), &["extra"]).await;
 }
 
-#[tokio::test]
-async fn a_typo_in_a_field_name_is_named_in_the_errors() {
-    let app = seeded().await;
+async fn a_typo_in_a_field_name_is_named_in_the_errors(backend: Backend) {
+    let app = seeded(backend).await;
     let mut body = without(valid(), "sync_status");
     body["sync_stauts"] = json!("OUT_OF_SYNC");
     reject(&app, &body, &["sync_stauts", "sync_status"]).await;
 }
 
-#[tokio::test]
-async fn several_bad_values_are_all_named_in_one_problem() {
-    let app = seeded().await;
+async fn several_bad_values_are_all_named_in_one_problem(backend: Backend) {
+    let app = seeded(backend).await;
     let body = json!({
         "repo": "",
         "server": "web\t01",
@@ -894,9 +918,8 @@ async fn several_bad_values_are_all_named_in_one_problem() {
     assert_eq!(problem["type"], "/problems/invalid-snapshot");
 }
 
-#[tokio::test]
-async fn several_bad_types_and_unknown_fields_are_all_named_in_one_problem() {
-    let app = seeded().await;
+async fn several_bad_types_and_unknown_fields_are_all_named_in_one_problem(backend: Backend) {
+    let app = seeded(backend).await;
     let body = json!({
         "server": 7,
         "sync_status": "synced",
@@ -921,9 +944,8 @@ async fn several_bad_types_and_unknown_fields_are_all_named_in_one_problem() {
 
 /// SPEC "Errors": `errors` names *every* bad field, so a type error in one field must not hide a
 /// rule violation in another.
-#[tokio::test]
-async fn type_errors_do_not_hide_rule_violations_in_other_fields() {
-    let app = seeded().await;
+async fn type_errors_do_not_hide_rule_violations_in_other_fields(backend: Backend) {
+    let app = seeded(backend).await;
     let body = json!({
         "repo": "",
         "server": "web\t01",
@@ -953,9 +975,8 @@ async fn type_errors_do_not_hide_rule_violations_in_other_fields() {
 // Error classes
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn body_that_is_not_json_is_a_400_problem() {
-    let app = seeded().await;
+async fn body_that_is_not_json_is_a_400_problem(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [
         r#"{"repo":"#,
         "hello",
@@ -968,9 +989,8 @@ async fn body_that_is_not_json_is_a_400_problem() {
     }
 }
 
-#[tokio::test]
-async fn json_that_is_not_an_object_is_a_422_naming_the_body() {
-    let app = seeded().await;
+async fn json_that_is_not_an_object_is_a_422_naming_the_body(backend: Backend) {
+    let app = seeded(backend).await;
     for bad in [
         "[]",
         r#""x""#,
@@ -990,15 +1010,13 @@ async fn json_that_is_not_an_object_is_a_422_naming_the_body() {
     }
 }
 
-#[tokio::test]
-async fn missing_content_type_is_a_415_problem() {
-    let app = seeded().await;
+async fn missing_content_type_is_a_415_problem(backend: Backend) {
+    let app = seeded(backend).await;
     reject_raw(&app, None, valid().to_string(), 415, &[]).await;
 }
 
-#[tokio::test]
-async fn wrong_content_type_is_a_415_problem() {
-    let app = seeded().await;
+async fn wrong_content_type_is_a_415_problem(backend: Backend) {
+    let app = seeded(backend).await;
     for content_type in [
         "text/plain",
         "application/x-www-form-urlencoded",
@@ -1009,9 +1027,8 @@ async fn wrong_content_type_is_a_415_problem() {
     }
 }
 
-#[tokio::test]
-async fn json_content_type_with_charset_is_accepted() {
-    let app = seeded().await;
+async fn json_content_type_with_charset_is_accepted(backend: Backend) {
+    let app = seeded(backend).await;
     let response = app
         .post_raw(Some("application/json; charset=utf-8"), valid().to_string())
         .await;
@@ -1038,30 +1055,34 @@ fn padded_files_body(bytes: usize) -> String {
     body
 }
 
-#[tokio::test]
-async fn body_over_the_limit_is_a_413_problem() {
+async fn body_over_the_limit_is_a_413_problem(backend: Backend) {
     let body = padded_body(2000);
     assert!(body.len() >= 2000);
 
     // The same body is fine under the default limit, so only its size is at fault.
-    let roomy = TestApp::new().await;
+    let roomy = TestApp::on(backend).await;
     roomy.record(&serde_json::from_str(&body).unwrap()).await;
 
-    let app = seeded_with(Settings {
-        body_limit: 1024,
-        ..Settings::default()
-    })
+    let app = seeded_with(
+        backend,
+        Settings {
+            body_limit: 1024,
+            ..Settings::default()
+        },
+    )
     .await;
     let problem = reject_raw(&app, Some("application/json"), body, 413, &[]).await;
     assert_eq!(problem["type"], "/problems/payload-too-large");
 }
 
-#[tokio::test]
-async fn streamed_body_over_the_limit_without_content_length_is_a_413_problem() {
-    let app = seeded_with(Settings {
-        body_limit: 1024,
-        ..Settings::default()
-    })
+async fn streamed_body_over_the_limit_without_content_length_is_a_413_problem(backend: Backend) {
+    let app = seeded_with(
+        backend,
+        Settings {
+            body_limit: 1024,
+            ..Settings::default()
+        },
+    )
     .await;
     let body = padded_body(2000).into_bytes();
     let chunks: Vec<Result<Bytes, std::io::Error>> = body
@@ -1072,9 +1093,8 @@ async fn streamed_body_over_the_limit_without_content_length_is_a_413_problem() 
     reject_raw(&app, Some("application/json"), stream, 413, &[]).await;
 }
 
-#[tokio::test]
-async fn default_body_limit_is_one_mebibyte() {
-    let app = seeded().await;
+async fn default_body_limit_is_one_mebibyte(backend: Backend) {
+    let app = seeded(backend).await;
     let over = padded_files_body(1024 * 1024 + 1);
     reject_raw(&app, Some("application/json"), over, 413, &[]).await;
 
@@ -1084,9 +1104,8 @@ async fn default_body_limit_is_one_mebibyte() {
     assert_eq!(response.status.as_u16(), 200, "{}", response.text());
 }
 
-#[tokio::test]
-async fn unknown_path_is_a_404_problem() {
-    let app = seeded().await;
+async fn unknown_path_is_a_404_problem(backend: Backend) {
+    let app = seeded(backend).await;
     let before = stored_state(&app).await;
     for (method, uri) in [
         ("GET", "/nope"),
@@ -1109,9 +1128,8 @@ async fn unknown_path_is_a_404_problem() {
     assert_eq!(stored_state(&app).await, before);
 }
 
-#[tokio::test]
-async fn wrong_method_is_a_405_problem_with_allow() {
-    let app = seeded().await;
+async fn wrong_method_is_a_405_problem_with_allow(backend: Backend) {
+    let app = seeded(backend).await;
     let before = stored_state(&app).await;
     for (method, uri, allowed) in [
         ("DELETE", "/status.json", "GET"),
@@ -1145,9 +1163,8 @@ async fn wrong_method_is_a_405_problem_with_allow() {
     );
 }
 
-#[tokio::test]
-async fn problems_carry_type_title_status_and_detail() {
-    let app = seeded().await;
+async fn problems_carry_type_title_status_and_detail(backend: Backend) {
+    let app = seeded(backend).await;
     let problem = reject(&app, &with(valid(), "repo", json!("")), &["repo"]).await;
     assert_eq!(problem["status"], 422);
     assert!(!problem["title"].as_str().unwrap().is_empty());
@@ -1163,9 +1180,8 @@ async fn problems_carry_type_title_status_and_detail() {
 // Nothing stored on rejection; hostile strings stored verbatim
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_rejected_request_for_an_existing_target_changes_nothing() {
-    let app = seeded().await;
+async fn a_rejected_request_for_an_existing_target_changes_nothing(backend: Backend) {
+    let app = seeded(backend).await;
     // Valid target and content, one bad value: neither a new snapshot nor a changed latest.
     let body = with(
         snapshot(
@@ -1183,9 +1199,8 @@ async fn a_rejected_request_for_an_existing_target_changes_nothing() {
     assert_eq!(row["sync_status"], "OUT_OF_SYNC");
 }
 
-#[tokio::test]
-async fn sql_looking_path_traversal_and_unicode_strings_are_stored_verbatim() {
-    let app = seeded().await;
+async fn sql_looking_path_traversal_and_unicode_strings_are_stored_verbatim(backend: Backend) {
+    let app = seeded(backend).await;
     let repo = "x'); drop table snapshots; --";
     let server = "sérveur-日本";
     let files = [

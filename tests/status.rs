@@ -8,15 +8,30 @@ use common::*;
 use gitops_status_server::Settings;
 use serde_json::{Value, json};
 
+backend_tests! {
+    status_json_lists_the_seed_snapshot_in_full,
+    status_json_is_sorted_by_repo_then_server_and_filters,
+    status_json_rejects_bad_parameters_by_name,
+    a_target_goes_stale_after_the_default_and_after_its_own_override,
+    status_since_marks_the_start_of_the_current_run,
+    a_late_retry_never_hides_a_newer_check,
+    a_late_retry_inside_the_current_run_moves_status_since,
+    an_identical_retry_returns_the_original_and_stores_nothing,
+    different_content_at_the_same_last_check_is_a_conflict,
+    snapshots_without_last_check_never_conflict_with_each_other,
+    concurrent_posts_are_all_stored_once;
+    multi_thread:
+        mixed_concurrent_writes_keep_latest_status_since_and_transitions_consistent,
+}
+
 fn row<'a>(rows: &'a [Value], repo: &str, server: &str) -> &'a Value {
     rows.iter()
         .find(|row| row["repo"] == repo && row["server"] == server)
         .unwrap_or_else(|| panic!("no row for {repo}/{server} in {rows:?}"))
 }
 
-#[tokio::test]
-async fn status_json_lists_the_seed_snapshot_in_full() {
-    let app = TestApp::new().await;
+async fn status_json_lists_the_seed_snapshot_in_full(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let last_check = at_offset(-60);
     let stored = app
         .record(&json!({
@@ -57,9 +72,8 @@ async fn status_json_lists_the_seed_snapshot_in_full() {
     assert_eq!(response.content_type(), "application/json");
 }
 
-#[tokio::test]
-async fn status_json_is_sorted_by_repo_then_server_and_filters() {
-    let app = TestApp::new().await;
+async fn status_json_is_sorted_by_repo_then_server_and_filters(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let now = at_offset(-10);
     for (repo, server, status) in [
         ("zeta", "a", "SYNCED"),
@@ -109,9 +123,8 @@ async fn status_json_is_sorted_by_repo_then_server_and_filters() {
     }
 }
 
-#[tokio::test]
-async fn status_json_rejects_bad_parameters_by_name() {
-    let app = TestApp::new().await;
+async fn status_json_rejects_bad_parameters_by_name(backend: Backend) {
+    let app = TestApp::on(backend).await;
     app.get("/status.json?state=GREEN")
         .await
         .assert_problem(400, &["state"]);
@@ -129,12 +142,14 @@ async fn status_json_rejects_bad_parameters_by_name() {
         .assert_problem(400, &["server", "state"]);
 }
 
-#[tokio::test]
-async fn a_target_goes_stale_after_the_default_and_after_its_own_override() {
-    let app = TestApp::with_settings(Settings {
-        stale_after: std::time::Duration::from_secs(30),
-        ..Settings::default()
-    })
+async fn a_target_goes_stale_after_the_default_and_after_its_own_override(backend: Backend) {
+    let app = TestApp::on_with_settings(
+        backend,
+        Settings {
+            stale_after: std::time::Duration::from_secs(30),
+            ..Settings::default()
+        },
+    )
     .await;
     app.record(&snapshot("r", "fresh", "SYNCED", &[], &at_offset(-5)))
         .await;
@@ -164,10 +179,13 @@ async fn a_target_goes_stale_after_the_default_and_after_its_own_override() {
     assert_eq!(row(&rows, "r", "short")["sync_status"], "OUT_OF_SYNC");
 }
 
-#[tokio::test]
-async fn status_since_marks_the_start_of_the_current_run() {
-    let app = TestApp::new().await;
-    let t = |minutes: i64| at_offset(-60 * (60 - minutes));
+async fn status_since_marks_the_start_of_the_current_run(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    // Times are taken once: recomputing one later could cross a second boundary.
+    let times: Vec<String> = (0..=12)
+        .map(|minutes| at_offset(-60 * (60 - minutes)))
+        .collect();
+    let t = |minutes: usize| times[minutes].clone();
     let since = |app_rows: Vec<Value>| app_rows[0]["status_since"].as_str().unwrap().to_owned();
 
     app.record(&snapshot("r", "s", "SYNCED", &[], &t(0))).await;
@@ -191,9 +209,8 @@ async fn status_since_marks_the_start_of_the_current_run() {
     assert_eq!(rows[0]["last_check"], rendered(&t(12)));
 }
 
-#[tokio::test]
-async fn a_late_retry_never_hides_a_newer_check() {
-    let app = TestApp::new().await;
+async fn a_late_retry_never_hides_a_newer_check(backend: Backend) {
+    let app = TestApp::on(backend).await;
     // Times are taken once: recomputing them later could cross a second boundary.
     let (newer_at, older_at) = (at_offset(-60), at_offset(-180));
     let newer = app
@@ -217,9 +234,8 @@ async fn a_late_retry_never_hides_a_newer_check() {
     assert_eq!(ids, [&newer["id"], &older["id"]]);
 }
 
-#[tokio::test]
-async fn a_late_retry_inside_the_current_run_moves_status_since() {
-    let app = TestApp::new().await;
+async fn a_late_retry_inside_the_current_run_moves_status_since(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let at: std::collections::HashMap<i64, String> = [-600, -300, -200, -100]
         .into_iter()
         .map(|offset| (offset, at_offset(offset)))
@@ -256,9 +272,8 @@ async fn a_late_retry_inside_the_current_run_moves_status_since() {
     );
 }
 
-#[tokio::test]
-async fn an_identical_retry_returns_the_original_and_stores_nothing() {
-    let app = TestApp::new().await;
+async fn an_identical_retry_returns_the_original_and_stores_nothing(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let body = json!({
         "repo": "rsyslog", "server": "rsyslog-lab", "sync_status": "OUT_OF_SYNC",
         "files": [{ "name": "b" }, { "name": "a" }], "last_check": at_offset(-30),
@@ -279,9 +294,8 @@ async fn an_identical_retry_returns_the_original_and_stores_nothing() {
     assert_eq!(app.all_history().await.len(), 1);
 }
 
-#[tokio::test]
-async fn different_content_at_the_same_last_check_is_a_conflict() {
-    let app = TestApp::new().await;
+async fn different_content_at_the_same_last_check_is_a_conflict(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let last_check = at_offset(-30);
     let original = app
         .record(&snapshot("r", "s", "OUT_OF_SYNC", &["a"], &last_check))
@@ -304,9 +318,8 @@ async fn different_content_at_the_same_last_check_is_a_conflict() {
         .await;
 }
 
-#[tokio::test]
-async fn snapshots_without_last_check_never_conflict_with_each_other() {
-    let app = TestApp::new().await;
+async fn snapshots_without_last_check_never_conflict_with_each_other(backend: Backend) {
+    let app = TestApp::on(backend).await;
     // Identical bodies too: without a last_check there is no retry key, so each is a new check.
     for status in ["SYNCED", "ERROR", "SYNCED", "ERROR", "ERROR", "ERROR"] {
         let stored = app
@@ -328,9 +341,8 @@ async fn snapshots_without_last_check_never_conflict_with_each_other() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_posts_are_all_stored_once() {
-    let app = TestApp::new().await;
+async fn concurrent_posts_are_all_stored_once(backend: Backend) {
+    let app = TestApp::on(backend).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let app_router = app.app.clone();
@@ -400,9 +412,10 @@ fn expected_from_history(history: &[Value]) -> (Vec<(String, Value, String)>, Ve
     (latest, transitions)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_concurrent_writes_keep_latest_status_since_and_transitions_consistent() {
-    let app = TestApp::new().await;
+async fn mixed_concurrent_writes_keep_latest_status_since_and_transitions_consistent(
+    backend: Backend,
+) {
+    let app = TestApp::on(backend).await;
     // Fast-path checks, late checks, identical retries and conflicts for the same few targets, all
     // at once, so that single batches mix every path of the writer.
     let mut bodies = Vec::new();

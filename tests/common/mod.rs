@@ -1,8 +1,11 @@
-//! Shared test harness: a fresh file-backed SQLite database per test, requests through `app()`
-//! in-process, and a real TCP server when a test needs one.
+//! Shared test harness: a fresh database per test (an SQLite file, or a database of its own on
+//! PostgreSQL), requests through `app()` in-process, and a real TCP server when a test needs one.
 #![allow(dead_code)]
 
 pub mod binary;
+mod database;
+
+pub use database::{Backend, PostgresDatabase, TestDatabase};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,34 +24,79 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-/// One service over its own database file.
+/// One service over its own database.
 pub struct TestApp {
     pub app: Router,
     pub store: Store,
+    pub backend: Backend,
     pub database_url: String,
     pub dir: TempDir,
+    /// Drops the PostgreSQL database after the store's fields are gone.
+    postgres: Option<PostgresDatabase>,
 }
 
 impl TestApp {
+    /// On a fresh SQLite file.
     pub async fn new() -> Self {
-        Self::with_settings(Settings::default()).await
+        Self::on(Backend::Sqlite).await
     }
 
+    /// On a fresh SQLite file.
     pub async fn with_settings(settings: Settings) -> Self {
-        Self::in_dir(tempfile::tempdir().expect("temp dir"), settings).await
+        Self::on_with_settings(Backend::Sqlite, settings).await
+    }
+
+    /// On a fresh database of `backend`.
+    pub async fn on(backend: Backend) -> Self {
+        Self::on_with_settings(backend, Settings::default()).await
+    }
+
+    pub async fn on_with_settings(backend: Backend, settings: Settings) -> Self {
+        let database = TestDatabase::create(backend).await;
+        Self::serve(database, settings).await
     }
 
     /// Serves `test.db` in `dir`, which may already hold a database.
     pub async fn in_dir(dir: TempDir, settings: Settings) -> Self {
-        let database_url = format!("sqlite://{}", dir.path().join("test.db").display());
-        let store = Store::connect(&database_url).await.expect("open store");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let database = TestDatabase {
+            backend: Backend::Sqlite,
+            url,
+            dir,
+            postgres: None,
+        };
+        Self::serve(database, settings).await
+    }
+
+    async fn serve(database: TestDatabase, settings: Settings) -> Self {
+        let store = Store::connect(&database.url)
+            .await
+            .unwrap_or_else(|error| panic!("open store {}: {error}", database.url));
         let app = gitops_status_server::app(AppState::new(store.clone(), settings));
         Self {
             app,
             store,
-            database_url,
-            dir,
+            backend: database.backend,
+            database_url: database.url,
+            dir: database.dir,
+            postgres: database.postgres,
         }
+    }
+
+    /// Runs raw SQL on the test's database behind the server's back (to tamper with it);
+    /// returns the rows affected.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        self.execute_all(&[sql]).await
+    }
+
+    /// Runs the statements in order on one connection, so temporary tables live across them.
+    pub async fn execute_all(&self, statements: &[&str]) -> u64 {
+        database::execute_all(self.backend, &self.database_url, statements).await
+    }
+
+    /// One value of a one-row, one-column query on the test's database.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        database::query_i64(self.backend, &self.database_url, sql).await
     }
 
     pub async fn request(&self, request: Request<Body>) -> TestResponse {

@@ -1,0 +1,424 @@
+//! Two replicas on one PostgreSQL database, as operators run them: concurrent clients post to
+//! both at once for the same targets (increasing checks, identical retries through the other
+//! replica, conflicting content, late checks, new targets, file changes). Afterwards both
+//! replicas tell the same story, and it is exactly the one the 200 replies told.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::binary::{BINARY, Binary};
+use common::{Backend, TestDatabase};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const CLIENTS: i64 = 4;
+const ROUNDS: i64 = 30;
+/// Reported before the clients start, through one replica.
+const EXISTING: [&str; 2] = ["web-1", "web-2"];
+/// First reported by the clients, through both replicas at once.
+const NEW: [&str; 2] = ["new-1", "new-2"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_database_agree_with_every_acknowledgement() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let database = TestDatabase::create(backend).await;
+    let replicas = start_replicas(&database);
+    let urls = [replicas[0].url(""), replicas[1].url("")];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let base_ms = (OffsetDateTime::now_utc().unix_timestamp() - 300) * 1000;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+
+    for (index, server) in EXISTING.iter().enumerate() {
+        for step in 0..3 {
+            let body = check(server, base_ms - 60_000 + step * 1000 + index as i64);
+            let (status, reply) = post(&client, &urls[0], &body).await;
+            assert_eq!(status, 200, "{reply}");
+            ledger.lock().unwrap().acknowledge(&body, &reply);
+        }
+    }
+
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            tokio::spawn(run_client(
+                id,
+                client.clone(),
+                urls.clone(),
+                base_ms,
+                Arc::clone(&ledger),
+            ))
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let ledger = Arc::try_unwrap(ledger).unwrap().into_inner().unwrap();
+    println!(
+        "replicas: {} snapshots acknowledged, {} conflicts refused, {} duels",
+        ledger.acknowledged.len(),
+        ledger.conflicts,
+        ledger.duels
+    );
+    assert!(ledger.conflicts > 0 && ledger.duels > 0, "the workload ran");
+
+    // The NDJSON export: byte for byte the same through both replicas.
+    let exports = [
+        get_text(&client, &urls[0], "/history?format=ndjson&order=asc").await,
+        get_text(&client, &urls[1], "/history?format=ndjson&order=asc").await,
+    ];
+    assert!(
+        exports[0] == exports[1],
+        "the replicas export different histories"
+    );
+    let rows: Vec<Value> = exports[0]
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+
+    // Each acknowledged snapshot exactly once, as acknowledged, and nothing else.
+    let mut keys = HashSet::new();
+    for row in &rows {
+        let key = (
+            row["repo"].as_str().unwrap().to_owned(),
+            row["server"].as_str().unwrap().to_owned(),
+            row["last_check"].as_str().unwrap().to_owned(),
+        );
+        assert!(keys.insert(key.clone()), "two rows for {key:?}");
+        let (_, server, last_check) = key;
+        let acknowledged = ledger
+            .acknowledged
+            .get(&(server.clone(), last_check.clone()))
+            .unwrap_or_else(|| panic!("stored but never acknowledged: {row}"));
+        assert_eq!(row, acknowledged, "stored differs from the 200 reply");
+    }
+    assert_eq!(
+        rows.len(),
+        ledger.acknowledged.len(),
+        "acknowledged snapshots missing"
+    );
+
+    // The latest per target and its status_since, as the acknowledged history has them.
+    let status = [
+        get_json(&client, &urls[0], "/status.json").await,
+        get_json(&client, &urls[1], "/status.json").await,
+    ];
+    assert_eq!(status[0], status[1], "the replicas report different status");
+    let status = status[0].as_array().unwrap();
+    let expected = ledger.expected_status();
+    assert_eq!(status.len(), expected.len(), "{status:?}");
+    for (row, (server, (latest, since))) in status.iter().zip(&expected) {
+        assert_eq!(row["repo"], "replicated", "{row}");
+        assert_eq!(row["server"], server.as_str(), "{row}");
+        assert_eq!(row["snapshot_id"], latest["id"], "{server}: {row}");
+        for field in [
+            "sync_status",
+            "drift_count",
+            "files",
+            "files_text",
+            "last_check",
+            "received_at",
+            "revision",
+            "message",
+        ] {
+            assert_eq!(row[field], latest[field], "{server} {field}: {row}");
+        }
+        assert_eq!(row["status_since"], since.as_str(), "{server}: {row}");
+        assert_eq!(row["stale"], false, "{row}");
+    }
+
+    for url in &urls {
+        let verify = get_json(&client, url, "/api/verify").await;
+        assert_eq!(
+            verify,
+            json!({"ok": true, "checked": rows.len(), "first_bad": null}),
+            "{url}"
+        );
+    }
+    let output = std::process::Command::new(BINARY)
+        .args(["verify", "--database-url", &database.url])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Both replicas, started at the same moment so their migrations race too.
+fn start_replicas(database: &TestDatabase) -> [Binary; 2] {
+    std::thread::scope(|scope| {
+        let start = || {
+            scope.spawn(|| {
+                Binary::start(
+                    database.dir.path(),
+                    &[],
+                    &[("DATABASE_URL", database.url.as_str())],
+                )
+            })
+        };
+        let (first, second) = (start(), start());
+        [first.join().unwrap(), second.join().unwrap()]
+    })
+}
+
+/// What the clients were told: every 200 reply by (server, last_check).
+#[derive(Debug, Default)]
+struct Ledger {
+    acknowledged: BTreeMap<(String, String), Value>,
+    conflicts: usize,
+    duels: usize,
+}
+
+impl Ledger {
+    /// Records a 200 reply to `body`, which must be `body` as stored; a second reply for the same
+    /// check (a retry) must be the first one again.
+    fn acknowledge(&mut self, body: &Value, reply: &Value) {
+        assert_eq!(reply["repo"], body["repo"], "{reply}");
+        assert_eq!(reply["server"], body["server"], "{reply}");
+        assert_eq!(reply["sync_status"], body["sync_status"], "{reply}");
+        assert_eq!(reply["files"], body["files"], "{reply}");
+        assert_eq!(reply["revision"], body["revision"], "{reply}");
+        assert_eq!(reply["message"], body["message"], "{reply}");
+        let key = (
+            reply["server"].as_str().unwrap().to_owned(),
+            reply["last_check"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(key.1, rendered_ms(millis(body)), "{reply}");
+        if let Some(earlier) = self.acknowledged.get(&key) {
+            assert_eq!(reply, earlier, "a retry got a different snapshot");
+        } else {
+            self.acknowledged.insert(key, reply.clone());
+        }
+    }
+
+    /// Per server: the acknowledged snapshot with the greatest last_check (then id), and the
+    /// last_check that began its unbroken run of sync_status.
+    fn expected_status(&self) -> BTreeMap<String, (Value, String)> {
+        let mut histories: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+        for ((server, _), snapshot) in &self.acknowledged {
+            histories.entry(server.clone()).or_default().push(snapshot);
+        }
+        histories
+            .into_iter()
+            .map(|(server, mut history)| {
+                // RFC 3339 with three fraction digits in UTC sorts as time does.
+                history.sort_by_key(|snapshot| {
+                    (
+                        snapshot["last_check"].as_str().unwrap().to_owned(),
+                        snapshot["id"].as_i64().unwrap(),
+                    )
+                });
+                let latest = *history.last().unwrap();
+                let run_start = history
+                    .iter()
+                    .rev()
+                    .take_while(|snapshot| snapshot["sync_status"] == latest["sync_status"])
+                    .last()
+                    .unwrap();
+                let since = run_start["last_check"].as_str().unwrap().to_owned();
+                (server, (latest.clone(), since))
+            })
+            .collect()
+    }
+}
+
+/// One client's rounds: for every target, a check at a last_check only this client uses, sent
+/// in one of five ways, plus a late check into the past now and then.
+async fn run_client(
+    id: i64,
+    client: reqwest::Client,
+    urls: [String; 2],
+    base_ms: i64,
+    ledger: Arc<Mutex<Ledger>>,
+) {
+    let targets: Vec<&str> = EXISTING.iter().chain(&NEW).copied().collect();
+    for round in 0..ROUNDS {
+        let slot_ms = base_ms + (round * CLIENTS + id) * 1000;
+        // Clients go through the targets in different orders.
+        for offset in 0..targets.len() {
+            let index = (offset + id as usize) % targets.len();
+            let server = targets[index];
+            let ms = slot_ms + index as i64 * 10;
+            let (near, far) = if (round + id) % 2 == 0 {
+                (&urls[0], &urls[1])
+            } else {
+                (&urls[1], &urls[0])
+            };
+            let body = check(server, ms);
+            let way = if round == 0 && NEW.contains(&server) {
+                // The target's very first snapshots, through both replicas at once.
+                Way::TwoChecksAtOnce
+            } else {
+                Way::ALL[((round + id) as usize + index) % Way::ALL.len()]
+            };
+            match way {
+                Way::Once => {
+                    let (status, reply) = post(&client, near, &body).await;
+                    assert_eq!(status, 200, "{reply}");
+                    ledger.lock().unwrap().acknowledge(&body, &reply);
+                }
+                Way::RetryThroughTheOther => {
+                    let (status, reply) = post(&client, near, &body).await;
+                    assert_eq!(status, 200, "{reply}");
+                    let (status, retried) = post(&client, far, &body).await;
+                    assert_eq!(status, 200, "{retried}");
+                    let mut ledger = ledger.lock().unwrap();
+                    ledger.acknowledge(&body, &reply);
+                    ledger.acknowledge(&body, &retried);
+                }
+                Way::SameCheckThroughBothAtOnce => {
+                    let ((first, one), (second, other)) =
+                        tokio::join!(post(&client, near, &body), post(&client, far, &body));
+                    assert_eq!((first, second), (200, 200), "{one} {other}");
+                    let mut ledger = ledger.lock().unwrap();
+                    ledger.acknowledge(&body, &one);
+                    ledger.acknowledge(&body, &other);
+                }
+                Way::ConflictAfterwards => {
+                    let (status, reply) = post(&client, near, &body).await;
+                    assert_eq!(status, 200, "{reply}");
+                    ledger.lock().unwrap().acknowledge(&body, &reply);
+                    let (status, problem) = post(&client, far, &conflicting(&body)).await;
+                    assert_eq!(status, 409, "{problem}");
+                    ledger.lock().unwrap().conflicts += 1;
+                }
+                Way::Duel => {
+                    // Different content for one check through each replica: one wins, the
+                    // other is told 409.
+                    let rival = conflicting(&body);
+                    let ((first, one), (second, other)) =
+                        tokio::join!(post(&client, near, &body), post(&client, far, &rival));
+                    let mut ledger = ledger.lock().unwrap();
+                    match (first, second) {
+                        (200, 409) => ledger.acknowledge(&body, &one),
+                        (409, 200) => ledger.acknowledge(&rival, &other),
+                        _ => panic!("duel: {first} {one} / {second} {other}"),
+                    }
+                    ledger.duels += 1;
+                    ledger.conflicts += 1;
+                }
+                Way::TwoChecksAtOnce => {
+                    let later = check(server, ms + 1);
+                    let ((first, one), (second, other)) =
+                        tokio::join!(post(&client, near, &body), post(&client, far, &later));
+                    assert_eq!((first, second), (200, 200), "{one} {other}");
+                    let mut ledger = ledger.lock().unwrap();
+                    ledger.acknowledge(&body, &one);
+                    ledger.acknowledge(&later, &other);
+                }
+            }
+            if (round + index as i64) % 3 == 2 {
+                // Late: older than what this client reported for the target last round.
+                let late = check(server, ms - CLIENTS * 1000 - 5);
+                let (status, reply) = post(&client, far, &late).await;
+                assert_eq!(status, 200, "{reply}");
+                ledger.lock().unwrap().acknowledge(&late, &reply);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Once,
+    RetryThroughTheOther,
+    SameCheckThroughBothAtOnce,
+    ConflictAfterwards,
+    Duel,
+    TwoChecksAtOnce,
+}
+
+impl Way {
+    const ALL: [Way; 6] = [
+        Way::Once,
+        Way::RetryThroughTheOther,
+        Way::SameCheckThroughBothAtOnce,
+        Way::ConflictAfterwards,
+        Way::Duel,
+        Way::TwoChecksAtOnce,
+    ];
+}
+
+/// The check of `server` at `ms`: its content follows from the time, so the drift state and the
+/// file set change as checks go by.
+fn check(server: &str, ms: i64) -> Value {
+    let (status, files): (&str, &[&str]) = match (ms / 1000).rem_euclid(7) {
+        0 | 1 => ("SYNCED", &[]),
+        2 => ("OUT_OF_SYNC", &["a.conf"]),
+        3 => ("OUT_OF_SYNC", &["a.conf", "b.conf"]),
+        4 => ("OUT_OF_SYNC", &["b.conf"]),
+        5 => ("ERROR", &[]),
+        _ => ("SYNCED", &[]),
+    };
+    json!({
+        "repo": "replicated",
+        "server": server,
+        "sync_status": status,
+        "files": files.iter().map(|name| json!({ "name": name })).collect::<Vec<_>>(),
+        "last_check": rendered_ms(ms),
+        "revision": format!("r{ms}"),
+        "message": if status == "ERROR" { json!("ssh: connection refused") } else { Value::Null },
+    })
+}
+
+/// The same check with other content.
+fn conflicting(body: &Value) -> Value {
+    let mut rival = body.clone();
+    rival["revision"] = json!(format!("{}-rival", body["revision"].as_str().unwrap()));
+    rival["sync_status"] = json!("OUT_OF_SYNC");
+    rival["files"] = json!([{ "name": "rival.conf" }]);
+    rival["message"] = Value::Null;
+    rival
+}
+
+fn millis(body: &Value) -> i64 {
+    let at = OffsetDateTime::parse(body["last_check"].as_str().unwrap(), &Rfc3339).unwrap();
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// As the server renders times: UTC, three fraction digits.
+fn rendered_ms(ms: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.format(&format).unwrap()
+}
+
+async fn post(client: &reqwest::Client, base: &str, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/api/status"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let reply = serde_json::from_str(&text).unwrap_or_else(|_| json!(text));
+    assert!(
+        status == 200 || status == 409,
+        "{base}: {status} for {body}: {reply}"
+    );
+    (status, reply)
+}
+
+async fn get_text(client: &reqwest::Client, base: &str, path: &str) -> String {
+    let response = client.get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{base}{path}");
+    response.text().await.unwrap()
+}
+
+async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> Value {
+    serde_json::from_str(&get_text(client, base, path).await).unwrap()
+}
