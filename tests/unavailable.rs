@@ -5,7 +5,8 @@
 //! Tests run as root here, where file permissions do not stop writes; another connection holding
 //! SQLite's exclusive lock (`begin exclusive`) is what makes the database unwritable instead. The
 //! writer then fails with SQLITE_BUSY after its busy timeout, the same path as SQLITE_READONLY,
-//! SQLITE_FULL and SQLITE_IOERR (all mapped to `StoreError::Unavailable`).
+//! SQLITE_FULL and SQLITE_IOERR (all mapped to `StoreError::Unavailable`). On PostgreSQL, a
+//! session holding `LOCK TABLE` does the same through the store's `lock_timeout`.
 
 mod common;
 
@@ -151,4 +152,54 @@ async fn get_json(client: &reqwest::Client, server: &Binary, path: &str) -> Valu
         .json()
         .await
         .unwrap()
+}
+
+/// On PostgreSQL another session holding `LOCK TABLE snapshots` is what makes writes impossible:
+/// the writer waits its `lock_timeout` (5 s), then the POST is 503 with Retry-After, and writes
+/// recover when the lock goes, with nothing half-written and the chain intact.
+#[tokio::test]
+async fn a_locked_postgres_database_is_503_until_it_is_writable_again() {
+    use common::{Backend, TestDatabase};
+    use sqlx::PgConnection;
+
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let database = TestDatabase::create(backend).await;
+    let mut server = Binary::start(database.dir.path(), &["--database-url", &database.url], &[]);
+    let client = reqwest::Client::new();
+    let first = snapshot("locked", "a", "SYNCED", &[], &at_offset(-300));
+    assert_eq!(post(&client, &server, &first).await.status(), 200);
+
+    let mut lock = PgConnection::connect(&database.url).await.unwrap();
+    lock.execute("begin").await.unwrap();
+    lock.execute("lock table snapshots in exclusive mode")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let blocked = snapshot("locked", "a", "OUT_OF_SYNC", &["x"], &at_offset(-200));
+    assert_503(post(&client, &server, &blocked).await).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    assert_eq!(get_status(&client, &server, "/healthz").await, 200);
+
+    lock.execute("rollback").await.unwrap();
+    lock.close().await.unwrap();
+    let recovered = post(&client, &server, &blocked).await;
+    assert_eq!(recovered.status(), 200, "{:?}", recovered.text().await);
+    let rows: Value = get_json(&client, &server, "/history").await;
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(
+        database.query_i64("select count(*) from filesets").await,
+        1,
+        "the refused write's file set was rolled back with it"
+    );
+    let verify: Value = get_json(&client, &server, "/api/verify").await;
+    assert_eq!(verify["ok"], true, "{verify}");
+    let logs = server.logs().join("\n");
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
 }

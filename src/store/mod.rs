@@ -71,13 +71,14 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Connection exceptions (08), insufficient resources (53), operator intervention (57), a
-/// read-only transaction (25006: a replica or a read-only switch-over), and the transaction
-/// rollbacks (40: serialization failure, deadlock) that outlived the writer's retries.
+/// read-only transaction (25006: a replica or a read-only switch-over), a lock wait past
+/// `lock_timeout` (55P03), and the transaction rollbacks (40: serialization failure, deadlock)
+/// that outlived the writer's retries.
 fn is_transient_postgres_code(code: &str) -> bool {
     ["08", "53", "57", "40"]
         .iter()
         .any(|class| code.starts_with(class))
-        || code == "25006"
+        || matches!(code, "25006" | "55P03")
 }
 
 fn is_transient_sqlite_code(code: &str) -> bool {

@@ -66,7 +66,11 @@ impl PostgresStore {
     pub async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
         let mut options = PgConnectOptions::from_str(url)?
             .application_name("gitops-status-server")
-            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5));
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5))
+            // A lock held elsewhere (a migration, an operator's LOCK TABLE) fails the write with
+            // 503 after 5 s, as SQLite's busy timeout does, instead of holding callers without
+            // bound.
+            .options([("lock_timeout", "5s")]);
         if !durable {
             options = options.options([("synchronous_commit", "off")]);
         }
