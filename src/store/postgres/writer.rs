@@ -438,12 +438,10 @@ async fn lock_targets<'a>(
     for row in rows {
         let repo: String = row.try_get("repo")?;
         let server: String = row.try_get("server")?;
-        let Some(&key) = keys
-            .iter()
-            .find(|(r, s)| *r == repo.as_str() && *s == server.as_str())
-        else {
+        let Ok(index) = keys.binary_search(&(repo.as_str(), server.as_str())) else {
             continue;
         };
+        let key = keys[index];
         let latest_id: Option<i64> = row.try_get("latest_id")?;
         targets.insert(
             key,
