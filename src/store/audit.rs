@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::chain::{self, BadSnapshot, Verification};
+use crate::chain::{self, BadSnapshot, Checkpoint as ChainCheckpoint, Verification};
 use crate::model::Snapshot;
 use crate::store::PruneReport;
 use crate::timestamp::Timestamp;
@@ -20,6 +20,42 @@ pub struct Checkpoint {
 
 /// Checkpoints by (target id, the retained snapshot they follow).
 pub type Checkpoints = HashMap<(i64, i64), Checkpoint>;
+
+/// What `load_checkpoints` reads: `(target_id, after_id, resume_hash, removed)`.
+pub const CHECKPOINTS_SQL: &str =
+    "select target_id, after_id, resume_hash, removed from chain_checkpoints";
+
+/// `CHECKPOINTS_SQL`'s rows by (target, the retained snapshot they follow).
+pub fn checkpoint_map(rows: Vec<(i64, i64, Vec<u8>, i64)>) -> Checkpoints {
+    rows.into_iter()
+        .map(|(target, after, resume, removed)| ((target, after), Checkpoint { resume, removed }))
+        .collect()
+}
+
+/// What `/api/checkpoints` lists: `(repo, server, after_id, resume_hash, removed, pruned_at)`,
+/// by target then position.
+pub const LISTED_CHECKPOINTS_SQL: &str = "select t.repo, t.server, c.after_id, c.resume_hash, c.removed, c.pruned_at \
+     from chain_checkpoints c join targets t on t.id = c.target_id \
+     order by t.repo, t.server, c.after_id";
+
+/// A row of `LISTED_CHECKPOINTS_SQL`.
+pub type ListedCheckpoint = (String, String, i64, Vec<u8>, i64, i64);
+
+/// `LISTED_CHECKPOINTS_SQL`'s rows on the wire.
+pub fn listed_checkpoints(rows: Vec<ListedCheckpoint>) -> Vec<ChainCheckpoint> {
+    rows.into_iter()
+        .map(
+            |(repo, server, after_id, resume, removed, pruned_at)| ChainCheckpoint {
+                repo,
+                server,
+                after_id,
+                resume_hash: hex::encode(resume),
+                removed,
+                pruned_at: Timestamp::from_millis(pruned_at),
+            },
+        )
+        .collect()
+}
 
 /// A target's recorded chain head: `(id, repo, server, head_id, head_hash)`.
 pub type TargetHead = (i64, String, String, Option<i64>, Option<Vec<u8>>);

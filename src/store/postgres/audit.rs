@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::{RETENTION_LOCK, WRITE_LOCK, lock_sql};
 use crate::chain::{Checkpoint as ChainCheckpoint, Verification};
 use crate::store::audit::{
-    Checkpoint, Checkpoints, PageActions, TargetHead, Verifier, WALK_COLUMNS, WalkRow, Walker,
+    CHECKPOINTS_SQL, Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PageActions,
+    TargetHead, Verifier, WALK_COLUMNS, WalkRow, Walker, checkpoint_map, listed_checkpoints,
 };
 use crate::store::sql::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::store::{PruneReport, StoreError};
@@ -20,41 +21,22 @@ use crate::timestamp::Timestamp;
 /// Snapshots walked per retention page (one transaction).
 const PAGE: i64 = 5_000;
 
+/// The gaps retention cut, by (target, the retained snapshot they follow).
 async fn load_checkpoints(connection: &mut PgConnection) -> Result<Checkpoints, StoreError> {
-    let rows: Vec<(i64, i64, Vec<u8>, i64)> =
-        sqlx::query_as("select target_id, after_id, resume_hash, removed from chain_checkpoints")
-            .fetch_all(connection)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(target, after, resume, removed)| ((target, after), Checkpoint { resume, removed }))
-        .collect())
+    let rows = sqlx::query_as(CHECKPOINTS_SQL)
+        .fetch_all(connection)
+        .await?;
+    Ok(checkpoint_map(rows))
 }
 
 /// Every retention checkpoint, by target then position, for re-checking an export.
 pub async fn checkpoints(
     connection: &mut PgConnection,
 ) -> Result<Vec<ChainCheckpoint>, StoreError> {
-    let rows: Vec<(String, String, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
-        "select t.repo, t.server, c.after_id, c.resume_hash, c.removed, c.pruned_at \
-         from chain_checkpoints c join targets t on t.id = c.target_id \
-         order by t.repo, t.server, c.after_id",
-    )
-    .fetch_all(connection)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(repo, server, after_id, resume, removed, pruned_at)| ChainCheckpoint {
-                repo,
-                server,
-                after_id,
-                resume_hash: hex::encode(resume),
-                removed,
-                pruned_at: Timestamp::from_millis(pruned_at),
-            },
-        )
-        .collect())
+    let rows: Vec<ListedCheckpoint> = sqlx::query_as(LISTED_CHECKPOINTS_SQL)
+        .fetch_all(connection)
+        .await?;
+    Ok(listed_checkpoints(rows))
 }
 
 /// Recomputes every target's chain in one repeatable-read snapshot: the rows, the heads and the

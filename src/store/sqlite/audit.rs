@@ -10,7 +10,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::chain::{self, Checkpoint as ChainCheckpoint, Hash, Verification};
 use crate::store::audit::{
-    Checkpoint, Checkpoints, TargetHead, Verifier, WALK_COLUMNS, WalkRow, Walker,
+    CHECKPOINTS_SQL, Checkpoint, Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, TargetHead,
+    Verifier, WALK_COLUMNS, WalkRow, Walker, checkpoint_map, listed_checkpoints,
 };
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
@@ -30,40 +31,20 @@ fn chain_rows_sql() -> String {
 
 /// The gaps retention cut, by (target, the retained snapshot they follow).
 async fn load_checkpoints(connection: &mut SqliteConnection) -> Result<Checkpoints, StoreError> {
-    let rows: Vec<(i64, i64, Vec<u8>, i64)> =
-        sqlx::query_as("select target_id, after_id, resume_hash, removed from chain_checkpoints")
-            .fetch_all(connection)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(target, after, resume, removed)| ((target, after), Checkpoint { resume, removed }))
-        .collect())
+    let rows = sqlx::query_as(CHECKPOINTS_SQL)
+        .fetch_all(connection)
+        .await?;
+    Ok(checkpoint_map(rows))
 }
 
 /// Every retention checkpoint, by target then position, for re-checking an export.
 pub async fn checkpoints(
     connection: &mut SqliteConnection,
 ) -> Result<Vec<ChainCheckpoint>, StoreError> {
-    let rows: Vec<(String, String, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
-        "select t.repo, t.server, c.after_id, c.resume_hash, c.removed, c.pruned_at \
-         from chain_checkpoints c join targets t on t.id = c.target_id \
-         order by t.repo, t.server, c.after_id",
-    )
-    .fetch_all(connection)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(repo, server, after_id, resume, removed, pruned_at)| ChainCheckpoint {
-                repo,
-                server,
-                after_id,
-                resume_hash: hex::encode(resume),
-                removed,
-                pruned_at: Timestamp::from_millis(pruned_at),
-            },
-        )
-        .collect())
+    let rows: Vec<ListedCheckpoint> = sqlx::query_as(LISTED_CHECKPOINTS_SQL)
+        .fetch_all(connection)
+        .await?;
+    Ok(listed_checkpoints(rows))
 }
 
 /// Gives every snapshot stored before the integrity chain existed its hash, once, at the first
