@@ -600,6 +600,7 @@ def reads_side_by_side(pg, sqlite_proc, snapshots, paths, runs, started):
     vacuum_seconds = time.monotonic() - vacuum_started
     log = WORK / f"{database}.log"
     proc = server(url, log)
+    idle_rss = proc.rss()
     ours, theirs = {}, {}
     try:
         for path in paths:
@@ -614,7 +615,8 @@ def reads_side_by_side(pg, sqlite_proc, snapshots, paths, runs, started):
             "vacuum_seconds": round(vacuum_seconds, 2),
             "database_bytes": pg.size(database),
             "ready_seconds": proc.ready_seconds,
-            "idle_rss": proc.rss(),
+            "idle_rss": idle_rss,
+            "rss_after_reads": proc.rss(),
         }
     finally:
         proc.stop()
@@ -772,8 +774,8 @@ def render_postgres(r):
         f"PostgreSQL database with {reads['snapshots']:,} snapshots: {mb(reads['database_bytes'])} "
         f"(pg_database_size), seeded "
         f"in {reads['seed_seconds']} s and vacuumed (`vacuum (analyze)`, as autovacuum would) in "
-        f"{reads['vacuum_seconds']} s, server ready in {reads['ready_seconds'] * 1000:.0f} ms, idle RSS "
-        f"{mb(reads['idle_rss'])}."
+        f"{reads['vacuum_seconds']} s, server ready in {reads['ready_seconds'] * 1000:.0f} ms, RSS "
+        f"{mb(reads['idle_rss'])} idle and {mb(reads['rss_after_reads'])} after the reads."
         for reads in pg["reads"].values()
     ]
     return lines
