@@ -81,7 +81,6 @@ class Process:
     def __init__(self, argv, ready_path, env=None, log=None):
         self.port = free_port()
         argv = [a.replace("{port}", str(self.port)) for a in argv]
-        self.log = log
         self.started = time.monotonic()
         with open(log or os.devnull, "w") as stderr:
             self.proc = subprocess.Popen(
