@@ -1,5 +1,8 @@
 -- wrk script: POST one drift-check snapshot per request to gitops-status-server.
--- Env: TARGETS (number of repo/server targets, default 1000).
+-- Env: TARGETS (number of repo/server targets, default 1000); WRK_THREADS (this wrk's -t);
+-- WRK_GENERATORS and WRK_GENERATOR (how many wrk processes share the run, and which one this is:
+-- default 1 and 0) and WRK_EPOCH (their shared start, in Unix seconds; default now), so that wrks
+-- loading two replicas at once never send the same check.
 -- Mix: each target reports OUT_OF_SYNC (1-3 files) on one check in ten, SYNCED otherwise.
 -- Every request carries a distinct (target, last_check), so each one stores a new snapshot.
 
@@ -16,9 +19,11 @@ end
 
 function init(args)
   counter = 0
-  stride = tonumber(os.getenv("WRK_THREADS") or "2")
+  local threads = tonumber(os.getenv("WRK_THREADS") or "2")
+  stride = threads * tonumber(os.getenv("WRK_GENERATORS") or "1")
+  offset = tonumber(os.getenv("WRK_GENERATOR") or "0") * threads + thread_index
   -- Start two hours back so a long run never gets more than 5 minutes ahead of the clock.
-  base_ms = (os.time() - 7200) * 1000
+  base_ms = (tonumber(os.getenv("WRK_EPOCH") or os.time()) - 7200) * 1000
   headers = { ["Content-Type"] = "application/json" }
 end
 
@@ -29,7 +34,7 @@ end
 
 function request()
   counter = counter + 1
-  local n = counter * stride + thread_index
+  local n = counter * stride + offset
   local target = n % targets
   local round = math.floor(n / targets)
   local body
