@@ -70,7 +70,12 @@ impl PostgresStore {
             // A lock held elsewhere (a migration, an operator's LOCK TABLE) fails the write with
             // 503 after 5 s, as SQLite's busy timeout does, instead of holding callers without
             // bound.
-            .options([("lock_timeout", "5s")]);
+            .options([("lock_timeout", "5s")])
+            // Plan every execution of a prepared statement with its arguments. A generic plan is
+            // made once per connection and kept: one made while the tables were small scanned
+            // all of `snapshots` for `id = any($1)` long after they had grown (bench/run.sh:
+            // 4,496 against 6,929 snapshots/s). The statements are small; planning them is cheap.
+            .options([("plan_cache_mode", "force_custom_plan")]);
         if !durable {
             options = options.options([("synchronous_commit", "off")]);
         }
@@ -130,11 +135,15 @@ impl PostgresStore {
     }
 
     /// Every matching target's latest snapshot, from the pointers the writers keep in `targets`:
-    /// one primary-key lookup per target, whatever the length of history.
+    /// one primary-key lookup per target, whatever the length of history. The lateral subquery
+    /// (its `limit` keeps it from being flattened into a join) holds the planner to those
+    /// lookups: as a plain join, with statistics from a million snapshots, it chose to read the
+    /// whole table instead (98-111 ms against 19-28 ms for 10,000 targets).
     pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
         let sql = format!(
             "{SNAPSHOT_COLUMNS}, t.status_since from targets t \
-             join snapshots s on s.id = t.latest_id left join filesets f on f.id = s.fileset_id \
+             cross join lateral (select * from snapshots l where l.id = t.latest_id limit 1) s \
+             left join filesets f on f.id = s.fileset_id \
              where ($1::text is null or t.repo = $1) and ($2::text is null or t.server = $2) \
              order by t.repo, t.server"
         );
