@@ -157,12 +157,17 @@ async fn two_replicas_on_one_database_agree_with_every_acknowledgement() {
 
 /// Both replicas, started at the same moment so their migrations race too.
 fn start_replicas(database: &TestDatabase) -> [Binary; 2] {
+    start_replicas_with(database, &[])
+}
+
+/// Two servers on the database, started at once, with `args`.
+fn start_replicas_with(database: &TestDatabase, args: &[&str]) -> [Binary; 2] {
     std::thread::scope(|scope| {
         let start = || {
             scope.spawn(|| {
                 Binary::start(
                     database.dir.path(),
-                    &[],
+                    args,
                     &[("DATABASE_URL", database.url.as_str())],
                 )
             })
@@ -421,4 +426,143 @@ async fn get_text(client: &reqwest::Client, base: &str, path: &str) -> String {
 
 async fn get_json(client: &reqwest::Client, base: &str, path: &str) -> Value {
     serde_json::from_str(&get_text(client, base, path).await).unwrap()
+}
+
+/// Both replicas run retention every second while clients write to both. One pass runs at a
+/// time (the other replica skips), and nothing retention must keep is lost: every chain still
+/// verifies, every transition and each target's latest stay, and every check inside the retained
+/// window is still there, as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_both_replicas_while_they_write_keeps_what_it_must() {
+    const TARGETS: [&str; 3] = ["keep-1", "keep-2", "keep-3"];
+    /// One check every 20 s over the last two hours; retention keeps one hour.
+    const STEP_MS: i64 = 20_000;
+    const CHECKS: i64 = 360;
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let database = TestDatabase::create(backend).await;
+    let mut replicas = start_replicas_with(
+        &database,
+        &["--retention", "1h", "--retention-interval", "1s"],
+    );
+    let urls = [replicas[0].url(""), replicas[1].url("")];
+    let client = reqwest::Client::new();
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let first_ms = now_ms - CHECKS * STEP_MS;
+
+    // One writer per target, alternating replicas: checks in order, a drift every 30 checks.
+    let writers: Vec<_> = TARGETS
+        .iter()
+        .map(|server| {
+            let (client, urls) = (client.clone(), urls.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for index in 0..CHECKS {
+                    let drifting = (index / 30) % 2 == 1;
+                    let body = json!({
+                        "repo": "retained",
+                        "server": server,
+                        "sync_status": if drifting { "OUT_OF_SYNC" } else { "SYNCED" },
+                        "files": if drifting { json!([{ "name": "a.conf" }]) } else { json!([]) },
+                        "last_check": rendered_ms(first_ms + index * STEP_MS),
+                    });
+                    let (status, reply) = post(&client, &urls[(index % 2) as usize], &body).await;
+                    assert_eq!(status, 200, "{reply}");
+                    acknowledged.push(reply);
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.push(writer.await.unwrap());
+    }
+    // Two more intervals, so passes run after the last write too.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let passes: Vec<String> = replicas
+        .iter_mut()
+        .flat_map(|replica| replica.logs())
+        .filter(|line| line.contains("retention run finished"))
+        .collect();
+    assert!(
+        passes.iter().any(|line| !line.contains("removed=0")),
+        "no pass removed anything: {passes:?}"
+    );
+
+    let exports = [
+        get_text(&client, &urls[0], "/history?format=ndjson&order=asc").await,
+        get_text(&client, &urls[1], "/history?format=ndjson&order=asc").await,
+    ];
+    let stored: BTreeMap<(String, String), Value> = exports[0]
+        .lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let key = (
+                row["server"].as_str().unwrap().to_owned(),
+                row["last_check"].as_str().unwrap().to_owned(),
+            );
+            (key, row)
+        })
+        .collect();
+    let total: usize = acknowledged.iter().map(Vec::len).sum();
+    assert!(stored.len() < total, "nothing was removed");
+    // Kept: a margin covers the seconds the test took, since the cutoff moves with the clock.
+    let kept_from = rendered_ms(now_ms - 3_600_000 + 60_000);
+    let status = get_json(&client, &urls[0], "/status.json").await;
+    for (server, replies) in TARGETS.iter().zip(&acknowledged) {
+        let mut previous: Option<&Value> = None;
+        for reply in replies {
+            let key = (
+                (*server).to_owned(),
+                reply["last_check"].as_str().unwrap().to_owned(),
+            );
+            let transition = previous.is_none_or(|previous| {
+                previous["sync_status"] != reply["sync_status"]
+                    || previous["files"] != reply["files"]
+            });
+            let recent = reply["last_check"].as_str().unwrap() >= kept_from.as_str();
+            match stored.get(&key) {
+                Some(row) => {
+                    assert_eq!(row["id"], reply["id"], "{key:?}");
+                    assert_eq!(row["hash"], reply["hash"], "{key:?}");
+                }
+                None => assert!(
+                    !transition && !recent,
+                    "{key:?} was removed, but it is a transition or inside the window"
+                ),
+            }
+            previous = Some(reply);
+        }
+        let latest = status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["server"] == *server)
+            .unwrap();
+        assert_eq!(latest["snapshot_id"], replies.last().unwrap()["id"]);
+    }
+    assert_eq!(
+        status,
+        get_json(&client, &urls[1], "/status.json").await,
+        "the replicas disagree on the latest"
+    );
+    for url in &urls {
+        let verification = get_json(&client, url, "/api/verify").await;
+        assert_eq!(verification["ok"], true, "{url}: {verification}");
+    }
+    assert!(
+        !get_json(&client, &urls[0], "/api/checkpoints")
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let cli = std::process::Command::new(BINARY)
+        .args(["verify", "--database-url", &database.url])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{cli:?}");
 }
