@@ -185,6 +185,12 @@ async fn a_locked_postgres_database_is_503_until_it_is_writable_again() {
         "{waited:?}"
     );
     assert_eq!(get_status(&client, &server, "/healthz").await, 200);
+    // Asked while the lock is still held, before any accepted write could store the set.
+    assert_eq!(
+        database.query_i64("select count(*) from filesets").await,
+        0,
+        "the refused write's file set was rolled back with it"
+    );
 
     lock.execute("rollback").await.unwrap();
     lock.close().await.unwrap();
@@ -195,7 +201,7 @@ async fn a_locked_postgres_database_is_503_until_it_is_writable_again() {
     assert_eq!(
         database.query_i64("select count(*) from filesets").await,
         1,
-        "the refused write's file set was rolled back with it"
+        "the accepted retry stored its file set once"
     );
     let verify: Value = get_json(&client, &server, "/api/verify").await;
     assert_eq!(verify["ok"], true, "{verify}");
