@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
+use super::postgres::INSERT_SNAPSHOTS_SQL;
 use super::{ConnectError, Store, scheme};
 use crate::chain::Verification;
 
@@ -39,7 +40,8 @@ pub struct MigrateReport {
 /// and latest state rest on.
 type Heads = BTreeMap<(String, String), (Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>)>;
 
-/// A target with its head, latest id and status_since.
+/// A target as `TARGETS_SQL` reads it: `(id, repo, server, head_id, head_hash, latest_id,
+/// status_since)`.
 type TargetRow = (
     i64,
     String,
@@ -67,7 +69,9 @@ type SnapshotRow = (
     Option<Vec<u8>>,
 );
 
-const TARGET_HEADS_SQL: &str = "select t.repo, t.server, t.head_id, t.head_hash, \
+/// Every target with its chain head, and its latest snapshot and status_since as computed from
+/// its history (on SQLite these live in the writer's memory, not in the table).
+const TARGETS_SQL: &str = "select t.id, t.repo, t.server, t.head_id, t.head_hash, \
      (select l.id from snapshots l where l.target_id = t.id \
       order by l.last_check desc limit 1) as latest_id, \
      coalesce((select c.last_check from snapshots c where c.target_id = t.id and c.change <> 0 \
@@ -140,14 +144,17 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Con
     }
     let copied = copy(&mut sqlite, &mut tx).await?;
     tx.commit().await?;
-    let source_heads = heads::<sqlx::Sqlite>(&mut sqlite).await?;
     sqlx::query("rollback").execute(&mut sqlite).await?;
     let _ = sqlite.close().await;
 
     let copy_verification = Store::verify_database(target).await?;
     // Recomputed from the copied snapshots, and as the PostgreSQL store keeps them in `targets`.
-    let copy_heads = heads::<sqlx::Postgres>(&mut postgres).await?;
-    let copy_pointers = pointers(&mut postgres).await?;
+    let copy_heads = heads(&mut postgres, TARGETS_SQL).await?;
+    let copy_pointers = heads(
+        &mut postgres,
+        "select id, repo, server, head_id, head_hash, latest_id, status_since from targets",
+    )
+    .await?;
     let _ = postgres.close().await;
 
     let mut differences = Vec::new();
@@ -162,7 +169,8 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Con
     {
         differences.push("the copy's verification differs from the source's".to_owned());
     }
-    for (key, head) in &source_heads {
+    let source_heads = &copied.heads;
+    for (key, head) in source_heads {
         match copy_heads.get(key) {
             None => differences.push(format!("{}/{} is missing from the copy", key.0, key.1)),
             Some(copied) if copied != head => differences.push(format!(
@@ -186,28 +194,30 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Con
     }
     Ok(MigrateReport {
         ok: differences.is_empty() && copy_verification.ok,
-        targets: copied.0,
-        filesets: copied.1,
-        snapshots: copied.2,
-        checkpoints: copied.3,
+        targets: copied.heads.len() as i64,
+        filesets: copied.filesets,
+        snapshots: copied.snapshots,
+        checkpoints: copied.checkpoints,
         source: source_verification,
         copy: copy_verification,
         differences,
     })
 }
 
-/// Copies every table; returns the rows copied (targets, file sets, snapshots, checkpoints).
+/// What `copy` copied: the source's targets as `Heads`, and the other tables' row counts.
+struct Copied {
+    heads: Heads,
+    filesets: i64,
+    snapshots: i64,
+    checkpoints: i64,
+}
+
+/// Copies every table.
 async fn copy(
     sqlite: &mut SqliteConnection,
     postgres: &mut PgConnection,
-) -> Result<(i64, i64, i64, i64), ConnectError> {
-    let targets: Vec<TargetRow> = sqlx::query_as(&format!(
-        "select t.id, h.repo, h.server, h.head_id, h.head_hash, h.latest_id, h.status_since \
-             from targets t join ({TARGET_HEADS_SQL}) h on h.repo = t.repo and h.server = t.server \
-             order by t.id"
-    ))
-    .fetch_all(&mut *sqlite)
-    .await?;
+) -> Result<Copied, ConnectError> {
+    let targets: Vec<TargetRow> = sqlx::query_as(TARGETS_SQL).fetch_all(&mut *sqlite).await?;
     for chunk in targets.chunks(PAGE) {
         sqlx::query(
             "insert into targets (id, repo, server, head_id, head_hash, latest_id, status_since) \
@@ -296,12 +306,12 @@ async fn copy(
     )
     .execute(&mut *postgres)
     .await?;
-    Ok((
-        targets.len() as i64,
-        filesets.len() as i64,
+    Ok(Copied {
+        heads: into_heads(targets),
+        filesets: filesets.len() as i64,
         snapshots,
-        checkpoints.len() as i64,
-    ))
+        checkpoints: checkpoints.len() as i64,
+    })
 }
 
 async fn insert_snapshots(
@@ -312,67 +322,34 @@ async fn insert_snapshots(
     let optional =
         |pick: fn(&SnapshotRow) -> Option<i64>| page.iter().map(pick).collect::<Vec<_>>();
     let text = |pick: fn(&SnapshotRow) -> Option<&str>| page.iter().map(pick).collect::<Vec<_>>();
-    sqlx::query(
-        "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
-         drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) \
-         select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-         $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], \
-         $11::text[], $12::text[], $13::bytea[])",
-    )
-    .bind(column(|row| row.0))
-    .bind(column(|row| row.1))
-    .bind(column(|row| row.2))
-    .bind(column(|row| row.3))
-    .bind(column(|row| row.4))
-    .bind(column(|row| row.5))
-    .bind(optional(|row| row.6))
-    .bind(column(|row| row.7))
-    .bind(optional(|row| row.8))
-    .bind(text(|row| row.9.as_deref()))
-    .bind(text(|row| row.10.as_deref()))
-    .bind(text(|row| row.11.as_deref()))
-    .bind(page.iter().map(|row| row.12.as_deref()).collect::<Vec<_>>())
-    .execute(postgres)
-    .await?;
+    sqlx::query(INSERT_SNAPSHOTS_SQL)
+        .bind(column(|row| row.0))
+        .bind(column(|row| row.1))
+        .bind(column(|row| row.2))
+        .bind(column(|row| row.3))
+        .bind(column(|row| row.4))
+        .bind(column(|row| row.5))
+        .bind(optional(|row| row.6))
+        .bind(column(|row| row.7))
+        .bind(optional(|row| row.8))
+        .bind(text(|row| row.9.as_deref()))
+        .bind(text(|row| row.10.as_deref()))
+        .bind(text(|row| row.11.as_deref()))
+        .bind(page.iter().map(|row| row.12.as_deref()).collect::<Vec<_>>())
+        .execute(postgres)
+        .await?;
     Ok(page.len() as i64)
 }
 
-async fn heads<DB: sqlx::Database>(
-    connection: &mut <DB as sqlx::Database>::Connection,
-) -> Result<Heads, sqlx::Error>
-where
-    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
-    HeadRow: for<'r> sqlx::FromRow<'r, DB::Row>,
-    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-{
-    let rows: Vec<HeadRow> = sqlx::query_as(TARGET_HEADS_SQL)
-        .fetch_all(connection)
-        .await?;
+/// Targets read by `sql`, which selects a `TargetRow`.
+async fn heads(postgres: &mut PgConnection, sql: &str) -> Result<Heads, sqlx::Error> {
+    let rows: Vec<TargetRow> = sqlx::query_as(sql).fetch_all(postgres).await?;
     Ok(into_heads(rows))
 }
 
-/// The latest snapshot and status_since the PostgreSQL store keeps in `targets`.
-async fn pointers(postgres: &mut PgConnection) -> Result<Heads, sqlx::Error> {
-    let rows: Vec<HeadRow> = sqlx::query_as(
-        "select repo, server, head_id, head_hash, latest_id, status_since from targets",
-    )
-    .fetch_all(postgres)
-    .await?;
-    Ok(into_heads(rows))
-}
-
-type HeadRow = (
-    String,
-    String,
-    Option<i64>,
-    Option<Vec<u8>>,
-    Option<i64>,
-    Option<i64>,
-);
-
-fn into_heads(rows: Vec<HeadRow>) -> Heads {
+fn into_heads(rows: Vec<TargetRow>) -> Heads {
     rows.into_iter()
-        .map(|(repo, server, head_id, head_hash, latest_id, since)| {
+        .map(|(_, repo, server, head_id, head_hash, latest_id, since)| {
             ((repo, server), (head_id, head_hash, latest_id, since))
         })
         .collect()

@@ -45,6 +45,15 @@ const WRITE_LOCK: i32 = 1;
 /// Held by the one replica running a retention pass.
 const RETENTION_LOCK: i32 = 2;
 
+/// Inserts snapshot rows given column by column: one array per column, in the table's order.
+/// Used by the writers and by `migrate-to`.
+pub(super) const INSERT_SNAPSHOTS_SQL: &str = "insert into snapshots (id, target_id, last_check, \
+     received_delay, sync_status, drift_count, fileset_id, change, stale_after, revision, \
+     run_url, message, hash) \
+     select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], \
+     $12::text[], $13::bytea[])";
+
 /// Handle to a PostgreSQL database; clones share it.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {

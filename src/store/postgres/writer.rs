@@ -15,7 +15,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{WRITE_LOCK, lock_sql};
+use super::{INSERT_SNAPSHOTS_SQL, WRITE_LOCK, lock_sql};
 use crate::chain::{self, Hash};
 use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::store::rules::{
@@ -234,28 +234,22 @@ impl Pending {
         if self.id.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
-             drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) \
-             select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-             $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], \
-             $11::text[], $12::text[], $13::bytea[])",
-        )
-        .bind(&self.id)
-        .bind(&self.target_id)
-        .bind(&self.last_check)
-        .bind(&self.received_delay)
-        .bind(&self.sync_status)
-        .bind(&self.drift_count)
-        .bind(&self.fileset_id)
-        .bind(&self.change)
-        .bind(&self.stale_after)
-        .bind(&self.revision)
-        .bind(&self.run_url)
-        .bind(&self.message)
-        .bind(&self.hash)
-        .execute(connection)
-        .await?;
+        sqlx::query(INSERT_SNAPSHOTS_SQL)
+            .bind(&self.id)
+            .bind(&self.target_id)
+            .bind(&self.last_check)
+            .bind(&self.received_delay)
+            .bind(&self.sync_status)
+            .bind(&self.drift_count)
+            .bind(&self.fileset_id)
+            .bind(&self.change)
+            .bind(&self.stale_after)
+            .bind(&self.revision)
+            .bind(&self.run_url)
+            .bind(&self.message)
+            .bind(&self.hash)
+            .execute(connection)
+            .await?;
         *self = Self::default();
         Ok(())
     }
