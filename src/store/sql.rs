@@ -12,6 +12,38 @@ pub const SNAPSHOT_COLUMNS: &str = "select s.id, t.repo, t.server, s.sync_status
      s.drift_count, f.files, s.last_check, s.last_check + s.received_delay as received_at, \
      s.revision, s.run_url, s.message, s.stale_after, s.hash";
 
+/// The stored snapshot of a target (`$1`) at a `last_check` (`$2`). Both databases take `$N`
+/// placeholders.
+pub fn snapshot_at_sql() -> String {
+    format!(
+        "{SNAPSHOT_COLUMNS} from snapshots s join targets t on t.id = s.target_id \
+         left join filesets f on f.id = s.fileset_id where s.target_id = $1 and s.last_check = $2"
+    )
+}
+
+/// A stored snapshot's neighbour, as far as transitions care.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Neighbour {
+    pub id: i64,
+    pub sync_status: i64,
+    pub fileset_id: Option<i64>,
+    pub change: i64,
+}
+
+/// The target's (`$1`) snapshot just before (`Desc`) or just after (`Asc`) a `last_check` (`$2`).
+pub fn neighbour_sql(direction: Order) -> &'static str {
+    match direction {
+        Order::Desc => {
+            "select id, sync_status, fileset_id, change from snapshots \
+             where target_id = $1 and last_check < $2 order by last_check desc limit 1"
+        }
+        Order::Asc => {
+            "select id, sync_status, fileset_id, change from snapshots \
+             where target_id = $1 and last_check > $2 order by last_check asc limit 1"
+        }
+    }
+}
+
 fn push_target_filter<'a, DB>(query: &mut QueryBuilder<'a, DB>, filter: &HistoryFilter)
 where
     DB: Database,

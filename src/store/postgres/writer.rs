@@ -21,7 +21,7 @@ use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::store::rules::{
     self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, same_content, snapshot_of,
 };
-use crate::store::sql::{SNAPSHOT_COLUMNS, snapshot_from_row};
+use crate::store::sql::{self, Neighbour, snapshot_from_row};
 use crate::store::{Recorded, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -702,25 +702,12 @@ async fn snapshot_at(
     target_id: i64,
     last_check: Timestamp,
 ) -> Result<Option<Snapshot>, sqlx::Error> {
-    let sql = format!(
-        "{SNAPSHOT_COLUMNS} from snapshots s join targets t on t.id = s.target_id \
-         left join filesets f on f.id = s.fileset_id where s.target_id = $1 and s.last_check = $2"
-    );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&sql::snapshot_at_sql())
         .bind(target_id)
         .bind(last_check.as_millis())
         .fetch_optional(connection)
         .await?;
     row.as_ref().map(snapshot_from_row).transpose()
-}
-
-/// A stored snapshot's neighbour, as far as transitions care.
-#[derive(Debug, Clone, Copy)]
-struct Neighbour {
-    id: i64,
-    sync_status: i64,
-    fileset_id: Option<i64>,
-    change: i64,
 }
 
 /// The snapshot just before (`Desc`) or just after (`Asc`) `last_check` on the target.
@@ -730,25 +717,9 @@ async fn neighbour(
     last_check: Timestamp,
     direction: Order,
 ) -> Result<Option<Neighbour>, sqlx::Error> {
-    let sql = match direction {
-        Order::Desc => {
-            "select id, sync_status, fileset_id, change from snapshots \
-             where target_id = $1 and last_check < $2 order by last_check desc limit 1"
-        }
-        Order::Asc => {
-            "select id, sync_status, fileset_id, change from snapshots \
-             where target_id = $1 and last_check > $2 order by last_check asc limit 1"
-        }
-    };
-    let row: Option<(i64, i64, Option<i64>, i64)> = sqlx::query_as(sql)
+    sqlx::query_as(sql::neighbour_sql(direction))
         .bind(target_id)
         .bind(last_check.as_millis())
         .fetch_optional(connection)
-        .await?;
-    Ok(row.map(|(id, sync_status, fileset_id, change)| Neighbour {
-        id,
-        sync_status,
-        fileset_id,
-        change,
-    }))
+        .await
 }

@@ -23,6 +23,7 @@ use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::store::rules::{
     self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, same_content, snapshot_of,
 };
+use crate::store::sql::{self, Neighbour};
 use crate::store::{Latest, PruneReport, Recorded, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -607,15 +608,6 @@ async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Resu
     Ok(())
 }
 
-/// A stored snapshot's neighbour, as far as transitions care.
-#[derive(Debug, Clone, Copy)]
-struct Neighbour {
-    id: i64,
-    sync_status: i64,
-    fileset_id: Option<i64>,
-    change: i64,
-}
-
 /// A check at or before its target's latest: an identical retry (answered with the stored
 /// snapshot), a conflict, or a late check that joins history without becoming the latest.
 /// Runs inside the batch's transaction, after the batch's pending rows were flushed.
@@ -708,11 +700,7 @@ async fn snapshot_at(
     target_id: i64,
     last_check: Timestamp,
 ) -> Result<Option<Snapshot>, StoreError> {
-    let sql = format!(
-        "{SNAPSHOT_COLUMNS} from snapshots s join targets t on t.id = s.target_id \
-         left join filesets f on f.id = s.fileset_id where s.target_id = ? and s.last_check = ?"
-    );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&sql::snapshot_at_sql())
         .bind(target_id)
         .bind(last_check.as_millis())
         .fetch_optional(executor)
@@ -727,27 +715,11 @@ async fn neighbour(
     last_check: Timestamp,
     direction: Order,
 ) -> Result<Option<Neighbour>, StoreError> {
-    let sql = match direction {
-        Order::Desc => {
-            "select id, sync_status, fileset_id, change from snapshots \
-             where target_id = ? and last_check < ? order by last_check desc limit 1"
-        }
-        Order::Asc => {
-            "select id, sync_status, fileset_id, change from snapshots \
-             where target_id = ? and last_check > ? order by last_check asc limit 1"
-        }
-    };
-    let row: Option<(i64, i64, Option<i64>, i64)> = sqlx::query_as(sql)
+    Ok(sqlx::query_as(sql::neighbour_sql(direction))
         .bind(target_id)
         .bind(last_check.as_millis())
         .fetch_optional(executor)
-        .await?;
-    Ok(row.map(|(id, sync_status, fileset_id, change)| Neighbour {
-        id,
-        sync_status,
-        fileset_id,
-        change,
-    }))
+        .await?)
 }
 
 #[cfg(test)]
