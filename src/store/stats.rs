@@ -17,8 +17,26 @@ pub type CheckRow = (i64, i64, Option<i64>, Option<i64>);
 /// `(last_check, change, fileset_id)` of a transition.
 pub type TransitionRow = (i64, i64, Option<i64>);
 
-/// The columns of a `CheckRow`.
-pub const CHECK_COLUMNS: &str = "last_check, sync_status, stale_after, fileset_id";
+/// `StatsReads::before`: target `$1`, `from` `$2`. Both databases take `$N` placeholders.
+pub const BEFORE_SQL: &str = "select last_check, sync_status, stale_after, fileset_id \
+     from snapshots where target_id = $1 and last_check < $2 order by last_check desc limit 1";
+
+/// `StatsReads::window`: target `$1`, `[from, to)` `$2`, `$3`.
+pub const WINDOW_SQL: &str = "select last_check, sync_status, stale_after, fileset_id \
+     from snapshots where target_id = $1 and last_check >= $2 and last_check < $3 \
+     order by last_check";
+
+/// `StatsReads::episode`: the target's (`$1`) transitions at or before `$2`, newest first.
+pub const EPISODE_SQL: &str = "select last_check, change, fileset_id from snapshots \
+     where target_id = $1 and change != 0 and last_check <= $2 order by last_check desc";
+
+/// `StatsReads::fileset`: the names of file set `$1`.
+pub const FILESET_SQL: &str = "select files from filesets where id = $1";
+
+/// Whether a transition (`change`) is where an episode began: bit 1, the status changed.
+pub fn starts_episode(change: i64) -> bool {
+    change & 1 == 1
+}
 
 /// The reads behind `/api/stats`, answered by each store.
 #[allow(

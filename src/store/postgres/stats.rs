@@ -6,7 +6,9 @@ use sqlx::{Postgres, QueryBuilder};
 
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::store::StoreError;
-use crate::store::stats::{self, CHECK_COLUMNS, CheckRow, StatsReads, TransitionRow};
+use crate::store::stats::{
+    self, BEFORE_SQL, CheckRow, EPISODE_SQL, FILESET_SQL, StatsReads, TransitionRow, WINDOW_SQL,
+};
 
 /// Every matching target's history over the window, sorted by repo then server.
 pub async fn histories(
@@ -39,14 +41,11 @@ impl StatsReads for PgConnection {
     }
 
     async fn before(&mut self, target: i64, from: i64) -> Result<Option<CheckRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "select {CHECK_COLUMNS} from snapshots \
-             where target_id = $1 and last_check < $2 order by last_check desc limit 1"
-        ))
-        .bind(target)
-        .bind(from)
-        .fetch_optional(self)
-        .await?)
+        Ok(sqlx::query_as(BEFORE_SQL)
+            .bind(target)
+            .bind(from)
+            .fetch_optional(self)
+            .await?)
     }
 
     async fn window(
@@ -55,30 +54,23 @@ impl StatsReads for PgConnection {
         from: i64,
         to: i64,
     ) -> Result<Vec<CheckRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "select {CHECK_COLUMNS} from snapshots \
-             where target_id = $1 and last_check >= $2 and last_check < $3 order by last_check"
-        ))
-        .bind(target)
-        .bind(from)
-        .bind(to)
-        .fetch_all(self)
-        .await?)
+        Ok(sqlx::query_as(WINDOW_SQL)
+            .bind(target)
+            .bind(from)
+            .bind(to)
+            .fetch_all(self)
+            .await?)
     }
 
     async fn episode(&mut self, target: i64, at: i64) -> Result<Vec<TransitionRow>, StoreError> {
-        let mut rows = sqlx::query_as::<_, TransitionRow>(
-            "select last_check, change, fileset_id from snapshots \
-             where target_id = $1 and change != 0 and last_check <= $2 order by last_check desc",
-        )
-        .bind(target)
-        .bind(at)
-        .fetch(self);
+        let mut rows = sqlx::query_as::<_, TransitionRow>(EPISODE_SQL)
+            .bind(target)
+            .bind(at)
+            .fetch(self);
         let mut walked = Vec::new();
         while let Some(transition) = rows.try_next().await? {
             walked.push(transition);
-            // Bit 1: the status changed here, so the episode began here.
-            if transition.1 & 1 == 1 {
+            if stats::starts_episode(transition.1) {
                 break;
             }
         }
@@ -86,11 +78,9 @@ impl StatsReads for PgConnection {
     }
 
     async fn fileset(&mut self, id: i64) -> Result<String, StoreError> {
-        Ok(
-            sqlx::query_scalar("select files from filesets where id = $1")
-                .bind(id)
-                .fetch_one(self)
-                .await?,
-        )
+        Ok(sqlx::query_scalar(FILESET_SQL)
+            .bind(id)
+            .fetch_one(self)
+            .await?)
     }
 }
