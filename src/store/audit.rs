@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::chain::{self, BadSnapshot, Checkpoint as ChainCheckpoint, Verification};
 use crate::model::Snapshot;
-use crate::store::PruneReport;
+use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
 
 /// A gap retention cut into a target's chain: the retained snapshots after `after_id` (0: the
@@ -199,7 +199,7 @@ fn mismatch(previous_id: Option<i64>) -> String {
     }
 }
 
-/// A snapshot as the retention walk sees it (`WALK_COLUMNS`).
+/// A snapshot as the retention walk sees it (`WALK_PAGE_SQL`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WalkRow {
     pub id: i64,
@@ -210,8 +210,86 @@ pub struct WalkRow {
     pub hash: Option<Vec<u8>>,
 }
 
-/// The columns a `WalkRow` is read from.
-pub const WALK_COLUMNS: &str = "id, target_id, last_check, change, hash";
+/// Snapshots walked per page (one transaction).
+pub const PAGE: i64 = 5_000;
+
+/// The reads a retention run needs, answered by each store on its connection. Both databases
+/// take the `$N` placeholders of the query texts below.
+#[allow(
+    async_fn_in_trait,
+    reason = "crate-private; callers know the concrete store"
+)]
+pub trait WalkReads {
+    /// Rows of `ID_SPAN_SQL`: the smallest and greatest snapshot ids.
+    async fn id_span(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError>;
+    /// The row of `PROBE_SQL` for `id`: the first snapshot at or after it, `(id, last_check)`.
+    async fn probe(&mut self, id: i64) -> Result<Option<(i64, i64)>, StoreError>;
+    /// The rows of `KEEP_SQL` for `cutoff`.
+    async fn kept(&mut self, cutoff: i64) -> Result<Vec<(Option<i64>, Option<i64>)>, StoreError>;
+    /// The rows of `CHECKPOINTS_SQL`.
+    async fn checkpoints(&mut self) -> Result<Vec<(i64, i64, Vec<u8>, i64)>, StoreError>;
+    /// The rows of `WALK_PAGE_SQL`: at most `PAGE` snapshots after `after`, up to `until`.
+    async fn page(&mut self, after: i64, until: i64) -> Result<Vec<WalkRow>, StoreError>;
+}
+
+pub const ID_SPAN_SQL: &str = "select min(id), max(id) from snapshots";
+pub const PROBE_SQL: &str =
+    "select id, last_check from snapshots where id >= $1 order by id limit 1";
+/// Each target's newest snapshot before the cutoff (`$1`), and its chain head: one index seek
+/// per target on snapshots_target_time.
+pub const KEEP_SQL: &str = "select (select s.id from snapshots s where s.target_id = t.id \
+     and s.last_check < $1 order by s.last_check desc limit 1), t.head_id from targets t";
+/// A page of the walk: after id `$1`, up to id `$2`, at most `$3` rows.
+pub const WALK_PAGE_SQL: &str = "select id, target_id, last_check, change, hash from snapshots \
+     where id > $1 and id <= $2 order by id limit $3";
+
+/// A planned retention run: where its walk stops, and the walker that decides each page.
+#[derive(Debug)]
+pub struct Plan {
+    /// The walk's end (see `expired_bound`); later snapshots are never candidates.
+    pub until_id: i64,
+    pub walker: Walker,
+}
+
+impl Plan {
+    /// Plans a run that removes snapshots with `last_check` before `cutoff`, except transitions
+    /// (`change != 0`), each target's last snapshot before the cutoff, and each chain head.
+    pub async fn make(reads: &mut impl WalkReads, cutoff: Timestamp) -> Result<Self, StoreError> {
+        let until_id = expired_bound(reads, cutoff.as_millis()).await?;
+        let keep = reads
+            .kept(cutoff.as_millis())
+            .await?
+            .into_iter()
+            .flat_map(|(boundary, head)| [boundary, head])
+            .flatten()
+            .collect();
+        let checkpoints = checkpoint_map(reads.checkpoints().await?);
+        Ok(Self {
+            until_id,
+            walker: Walker::new(cutoff, keep, checkpoints),
+        })
+    }
+}
+
+/// Where the walk can stop: the last id (arrival order) whose `last_check` is before the cutoff,
+/// found by bisecting ids, so a run walks only history that can have expired, never the retained
+/// window. Arrival order follows check time closely; a check that arrives long after it ran (and
+/// so sits beyond the bound) waits for a later run.
+async fn expired_bound(reads: &mut impl WalkReads, cutoff: i64) -> Result<i64, StoreError> {
+    let (Some(first), Some(mut high)) = reads.id_span().await? else {
+        return Ok(0);
+    };
+    // Every probe at or below `low` found an expired check; every one above `high` did not.
+    let mut low = first - 1;
+    while low < high {
+        let middle = low + (high - low + 1) / 2;
+        match reads.probe(middle).await? {
+            Some((id, last_check)) if last_check < cutoff && id <= high => low = id,
+            _ => high = middle - 1,
+        }
+    }
+    Ok(low.max(0))
+}
 
 /// What one page of the walk decided; the store carries it out in the page's transaction, in
 /// this order: upsert `write`, delete `absorbed`, delete the snapshots `remove`.

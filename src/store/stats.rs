@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use crate::model::SyncStatus;
 use crate::stats::{Carried, Check, StatsRequest, TargetHistory};
 use crate::store::StoreError;
+use crate::store::rules::STATUS_CHANGED;
 use crate::timestamp::Timestamp;
 
 /// `(last_check, sync_status, stale_after, fileset_id)` of a snapshot.
@@ -35,7 +36,7 @@ pub const FILESET_SQL: &str = "select files from filesets where id = $1";
 
 /// Whether a transition (`change`) is where an episode began: bit 1, the status changed.
 pub fn starts_episode(change: i64) -> bool {
-    change & 1 == 1
+    change & STATUS_CHANGED != 0
 }
 
 /// The reads behind `/api/stats`, answered by each store.

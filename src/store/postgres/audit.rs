@@ -1,8 +1,6 @@
 //! The audit trail's integrity on PostgreSQL: verifying the chain in one consistent snapshot,
 //! and retention passes that one replica at a time runs without breaking it.
 
-use std::collections::HashSet;
-
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
@@ -11,23 +9,13 @@ use tokio::sync::watch;
 use super::{RETENTION_LOCK, WRITE_LOCK, lock_sql};
 use crate::chain::{Checkpoint as ChainCheckpoint, Verification};
 use crate::store::audit::{
-    CHECKPOINTS_SQL, Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PageActions,
-    TargetHead, Verifier, WALK_COLUMNS, WalkRow, Walker, checkpoint_map, listed_checkpoints,
+    CHECKPOINTS_SQL, ID_SPAN_SQL, KEEP_SQL, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE,
+    PROBE_SQL, PageActions, Plan, TargetHead, Verifier, WALK_PAGE_SQL, WalkReads, WalkRow,
+    checkpoint_map, listed_checkpoints,
 };
 use crate::store::sql::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
-
-/// Snapshots walked per retention page (one transaction).
-const PAGE: i64 = 5_000;
-
-/// The gaps retention cut, by (target, the retained snapshot they follow).
-async fn load_checkpoints(connection: &mut PgConnection) -> Result<Checkpoints, StoreError> {
-    let rows = sqlx::query_as(CHECKPOINTS_SQL)
-        .fetch_all(connection)
-        .await?;
-    Ok(checkpoint_map(rows))
-}
 
 /// Every retention checkpoint, by target then position, for re-checking an export.
 pub async fn checkpoints(
@@ -46,7 +34,7 @@ pub async fn verify(connection: &mut PgConnection) -> Result<Verification, Store
     sqlx::query("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
         .await?;
-    let mut verifier = Verifier::new(load_checkpoints(&mut tx).await?);
+    let mut verifier = Verifier::new(checkpoint_map(tx.checkpoints().await?));
     let targets: Vec<TargetHead> =
         sqlx::query_as("select id, repo, server, head_id, head_hash from targets")
             .fetch_all(&mut *tx)
@@ -97,21 +85,10 @@ async fn walk(
     cutoff: Timestamp,
     closing: watch::Receiver<bool>,
 ) -> Result<PruneReport, StoreError> {
-    let until_id = expired_bound(connection, cutoff.as_millis()).await?;
-    // One index seek per target on snapshots_target_time.
-    let kept: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(
-        "select (select s.id from snapshots s where s.target_id = t.id and s.last_check < $1 \
-                 order by s.last_check desc limit 1), t.head_id from targets t",
-    )
-    .bind(cutoff.as_millis())
-    .fetch_all(&mut *connection)
-    .await?;
-    let keep: HashSet<i64> = kept
-        .into_iter()
-        .flat_map(|(boundary, head)| [boundary, head])
-        .flatten()
-        .collect();
-    let mut walker = Walker::new(cutoff, keep, load_checkpoints(connection).await?);
+    let Plan {
+        until_id,
+        mut walker,
+    } = Plan::make(connection, cutoff).await?;
     let mut position = 0;
     loop {
         if *closing.borrow() {
@@ -121,15 +98,7 @@ async fn walk(
         sqlx::query(&lock_sql("pg_advisory_xact_lock", WRITE_LOCK))
             .execute(&mut *tx)
             .await?;
-        let rows: Vec<WalkRow> = sqlx::query_as(&format!(
-            "select {WALK_COLUMNS} from snapshots \
-             where id > $1 and id <= $2 order by id limit $3"
-        ))
-        .bind(position)
-        .bind(until_id)
-        .bind(PAGE)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = tx.page(position, until_id).await?;
         let done = rows.len() < PAGE as usize;
         if let Some(last) = rows.last() {
             position = last.id;
@@ -192,29 +161,35 @@ async fn apply(connection: &mut PgConnection, actions: PageActions) -> Result<()
     Ok(())
 }
 
-/// The last id (arrival order) whose `last_check` is before the cutoff, by bisecting ids (see
-/// the SQLite store's `expired_bound`).
-async fn expired_bound(connection: &mut PgConnection, cutoff: i64) -> Result<i64, StoreError> {
-    let (first, last): (Option<i64>, Option<i64>) =
-        sqlx::query_as("select min(id), max(id) from snapshots")
-            .fetch_one(&mut *connection)
-            .await?;
-    let (Some(first), Some(mut high)) = (first, last) else {
-        return Ok(0);
-    };
-    let mut low = first - 1;
-    while low < high {
-        let middle = low + (high - low + 1) / 2;
-        let probe: Option<(i64, i64)> = sqlx::query_as(
-            "select id, last_check from snapshots where id >= $1 order by id limit 1",
-        )
-        .bind(middle)
-        .fetch_optional(&mut *connection)
-        .await?;
-        match probe {
-            Some((id, last_check)) if last_check < cutoff && id <= high => low = id,
-            _ => high = middle - 1,
-        }
+impl WalkReads for PgConnection {
+    async fn id_span(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        Ok(sqlx::query_as(ID_SPAN_SQL).fetch_one(self).await?)
     }
-    Ok(low.max(0))
+
+    async fn probe(&mut self, id: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(PROBE_SQL)
+            .bind(id)
+            .fetch_optional(self)
+            .await?)
+    }
+
+    async fn kept(&mut self, cutoff: i64) -> Result<Vec<(Option<i64>, Option<i64>)>, StoreError> {
+        Ok(sqlx::query_as(KEEP_SQL)
+            .bind(cutoff)
+            .fetch_all(self)
+            .await?)
+    }
+
+    async fn checkpoints(&mut self) -> Result<Vec<(i64, i64, Vec<u8>, i64)>, StoreError> {
+        Ok(sqlx::query_as(CHECKPOINTS_SQL).fetch_all(self).await?)
+    }
+
+    async fn page(&mut self, after: i64, until: i64) -> Result<Vec<WalkRow>, StoreError> {
+        Ok(sqlx::query_as(WALK_PAGE_SQL)
+            .bind(after)
+            .bind(until)
+            .bind(PAGE)
+            .fetch_all(self)
+            .await?)
+    }
 }

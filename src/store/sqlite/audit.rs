@@ -10,14 +10,13 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::chain::{self, Checkpoint as ChainCheckpoint, Hash, Verification};
 use crate::store::audit::{
-    CHECKPOINTS_SQL, Checkpoint, Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, TargetHead,
-    Verifier, WALK_COLUMNS, WalkRow, Walker, checkpoint_map, listed_checkpoints,
+    CHECKPOINTS_SQL, Checkpoint, Checkpoints, ID_SPAN_SQL, KEEP_SQL, LISTED_CHECKPOINTS_SQL,
+    ListedCheckpoint, PAGE, PROBE_SQL, Plan, TargetHead, Verifier, WALK_PAGE_SQL, WalkReads,
+    WalkRow, Walker, checkpoint_map, listed_checkpoints,
 };
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
 
-/// Snapshots read per page while hashing old history or pruning.
-const PAGE: i64 = 5_000;
 /// Free pages handed back to the file system per step after pruning (16 MiB of 4 KiB pages).
 const VACUUM_STEP_PAGES: i64 = 4_096;
 
@@ -31,10 +30,7 @@ fn chain_rows_sql() -> String {
 
 /// The gaps retention cut, by (target, the retained snapshot they follow).
 async fn load_checkpoints(connection: &mut SqliteConnection) -> Result<Checkpoints, StoreError> {
-    let rows = sqlx::query_as(CHECKPOINTS_SQL)
-        .fetch_all(connection)
-        .await?;
-    Ok(checkpoint_map(rows))
+    Ok(checkpoint_map(WalkReads::checkpoints(connection).await?))
 }
 
 /// Every retention checkpoint, by target then position, for re-checking an export.
@@ -138,7 +134,7 @@ async fn verify_in_transaction(
 /// so ingest keeps flowing between pages.
 #[derive(Debug)]
 pub struct Prune {
-    /// The walk's end (see `expired_bound`); later snapshots are never candidates.
+    /// The walk's end (see `store::audit::Plan`); later snapshots are never candidates.
     until_id: i64,
     position: i64,
     walker: Walker,
@@ -146,31 +142,16 @@ pub struct Prune {
 }
 
 impl Prune {
-    /// Plans a run that removes snapshots with `last_check` before `cutoff`, except transitions
-    /// (`change != 0`), each target's last snapshot before the cutoff, and each chain head.
+    /// Plans a run (see `store::audit::Plan`).
     pub async fn begin(
         connection: &mut SqliteConnection,
         cutoff: Timestamp,
     ) -> Result<Self, StoreError> {
-        let until_id = expired_bound(connection, cutoff.as_millis()).await?;
-        // One index seek per target on snapshots_target_time.
-        let kept: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(
-            "select (select s.id from snapshots s where s.target_id = t.id and s.last_check < ? \
-                     order by s.last_check desc limit 1), t.head_id from targets t",
-        )
-        .bind(cutoff.as_millis())
-        .fetch_all(&mut *connection)
-        .await?;
-        let keep = kept
-            .into_iter()
-            .flat_map(|(boundary, head)| [boundary, head])
-            .flatten()
-            .collect();
-        let checkpoints = load_checkpoints(connection).await?;
+        let plan = Plan::make(connection, cutoff).await?;
         Ok(Self {
-            until_id,
+            until_id: plan.until_id,
             position: 0,
-            walker: Walker::new(cutoff, keep, checkpoints),
+            walker: plan.walker,
             vacuuming: false,
         })
     }
@@ -222,15 +203,7 @@ impl Prune {
 
     /// Walks one page of snapshots; returns true when the walk is over.
     async fn walk_page(&mut self, connection: &mut SqliteConnection) -> Result<bool, StoreError> {
-        let rows: Vec<WalkRow> = sqlx::query_as(&format!(
-            "select {WALK_COLUMNS} from snapshots \
-             where id > ? and id <= ? order by id limit ?"
-        ))
-        .bind(self.position)
-        .bind(self.until_id)
-        .bind(PAGE)
-        .fetch_all(&mut *connection)
-        .await?;
+        let rows = connection.page(self.position, self.until_id).await?;
         let done = rows.len() < PAGE as usize;
         if let Some(last) = rows.last() {
             self.position = last.id;
@@ -259,36 +232,6 @@ impl Prune {
     }
 }
 
-/// Where the walk can stop: the last id (arrival order) whose `last_check` is before the cutoff,
-/// found by bisecting ids, so a run walks only history that can have expired, never the retained
-/// window. Arrival order follows check time closely; a check that arrives long after it ran (and
-/// so sits beyond the bound) waits for a later run.
-async fn expired_bound(connection: &mut SqliteConnection, cutoff: i64) -> Result<i64, StoreError> {
-    let (first, last): (Option<i64>, Option<i64>) =
-        sqlx::query_as("select min(id), max(id) from snapshots")
-            .fetch_one(&mut *connection)
-            .await?;
-    let (Some(first), Some(mut high)) = (first, last) else {
-        return Ok(0);
-    };
-    // Every probe at or below `low` found an expired check; every one above `high` did not.
-    let mut low = first - 1;
-    while low < high {
-        let middle = low + (high - low + 1) / 2;
-        let probe: Option<(i64, i64)> = sqlx::query_as(
-            "select id, last_check from snapshots where id >= ? order by id limit 1",
-        )
-        .bind(middle)
-        .fetch_optional(&mut *connection)
-        .await?;
-        match probe {
-            Some((id, last_check)) if last_check < cutoff && id <= high => low = id,
-            _ => high = middle - 1,
-        }
-    }
-    Ok(low.max(0))
-}
-
 async fn write_checkpoint(
     connection: &mut SqliteConnection,
     target: i64,
@@ -309,4 +252,37 @@ async fn write_checkpoint(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+impl WalkReads for SqliteConnection {
+    async fn id_span(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        Ok(sqlx::query_as(ID_SPAN_SQL).fetch_one(self).await?)
+    }
+
+    async fn probe(&mut self, id: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(PROBE_SQL)
+            .bind(id)
+            .fetch_optional(self)
+            .await?)
+    }
+
+    async fn kept(&mut self, cutoff: i64) -> Result<Vec<(Option<i64>, Option<i64>)>, StoreError> {
+        Ok(sqlx::query_as(KEEP_SQL)
+            .bind(cutoff)
+            .fetch_all(self)
+            .await?)
+    }
+
+    async fn checkpoints(&mut self) -> Result<Vec<(i64, i64, Vec<u8>, i64)>, StoreError> {
+        Ok(sqlx::query_as(CHECKPOINTS_SQL).fetch_all(self).await?)
+    }
+
+    async fn page(&mut self, after: i64, until: i64) -> Result<Vec<WalkRow>, StoreError> {
+        Ok(sqlx::query_as(WALK_PAGE_SQL)
+            .bind(after)
+            .bind(until)
+            .bind(PAGE)
+            .fetch_all(self)
+            .await?)
+    }
 }
