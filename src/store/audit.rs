@@ -423,3 +423,47 @@ impl Gap {
         }
     }
 }
+
+/// `WalkReads` for a connection type: the same statements on either database.
+macro_rules! walk_reads_for {
+    ($connection:ty) => {
+        impl WalkReads for $connection {
+            async fn id_span(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+                Ok(sqlx::query_as(ID_SPAN_SQL).fetch_one(self).await?)
+            }
+
+            async fn probe(&mut self, id: i64) -> Result<Option<(i64, i64)>, StoreError> {
+                Ok(sqlx::query_as(PROBE_SQL)
+                    .bind(id)
+                    .fetch_optional(self)
+                    .await?)
+            }
+
+            async fn kept(
+                &mut self,
+                cutoff: i64,
+            ) -> Result<Vec<(Option<i64>, Option<i64>)>, StoreError> {
+                Ok(sqlx::query_as(KEEP_SQL)
+                    .bind(cutoff)
+                    .fetch_all(self)
+                    .await?)
+            }
+
+            async fn checkpoints(&mut self) -> Result<Vec<(i64, i64, Vec<u8>, i64)>, StoreError> {
+                Ok(sqlx::query_as(CHECKPOINTS_SQL).fetch_all(self).await?)
+            }
+
+            async fn page(&mut self, after: i64, until: i64) -> Result<Vec<WalkRow>, StoreError> {
+                Ok(sqlx::query_as(WALK_PAGE_SQL)
+                    .bind(after)
+                    .bind(until)
+                    .bind(PAGE)
+                    .fetch_all(self)
+                    .await?)
+            }
+        }
+    };
+}
+
+walk_reads_for!(sqlx::sqlite::SqliteConnection);
+walk_reads_for!(sqlx::postgres::PgConnection);

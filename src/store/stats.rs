@@ -165,3 +165,83 @@ async fn carried(
         episode_files,
     })
 }
+
+/// `StatsReads` for a connection type of `$database`: the same statements on either.
+macro_rules! stats_reads_for {
+    ($connection:ty, $database:ty) => {
+        impl StatsReads for $connection {
+            async fn targets(
+                &mut self,
+                request: &StatsRequest,
+            ) -> Result<Vec<(i64, String, String)>, StoreError> {
+                let mut targets = sqlx::QueryBuilder::<$database>::new(
+                    "select id, repo, server from targets where 1 = 1",
+                );
+                if let Some(repo) = &request.repo {
+                    targets.push(" and repo = ").push_bind(repo.clone());
+                }
+                if let Some(server) = &request.server {
+                    targets.push(" and server = ").push_bind(server.clone());
+                }
+                targets.push(" order by repo, server");
+                Ok(targets.build_query_as().fetch_all(self).await?)
+            }
+
+            async fn before(
+                &mut self,
+                target: i64,
+                from: i64,
+            ) -> Result<Option<CheckRow>, StoreError> {
+                Ok(sqlx::query_as(BEFORE_SQL)
+                    .bind(target)
+                    .bind(from)
+                    .fetch_optional(self)
+                    .await?)
+            }
+
+            async fn window(
+                &mut self,
+                target: i64,
+                from: i64,
+                to: i64,
+            ) -> Result<Vec<CheckRow>, StoreError> {
+                Ok(sqlx::query_as(WINDOW_SQL)
+                    .bind(target)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(self)
+                    .await?)
+            }
+
+            async fn episode(
+                &mut self,
+                target: i64,
+                at: i64,
+            ) -> Result<Vec<TransitionRow>, StoreError> {
+                let mut rows = sqlx::query_as::<_, TransitionRow>(EPISODE_SQL)
+                    .bind(target)
+                    .bind(at)
+                    .fetch(self);
+                let mut walked = Vec::new();
+                while let Some(transition) = futures_util::TryStreamExt::try_next(&mut rows).await?
+                {
+                    walked.push(transition);
+                    if starts_episode(transition.1) {
+                        break;
+                    }
+                }
+                Ok(walked)
+            }
+
+            async fn fileset(&mut self, id: i64) -> Result<String, StoreError> {
+                Ok(sqlx::query_scalar(FILESET_SQL)
+                    .bind(id)
+                    .fetch_one(self)
+                    .await?)
+            }
+        }
+    };
+}
+
+stats_reads_for!(sqlx::sqlite::SqliteConnection, sqlx::Sqlite);
+stats_reads_for!(sqlx::postgres::PgConnection, sqlx::Postgres);

@@ -9,9 +9,8 @@ use tokio::sync::watch;
 use super::{RETENTION_LOCK, WRITE_LOCK, lock_sql};
 use crate::chain::{Checkpoint as ChainCheckpoint, Verification};
 use crate::store::audit::{
-    CHECKPOINTS_SQL, ID_SPAN_SQL, KEEP_SQL, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE,
-    PROBE_SQL, PageActions, Plan, TargetHead, Verifier, WALK_PAGE_SQL, WalkReads, WalkRow,
-    checkpoint_map, listed_checkpoints,
+    LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE, PageActions, Plan, TargetHead, Verifier,
+    WalkReads, checkpoint_map, listed_checkpoints,
 };
 use crate::store::sql::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::store::{PruneReport, StoreError};
@@ -159,37 +158,4 @@ async fn apply(connection: &mut PgConnection, actions: PageActions) -> Result<()
             .await?;
     }
     Ok(())
-}
-
-impl WalkReads for PgConnection {
-    async fn id_span(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-        Ok(sqlx::query_as(ID_SPAN_SQL).fetch_one(self).await?)
-    }
-
-    async fn probe(&mut self, id: i64) -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(PROBE_SQL)
-            .bind(id)
-            .fetch_optional(self)
-            .await?)
-    }
-
-    async fn kept(&mut self, cutoff: i64) -> Result<Vec<(Option<i64>, Option<i64>)>, StoreError> {
-        Ok(sqlx::query_as(KEEP_SQL)
-            .bind(cutoff)
-            .fetch_all(self)
-            .await?)
-    }
-
-    async fn checkpoints(&mut self) -> Result<Vec<(i64, i64, Vec<u8>, i64)>, StoreError> {
-        Ok(sqlx::query_as(CHECKPOINTS_SQL).fetch_all(self).await?)
-    }
-
-    async fn page(&mut self, after: i64, until: i64) -> Result<Vec<WalkRow>, StoreError> {
-        Ok(sqlx::query_as(WALK_PAGE_SQL)
-            .bind(after)
-            .bind(until)
-            .bind(PAGE)
-            .fetch_all(self)
-            .await?)
-    }
 }

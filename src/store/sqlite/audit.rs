@@ -10,9 +10,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::chain::{self, Checkpoint as ChainCheckpoint, Hash, Verification};
 use crate::store::audit::{
-    CHECKPOINTS_SQL, Checkpoint, Checkpoints, ID_SPAN_SQL, KEEP_SQL, LISTED_CHECKPOINTS_SQL,
-    ListedCheckpoint, PAGE, PROBE_SQL, Plan, TargetHead, Verifier, WALK_PAGE_SQL, WalkReads,
-    WalkRow, Walker, checkpoint_map, listed_checkpoints,
+    Checkpoint, Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE, Plan, TargetHead,
+    Verifier, WalkReads, Walker, checkpoint_map, listed_checkpoints,
 };
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
@@ -252,37 +251,4 @@ async fn write_checkpoint(
     .execute(connection)
     .await?;
     Ok(())
-}
-
-impl WalkReads for SqliteConnection {
-    async fn id_span(&mut self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-        Ok(sqlx::query_as(ID_SPAN_SQL).fetch_one(self).await?)
-    }
-
-    async fn probe(&mut self, id: i64) -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(PROBE_SQL)
-            .bind(id)
-            .fetch_optional(self)
-            .await?)
-    }
-
-    async fn kept(&mut self, cutoff: i64) -> Result<Vec<(Option<i64>, Option<i64>)>, StoreError> {
-        Ok(sqlx::query_as(KEEP_SQL)
-            .bind(cutoff)
-            .fetch_all(self)
-            .await?)
-    }
-
-    async fn checkpoints(&mut self) -> Result<Vec<(i64, i64, Vec<u8>, i64)>, StoreError> {
-        Ok(sqlx::query_as(CHECKPOINTS_SQL).fetch_all(self).await?)
-    }
-
-    async fn page(&mut self, after: i64, until: i64) -> Result<Vec<WalkRow>, StoreError> {
-        Ok(sqlx::query_as(WALK_PAGE_SQL)
-            .bind(after)
-            .bind(until)
-            .bind(PAGE)
-            .fetch_all(self)
-            .await?)
-    }
 }
