@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::model::{FileEntry, NewSnapshot, Snapshot, files_text};
+use crate::store::{Recorded, StoreError};
 use crate::timestamp::Timestamp;
 
 /// `change` bits (see migrations/sqlite/0001_init.sql): the status differs from the target's
@@ -61,7 +62,7 @@ pub fn snapshot_of(id: i64, new: &NewSnapshot, last_check: Timestamp) -> Snapsho
     }
 }
 
-pub fn same_content(stored: &Snapshot, new: &NewSnapshot) -> bool {
+fn same_content(stored: &Snapshot, new: &NewSnapshot) -> bool {
     stored.sync_status == new.sync_status
         && stored.drift_count == new.drift_count
         && stored.file_names().eq(new.files.iter().map(String::as_str))
@@ -69,4 +70,24 @@ pub fn same_content(stored: &Snapshot, new: &NewSnapshot) -> bool {
         && stored.run_url == new.run_url
         && stored.message == new.message
         && stored.stale_after_seconds == new.stale_after_seconds
+}
+
+/// What a check that lands on an already stored `last_check` of its target becomes.
+pub fn at_taken_time(stored: Snapshot, new: &NewSnapshot) -> Option<Result<Recorded, StoreError>> {
+    if new.last_check_defaulted {
+        // The server chose this time, not the client, so it is no retry key: the caller takes
+        // the next free millisecond.
+        None
+    } else if same_content(&stored, new) {
+        Some(Ok(Recorded {
+            snapshot: stored,
+            replayed: true,
+        }))
+    } else {
+        Some(Err(StoreError::Conflict(format!(
+            "{}/{} already has a different snapshot (id {}) at last_check {}; \
+             a retry must repeat the original content",
+            new.repo, new.server, stored.id, stored.last_check
+        ))))
+    }
 }

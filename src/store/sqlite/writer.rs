@@ -21,7 +21,7 @@ use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::chain::{self, Hash};
 use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::store::rules::{
-    self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, same_content, snapshot_of,
+    self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, snapshot_of,
 };
 use crate::store::sql::{self, Neighbour};
 use crate::store::{Latest, PruneReport, Recorded, StoreError};
@@ -620,21 +620,9 @@ async fn record_out_of_order(
 ) -> Result<Result<Recorded, StoreError>, StoreError> {
     let mut last_check = new.last_check;
     while let Some(stored) = snapshot_at(&mut *connection, target.id, last_check).await? {
-        if new.last_check_defaulted {
-            // The server chose this time, not the client, so it is no retry key: take the next
-            // free millisecond.
-            last_check = last_check.plus_millis(1);
-        } else if same_content(&stored, new) {
-            return Ok(Ok(Recorded {
-                snapshot: stored,
-                replayed: true,
-            }));
-        } else {
-            return Ok(Err(StoreError::Conflict(format!(
-                "{}/{} already has a different snapshot (id {}) at last_check {}; \
-                 a retry must repeat the original content",
-                new.repo, new.server, stored.id, stored.last_check
-            ))));
+        match rules::at_taken_time(stored, new) {
+            None => last_check = last_check.plus_millis(1),
+            Some(outcome) => return Ok(outcome),
         }
     }
 
