@@ -36,38 +36,65 @@ pub struct MigrateReport {
     pub differences: Vec<String>,
 }
 
-/// `(repo, server) -> (head_id, head_hash, latest_id, status_since)`: what each target's chain
-/// and latest state rest on.
-type Heads = BTreeMap<(String, String), (Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>)>;
+/// What a target's chain and latest state rest on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    head_id: Option<i64>,
+    head_hash: Option<Vec<u8>>,
+    latest_id: Option<i64>,
+    status_since: Option<i64>,
+}
 
-/// A target as `TARGETS_SQL` reads it: `(id, repo, server, head_id, head_hash, latest_id,
-/// status_since)`.
-type TargetRow = (
-    i64,
-    String,
-    String,
-    Option<i64>,
-    Option<Vec<u8>>,
-    Option<i64>,
-    Option<i64>,
-);
+/// Every target's `Head`, by (repo, server).
+type Heads = BTreeMap<(String, String), Head>;
 
-/// A snapshot row as stored, column for column.
-type SnapshotRow = (
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<Vec<u8>>,
-);
+/// A target as `TARGETS_SQL` reads it.
+#[derive(Debug, sqlx::FromRow)]
+struct TargetRow {
+    id: i64,
+    repo: String,
+    server: String,
+    head_id: Option<i64>,
+    head_hash: Option<Vec<u8>>,
+    latest_id: Option<i64>,
+    status_since: Option<i64>,
+}
+
+/// A file set, column for column.
+#[derive(Debug, sqlx::FromRow)]
+struct FilesetRow {
+    id: i64,
+    digest: Vec<u8>,
+    files: String,
+}
+
+/// A snapshot as stored, column for column.
+#[derive(Debug, sqlx::FromRow)]
+struct StoredSnapshot {
+    id: i64,
+    target_id: i64,
+    last_check: i64,
+    received_delay: i64,
+    sync_status: i64,
+    drift_count: i64,
+    fileset_id: Option<i64>,
+    change: i64,
+    stale_after: Option<i64>,
+    revision: Option<String>,
+    run_url: Option<String>,
+    message: Option<String>,
+    hash: Option<Vec<u8>>,
+}
+
+/// A retention checkpoint, column for column.
+#[derive(Debug, sqlx::FromRow)]
+struct CheckpointRow {
+    target_id: i64,
+    after_id: i64,
+    resume_hash: Vec<u8>,
+    removed: i64,
+    pruned_at: i64,
+}
 
 /// Every target with its chain head, and its latest snapshot and status_since as computed from
 /// its history (on SQLite these live in the writer's memory, not in the table).
@@ -224,25 +251,40 @@ async fn copy(
              select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
              $5::bytea[], $6::bigint[], $7::bigint[])",
         )
-        .bind(chunk.iter().map(|row| row.0).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.1.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.2.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.3).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.4.as_deref()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.5).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.6).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.repo.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.server.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|row| row.head_id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.head_hash.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|row| row.latest_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.status_since).collect::<Vec<_>>())
         .execute(&mut *postgres)
         .await?;
     }
 
-    let filesets: Vec<(i64, Vec<u8>, String)> =
+    let filesets: Vec<FilesetRow> =
         sqlx::query_as("select id, digest, files from filesets order by id")
             .fetch_all(&mut *sqlite)
             .await?;
     for chunk in filesets.chunks(PAGE) {
-        let ids: Vec<i64> = chunk.iter().map(|row| row.0).collect();
-        let digests: Vec<&[u8]> = chunk.iter().map(|row| row.1.as_slice()).collect();
-        let files: Vec<&str> = chunk.iter().map(|row| row.2.as_str()).collect();
+        let ids: Vec<i64> = chunk.iter().map(|row| row.id).collect();
+        let digests: Vec<&[u8]> = chunk.iter().map(|row| row.digest.as_slice()).collect();
+        let files: Vec<&str> = chunk.iter().map(|row| row.files.as_str()).collect();
         sqlx::query(
             "insert into filesets (id, digest, files) \
              select * from unnest($1::bigint[], $2::bytea[], $3::text[])",
@@ -255,7 +297,7 @@ async fn copy(
     }
 
     let mut snapshots = 0;
-    let mut rows = sqlx::query_as::<_, SnapshotRow>(
+    let mut rows = sqlx::query_as::<_, StoredSnapshot>(
         "select id, target_id, last_check, received_delay, sync_status, drift_count, \
          fileset_id, change, stale_after, revision, run_url, message, hash \
          from snapshots order by id",
@@ -276,7 +318,7 @@ async fn copy(
     }
     drop(rows);
 
-    let checkpoints: Vec<(i64, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
+    let checkpoints: Vec<CheckpointRow> = sqlx::query_as(
         "select target_id, after_id, resume_hash, removed, pruned_at from chain_checkpoints",
     )
     .fetch_all(&mut *sqlite)
@@ -287,11 +329,16 @@ async fn copy(
              select * from unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], \
              $5::bigint[])",
         )
-        .bind(chunk.iter().map(|row| row.0).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.1).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.2.as_slice()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.3).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.4).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.target_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.after_id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.resume_hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|row| row.removed).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.pruned_at).collect::<Vec<_>>())
         .execute(&mut *postgres)
         .await?;
     }
@@ -316,26 +363,25 @@ async fn copy(
 
 async fn insert_snapshots(
     postgres: &mut PgConnection,
-    page: &[SnapshotRow],
+    page: &[StoredSnapshot],
 ) -> Result<i64, sqlx::Error> {
-    let column = |pick: fn(&SnapshotRow) -> i64| page.iter().map(pick).collect::<Vec<i64>>();
-    let optional =
-        |pick: fn(&SnapshotRow) -> Option<i64>| page.iter().map(pick).collect::<Vec<_>>();
-    let text = |pick: fn(&SnapshotRow) -> Option<&str>| page.iter().map(pick).collect::<Vec<_>>();
+    fn column<'a, T>(page: &'a [StoredSnapshot], pick: impl Fn(&'a StoredSnapshot) -> T) -> Vec<T> {
+        page.iter().map(pick).collect()
+    }
     sqlx::query(INSERT_SNAPSHOTS_SQL)
-        .bind(column(|row| row.0))
-        .bind(column(|row| row.1))
-        .bind(column(|row| row.2))
-        .bind(column(|row| row.3))
-        .bind(column(|row| row.4))
-        .bind(column(|row| row.5))
-        .bind(optional(|row| row.6))
-        .bind(column(|row| row.7))
-        .bind(optional(|row| row.8))
-        .bind(text(|row| row.9.as_deref()))
-        .bind(text(|row| row.10.as_deref()))
-        .bind(text(|row| row.11.as_deref()))
-        .bind(page.iter().map(|row| row.12.as_deref()).collect::<Vec<_>>())
+        .bind(column(page, |row| row.id))
+        .bind(column(page, |row| row.target_id))
+        .bind(column(page, |row| row.last_check))
+        .bind(column(page, |row| row.received_delay))
+        .bind(column(page, |row| row.sync_status))
+        .bind(column(page, |row| row.drift_count))
+        .bind(column(page, |row| row.fileset_id))
+        .bind(column(page, |row| row.change))
+        .bind(column(page, |row| row.stale_after))
+        .bind(column(page, |row| row.revision.as_deref()))
+        .bind(column(page, |row| row.run_url.as_deref()))
+        .bind(column(page, |row| row.message.as_deref()))
+        .bind(column(page, |row| row.hash.as_deref()))
         .execute(postgres)
         .await?;
     Ok(page.len() as i64)
@@ -349,8 +395,14 @@ async fn heads(postgres: &mut PgConnection, sql: &str) -> Result<Heads, sqlx::Er
 
 fn into_heads(rows: Vec<TargetRow>) -> Heads {
     rows.into_iter()
-        .map(|(_, repo, server, head_id, head_hash, latest_id, since)| {
-            ((repo, server), (head_id, head_hash, latest_id, since))
+        .map(|row| {
+            let head = Head {
+                head_id: row.head_id,
+                head_hash: row.head_hash,
+                latest_id: row.latest_id,
+                status_since: row.status_since,
+            };
+            ((row.repo, row.server), head)
         })
         .collect()
 }
