@@ -372,10 +372,18 @@ impl Store {
 /// the caller knows which setting it came from and renders the line (`config::bad_setting`).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The URL itself is refused (`url`), or the database at it cannot be reached or opened:
-    /// a cause and, where it is obvious, the fix.
+    /// The URL itself is refused (`url`), or the database at it cannot be reached in time: a
+    /// cause and, where it is obvious, the fix.
     #[error("{0}")]
     Refused(#[from] Problem),
+    /// The database at the URL cannot be reached or opened: what the driver's error means here,
+    /// with the error kept as the source.
+    #[error("{problem}")]
+    Unreachable {
+        problem: Problem,
+        #[source]
+        source: sqlx::Error,
+    },
     /// The database opened but is not one this command can use.
     #[error("{0}")]
     Unusable(String),

@@ -337,5 +337,8 @@ pub(in crate::store) async fn connect_once(
         },
         other => Problem::without_hint(format!("cannot connect to {server}: {other}")),
     };
-    Err(ConnectError::Refused(problem))
+    Err(ConnectError::Unreachable {
+        problem,
+        source: error,
+    })
 }

@@ -332,7 +332,10 @@ pub(in crate::store) fn open_failure(
         },
         (Err(why), _) => Problem::without_hint(format!("cannot reach {shown} ({why}): {error}")),
     };
-    ConnectError::Refused(problem)
+    ConnectError::Unreachable {
+        problem,
+        source: error,
+    }
 }
 
 /// The path made absolute, so a relative one says which working directory it was taken in.
