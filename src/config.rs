@@ -201,7 +201,7 @@ pub struct ServeArgs {
         long,
         env = "DATABASE_URL",
         default_value = "sqlite://gitops-status.db",
-        value_parser = SettingParser(DatabaseUrl::parse)
+        value_parser = SettingParser(DatabaseUrl::parse_writable)
     )]
     pub database_url: Setting<DatabaseUrl>,
 

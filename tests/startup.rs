@@ -440,6 +440,7 @@ fn a_bad_flag_value_and_a_bad_environment_value_both_exit_2() {
         (vec!["--listen", "nowhere"], vec![]),
         (vec![], vec![("GITOPS_STATUS_LISTEN", "nowhere")]),
         (vec!["verify", "--database-url", "sqlite::memory:"], vec![]),
+        (vec!["--database-url", "sqlite://x.db?mode=ro"], vec![]),
     ] {
         let stopped = run(dir.path(), &args, &env);
         assert_eq!(stopped.code, Some(2), "{args:?} {env:?}: {stopped:?}");

@@ -162,7 +162,7 @@ impl Store {
     }
 
     async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
-        let url = DatabaseUrl::parse(url)?;
+        let url = DatabaseUrl::parse_writable(url)?;
         match url.kind() {
             DatabaseKind::Sqlite { path } => Ok(Self::Sqlite(
                 SqliteStore::open(url.as_str(), path, durable).await?,

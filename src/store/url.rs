@@ -76,6 +76,28 @@ impl DatabaseUrl {
         Ok(Self { url, kind })
     }
 
+    /// Like `parse`, for `serve`, which writes: an SQLite file opened read-only (`mode=ro`,
+    /// `immutable`) would start a server that answers every POST 503.
+    pub fn parse_writable(text: &str) -> Result<Self, Problem> {
+        let url = Self::parse(text)?;
+        if let DatabaseKind::Sqlite { .. } = url.kind {
+            for (key, value) in sqlite_query(&url.url) {
+                let read_only = match key.as_ref() {
+                    "mode" => value == "ro",
+                    "immutable" => matches!(value.as_ref(), "1" | "true"),
+                    _ => false,
+                };
+                if read_only {
+                    return Err(Problem::new(
+                        format!("{key}={value} opens the file read-only, and the server writes it"),
+                        format!("remove {key}={value}"),
+                    ));
+                }
+            }
+        }
+        Ok(url)
+    }
+
     /// Like `parse`, for a command that only reads SQLite (`migrate-to`'s source).
     pub fn parse_sqlite(text: &str) -> Result<Self, Problem> {
         let url = Self::parse(text)?;
@@ -161,12 +183,8 @@ fn sqlite_path(url: &str) -> Result<PathBuf, Problem> {
     };
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|error| Problem::new(error.to_string(), format!("write {SQLITE_FORM}")))?;
-    // sqlx's own split: the query starts at the first `?` after the scheme.
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+    let database = sqlite_database(url);
+    for (key, value) in sqlite_query(url) {
         if key == "mode" && value == "memory" {
             return Err(lost("mode=memory makes an in-memory SQLite database"));
         }
@@ -192,6 +210,21 @@ fn sqlite_path(url: &str) -> Result<PathBuf, Problem> {
         ));
     }
     Ok(path.to_path_buf())
+}
+
+/// What sqlx takes for the database part of an SQLite URL: after `sqlite://` or `sqlite:`, up
+/// to the first `?`.
+fn sqlite_database(url: &str) -> &str {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rest.split_once('?').map_or(rest, |(database, _)| database)
+}
+
+/// The query parameters of an SQLite URL, decoded, as sqlx reads them.
+fn sqlite_query(url: &str) -> form_urlencoded::Parse<'_> {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    form_urlencoded::parse(query.as_bytes())
 }
 
 /// Refuses a PostgreSQL URL sqlx cannot read or one that names no database.
@@ -352,6 +385,26 @@ mod tests {
              postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
         );
         assert!(refused("").starts_with("empty;"));
+    }
+
+    #[test]
+    fn serve_refuses_a_file_opened_read_only() {
+        for url in ["sqlite://x.db?mode=ro", "sqlite://x.db?immutable=1"] {
+            assert!(DatabaseUrl::parse(url).is_ok(), "verify may read it: {url}");
+            let problem = DatabaseUrl::parse_writable(url).unwrap_err().to_string();
+            assert!(
+                problem.contains("opens the file read-only"),
+                "{url}: {problem}"
+            );
+        }
+        assert_eq!(
+            DatabaseUrl::parse_writable("sqlite://x.db?mode=ro")
+                .unwrap_err()
+                .to_string(),
+            "mode=ro opens the file read-only, and the server writes it; remove mode=ro"
+        );
+        assert!(DatabaseUrl::parse_writable("sqlite://x.db?mode=rwc").is_ok());
+        assert!(DatabaseUrl::parse_writable("postgres://u@h/d").is_ok());
     }
 
     #[test]
