@@ -250,6 +250,22 @@ fn an_sqlite_file_that_cannot_be_opened_says_which_directory_or_file() {
     );
     assert_eq!(entries(dir.path()), Vec::<String>::new());
 
+    std::fs::create_dir(dir.path().join("a-directory.db")).unwrap();
+    let stopped = run(
+        dir.path(),
+        &["--database-url", "sqlite://a-directory.db"],
+        &[],
+    );
+    assert_eq!(stopped.code, Some(1), "{stopped:?}");
+    assert_eq!(
+        stopped.only_line(),
+        format!(
+            "--database-url: sqlite://a-directory.db: {root}/a-directory.db is a directory; name \
+             a file in it, e.g. sqlite:///that/directory/gitops-status.db"
+        )
+    );
+    std::fs::remove_dir(dir.path().join("a-directory.db")).unwrap();
+
     // A directory this user cannot write in. Root writes through permission bits, so as root
     // the test uses /sys, which refuses new files to everyone.
     let read_only = dir.path().join("read-only");

@@ -327,7 +327,11 @@ pub(in crate::store) async fn connect_once(
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some("3D000") => Problem::new(
                 format!("the database {database:?} does not exist on {server}"),
-                format!("create it (createdb -h HOST -U {user} {database}) or fix the name"),
+                format!(
+                    "create it (createdb -h {} -p {} -U {user} {database}) or fix the name",
+                    options.get_host(),
+                    options.get_port()
+                ),
             ),
             Some("28P01" | "28000") => Problem::new(
                 format!("{server} refused the user {user:?}: {}", db.message()),

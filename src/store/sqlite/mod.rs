@@ -282,6 +282,10 @@ pub(in crate::store) fn open_failure(
         _ => Path::new("."),
     };
     let problem = match (path.try_exists(), access) {
+        (Ok(true), _) if path.is_dir() => Problem::new(
+            format!("{shown} is a directory"),
+            "name a file in it, e.g. sqlite:///that/directory/gitops-status.db",
+        ),
         (Ok(false), Access::Read) => Problem::new(
             format!("the file {shown} does not exist"),
             "check the path; this command never creates a database",
