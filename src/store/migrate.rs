@@ -12,8 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use super::postgres::INSERT_SNAPSHOTS_SQL;
-use super::{ConnectError, Store, scheme};
+use super::postgres::{INSERT_SNAPSHOTS_SQL, connect_once};
+use super::sqlite::{Access, open_failure};
+use super::{ConnectError, DatabaseKind, DatabaseUrl, Store};
 use crate::chain::Verification;
 
 /// Rows copied per statement.
@@ -107,81 +108,110 @@ const TARGETS_SQL: &str = "select t.id, t.repo, t.server, t.head_id, t.head_hash
      as status_since \
      from targets t";
 
+/// Why `migrate-to` copied nothing, and which of its two databases is to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The SQLite source: its URL, opening it, or its integrity chain.
+    #[error("{0}")]
+    Source(ConnectError),
+    /// The PostgreSQL target: its URL, reaching it, its schema, or history it already holds.
+    #[error("{0}")]
+    Target(ConnectError),
+    /// Reading one while writing the other; the target's transaction was rolled back.
+    #[error("the copy failed and was rolled back: {0}")]
+    Copy(ConnectError),
+}
+
 /// Copies the SQLite database at `source` into the PostgreSQL database at `target`, which must
 /// hold no history, and verifies the copy. The source is opened read-only and never changed.
-pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, ConnectError> {
-    if scheme(source) != "sqlite" {
-        return Err(ConnectError::Unsupported(format!(
-            "the source must be a sqlite:// URL, not {:?}",
-            scheme(source)
-        )));
-    }
-    if !matches!(scheme(target), "postgres" | "postgresql") {
-        return Err(ConnectError::Unsupported(format!(
-            "the target must be a postgres:// URL, not {:?}",
-            scheme(target)
-        )));
-    }
+pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, MigrateError> {
+    let source = DatabaseUrl::parse_sqlite(source)
+        .map_err(|problem| MigrateError::Source(problem.into()))?;
+    let target = DatabaseUrl::parse_postgres(target)
+        .map_err(|problem| MigrateError::Target(problem.into()))?;
+    let DatabaseKind::Sqlite { path } = source.kind() else {
+        unreachable!("parse_sqlite returns SQLite URLs only");
+    };
     // Verifies the source first: a broken chain is not copied as if it were sound.
-    let source_verification = Store::verify_database(source).await?;
+    let source_verification = Store::verify_database(source.as_str())
+        .await
+        .map_err(MigrateError::Source)?;
     if let Some(bad) = &source_verification.first_bad {
-        return Err(ConnectError::Unsupported(format!(
+        return Err(MigrateError::Source(ConnectError::Unusable(format!(
             "the source's integrity chain does not verify (snapshot {} of {}/{}: {}); run \
              `verify` on it and settle that before copying",
             bad.id, bad.repo, bad.server, bad.reason
-        )));
+        ))));
     }
 
     let mut sqlite = SqliteConnection::connect_with(
-        &SqliteConnectOptions::from_str(source)?
+        &SqliteConnectOptions::from_str(source.as_str())
+            .map_err(|error| MigrateError::Source(error.into()))?
             .read_only(true)
             .busy_timeout(Duration::from_secs(5))
             .disable_statement_logging(),
     )
-    .await?;
-    let mut postgres = PgConnection::connect_with(
-        &PgConnectOptions::from_str(target)?
+    .await
+    .map_err(|error| MigrateError::Source(open_failure(path, Access::Read, error)))?;
+    let mut postgres = connect_once(
+        &PgConnectOptions::from_str(target.as_str())
+            .map_err(|error| MigrateError::Target(error.into()))?
             .application_name("gitops-status-server migrate-to")
             .disable_statement_logging(),
     )
-    .await?;
+    .await
+    .map_err(MigrateError::Target)?;
     sqlx::migrate!("./migrations/postgres")
         .run(&mut postgres)
-        .await?;
+        .await
+        .map_err(|error| MigrateError::Target(error.into()))?;
 
     // One read transaction on the source, one write transaction on the target: the copy is of
     // one moment, and all or nothing.
-    sqlx::query("begin").execute(&mut sqlite).await?;
-    let mut tx = postgres.begin().await?;
+    let target_error = |error: sqlx::Error| MigrateError::Target(error.into());
+    sqlx::query("begin")
+        .execute(&mut sqlite)
+        .await
+        .map_err(|error| MigrateError::Source(error.into()))?;
+    let mut tx = postgres.begin().await.map_err(target_error)?;
     // No server may write while the copy runs.
     sqlx::query("lock table targets, filesets, snapshots, chain_checkpoints in exclusive mode")
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(target_error)?;
     let occupied: bool = sqlx::query_scalar(
         "select exists (select 1 from targets) or exists (select 1 from snapshots)",
     )
     .fetch_one(&mut *tx)
-    .await?;
+    .await
+    .map_err(target_error)?;
     if occupied {
-        return Err(ConnectError::Unsupported(
+        return Err(MigrateError::Target(ConnectError::Unusable(
             "the target database already holds targets or snapshots; migrate-to only copies \
              into an empty one"
                 .to_owned(),
-        ));
+        )));
     }
-    let copied = copy(&mut sqlite, &mut tx).await?;
-    tx.commit().await?;
-    sqlx::query("rollback").execute(&mut sqlite).await?;
+    let copied = copy(&mut sqlite, &mut tx)
+        .await
+        .map_err(MigrateError::Copy)?;
+    tx.commit().await.map_err(target_error)?;
+    let _ = sqlx::query("rollback").execute(&mut sqlite).await;
     let _ = sqlite.close().await;
 
-    let copy_verification = Store::verify_database(target).await?;
+    let copy_verification = Store::verify_database(target.as_str())
+        .await
+        .map_err(MigrateError::Target)?;
     // Recomputed from the copied snapshots, and as the PostgreSQL store keeps them in `targets`.
-    let copy_heads = heads(&mut postgres, TARGETS_SQL).await?;
+    let copy_heads = heads(&mut postgres, TARGETS_SQL)
+        .await
+        .map_err(target_error)?;
     let copy_pointers = heads(
         &mut postgres,
         "select id, repo, server, head_id, head_hash, latest_id, status_since from targets",
     )
-    .await?;
+    .await
+    .map_err(target_error)?;
     let _ = postgres.close().await;
 
     let mut differences = Vec::new();
