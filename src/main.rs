@@ -101,6 +101,9 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in tokens.warnings() {
+        tracing::warn!("{warning}");
+    }
     // Before the store opens, so its writer's metrics land in what /metrics serves.
     let telemetry = Telemetry::global();
     let store = match Store::connect(&args.database_url).await {

@@ -190,7 +190,7 @@ fn a_bad_tokens_file_stops_the_server_with_one_line() {
     let bad = dir.path().join("tokens.toml");
     std::fs::write(
         &bad,
-        "[[tokens]]\nname = \"ci\"\ntoken = \"hunter2-secret\"\nscopes = [\"admin\"]\n",
+        "[[tokens]]\nname = \"ci\"\ntoken = \"hunter2-secret\"\nscopes = [\"root\"]\n",
     )
     .unwrap();
     let missing = dir.path().join("missing.toml");

@@ -84,7 +84,7 @@ impl Filesets {
         }
         let json = reads.fileset(id).await?;
         let names: Vec<String> = serde_json::from_str(&json)
-            .map_err(|error| StoreError::Database(format!("file set {id}: {error}")))?;
+            .map_err(|error| StoreError::corrupt(format!("file set {id}: {error}")))?;
         self.0.insert(id, names.clone());
         Ok(names)
     }
@@ -95,7 +95,7 @@ impl Filesets {
         (last_check, code, stale_after, fileset): CheckRow,
     ) -> Result<Check, StoreError> {
         let sync_status = SyncStatus::from_code(code)
-            .ok_or_else(|| StoreError::Database(format!("unknown sync_status code {code}")))?;
+            .ok_or_else(|| StoreError::corrupt(format!("unknown sync_status code {code}")))?;
         let files = if sync_status == SyncStatus::OutOfSync {
             self.names(reads, fileset).await?
         } else {
