@@ -259,3 +259,30 @@ async fn the_cookie_never_writes_and_api_clients_keep_the_json_401() {
     }
     server.stop().await;
 }
+
+/// Grafana is the other reader: its provisioned datasource sends the read token from Grafana's
+/// environment as a secure header, and compose hands Grafana that variable.
+#[test]
+fn grafana_sends_the_read_token_from_its_environment() {
+    let read = |path: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+        serde_norway::from_str(&text).unwrap()
+    };
+    let datasources = read("grafana/provisioning/datasources/gitops-status-server.yaml");
+    let datasource = &datasources["datasources"][0];
+    assert_eq!(datasource["jsonData"]["httpHeaderName1"], "Authorization");
+    assert_eq!(
+        datasource["secureJsonData"]["httpHeaderValue1"],
+        "Bearer ${GITOPS_STATUS_READ_TOKEN}"
+    );
+    assert_eq!(
+        datasource["jsonData"]["allowedHosts"],
+        serde_json::json!(["${GITOPS_STATUS_SERVER_URL}"])
+    );
+    let compose = read("docker-compose.yml");
+    assert_eq!(
+        compose["services"]["grafana"]["environment"]["GITOPS_STATUS_READ_TOKEN"],
+        "${GITOPS_STATUS_READ_TOKEN:-}"
+    );
+}
