@@ -158,13 +158,15 @@ impl ApiError {
                 let sqlstate = cause
                     .downcast_ref::<StoreError>()
                     .and_then(StoreError::sqlstate);
-                tracing::error!(status, millis, %cause, sqlstate, "request failed");
+                let cause = cause.to_string();
+                tracing::error!(status, millis, ?cause, sqlstate, "request failed");
             }
             Self::DatabaseUnavailable(cause) => {
-                tracing::warn!(status, millis, %cause, "database unavailable");
+                let cause = cause.to_string();
+                tracing::warn!(status, millis, ?cause, "database unavailable");
             }
             Self::Unavailable(_) | Self::Timeout => {
-                tracing::warn!(status, millis, detail = %self.detail(), "request not served");
+                tracing::warn!(status, millis, detail = ?self.detail(), "request not served");
             }
             Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => {
                 let errors: Vec<String> = errors
@@ -175,8 +177,8 @@ impl ApiError {
                     status,
                     millis,
                     problem = self.problem_type(),
-                    detail = %self.detail(),
-                    errors = %errors.join("; "),
+                    detail = ?self.detail(),
+                    ?errors,
                     "rejected"
                 );
             }
@@ -185,7 +187,7 @@ impl ApiError {
                     status,
                     millis,
                     problem = self.problem_type(),
-                    detail = %self.detail(),
+                    detail = ?self.detail(),
                     "rejected"
                 );
             }

@@ -265,8 +265,8 @@ async fn the_cookie_never_writes_and_api_clients_keep_the_json_401() {
 #[test]
 fn grafana_sends_the_read_token_from_its_environment() {
     let read = |path: &str| -> serde_json::Value {
-        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         serde_norway::from_str(&text).unwrap()
     };
     let datasources = read("grafana/provisioning/datasources/gitops-status-server.yaml");

@@ -53,7 +53,7 @@ async fn a_rejected_snapshot_is_logged_at_info_with_its_problem_but_not_its_body
         line.contains("problem=\"/problems/invalid-snapshot\""),
         "{line}"
     );
-    assert!(line.contains("detail=invalid field(s): "), "{line}");
+    assert!(line.contains("detail=\"invalid field(s): "), "{line}");
     for error in problem["errors"].as_array().unwrap() {
         let named = format!(
             "{}: {}",
