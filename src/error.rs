@@ -1,5 +1,13 @@
-//! `ApiError` and its RFC 9457 `application/problem+json` rendering, plus the JSON body extractor
-//! whose every rejection is one of these problems.
+//! `ApiError` and its RFC 9457 `application/problem+json` rendering, the one place that logs why a
+//! request failed, and the JSON body extractor whose every rejection is one of these problems.
+//!
+//! A response built from an `ApiError` carries it as a [`Failure`] extension; the trace layer
+//! (`lib.rs`) reads it when the response leaves and logs it once, inside the request's span:
+//! the cause of a 5xx at error, an unavailable database at warn, a rejected request's problem (never
+//! its body) at info.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -9,6 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::api::AppState;
 use crate::model::FieldError;
 use crate::store::StoreError;
 
@@ -29,8 +38,11 @@ pub enum ApiError {
     InvalidQuery(Vec<FieldError>),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("the request body is larger than the limit")]
-    PayloadTooLarge,
+    #[error(
+        "the request body is larger than the server's limit of {limit} bytes; its operator can \
+         raise it with --body-limit or GITOPS_STATUS_BODY_LIMIT"
+    )]
+    PayloadTooLarge { limit: usize },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -45,26 +57,37 @@ pub enum ApiError {
     MethodNotAllowed { method: String },
     #[error("{0}")]
     Unavailable(String),
+    /// The store could not be reached or written; the cause is logged, not sent.
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable(#[source] StoreError),
     #[error("the request did not complete within the server's request timeout")]
     Timeout,
+    /// A bug or a corrupt database; the cause is logged, not sent.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
+    /// An internal error with only a message for its cause.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        Self::Internal(cause.into().into())
+    }
+
     pub const fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::InvalidSnapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) | Self::Timeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -76,14 +99,14 @@ impl ApiError {
             Self::InvalidSnapshot(_) => "/problems/invalid-snapshot",
             Self::InvalidQuery(_) => "/problems/invalid-query",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
-            Self::PayloadTooLarge => "/problems/payload-too-large",
+            Self::PayloadTooLarge { .. } => "/problems/payload-too-large",
             Self::Conflict(_) => "/problems/conflict",
             Self::Unauthorized(_) => "/problems/unauthorized",
             Self::Forbidden(_) => "/problems/forbidden",
             Self::HeadersTooLarge => "/problems/headers-too-large",
             Self::NotFound(_) => "/problems/not-found",
             Self::MethodNotAllowed { .. } => "/problems/method-not-allowed",
-            Self::Unavailable(_) => "/problems/unavailable",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => "/problems/unavailable",
             Self::Timeout => "/problems/timeout",
             Self::Internal(_) => "/problems/internal",
         }
@@ -95,14 +118,14 @@ impl ApiError {
             Self::InvalidSnapshot(_) => "Invalid snapshot",
             Self::InvalidQuery(_) => "Invalid query parameters",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
-            Self::PayloadTooLarge => "Payload too large",
+            Self::PayloadTooLarge { .. } => "Payload too large",
             Self::Conflict(_) => "Conflict",
             Self::Unauthorized(_) => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
             Self::HeadersTooLarge => "Request headers too large",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
-            Self::Unavailable(_) => "Service unavailable",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => "Service unavailable",
             Self::Timeout => "Request timed out",
             Self::Internal(_) => "Internal server error",
         }
@@ -120,7 +143,70 @@ impl ApiError {
     }
 
     fn retry_after_seconds(&self) -> Option<u32> {
-        matches!(self, Self::Unavailable(_) | Self::Timeout).then_some(1)
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) | Self::Timeout
+        )
+        .then_some(1)
+    }
+
+    /// Logs why the request failed, once, at the level its kind deserves.
+    fn log(&self, status: u16, latency: Duration) {
+        let millis = latency.as_secs_f64() * 1000.0;
+        match self {
+            Self::Internal(cause) => {
+                let sqlstate = cause
+                    .downcast_ref::<StoreError>()
+                    .and_then(StoreError::sqlstate);
+                let cause = cause.to_string();
+                tracing::error!(status, millis, ?cause, sqlstate, "request failed");
+            }
+            Self::DatabaseUnavailable(cause) => {
+                let cause = cause.to_string();
+                tracing::warn!(status, millis, ?cause, "database unavailable");
+            }
+            Self::Unavailable(_) | Self::Timeout => {
+                tracing::warn!(status, millis, detail = ?self.detail(), "request not served");
+            }
+            Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => {
+                let errors: Vec<String> = errors
+                    .iter()
+                    .map(|error| format!("{}: {}", error.field, error.message))
+                    .collect();
+                tracing::info!(
+                    status,
+                    millis,
+                    problem = self.problem_type(),
+                    detail = ?self.detail(),
+                    ?errors,
+                    "rejected"
+                );
+            }
+            _ => {
+                tracing::info!(
+                    status,
+                    millis,
+                    problem = self.problem_type(),
+                    detail = ?self.detail(),
+                    "rejected"
+                );
+            }
+        }
+    }
+}
+
+/// The error a response was built from, as a response extension, for the trace layer to log.
+#[derive(Debug, Clone)]
+pub struct Failure(Arc<ApiError>);
+
+impl Failure {
+    /// Logs the failure (see [`ApiError`]'s levels) with the answer's status and latency.
+    pub fn log(&self, status: u16, latency: Duration) {
+        self.0.log(status, latency);
+    }
+
+    pub fn error(&self) -> &ApiError {
+        &self.0
     }
 }
 
@@ -145,9 +231,6 @@ pub struct Problem {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(cause) = &self {
-            tracing::error!(%cause, "request failed");
-        }
         let retry_after = self.retry_after_seconds();
         let challenge = matches!(self, Self::Unauthorized(_));
         let problem = Problem {
@@ -155,8 +238,8 @@ impl IntoResponse for ApiError {
             title: self.title().to_owned(),
             status: status.as_u16(),
             detail: self.detail(),
-            errors: match self {
-                Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => errors,
+            errors: match &self {
+                Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => errors.clone(),
                 _ => Vec::new(),
             },
         };
@@ -173,6 +256,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"gitops-status-server\""),
             );
         }
+        response.extensions_mut().insert(Failure(Arc::new(self)));
         response
     }
 }
@@ -181,14 +265,11 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(detail) => Self::Conflict(detail),
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(%cause, "database unavailable");
-                Self::Unavailable("the database is unavailable; retry shortly".to_owned())
-            }
+            StoreError::Unavailable(_) => Self::DatabaseUnavailable(error),
             StoreError::Closed => {
                 Self::Unavailable("the server is shutting down; retry shortly".to_owned())
             }
-            StoreError::Database(cause) => Self::Internal(cause),
+            StoreError::Database(_) => Self::Internal(Box::new(error)),
         }
     }
 }
@@ -198,10 +279,10 @@ impl From<StoreError> for ApiError {
 #[derive(Debug)]
 pub struct JsonBody(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -217,7 +298,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
+                    ApiError::PayloadTooLarge {
+                        limit: state.settings.body_limit,
+                    }
                 } else {
                     ApiError::MalformedJson(rejection.body_text())
                 }

@@ -15,13 +15,14 @@ pub mod telemetry;
 pub mod timestamp;
 pub mod web;
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, Method, Response};
+use axum::http::{Extensions, HeaderName, Method, Response, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use tokio::net::TcpListener;
@@ -31,35 +32,51 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-pub use api::{AppState, Settings};
-use error::ApiError;
+pub use api::{AppState, Rules, Settings};
+use auth::{Access, Guard};
+use error::{ApiError, Failure};
 use telemetry::Telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP service over the given state.
+/// The whole HTTP service over the given state: each route group with the layers its
+/// [`api::Rules`] ask for, then what every request passes through.
 pub fn app(state: AppState) -> Router {
     let settings = Arc::clone(&state.settings);
-    let telemetry = state.telemetry.clone();
-    let tokens = Arc::clone(&state.tokens);
-    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
-    let (router, _) = api::router().split_for_parts();
+    let layers = GroupLayers {
+        tokens: Arc::clone(&state.tokens),
+        telemetry: state.telemetry.clone(),
+        in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+        request_timeout: settings.request_timeout,
+    };
+    let mut router = Router::new();
+    for group in api::groups() {
+        let (routes, _) = group.routes.split_for_parts();
+        router = router.merge(layers.apply(group.rules, routes));
+    }
     router
-        .merge(web::router())
-        .route_layer(middleware::from_fn_with_state(telemetry, record_latency))
-        .fallback(not_found)
+        .merge(layers.apply(Rules::READ, web::router()))
+        .merge(layers.apply(Rules::SIGN_IN, web::sign_in_router()))
+        // An unknown path is a read: without a token it answers 401, not whether it exists.
+        .merge(
+            Router::new()
+                .fallback(not_found)
+                .layer(middleware::from_fn_with_state(
+                    Guard::new(Arc::clone(&layers.tokens), Access::Read),
+                    auth::guard,
+                )),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(middleware::from_fn_with_state(tokens, auth::authenticate))
-        .layer(middleware::from_fn_with_state(in_flight, shed_load))
         .layer(middleware::from_fn(limit_header_size))
-        .layer(middleware::from_fn_with_state(
-            settings.request_timeout,
-            enforce_request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal("a handler panicked".to_owned()).into_response()
+        .layer(CatchPanicLayer::custom(|panic: Box<dyn Any + Send>| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|message| (*message).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ApiError::internal(format!("a handler panicked: {message}")).into_response()
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
@@ -78,19 +95,66 @@ pub fn app(state: AppState) -> Router {
                     )
                 })
                 .on_response(|response: &Response<_>, latency: Duration, _: &Span| {
-                    let status = response.status().as_u16();
-                    let millis = latency.as_secs_f64() * 1000.0;
-                    if status >= 500 {
-                        tracing::error!(status, millis, "answered");
-                    } else if status >= 400 {
-                        tracing::info!(status, millis, "answered");
-                    } else {
-                        tracing::debug!(status, millis, "answered");
-                    }
+                    log_answer(response.status(), response.extensions(), latency);
                 })
                 .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The layers one route group gets, innermost first: its latency histogram, its guard, load
+/// shedding and the request timeout, each as its [`api::Rules`] say.
+struct GroupLayers {
+    tokens: Arc<auth::Tokens>,
+    telemetry: Telemetry,
+    in_flight: Arc<Semaphore>,
+    request_timeout: Duration,
+}
+
+impl GroupLayers {
+    fn apply(&self, rules: Rules, routes: Router<AppState>) -> Router<AppState> {
+        let mut routes = routes.route_layer(middleware::from_fn_with_state(
+            self.telemetry.clone(),
+            record_latency,
+        ));
+        if rules.access != Access::Open {
+            routes = routes.route_layer(middleware::from_fn_with_state(
+                Guard::new(Arc::clone(&self.tokens), rules.access),
+                auth::guard,
+            ));
+        }
+        if rules.shed {
+            routes = routes.route_layer(middleware::from_fn_with_state(
+                Arc::clone(&self.in_flight),
+                shed_load,
+            ));
+        }
+        if rules.timed {
+            routes = routes.route_layer(middleware::from_fn_with_state(
+                self.request_timeout,
+                enforce_request_timeout,
+            ));
+        }
+        routes
+    }
+}
+
+/// Logs every answer once: a failure with its cause or problem (see `error.rs`), any other answer
+/// at debug.
+fn log_answer(status: StatusCode, extensions: &Extensions, latency: Duration) {
+    match extensions.get::<Failure>() {
+        Some(failure) => failure.log(status.as_u16(), latency),
+        None => {
+            let (status, millis) = (status.as_u16(), latency.as_secs_f64() * 1000.0);
+            if status >= 500 {
+                tracing::error!(status, millis, "answered");
+            } else if status >= 400 {
+                tracing::info!(status, millis, "answered");
+            } else {
+                tracing::debug!(status, millis, "answered");
+            }
+        }
+    }
 }
 
 /// The OpenAPI document generated from the handlers.
@@ -174,39 +238,25 @@ async fn limit_header_size(request: Request, next: Next) -> axum::response::Resp
 }
 
 /// Answers 503 with Retry-After at once when `max_in_flight` requests are already being served,
-/// rather than queueing without bound. Health probes are never shed: an overloaded server is
-/// still alive, and restarting it would only lose its queue.
+/// rather than queueing without bound (the probes' group is never shed: an overloaded server is
+/// still alive, and restarting it would only lose its queue).
 async fn shed_load(
     State(in_flight): State<Arc<Semaphore>>,
     request: Request,
     next: Next,
 ) -> axum::response::Response {
-    let path = request.uri().path();
-    if api::health::is_probe(path) {
-        return next.run(request).await;
-    }
     match Arc::clone(&in_flight).try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => {
-            tracing::warn!("overloaded: shedding a request");
-            ApiError::Unavailable("the server is overloaded; retry shortly".to_owned())
-                .into_response()
-        }
+        Err(_) => ApiError::Unavailable("the server is overloaded; retry shortly".to_owned())
+            .into_response(),
     }
 }
-
-/// Routes whose answer is a full pass over the history by design, so its length follows the
-/// history's: the client chooses how long to wait.
-const UNTIMED_ROUTES: [&str; 1] = ["/api/verify"];
 
 async fn enforce_request_timeout(
     State(limit): State<Duration>,
     request: Request,
     next: Next,
 ) -> axum::response::Response {
-    if UNTIMED_ROUTES.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),

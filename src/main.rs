@@ -113,6 +113,9 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in tokens.warnings() {
+        tracing::warn!("{warning}");
+    }
     // Before the store opens, so its writer's metrics land in what /metrics serves.
     let telemetry = Telemetry::global();
     let database = &args.database_url;

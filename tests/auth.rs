@@ -190,7 +190,7 @@ fn a_bad_tokens_file_stops_the_server_with_one_line() {
     let bad = dir.path().join("tokens.toml");
     std::fs::write(
         &bad,
-        "[[tokens]]\nname = \"ci\"\ntoken = \"hunter2-secret\"\nscopes = [\"admin\"]\n",
+        "[[tokens]]\nname = \"ci\"\ntoken = \"hunter2-secret\"\nscopes = [\"root\"]\n",
     )
     .unwrap();
     let missing = dir.path().join("missing.toml");
@@ -334,4 +334,89 @@ async fn the_report_client_handles_401_and_403() {
     assert!(!text.contains("write-rsyslog-0123"), "{text}");
     let (code, text) = report("rsyslog", Some("write-rsyslog-0123"));
     assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
+fn a_tokens_file_that_defines_no_token_stops_the_server_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let commented = dir.path().join("commented.toml");
+    std::fs::write(&commented, "# [[tokens]]\n# name = \"ci\"\ntokens = []\n").unwrap();
+    for path in [&empty, &commented] {
+        let output = std::process::Command::new(BINARY)
+            .args(["--listen", "127.0.0.1:0", "--tokens-file"])
+            .arg(path)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("GITOPS_STATUS_WRITE_TOKEN")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains("ERROR"), "{stderr}");
+        assert!(
+            lines[0].contains(&format!(
+                "--tokens-file: {} defines no token",
+                path.display()
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("WRITES ARE OPEN"), "{stderr}");
+        assert!(
+            !dir.path().join("gitops-status.db").exists(),
+            "stopped before opening the database"
+        );
+    }
+}
+
+#[test]
+fn short_and_repeated_tokens_are_warned_about_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tokens.toml"),
+        r#"
+[[tokens]]
+name = "ci"
+token = "hunter2"
+scopes = ["write"]
+
+[[tokens]]
+name = "grafana"
+token = "a-long-enough-read-token"
+scopes = ["read"]
+
+[[tokens]]
+name = "grafana-again"
+token = "a-long-enough-read-token"
+scopes = ["read"]
+"#,
+    )
+    .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("warn.db").display());
+    let mut server = Binary::start(
+        dir.path(),
+        &["--database-url", &url, "--tokens-file", "tokens.toml"],
+        &[],
+    );
+    let logs = server.logs().join("\n");
+    let warnings: Vec<&str> = logs.lines().filter(|line| line.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 2, "{logs}");
+    assert!(
+        warnings[0]
+            .contains("--tokens-file: tokens[0] (\"ci\"): the token is shorter than 16 characters"),
+        "{logs}"
+    );
+    assert!(
+        warnings[1].contains(
+            "--tokens-file: tokens[2] (\"grafana-again\"): the same token as --tokens-file: \
+             tokens[1] (\"grafana\")"
+        ),
+        "{logs}"
+    );
+    assert!(!logs.contains("hunter2"), "{logs}");
+    assert!(!logs.contains("a-long-enough-read-token"), "{logs}");
 }

@@ -1,4 +1,5 @@
-//! `GET /healthz` and `GET /readyz`: liveness and readiness probes.
+//! `GET /healthz` and `GET /readyz`: liveness and readiness probes (`api::Rules::PROBE`: never
+//! authenticated or shed).
 
 use axum::Json;
 use axum::extract::State;
@@ -7,12 +8,6 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::error::{Problem, Result};
-
-/// Whether `path` is a probe: never authenticated, shed or listed as needing a token, since an
-/// orchestrator that cannot probe restarts a server that is merely busy or locked down.
-pub fn is_probe(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
-}
 
 /// Probe answer.
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,13 +14,16 @@ use std::time::Duration;
 
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::PathItem;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Tokens;
+use crate::auth::{Access, Tokens};
 use crate::config::ServeArgs;
 use crate::error::Problem;
 use crate::model::{FieldError, StatusFilter, StatusRow};
@@ -161,51 +164,159 @@ impl From<&ServeArgs> for Settings {
 )]
 struct ApiDoc;
 
-/// Every route of the service, with the OpenAPI document generated from the handlers.
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(snapshots::record_snapshot))
-        .routes(routes!(status::status_list))
-        .routes(routes!(history::history_list))
-        .routes(routes!(audit::stats_list))
-        .routes(routes!(audit::verify))
-        .routes(routes!(audit::checkpoints))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(openapi::openapi_json))
-        .routes(routes!(metrics::metrics))
-        .routes(routes!(badge::badge))
+/// What a route group's layers enforce. Every route belongs to exactly one group, and the group
+/// decides: no route's rules depend on matching its path as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Who may call it.
+    pub access: Access,
+    /// Answered 503 at once when `max_in_flight` requests are already being served.
+    pub shed: bool,
+    /// Answered 503 when it takes longer than the request timeout.
+    pub timed: bool,
 }
 
-/// Adds what the middleware in front of every handler can answer to every operation of the
-/// merged document: 401 (a token with the read scope is configured), 431 (headers over the
-/// limit), 503 (overloaded), and the optional bearer scheme. The probes never need a token.
+impl Rules {
+    /// The probes: never authenticated or shed, since an orchestrator that cannot probe restarts
+    /// a server that is merely busy or locked down.
+    pub const PROBE: Self = Self {
+        access: Access::Open,
+        shed: false,
+        timed: true,
+    };
+    /// The sign-in form: open, since it is how a person gets in.
+    pub const SIGN_IN: Self = Self {
+        access: Access::Open,
+        shed: true,
+        timed: true,
+    };
+    pub const READ: Self = Self {
+        access: Access::Read,
+        shed: true,
+        timed: true,
+    };
+    /// Reads whose answer is a full pass over the history by design, so its length follows the
+    /// history's: the client chooses how long to wait.
+    pub const UNTIMED_READ: Self = Self {
+        access: Access::Read,
+        shed: true,
+        timed: false,
+    };
+    pub const WRITE: Self = Self {
+        access: Access::Write,
+        shed: true,
+        timed: true,
+    };
+    pub const ADMIN: Self = Self {
+        access: Access::Admin,
+        shed: true,
+        timed: true,
+    };
+}
+
+/// Routes that share their rules.
+#[allow(missing_debug_implementations, reason = "OpenApiRouter has no Debug")]
+pub struct RouteGroup {
+    pub rules: Rules,
+    pub routes: OpenApiRouter<AppState>,
+}
+
+/// Every documented route of the service, in its group. `lib.rs` layers each group by its rules;
+/// [`document_guards`] documents the same rules. The pages (`web`) are read routes too.
+pub fn groups() -> Vec<RouteGroup> {
+    let group = |rules, routes| RouteGroup { rules, routes };
+    vec![
+        group(
+            Rules::PROBE,
+            OpenApiRouter::new()
+                .routes(routes!(health::healthz))
+                .routes(routes!(health::readyz)),
+        ),
+        group(
+            Rules::WRITE,
+            OpenApiRouter::new().routes(routes!(snapshots::record_snapshot)),
+        ),
+        group(
+            Rules::UNTIMED_READ,
+            OpenApiRouter::new().routes(routes!(audit::verify)),
+        ),
+        group(
+            Rules::READ,
+            OpenApiRouter::new()
+                .routes(routes!(status::status_list))
+                .routes(routes!(history::history_list))
+                .routes(routes!(audit::stats_list))
+                .routes(routes!(audit::checkpoints))
+                .routes(routes!(openapi::openapi_json))
+                .routes(routes!(metrics::metrics))
+                .routes(routes!(badge::badge)),
+        ),
+    ]
+}
+
+/// Every documented route of the service, with the OpenAPI document generated from the handlers.
+pub fn router() -> OpenApiRouter<AppState> {
+    groups().into_iter().fold(
+        OpenApiRouter::with_openapi(ApiDoc::openapi()),
+        |router, group| router.merge(group.routes),
+    )
+}
+
+/// Adds to every operation of the merged document what its group's layers can answer: 401 and
+/// 403 by its access (and the schemes that pass it), 431 (headers over the limit) and 503
+/// (overloaded, timed out).
 pub fn document_guards(openapi: &mut utoipa::openapi::OpenApi) {
-    openapi
-        .components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    for (path, item) in &mut openapi.paths.paths {
-        let probe = health::is_probe(path);
-        for operation in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            add_guard_responses(operation, probe);
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            crate::auth::SESSION_COOKIE,
+            "Set by `POST /login` for a read-only token; honoured for reads only",
+        ))),
+    );
+    for group in groups() {
+        let document = group.routes.into_openapi();
+        for (path, item) in &document.paths.paths {
+            let Some(merged) = openapi.paths.paths.get_mut(path) else {
+                continue;
+            };
+            for method in methods(item) {
+                if let Some(operation) = operation_mut(merged, method) {
+                    add_guard_responses(operation, group.rules.access);
+                }
+            }
         }
     }
 }
 
-fn add_guard_responses(operation: &mut Operation, probe: bool) {
+const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
+
+/// The methods `item` has an operation for.
+fn methods(item: &PathItem) -> impl Iterator<Item = &'static str> + '_ {
+    METHODS.into_iter().filter(|method| match *method {
+        "get" => item.get.is_some(),
+        "post" => item.post.is_some(),
+        "put" => item.put.is_some(),
+        "delete" => item.delete.is_some(),
+        _ => item.patch.is_some(),
+    })
+}
+
+fn operation_mut<'a>(item: &'a mut PathItem, method: &str) -> Option<&'a mut Operation> {
+    match method {
+        "get" => item.get.as_mut(),
+        "post" => item.post.as_mut(),
+        "put" => item.put.as_mut(),
+        "delete" => item.delete.as_mut(),
+        _ => item.patch.as_mut(),
+    }
+}
+
+fn add_guard_responses(operation: &mut Operation, access: Access) {
     let problem = |description: &str| {
         RefOr::T(
             ResponseBuilder::new()
@@ -220,14 +331,37 @@ fn add_guard_responses(operation: &mut Operation, probe: bool) {
         )
     };
     let responses = &mut operation.responses.responses;
-    if !probe {
-        responses.entry("401".to_owned()).or_insert_with(|| {
-            problem("A token with the read scope is configured and no valid bearer token was given")
-        });
-        operation.security = Some(vec![
-            SecurityRequirement::default(),
-            SecurityRequirement::new("bearer", Vec::<String>::new()),
-        ]);
+    let no_token = || SecurityRequirement::default();
+    let bearer = || SecurityRequirement::new("bearer", Vec::<String>::new());
+    match access {
+        Access::Open => {}
+        Access::Read => {
+            responses.entry("401".to_owned()).or_insert_with(|| {
+                problem(
+                    "A token with the read scope is configured and no valid bearer token or \
+                     sign-in cookie was given",
+                )
+            });
+            operation.security = Some(vec![
+                no_token(),
+                bearer(),
+                SecurityRequirement::new("session", Vec::<String>::new()),
+            ]);
+        }
+        Access::Write | Access::Admin => {
+            let scope = if access == Access::Write {
+                "write (or admin)"
+            } else {
+                "admin"
+            };
+            responses.entry("401".to_owned()).or_insert_with(|| {
+                problem("Tokens are configured and no valid bearer token was given")
+            });
+            responses
+                .entry("403".to_owned())
+                .or_insert_with(|| problem(&format!("The token lacks the {scope} scope for this")));
+            operation.security = Some(vec![no_token(), bearer()]);
+        }
     }
     responses
         .entry("431".to_owned())

@@ -1,12 +1,12 @@
 //! `POST /api/status`: recording one drift-check snapshot.
 
 use axum::Json;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 
 use super::AppState;
-use crate::auth::Caller;
+use crate::auth::Writer;
 use crate::error::{ApiError, JsonBody, Problem, Result};
 use crate::model::{Snapshot, SnapshotIn};
 use crate::store::Recorded;
@@ -46,10 +46,10 @@ pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-repl
 )]
 pub async fn record_snapshot(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    writer: Writer,
     body: Result<JsonBody>,
 ) -> Result<impl IntoResponse> {
-    let outcome = record(&state, &caller, body).await;
+    let outcome = record(&state, &writer, body).await;
     state.telemetry.snapshot_ingested(match &outcome {
         Ok(recorded) if recorded.replayed => IngestResult::Replayed,
         Ok(_) => IngestResult::Stored,
@@ -62,10 +62,10 @@ pub async fn record_snapshot(
     Ok((replayed, Json(recorded.snapshot)))
 }
 
-async fn record(state: &AppState, caller: &Caller, body: Result<JsonBody>) -> Result<Recorded> {
+async fn record(state: &AppState, writer: &Writer, body: Result<JsonBody>) -> Result<Recorded> {
     let JsonBody(body) = body?;
     let snapshot = SnapshotIn::decode(body, Timestamp::now()).map_err(ApiError::InvalidSnapshot)?;
     // The repo is known only once the body is decoded; 401 was decided before reading it.
-    caller.authorize_write(&snapshot.repo)?;
+    writer.authorize(&snapshot.repo)?;
     Ok(state.store.record(snapshot).await?)
 }

@@ -9,6 +9,8 @@ mod sqlite;
 mod stats;
 mod url;
 
+use std::sync::Arc;
+
 use futures_util::stream::BoxStream;
 
 use crate::chain::{Checkpoint, Verification};
@@ -35,9 +37,29 @@ pub enum StoreError {
     /// The store was closed for shutdown.
     #[error("the store is closed")]
     Closed,
-    /// Anything else: a bug or a corrupt database.
+    /// Anything else: a bug or a corrupt database. Keeps the driver's error, and with it the
+    /// SQLSTATE or SQLite result code ([`StoreError::sqlstate`]).
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+impl StoreError {
+    /// A stored value the code cannot read back: a corrupt database or a bug.
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        Self::Database(Arc::new(sqlx::Error::Decode(what.into().into())))
+    }
+
+    /// The database's own error code (PostgreSQL's SQLSTATE, SQLite's result code), if the
+    /// database reported the error.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            Self::Database(error) => error
+                .as_database_error()
+                .and_then(|error| error.code())
+                .map(|code| code.into_owned()),
+            _ => None,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -58,7 +80,7 @@ impl From<sqlx::Error> for StoreError {
                 if db.code().as_deref().is_some_and(is_transient_postgres_code) {
                     Self::Unavailable(error.to_string())
                 } else {
-                    Self::Database(error.to_string())
+                    Self::Database(Arc::new(error))
                 }
             }
             sqlx::Error::Database(db) => match db.code().as_deref() {
@@ -67,9 +89,9 @@ impl From<sqlx::Error> for StoreError {
                 Some(code) if is_transient_sqlite_code(code) => {
                     Self::Unavailable(error.to_string())
                 }
-                _ => Self::Database(error.to_string()),
+                _ => Self::Database(Arc::new(error)),
             },
-            _ => Self::Database(error.to_string()),
+            _ => Self::Database(Arc::new(error)),
         }
     }
 }

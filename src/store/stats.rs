@@ -100,7 +100,7 @@ impl Filesets {
         }
         let json = reads.fileset(id).await?;
         let names: Vec<String> = serde_json::from_str(&json)
-            .map_err(|error| StoreError::Database(format!("file set {id}: {error}")))?;
+            .map_err(|error| StoreError::corrupt(format!("file set {id}: {error}")))?;
         self.0.insert(id, names.clone());
         Ok(names)
     }
@@ -112,7 +112,7 @@ impl Filesets {
     ) -> Result<Check, StoreError> {
         let code = row.sync_status;
         let sync_status = SyncStatus::from_code(code)
-            .ok_or_else(|| StoreError::Database(format!("unknown sync_status code {code}")))?;
+            .ok_or_else(|| StoreError::corrupt(format!("unknown sync_status code {code}")))?;
         let files = if sync_status == SyncStatus::OutOfSync {
             self.names(reads, row.fileset_id).await?
         } else {

@@ -1,11 +1,12 @@
 //! The built-in status pages for people (server-rendered HTML, no JavaScript, no external assets)
 //! and the Swagger UI over `/openapi.json`. None of it is part of the OpenAPI document.
 
+mod login;
 mod status_page;
 mod target_page;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -16,12 +17,19 @@ use crate::timestamp::Timestamp;
 /// Seconds between the pages' self-refreshes.
 const REFRESH_SECONDS: u32 = 30;
 
-/// The pages and `/docs`.
+/// The pages and `/docs`: read routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(status_page::status_page))
         .route("/target", get(target_page::target_page))
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
+}
+
+/// The sign-in form and sign-out: open routes.
+pub fn sign_in_router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login::login_page).post(login::sign_in))
+        .route("/logout", post(login::sign_out))
 }
 
 /// The page shell: title, viewport, the inline style sheet and a self-refresh.
