@@ -16,6 +16,9 @@ use crate::model::{FieldError, StatusRow, SyncStatus, TargetKey, TargetParams, T
 /// Media type of the badge.
 pub const SVG: &str = "image/svg+xml";
 
+/// The query parameters the badge takes beside [`TargetKey::PARAMETERS`].
+pub const OWN_PARAMETERS: [&str; 1] = ["label"];
+
 /// The badge's own query parameter, beside [`TargetParams`].
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -84,8 +87,11 @@ pub async fn badge(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (label, rest) = take_param(query.as_deref(), "label");
-    let (target, label) = match (TargetKey::from_query(Some(&rest)), Label::from_given(&label)) {
+    let (label, rest) = take_param(query.as_deref(), OWN_PARAMETERS[0]);
+    let (target, label) = match (
+        TargetKey::from_query(Some(&rest)),
+        Label::from_given(&label),
+    ) {
         (Ok(target), Ok(label)) => (target, label),
         (target, label) => {
             let errors = target.err().into_iter().flatten().chain(label.err());

@@ -8,6 +8,9 @@ use super::AppState;
 use crate::error::{ApiError, Problem, Result};
 use crate::model::{FieldError, StatusFilter, StatusParams, StatusRow, SyncStatus};
 
+/// The query parameters `/status.json` takes beside [`StatusFilter::PARAMETERS`].
+pub const OWN_PARAMETERS: [&str; 1] = ["sync_status"];
+
 /// The query parameter `/status.json` takes beside [`StatusParams`].
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -40,7 +43,7 @@ pub async fn status_list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<StatusRow>>> {
-    let (given, rest) = take_param(query.as_deref(), "sync_status");
+    let (given, rest) = take_param(query.as_deref(), OWN_PARAMETERS[0]);
     let sync_statuses = parse_sync_statuses(&given);
     let filter = StatusFilter::from_query(Some(&rest));
     let (filter, sync_statuses) = match (filter, sync_statuses) {
@@ -105,7 +108,10 @@ mod tests {
 
     #[test]
     fn take_param_splits_one_name_off_the_query() {
-        let (taken, rest) = take_param(Some("repo=a%20b&sync_status=ERROR&state=STALE"), "sync_status");
+        let (taken, rest) = take_param(
+            Some("repo=a%20b&sync_status=ERROR&state=STALE"),
+            "sync_status",
+        );
         assert_eq!(taken, ["ERROR"]);
         assert_eq!(rest, "repo=a+b&state=STALE");
         assert_eq!(take_param(None, "x"), (Vec::new(), String::new()));

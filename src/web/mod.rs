@@ -131,6 +131,11 @@ fn short_message(message: &str) -> Markup {
     let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
     let shown = if one_line.chars().count() > MESSAGE_CHARS {
         let cut: String = one_line.chars().take(MESSAGE_CHARS - 1).collect();
+        // Whole words when a space is near the end; a long token is cut where it must be.
+        let cut = match cut.rfind(' ') {
+            Some(space) if space > cut.len() * 3 / 4 => &cut[..space],
+            _ => cut.as_str(),
+        };
         format!("{}…", cut.trim_end())
     } else {
         one_line
@@ -286,6 +291,27 @@ mod tests {
         assert_eq!(
             target_href("org/repo & more", "web#1?"),
             "/target?repo=org%2Frepo+%26+more&server=web%231%3F"
+        );
+    }
+
+    #[test]
+    fn messages_are_cut_at_a_word_to_one_line() {
+        let message = format!("first line\n{}", "word ".repeat(30));
+        let shown = short_message(&message).into_string();
+        assert_eq!(
+            shown,
+            format!(
+                r#"<span class="message" title="first line
+{}">first line {}…</span>"#,
+                "word ".repeat(30),
+                ["word"; 13].join(" ")
+            )
+        );
+        let token = "x".repeat(200);
+        let shown = short_message(&token).into_string();
+        assert!(
+            shown.ends_with(&format!(">{}…</span>", "x".repeat(79))),
+            "{shown}"
         );
     }
 

@@ -4,7 +4,9 @@
 use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
-use super::{label, layout, row_state, short_files, short_message, state_chip, target_href, time_ago};
+use super::{
+    label, layout, row_state, short_files, short_message, state_chip, target_href, time_ago,
+};
 use crate::api::AppState;
 use crate::api::status::take_param;
 use crate::error::{ApiError, Result};
@@ -86,7 +88,11 @@ impl PageRequest {
             kept.append_pair("state", &states.join(","));
         }
         let filter = StatusFilter::from_query(Some(&kept.finish()));
-        let sort = match sorts.iter().map(String::as_str).filter(|s| !s.is_empty()).last() {
+        let sort = match sorts
+            .iter()
+            .map(String::as_str)
+            .rfind(|sort| !sort.is_empty())
+        {
             None | Some("name") => Ok(Sort::Name),
             Some("severity") => Ok(Sort::Severity),
             Some(_) => Err(FieldError::new("sort", "must be name or severity")),
@@ -94,7 +100,12 @@ impl PageRequest {
         match (filter, sort) {
             (Ok(filter), Ok(sort)) => Ok(Self { filter, sort }),
             (filter, sort) => Err(ApiError::InvalidQuery(
-                filter.err().into_iter().flatten().chain(sort.err()).collect(),
+                filter
+                    .err()
+                    .into_iter()
+                    .flatten()
+                    .chain(sort.err())
+                    .collect(),
             )),
         }
     }
@@ -262,7 +273,10 @@ mod tests {
         let boxes = PageRequest::from_query(Some("state=ERROR&state=STALE&sort=severity")).unwrap();
         let list = PageRequest::from_query(Some("state=ERROR%2CSTALE&sort=severity")).unwrap();
         assert_eq!(boxes, list);
-        assert_eq!(boxes.filter.states, [TargetState::Error, TargetState::Stale]);
+        assert_eq!(
+            boxes.filter.states,
+            [TargetState::Error, TargetState::Stale]
+        );
         assert_eq!(boxes.sort, Sort::Severity);
     }
 
@@ -272,7 +286,12 @@ mod tests {
         states.sort_by_key(|state| severity(*state));
         assert_eq!(
             states,
-            [TargetState::Error, TargetState::Stale, TargetState::OutOfSync, TargetState::Synced]
+            [
+                TargetState::Error,
+                TargetState::Stale,
+                TargetState::OutOfSync,
+                TargetState::Synced
+            ]
         );
     }
 }

@@ -120,12 +120,13 @@ fn file_list(row: &StatusRow) -> Markup {
 
 /// Where one of the target's checks is in full: its `/history` entry, with every file.
 fn check_href(check: &Snapshot) -> String {
-    form_urlencoded::Serializer::new("/history?".to_owned())
+    let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("repo", &check.repo)
         .append_pair("server", &check.server)
         .append_pair("from", &check.last_check.to_string())
         .append_pair("to", &check.last_check.plus_millis(1).to_string())
-        .finish()
+        .finish();
+    format!("/history?{query}")
 }
 
 /// The files of a check, then its message, for the Transitions and Recent checks tables.
