@@ -240,6 +240,7 @@ td.num { text-align: right; }
 .message { display: block; color: var(--muted); font-size: 0.85rem; overflow-wrap: anywhere; }
 a.more { white-space: nowrap; }
 .muted, time { color: var(--muted); }
+time, td.when { white-space: nowrap; }
 form { display: flex; flex-wrap: wrap; gap: 0.5rem 1rem; align-items: end; margin: 0.75rem 0; }
 form label { display: flex; flex-direction: column; font-size: 0.85rem; }
 fieldset { border: 1px solid var(--line); border-radius: 0.3rem; padding: 0.2rem 0.6rem; margin: 0; display: flex; flex-wrap: wrap; gap: 0.2rem 0.9rem; }

@@ -221,7 +221,7 @@ fn transition_table(transitions: &[Snapshot], now: Timestamp) -> Markup {
                     @for (index, transition) in transitions.iter().enumerate() {
                         @let until = index.checked_sub(1).and_then(|newer| transitions.get(newer)).map_or(now, |newer| newer.last_check);
                         tr {
-                            td { (human_time(transition.last_check)) }
+                            td.when { (human_time(transition.last_check)) }
                             td { (state_chip(transition.sync_status.into())) }
                             td.num { (transition.drift_count) }
                             td.files { (check_details(transition)) }
@@ -246,7 +246,7 @@ fn check_table(checks: &[Snapshot]) -> Markup {
                 tbody {
                     @for check in checks {
                         tr {
-                            td { (human_time(check.last_check)) }
+                            td.when { (human_time(check.last_check)) }
                             td { (state_chip(check.sync_status.into())) }
                             td.num { (check.drift_count) }
                             td.files { (check_details(check)) }
