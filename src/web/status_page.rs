@@ -235,7 +235,7 @@ fn target_table(rows: &[&StatusRow], sort: Sort, now: Timestamp) -> Markup {
                             }
                             td data-label="State" { span { (row_state(row)) } }
                             td.num data-label="Drift" { (row.drift_count) }
-                            td.files data-label="Files or message" {
+                            td.files data-label="Files" {
                                 span {
                                     (short_files(&row.files, row.drift_count, &format!("{href}#files")))
                                     @if let Some(message) = &row.message { (short_message(message)) }
