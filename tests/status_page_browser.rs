@@ -1,14 +1,15 @@
 //! The status page in a real browser: the release-like binary on a fresh database, seeded over HTTP,
 //! driven by headless Chromium through `tests/browser/status_page.mjs` (playwright-core). Needs
-//! `node`, `/usr/bin/chromium` and `npm ci --prefix tests/browser`; `.ci/run` installs them.
+//! `node`, `/usr/bin/chromium` and `npm ci --prefix tests/browser`; `./test.sh` installs them,
+//! and without them the test says it did NOT run (fails under `CI=true`).
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::binary::Binary;
+use common::tools;
 use common::{at_offset, snapshot};
 use serde_json::json;
 
@@ -27,43 +28,16 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// Whether node's playwright-core and Chromium are here. When not, says so loudly and the test
-/// returns early; under `CI=true` it fails instead.
-fn browser_available() -> bool {
-    let missing: Vec<&str> = [
-        (
-            browser_dir().join("node_modules/playwright-core").is_dir(),
-            "playwright-core (`cd tests/browser && npm ci`)",
-        ),
-        (
-            Path::new("/usr/bin/chromium").exists(),
-            "/usr/bin/chromium (`apt-get install -y --no-install-recommends chromium`)",
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(present, what)| (!present).then_some(what))
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "the browser test did NOT run: missing {}; ./test.sh installs them",
-        missing.join(" and ")
-    );
-    assert!(
-        !std::env::var("CI").is_ok_and(|value| value == "true"),
-        "CI=true and {message}"
-    );
-    // Straight to the process's stderr: libtest captures only print!/eprint!.
-    let _ = writeln!(std::io::stderr().lock(), "{message}");
-    false
-}
-
 #[tokio::test]
 async fn the_status_page_works_in_headless_chromium() {
-    if !browser_available() {
+    let test = "the status page browser test";
+    let (Some(node), Some(chromium), Some(_)) = (
+        tools::NODE.require(test),
+        tools::CHROMIUM.require(test),
+        tools::PLAYWRIGHT.require(test),
+    ) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}", dir.path().join("browser.db").display());
     let server = Binary::start(dir.path(), &["--database-url", &database_url], &[]);
@@ -156,14 +130,15 @@ async fn the_status_page_works_in_headless_chromium() {
         let _ = std::fs::remove_file(screenshots.join(name));
     }
 
-    let output = Command::new("node")
+    let output = Command::new(node)
         .arg(browser_dir().join("status_page.mjs"))
         .arg(server.url(""))
         .arg(expected.to_string())
         .arg(&screenshots)
+        .env("CHROMIUM_PATH", chromium)
         .current_dir(browser_dir())
         .output()
-        .expect("run node (install Node.js 20)");
+        .expect("run node");
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
