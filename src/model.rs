@@ -629,6 +629,9 @@ pub struct StatusRow {
     /// Start of the current unbroken run of this `sync_status`.
     #[schema(value_type = String, format = DateTime, example = "2026-04-21T09:58:00.000Z")]
     pub status_since: Timestamp,
+    /// When the target went stale (`last_check` plus its stale-after); null unless `stale`.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub stale_since: Option<Timestamp>,
     /// Id of the snapshot shown.
     pub snapshot_id: i64,
     /// The stale-after in force for this target: its own override or the server's default.
@@ -653,6 +656,11 @@ impl StatusRow {
             .as_millis()
             .saturating_sub(latest.last_check.as_millis());
         let stale = age_millis > stale_after_seconds.saturating_mul(1000);
+        let stale_since = stale.then(|| {
+            latest
+                .last_check
+                .plus_millis(stale_after_seconds.saturating_mul(1000))
+        });
         Self {
             repo: latest.repo,
             server: latest.server,
@@ -669,6 +677,7 @@ impl StatusRow {
             last_check: latest.last_check,
             received_at: latest.received_at,
             status_since,
+            stale_since,
             snapshot_id: latest.id,
             stale_after_seconds,
             revision: latest.revision,

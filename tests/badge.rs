@@ -12,6 +12,8 @@ backend_tests! {
     badge_text_is_escaped_for_xml,
     an_unchanged_badge_answers_304_to_its_etag,
     badge_parameters_are_required_and_checked_by_name,
+    a_stale_badge_says_what_the_last_check_found,
+    the_label_can_name_the_repo_or_the_whole_target,
 }
 
 /// The badge's visible texts (each drawn twice: shadow and text) and the fill of its right half.
@@ -60,7 +62,7 @@ async fn badges_show_each_state_in_its_color(backend: Backend) {
         ("synced", "synced"),
         ("drift", "out of sync"),
         ("broken", "error"),
-        ("quiet", "stale"),
+        ("quiet", "stale (last: synced)"),
         ("never-reported", "unknown"),
     ] {
         let response = app.get(&format!("/badge.svg?repo=r&server={server}")).await;
@@ -137,4 +139,54 @@ async fn badge_parameters_are_required_and_checked_by_name(backend: Backend) {
     app.get("/badge.svg?repo=%09&server=s")
         .await
         .assert_problem(400, &["repo"]);
+    app.get("/badge.svg?repo=r&server=s&label=host")
+        .await
+        .assert_problem(400, &["label"]);
+    app.get("/badge.svg?server=s&label=repo&label=target")
+        .await
+        .assert_problem(400, &["label", "repo"]);
+}
+
+async fn a_stale_badge_says_what_the_last_check_found(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let old = at_offset(-7200);
+    app.record(&snapshot("r", "drift", "OUT_OF_SYNC", &["a", "b"], &old))
+        .await;
+    app.record(&snapshot("r", "one", "OUT_OF_SYNC", &["a"], &old))
+        .await;
+    app.record(&snapshot("r", "broken", "ERROR", &[], &old))
+        .await;
+    let mut fills = Vec::new();
+    for (server, text) in [
+        ("drift", "stale (last: out of sync, 2 files)"),
+        ("one", "stale (last: out of sync, 1 file)"),
+        ("broken", "stale (last: error)"),
+    ] {
+        let response = app.get(&format!("/badge.svg?repo=r&server={server}")).await;
+        let (texts, fill, title) = parse(&response.text());
+        assert_eq!(texts, [server, server, text, text], "{server}");
+        assert_eq!(title, format!("{server}: {text}"));
+        fills.push(fill);
+    }
+    assert_eq!(fills, ["#8d6e00"; 3], "stale keeps the stale color");
+}
+
+async fn the_label_can_name_the_repo_or_the_whole_target(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    app.record(&snapshot("rsyslog", "lab", "SYNCED", &[], &at_offset(-5)))
+        .await;
+    for (label, text) in [
+        ("", "lab"),
+        ("&label=server", "lab"),
+        ("&label=repo", "rsyslog"),
+        ("&label=target", "rsyslog / lab"),
+    ] {
+        let response = app
+            .get(&format!("/badge.svg?repo=rsyslog&server=lab{label}"))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{label}");
+        let (texts, _, title) = parse(&response.text());
+        assert_eq!(texts, [text, text, "synced", "synced"], "{label}");
+        assert_eq!(title, format!("{text}: synced"));
+    }
 }

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use axum::http::StatusCode;
+use common::tools;
 use common::*;
 use serde_json::json;
 
@@ -17,6 +18,7 @@ backend_tests! {
     ingest_results_and_request_latency_are_counted,
     apps_in_one_process_keep_their_own_counters,
     metrics_with_no_targets_still_describe_every_family,
+    build_info_names_the_running_version,
 }
 
 /// One sample: metric name and sorted labels.
@@ -114,18 +116,16 @@ const CONTRACT_NAME_LINT: &str =
 /// Pipes the exposition through `promtool check metrics`: it must parse, and lint clean apart from
 /// [`CONTRACT_NAME_LINT`].
 fn promtool_check(exposition: &str) {
-    let mut child = Command::new("promtool")
+    let Some(promtool) = tools::PROMTOOL.require("the promtool check of /metrics") else {
+        return;
+    };
+    let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run promtool ({error}); install it with `apt-get install prometheus` \
-                 (.ci/run does)"
-            )
-        });
+        .expect("run promtool");
     child
         .stdin
         .take()
@@ -350,4 +350,26 @@ async fn metrics_with_no_targets_still_describe_every_family(backend: Backend) {
         "{text}"
     );
     promtool_check(&text);
+}
+
+async fn build_info_names_the_running_version(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let text = app.get("/metrics").await.text();
+    assert!(
+        text.contains("# TYPE gitops_status_build_info gauge\n"),
+        "{text}"
+    );
+    let build_info: Vec<_> = samples(&text)
+        .into_iter()
+        .filter(|((name, _), _)| name == "gitops_status_build_info")
+        .collect();
+    let labels = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("os", std::env::consts::OS),
+        ("arch", std::env::consts::ARCH),
+    ];
+    assert_eq!(
+        build_info,
+        [(series("gitops_status_build_info", &labels), 1.0)]
+    );
 }

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::TestApp;
+use gitops_status_server::api::{badge, status};
 use gitops_status_server::model::{HistoryRequest, StatusFilter, TargetKey};
 use serde_json::Value;
 
@@ -105,6 +106,12 @@ fn documented_query_parameters_are_the_accepted_ones() {
         names
     };
     assert_eq!(names("/history"), sorted(&HistoryRequest::PARAMETERS));
-    assert_eq!(names("/status.json"), sorted(&StatusFilter::PARAMETERS));
-    assert_eq!(names("/badge.svg"), sorted(&TargetKey::PARAMETERS));
+    assert_eq!(
+        names("/status.json"),
+        sorted(&[&StatusFilter::PARAMETERS[..], &status::OWN_PARAMETERS].concat())
+    );
+    assert_eq!(
+        names("/badge.svg"),
+        sorted(&[&TargetKey::PARAMETERS[..], &badge::OWN_PARAMETERS].concat())
+    );
 }

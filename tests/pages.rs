@@ -13,6 +13,49 @@ backend_tests! {
     the_target_page_shows_transitions_recent_checks_and_a_timeline,
     an_unknown_target_is_an_html_404_and_a_missing_parameter_a_400,
     docs_serve_swagger_ui_offline_over_the_served_spec,
+    a_stale_target_shows_its_last_result_everywhere_on_the_pages,
+    error_messages_show_shortened_with_the_full_text_on_hover_and_on_the_target_page,
+    a_ten_thousand_file_snapshot_keeps_the_index_small,
+    the_state_filter_takes_several_states_and_survives_a_resubmit,
+    the_counts_at_the_top_respect_the_filters,
+    the_index_sorts_by_severity,
+    a_favicon_is_served_from_the_binary,
+}
+
+/// The `<tr>` of one target on the index.
+fn index_row<'a>(html: &'a str, server: &str) -> &'a str {
+    let start = html
+        .find(&format!("data-server=\"{server}\""))
+        .unwrap_or_else(|| panic!("no row for {server} in {html}"));
+    let end = html[start..].find("</tr>").unwrap() + start;
+    &html[start..end]
+}
+
+/// The text of some markup: tags dropped (cells and list items apart), whitespace collapsed.
+fn text_of(html: &str) -> String {
+    let mut html = html.to_owned();
+    for end in ["</dt>", "</dd>", "</td>", "</th>", "</li>"] {
+        html = html.replace(end, " ");
+    }
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The servers the index lists, in order.
+fn listed(html: &str) -> Vec<String> {
+    html.split("data-server=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect()
 }
 
 async fn the_status_page_lists_every_target_with_its_state(backend: Backend) {
@@ -42,7 +85,8 @@ async fn the_status_page_lists_every_target_with_its_state(backend: Backend) {
         r#"data-repo="rsyslog" data-server="rsyslog-prod" data-state="SYNCED""#,
         r#"data-repo="nginx" data-server="edge" data-state="STALE""#,
         "30-lab.conf, rsyslog.conf",
-        r#"<span class="state state-OUT_OF_SYNC">Out of sync</span>"#,
+        r#"<span class="state state-OUT_OF_SYNC"><span class="glyph" aria-hidden="true">≠</span> Out of sync</span>"#,
+        r#"<span class="state state-ERROR"><span class="glyph" aria-hidden="true">✕</span> Error</span>"#,
         r#"href="/target?repo=rsyslog&amp;server=rsyslog-lab""#,
         "Showing 3 of 3 targets.",
     ] {
@@ -65,12 +109,6 @@ async fn the_status_page_filters_by_repo_and_state(backend: Backend) {
     app.record(&snapshot("b", "three", "OUT_OF_SYNC", &["y"], &recent))
         .await;
 
-    let listed = |html: &str| -> Vec<String> {
-        html.split("data-server=\"")
-            .skip(1)
-            .map(|rest| rest.split('"').next().unwrap().to_owned())
-            .collect()
-    };
     let html = app.get("/?repo=a&state=").await.text();
     assert_eq!(listed(&html), ["one", "two"]);
     assert!(
@@ -188,4 +226,377 @@ async fn docs_serve_swagger_ui_offline_over_the_served_spec(backend: Backend) {
     let bundle = app.get("/docs/swagger-ui-bundle.js").await;
     assert_eq!(bundle.status, StatusCode::OK);
     assert!(bundle.body.len() > 100_000, "the bundle is embedded");
+}
+
+async fn a_stale_target_shows_its_last_result_everywhere_on_the_pages(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let old = at_offset(-7200);
+    app.record(&snapshot(
+        "r",
+        "drift",
+        "OUT_OF_SYNC",
+        &["a.conf", "b.conf"],
+        &old,
+    ))
+    .await;
+    app.record(&snapshot("r", "broken", "ERROR", &[], &old))
+        .await;
+    app.record(&snapshot("r", "quiet", "SYNCED", &[], &old))
+        .await;
+    app.record(&snapshot(
+        "r",
+        "live",
+        "OUT_OF_SYNC",
+        &["c.conf"],
+        &at_offset(-5),
+    ))
+    .await;
+
+    let html = app.get("/").await.text();
+    for (server, shown) in [
+        ("drift", "◷ Stale (last: ≠ Out of sync, 2 files)"),
+        ("broken", "◷ Stale (last: ✕ Error)"),
+        ("quiet", "◷ Stale (last: ✓ Synced)"),
+        ("live", "≠ Out of sync"),
+    ] {
+        let row = index_row(&html, server);
+        assert!(text_of(row).contains(shown), "{server}: {}", text_of(row));
+    }
+    assert!(
+        index_row(&html, "drift").contains(r#"data-state="STALE" data-sync-status="OUT_OF_SYNC""#)
+    );
+    let summary =
+        text_of(&html[html.find("Targets by state").unwrap()..html.find("</ul>").unwrap()]);
+    assert!(
+        summary.contains("◷ Stale 3 (last Synced: 1, last Out of sync: 1, last Error: 1)"),
+        "{summary}"
+    );
+    // The state filter keeps its meaning: STALE selects every stale target, whatever it last said.
+    assert_eq!(
+        listed(&app.get("/?state=STALE").await.text()),
+        ["broken", "drift", "quiet"]
+    );
+    assert_eq!(
+        listed(&app.get("/?state=OUT_OF_SYNC").await.text()),
+        ["live"]
+    );
+
+    let page = app.get("/target?repo=r&server=drift").await.text();
+    let heading = text_of(&page[page.find("<h1>").unwrap()..page.find("</h1>").unwrap()]);
+    assert_eq!(heading, "r / drift ◷ Stale (last: ≠ Out of sync, 2 files)");
+    let went_stale =
+        time::OffsetDateTime::parse(&old, &time::format_description::well_known::Rfc3339).unwrap()
+            + time::Duration::minutes(10);
+    let went_stale = rendered(
+        &went_stale
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+    );
+    let facts = text_of(&page[page.find("<dl>").unwrap()..page.find("</dl>").unwrap()]);
+    assert!(
+        facts.contains(&format!(
+            "Stale since {} UTC",
+            went_stale[..19].replacen('T', " ", 1)
+        )),
+        "{facts}"
+    );
+    assert!(facts.contains("Last result ≠ Out of sync"), "{facts}");
+}
+
+async fn error_messages_show_shortened_with_the_full_text_on_hover_and_on_the_target_page(
+    backend: Backend,
+) {
+    let app = TestApp::on(backend).await;
+    let long = format!(
+        "ssh: connect to host web-1 port 22: Connection refused\n{}",
+        "retrying with the bastion host failed as well; ".repeat(4)
+    );
+    let mut error = snapshot("r", "web-1", "ERROR", &[], &at_offset(-120));
+    error["message"] = serde_json::json!(long);
+    app.record(&snapshot("r", "web-1", "SYNCED", &[], &at_offset(-600)))
+        .await;
+    app.record(&error).await;
+    // The whole message, newline and all, on hover.
+    let full_title = format!(r#"title="{long}""#);
+
+    let html = app.get("/").await.text();
+    let row = index_row(&html, "web-1");
+    assert!(
+        row.contains(
+            r#"<span class="message" title="ssh: connect to host web-1 port 22: Connection refused"#
+        ),
+        "{row}"
+    );
+    assert!(row.contains(&full_title), "{row}");
+    let shown = text_of(row);
+    assert!(
+        shown.contains("ssh: connect to host web-1 port 22: Connection refused retrying with the…"),
+        "{shown}"
+    );
+    assert!(!shown.contains("failed as well"), "shortened: {shown}");
+
+    let page = app.get("/target?repo=r&server=web-1").await.text();
+    for table in ["transitions", "checks"] {
+        let start = page.find(&format!("id=\"{table}\"")).unwrap();
+        let section = &page[start..start + page[start..].find("</table>").unwrap()];
+        assert_eq!(
+            section
+                .matches(r#"<span class="message" title="ssh: connect"#)
+                .count(),
+            1,
+            "{table}: {section}"
+        );
+        assert!(
+            text_of(section).contains("Connection refused retrying"),
+            "{table}"
+        );
+    }
+    // The full text, as sent, in the latest check's facts.
+    assert!(page.contains(&format!("<pre>{}</pre>", long)), "{page}");
+}
+
+async fn a_ten_thousand_file_snapshot_keeps_the_index_small(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let names: Vec<String> = (0..10_000)
+        .map(|n| format!("etc/app/conf.d/{n:05}-file.conf"))
+        .collect();
+    let files: Vec<&str> = names.iter().map(String::as_str).collect();
+    app.record(&snapshot(
+        "big",
+        "fleet",
+        "OUT_OF_SYNC",
+        &files,
+        &at_offset(-30),
+    ))
+    .await;
+    app.record(&snapshot(
+        "big",
+        "fleet",
+        "OUT_OF_SYNC",
+        &files[..5],
+        &at_offset(-20),
+    ))
+    .await;
+    app.record(&snapshot(
+        "big",
+        "fleet",
+        "OUT_OF_SYNC",
+        &files,
+        &at_offset(-10),
+    ))
+    .await;
+
+    let html = app.get("/").await.text();
+    assert!(html.len() < 16_000, "the index is {} bytes", html.len());
+    let row = index_row(&html, "fleet");
+    assert!(
+        text_of(row).contains(
+            "etc/app/conf.d/00000-file.conf, etc/app/conf.d/00001-file.conf, \
+             etc/app/conf.d/00002-file.conf and 9997 more"
+        ),
+        "{row}"
+    );
+    assert!(
+        row.contains(r#"<a class="more" href="/target?repo=big&amp;server=fleet#files">"#),
+        "{row}"
+    );
+
+    // The target page lists the first twenty and folds the rest one click away; its tables of
+    // transitions and checks stay short and link each check's full record.
+    let page = app.get("/target?repo=big&server=fleet").await.text();
+    assert!(
+        page.len() < 600_000,
+        "the target page is {} bytes",
+        page.len()
+    );
+    assert!(page.contains(r#"<dt id="files">"#));
+    assert!(
+        page.contains("<details><summary>and 9980 more</summary>"),
+        "folded list"
+    );
+    assert!(
+        page.contains("<code>etc/app/conf.d/09999-file.conf</code>"),
+        "every name is there"
+    );
+    for table in ["transitions", "checks"] {
+        let start = page.find(&format!("id=\"{table}\"")).unwrap();
+        let section = &page[start..start + page[start..].find("</table>").unwrap()];
+        assert!(section.len() < 5_000, "{table} is {} bytes", section.len());
+        assert!(section.contains("and 9997 more</a>"), "{section}");
+        assert!(
+            section.contains(r#"href="/history?repo=big&amp;server=fleet&amp;from="#),
+            "{section}"
+        );
+    }
+    // That link gives the whole check.
+    let start = page.find(r#"href="/history?"#).unwrap() + 6;
+    let href = page[start..start + page[start..].find('"').unwrap()].replace("&amp;", "&");
+    let checks = app.get_rows(&href).await;
+    assert_eq!(checks.len(), 1, "{href}");
+    assert_eq!(checks[0]["files"].as_array().unwrap().len(), 10_000);
+}
+
+async fn the_state_filter_takes_several_states_and_survives_a_resubmit(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    app.record(&snapshot("a", "ok", "SYNCED", &[], &at_offset(-30)))
+        .await;
+    app.record(&snapshot(
+        "a",
+        "drift",
+        "OUT_OF_SYNC",
+        &["x"],
+        &at_offset(-30),
+    ))
+    .await;
+    app.record(&snapshot("a", "down", "ERROR", &[], &at_offset(-30)))
+        .await;
+    app.record(&snapshot("a", "dead", "SYNCED", &[], &at_offset(-7200)))
+        .await;
+
+    // The form's checkboxes send `state` once per ticked box; a link or /status.json's form is a
+    // comma-separated list. Both select the same, and both come back ticked.
+    for query in [
+        "state=ERROR&state=STALE",
+        "state=ERROR%2CSTALE",
+        "state=ERROR,STALE",
+    ] {
+        let html = app.get(&format!("/?{query}")).await.text();
+        assert_eq!(listed(&html), ["dead", "down"], "{query}");
+        for (state, ticked) in [
+            ("SYNCED", false),
+            ("OUT_OF_SYNC", false),
+            ("ERROR", true),
+            ("STALE", true),
+        ] {
+            let input = format!(r#"<input type="checkbox" name="state" value="{state}""#);
+            let checked = format!("{input} checked>");
+            assert!(html.contains(&input), "{query}: no box for {state}");
+            assert_eq!(html.contains(&checked), ticked, "{query}: {state}");
+        }
+    }
+    let rows = app.get_rows("/status.json?state=ERROR,STALE").await;
+    let servers: Vec<&str> = rows
+        .iter()
+        .map(|row| row["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(servers, ["dead", "down"], "the API agrees with the page");
+    // No box ticked is every state.
+    assert_eq!(listed(&app.get("/?repo=&sort=name").await.text()).len(), 4);
+    app.get("/?state=ERROR&state=GREEN")
+        .await
+        .assert_problem(400, &["state"]);
+}
+
+async fn the_counts_at_the_top_respect_the_filters(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    app.record(&snapshot("a", "one", "SYNCED", &[], &at_offset(-30)))
+        .await;
+    app.record(&snapshot("a", "two", "ERROR", &[], &at_offset(-30)))
+        .await;
+    app.record(&snapshot(
+        "b",
+        "three",
+        "OUT_OF_SYNC",
+        &["y"],
+        &at_offset(-30),
+    ))
+    .await;
+    app.record(&snapshot(
+        "b",
+        "four",
+        "OUT_OF_SYNC",
+        &["y"],
+        &at_offset(-30),
+    ))
+    .await;
+
+    let counts = |html: &str| -> Vec<String> {
+        let summary = &html[html.find("Targets by state").unwrap()..html.find("</ul>").unwrap()];
+        summary
+            .split("<li ")
+            .skip(1)
+            .map(|item| text_of(&format!("<li {item}")))
+            .collect()
+    };
+    assert_eq!(
+        counts(&app.get("/").await.text()),
+        ["✓ Synced 1", "≠ Out of sync 2", "✕ Error 1", "◷ Stale 0"]
+    );
+    assert_eq!(
+        counts(&app.get("/?repo=a").await.text()),
+        ["✓ Synced 1", "≠ Out of sync 0", "✕ Error 1", "◷ Stale 0"]
+    );
+    assert_eq!(
+        counts(&app.get("/?repo=b&state=SYNCED").await.text()),
+        [
+            "✓ Synced 0",
+            "≠ Out of sync 2 (not shown)",
+            "✕ Error 0 (not shown)",
+            "◷ Stale 0 (not shown)"
+        ]
+    );
+}
+
+async fn the_index_sorts_by_severity(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    app.record(&snapshot("a", "ok", "SYNCED", &[], &at_offset(-30)))
+        .await;
+    app.record(&snapshot(
+        "b",
+        "drift",
+        "OUT_OF_SYNC",
+        &["x"],
+        &at_offset(-30),
+    ))
+    .await;
+    app.record(&snapshot(
+        "c",
+        "dead",
+        "OUT_OF_SYNC",
+        &["x"],
+        &at_offset(-7200),
+    ))
+    .await;
+    app.record(&snapshot("d", "down", "ERROR", &[], &at_offset(-30)))
+        .await;
+    app.record(&snapshot("a", "down", "ERROR", &[], &at_offset(-30)))
+        .await;
+
+    assert_eq!(
+        listed(&app.get("/").await.text()),
+        ["down", "ok", "drift", "dead", "down"],
+        "by repo, then server"
+    );
+    let html = app.get("/?sort=severity").await.text();
+    let order: Vec<String> = html
+        .split("data-repo=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        ["a", "d", "c", "b", "a"],
+        "error, stale, out of sync, synced"
+    );
+    assert!(html.contains(r#"<option value="severity" selected>"#));
+    let filtered = app
+        .get("/?sort=severity&state=OUT_OF_SYNC,SYNCED")
+        .await
+        .text();
+    assert_eq!(listed(&filtered), ["drift", "ok"]);
+    app.get("/?sort=worst").await.assert_problem(400, &["sort"]);
+}
+
+async fn a_favicon_is_served_from_the_binary(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status, StatusCode::OK, "{path}");
+        assert_eq!(response.content_type(), "image/svg+xml", "{path}");
+        let svg = response.text();
+        let document = roxmltree::Document::parse(&svg).expect("the favicon is XML");
+        assert_eq!(document.root_element().tag_name().name(), "svg");
+    }
+    let html = app.get("/").await.text();
+    assert!(html.contains(r#"<link rel="icon" type="image/svg+xml" href="/favicon.svg">"#));
 }

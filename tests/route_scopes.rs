@@ -128,6 +128,20 @@ static DECISIONS: [Decision; 16] = [
     decision(Method::GET, "/docs/", Needs::Read, "/docs/", false),
     decision(Method::GET, "/login", Needs::Open, "/login", false),
     decision(Method::POST, "/logout", Needs::Open, "/logout", false),
+    decision(
+        Method::GET,
+        "/favicon.svg",
+        Needs::Open,
+        "/favicon.svg",
+        false,
+    ),
+    decision(
+        Method::GET,
+        "/favicon.ico",
+        Needs::Open,
+        "/favicon.ico",
+        false,
+    ),
 ];
 
 async fn app() -> TestApp {

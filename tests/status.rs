@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use common::*;
 use gitops_status_server::Settings;
 use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
 
 backend_tests! {
     status_json_lists_the_seed_snapshot_in_full,
@@ -61,6 +62,7 @@ async fn status_json_lists_the_seed_snapshot_in_full(backend: Backend) {
             "last_check": rendered(&last_check),
             "received_at": stored["received_at"],
             "status_since": rendered(&last_check),
+            "stale_since": null,
             "snapshot_id": stored["id"],
             "stale_after_seconds": 600,
             "revision": "3f2c1ab",
@@ -104,7 +106,7 @@ async fn status_json_is_sorted_by_repo_then_server_and_filters(backend: Backend)
             })
             .collect()
     };
-    let expectations: [(&str, &[&str]); 8] = [
+    let expectations: [(&str, &[&str]); 11] = [
         (
             "",
             &["alpha/web-1", "alpha/web-2", "mid/db", "mid/old", "zeta/a"],
@@ -116,6 +118,13 @@ async fn status_json_is_sorted_by_repo_then_server_and_filters(backend: Backend)
         ("?state=STALE", &["mid/old"]),
         ("?state=OUT_OF_SYNC,ERROR", &["alpha/web-1", "alpha/web-2"]),
         ("?repo=nope", &[]),
+        // sync_status selects by the last result, stale or not; state=STALE keeps its meaning.
+        ("?sync_status=SYNCED", &["mid/db", "mid/old", "zeta/a"]),
+        ("?sync_status=SYNCED&state=STALE", &["mid/old"]),
+        (
+            "?sync_status=ERROR,OUT_OF_SYNC&repo=alpha",
+            &["alpha/web-1", "alpha/web-2"],
+        ),
     ];
     for (query, expected) in expectations {
         let uri = format!("/status.json{query}");
@@ -140,6 +149,12 @@ async fn status_json_rejects_bad_parameters_by_name(backend: Backend) {
     app.get("/status.json?state=stale&server=%09")
         .await
         .assert_problem(400, &["server", "state"]);
+    app.get("/status.json?sync_status=STALE&state=GREEN")
+        .await
+        .assert_problem(400, &["state", "sync_status"]);
+    app.get("/status.json?sync_status=ERROR&sync_status=SYNCED")
+        .await
+        .assert_problem(400, &["sync_status"]);
 }
 
 async fn a_target_goes_stale_after_the_default_and_after_its_own_override(backend: Backend) {
@@ -155,7 +170,8 @@ async fn a_target_goes_stale_after_the_default_and_after_its_own_override(backen
         .await;
     app.record(&snapshot("r", "late", "SYNCED", &[], &at_offset(-45)))
         .await;
-    let mut short = snapshot("r", "short", "OUT_OF_SYNC", &["a"], &at_offset(-3));
+    let short_check = at_offset(-3);
+    let mut short = snapshot("r", "short", "OUT_OF_SYNC", &["a"], &short_check);
     short["stale_after_seconds"] = json!(1);
     app.record(&short).await;
     let mut long = snapshot("r", "long", "ERROR", &[], &at_offset(-45));
@@ -175,8 +191,19 @@ async fn a_target_goes_stale_after_the_default_and_after_its_own_override(backen
     assert_eq!(state("late"), ("STALE".to_owned(), true, 30));
     assert_eq!(state("short"), ("STALE".to_owned(), true, 1));
     assert_eq!(state("long"), ("ERROR".to_owned(), false, 3600));
-    // The underlying result stays visible next to STALE.
-    assert_eq!(row(&rows, "r", "short")["sync_status"], "OUT_OF_SYNC");
+    // The underlying result stays visible next to STALE, and when it went stale beside it:
+    // last_check plus the target's stale-after. status_since keeps the result's run.
+    let short = row(&rows, "r", "short");
+    assert_eq!(short["sync_status"], "OUT_OF_SYNC");
+    assert_eq!(short["status_since"], rendered(&short_check));
+    let went_stale =
+        time::OffsetDateTime::parse(&short_check, &Rfc3339).unwrap() + time::Duration::seconds(1);
+    assert_eq!(
+        short["stale_since"],
+        rendered(&went_stale.format(&Rfc3339).unwrap())
+    );
+    assert_eq!(row(&rows, "r", "fresh")["stale_since"], Value::Null);
+    assert_eq!(row(&rows, "r", "long")["stale_since"], Value::Null);
 }
 
 async fn status_since_marks_the_start_of_the_current_run(backend: Backend) {

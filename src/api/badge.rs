@@ -6,31 +6,78 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
 
 use super::AppState;
+use super::status::take_param;
 use crate::error::{ApiError, Problem, Result};
-use crate::model::{TargetKey, TargetParams, TargetState};
+use crate::model::{FieldError, StatusRow, SyncStatus, TargetKey, TargetParams, TargetState};
 
 /// Media type of the badge.
 pub const SVG: &str = "image/svg+xml";
 
+/// The query parameters the badge takes beside [`TargetKey::PARAMETERS`].
+pub const OWN_PARAMETERS: [&str; 1] = ["label"];
+
+/// The badge's own query parameter, beside [`TargetParams`].
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BadgeParams {
+    /// What the left half says: `server` (the default), `repo`, or `target` for `repo / server`.
+    #[param(pattern = "^(server|repo|target)$", example = "target")]
+    pub label: Option<String>,
+}
+
+/// What the left half of the badge names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Label {
+    #[default]
+    Server,
+    Repo,
+    Target,
+}
+
+impl Label {
+    fn from_given(given: &[String]) -> std::result::Result<Self, FieldError> {
+        match given {
+            [] => Ok(Self::Server),
+            [one] => match one.as_str() {
+                "server" => Ok(Self::Server),
+                "repo" => Ok(Self::Repo),
+                "target" => Ok(Self::Target),
+                _ => Err(FieldError::new("label", "must be server, repo or target")),
+            },
+            _ => Err(FieldError::new("label", "given more than once")),
+        }
+    }
+
+    fn text(self, target: &TargetKey) -> String {
+        match self {
+            Self::Server => target.server.clone(),
+            Self::Repo => target.repo.clone(),
+            Self::Target => format!("{} / {}", target.repo, target.server),
+        }
+    }
+}
+
 /// Status badge of one target.
 ///
-/// A flat, shields-style SVG: the server's name on the left, the target's state on the right in
-/// its color (green synced, orange out of sync, red error, yellow stale, grey unknown for a target
-/// that never reported). Answers `Cache-Control: no-cache` with an `ETag`, so image proxies
+/// A flat, shields-style SVG: the server's name on the left (or, with `label`, the repo or both),
+/// the target's state on the right in its color (green synced, orange out of sync, red error,
+/// yellow stale, grey unknown for a target that never reported). A stale badge also says what the
+/// last check found: `stale (last: out of sync, 2 files)`. Answers `Cache-Control: no-cache` with an `ETag`, so image proxies
 /// revalidate on every view and get `304` while the state is unchanged.
 #[utoipa::path(
     get,
     path = "/badge.svg",
     tag = "badges",
-    params(TargetParams),
+    params(TargetParams, BadgeParams),
     responses(
         (status = 200, description = "The badge", body = String, content_type = "image/svg+xml",
          headers(("etag" = String, description = "Changes when the badge does"),
                  ("cache-control" = String, description = "`no-cache`: revalidate on every view"))),
         (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
-        (status = 400, description = "`repo` or `server` is missing or invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`repo` or `server` is missing or invalid, or `label` is not one of its values; `errors` names it", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
@@ -40,9 +87,19 @@ pub async fn badge(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let target = TargetKey::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
+    let (label, rest) = take_param(query.as_deref(), OWN_PARAMETERS[0]);
+    let (target, label) = match (
+        TargetKey::from_query(Some(&rest)),
+        Label::from_given(&label),
+    ) {
+        (Ok(target), Ok(label)) => (target, label),
+        (target, label) => {
+            let errors = target.err().into_iter().flatten().chain(label.err());
+            return Err(ApiError::InvalidQuery(errors.collect()));
+        }
+    };
     let rows = state.status_rows(&target.status_filter()).await?;
-    let svg = render(&target.server, rows.first().map(|row| row.state));
+    let svg = render(&label.text(&target), rows.first());
     let etag = format!("\"{}\"", &hex(&Sha256::digest(svg.as_bytes()))[..32]);
     let etag = HeaderValue::from_str(&etag).expect("hex in quotes is a valid header value");
     let cache = [
@@ -66,17 +123,33 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// Longest label shown, in characters; longer server names are cut with an ellipsis.
+/// Longest label shown, in characters; longer names are cut with an ellipsis.
 const MAX_LABEL_CHARS: usize = 40;
 
-/// Text and color of the right half for a state; `None` is a target that never reported.
-fn message(state: Option<TargetState>) -> (&'static str, &'static str) {
+/// Text and color of the right half for a target; `None` is a target that never reported.
+fn message(row: Option<&StatusRow>) -> (String, &'static str) {
+    let Some(row) = row else {
+        return ("unknown".to_owned(), "#6e6e6e");
+    };
+    let (text, color) = state_text(row.state);
+    if !row.stale {
+        return (text.to_owned(), color);
+    }
+    let last = state_text(row.sync_status.into()).0;
+    let text = match (row.sync_status, row.drift_count) {
+        (SyncStatus::OutOfSync, 1) => format!("{text} (last: {last}, 1 file)"),
+        (SyncStatus::OutOfSync, count) => format!("{text} (last: {last}, {count} files)"),
+        _ => format!("{text} (last: {last})"),
+    };
+    (text, color)
+}
+
+fn state_text(state: TargetState) -> (&'static str, &'static str) {
     match state {
-        Some(TargetState::Synced) => ("synced", "#2e7d32"),
-        Some(TargetState::OutOfSync) => ("out of sync", "#e65100"),
-        Some(TargetState::Error) => ("error", "#c62828"),
-        Some(TargetState::Stale) => ("stale", "#8d6e00"),
-        None => ("unknown", "#6e6e6e"),
+        TargetState::Synced => ("synced", "#2e7d32"),
+        TargetState::OutOfSync => ("out of sync", "#e65100"),
+        TargetState::Error => ("error", "#c62828"),
+        TargetState::Stale => ("stale", "#8d6e00"),
     }
 }
 
@@ -85,19 +158,19 @@ fn text_width(text: &str) -> usize {
     text.chars().count() * 7 + 10
 }
 
-/// The badge for `label` (the server) in `state`.
-fn render(label: &str, state: Option<TargetState>) -> String {
+/// The badge for `label` and the target's latest status.
+fn render(label: &str, row: Option<&StatusRow>) -> String {
     let label = if label.chars().count() > MAX_LABEL_CHARS {
         let cut: String = label.chars().take(MAX_LABEL_CHARS - 1).collect();
         format!("{cut}…")
     } else {
         label.to_owned()
     };
-    let (text, color) = message(state);
-    let (left, right) = (text_width(&label), text_width(text));
+    let (text, color) = message(row);
+    let (left, right) = (text_width(&label), text_width(&text));
     let width = left + right;
     let title = xml_escape(&format!("{label}: {text}"));
-    let label = xml_escape(&label);
+    let (label, text) = (xml_escape(&label), xml_escape(&text));
     // Centers are in tenths of a pixel with the text scaled down, as shields does, so half
     // pixels land exactly.
     let (left_center, right_center) = (left * 5, left * 10 + right * 5);
@@ -127,7 +200,7 @@ mod tests {
 
     #[test]
     fn escapes_markup_in_the_label() {
-        let svg = render(r#"<a href="x">&'"#, Some(TargetState::Synced));
+        let svg = render(r#"<a href="x">&'"#, None);
         assert!(
             svg.contains("&lt;a href=&quot;x&quot;&gt;&amp;&apos;"),
             "{svg}"

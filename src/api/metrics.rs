@@ -19,8 +19,9 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Per target: `gitops_sync_status` (0 SYNCED, 1 OUT_OF_SYNC, 2 ERROR, as the Pushgateway-era
 /// series), `gitops_target_state` (one series per state, 1 for the current one including STALE),
 /// `gitops_drift_count`, `gitops_last_check_timestamp_seconds` and
-/// `gitops_status_since_timestamp_seconds`. Then the server's own: snapshots ingested by result,
-/// request latency by route, storage commit latency.
+/// `gitops_status_since_timestamp_seconds`. Then the server's own: `gitops_status_build_info`
+/// (always 1, its labels say which build answers), snapshots ingested by result, request latency
+/// by route, storage commit latency.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -34,6 +35,7 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
     let rows = state.status_rows(&StatusFilter::default()).await?;
     let mut body = target_exposition(&rows);
+    body.push_str(&build_info());
     body.push_str(&state.telemetry.render());
     Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body))
 }
@@ -108,6 +110,25 @@ fn target_exposition(rows: &[StatusRow]) -> String {
             seconds,
         );
     }
+    out
+}
+
+/// `gitops_status_build_info{version,os,arch} 1`, the Prometheus convention for telling which
+/// build runs where (join on it, or alert when replicas disagree).
+fn build_info() -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "gitops_status_build_info",
+        "Always 1; the labels name the running build: package version, OS and CPU architecture.",
+    );
+    let _ = writeln!(
+        out,
+        "gitops_status_build_info{{version=\"{}\",os=\"{}\",arch=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
     out
 }
 

@@ -6,12 +6,14 @@ mod status_page;
 mod target_page;
 
 use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::AppState;
-use crate::model::{TargetKey, TargetState};
+use crate::model::{FileEntry, StatusRow, SyncStatus, TargetKey, TargetState};
 use crate::timestamp::Timestamp;
 
 /// Seconds between the pages' self-refreshes.
@@ -25,11 +27,13 @@ pub fn router() -> Router<AppState> {
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
 }
 
-/// The sign-in form and sign-out: open routes.
+/// The sign-in form, sign-out and the icon the form's tab shows: open routes.
 pub fn sign_in_router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login::login_page).post(login::sign_in))
         .route("/logout", post(login::sign_out))
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
 }
 
 /// The page shell: title, viewport, the inline style sheet and a self-refresh.
@@ -42,6 +46,7 @@ fn layout(title: &str, main: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta http-equiv="refresh" content=(REFRESH_SECONDS);
                 title { (title) " · gitops-status-server" }
+                link rel="icon" type="image/svg+xml" href="/favicon.svg";
                 style { (PreEscaped(STYLE)) }
             }
             body {
@@ -63,10 +68,56 @@ fn layout(title: &str, main: Markup) -> Markup {
     }
 }
 
-/// A state with its color and its name, so it reads without color too.
+/// The site icon, from the binary: a green check in a rounded square, legible at 16 px.
+const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#2e7d32"/><path d="M8 16.5l5.5 5.5L24 10.5" fill="none" stroke="#fff" stroke-width="4" stroke-linecap="round" stroke-linejoin="round"/></svg>"##;
+
+/// `GET /favicon.svg` and `/favicon.ico`: browsers ask for the latter unprompted, and take SVG.
+async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON,
+    )
+}
+
+/// A state as a chip: its color, a glyph and a shape of its own, and its name, so it reads
+/// without color too.
 fn state_chip(state: TargetState) -> Markup {
     html! {
-        span class={ "state state-" (state.as_str()) } { (label(state)) }
+        span class={ "state state-" (state.as_str()) } {
+            span.glyph aria-hidden="true" { (glyph(state)) } " " (label(state))
+        }
+    }
+}
+
+/// A target's state, and for a stale one what its last check said:
+/// `Stale (last: Out of sync, 2 files)`.
+fn row_state(row: &StatusRow) -> Markup {
+    html! {
+        (state_chip(row.state))
+        @if row.stale {
+            " " span.last { "(last: " (state_chip(row.sync_status.into())) (drift_suffix(row.sync_status, row.drift_count)) ")" }
+        }
+    }
+}
+
+/// `, 2 files` after an OUT_OF_SYNC result, nothing after the others.
+fn drift_suffix(sync_status: SyncStatus, drift_count: i64) -> String {
+    match (sync_status, drift_count) {
+        (SyncStatus::OutOfSync, 1) => ", 1 file".to_owned(),
+        (SyncStatus::OutOfSync, count) => format!(", {count} files"),
+        _ => String::new(),
+    }
+}
+
+fn glyph(state: TargetState) -> &'static str {
+    match state {
+        TargetState::Synced => "✓",
+        TargetState::OutOfSync => "≠",
+        TargetState::Error => "✕",
+        TargetState::Stale => "◷",
     }
 }
 
@@ -76,6 +127,46 @@ fn label(state: TargetState) -> &'static str {
         TargetState::OutOfSync => "Out of sync",
         TargetState::Error => "Error",
         TargetState::Stale => "Stale",
+    }
+}
+
+/// Longest message shown in a table cell, in characters; the full text is in its `title` and on
+/// the target's page.
+const MESSAGE_CHARS: usize = 80;
+
+/// A check's `message`, cut to [`MESSAGE_CHARS`] on one line, with the whole text on hover.
+fn short_message(message: &str) -> Markup {
+    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let shown = if one_line.chars().count() > MESSAGE_CHARS {
+        let cut: String = one_line.chars().take(MESSAGE_CHARS - 1).collect();
+        // Whole words when a space is near the end; a long token is cut where it must be.
+        let cut = match cut.rfind(' ') {
+            Some(space) if space > cut.len() * 3 / 4 => &cut[..space],
+            _ => cut.as_str(),
+        };
+        format!("{}…", cut.trim_end())
+    } else {
+        one_line
+    };
+    html! { span.message title=(message) { (shown) } }
+}
+
+/// File names shown in a table cell before "and N more".
+const FILES_SHOWN: usize = 3;
+
+/// The first [`FILES_SHOWN`] drifted files, then "and N more" linking to `more` where the whole
+/// list is. `drift_count` counts files a cut list left out too.
+fn short_files(files: &[FileEntry], drift_count: i64, more: &str) -> Markup {
+    let shown = files.len().min(FILES_SHOWN);
+    let hidden = drift_count.max(files.len() as i64) - shown as i64;
+    html! {
+        @for (index, file) in files[..shown].iter().enumerate() {
+            @if index > 0 { ", " }
+            (file.name)
+        }
+        @if hidden > 0 {
+            " " a.more href=(more) { "and " (hidden) " more" }
+        }
     }
 }
 
@@ -144,16 +235,28 @@ tbody th { background: none; white-space: normal; overflow-wrap: anywhere; }
 caption { text-align: left; padding-bottom: 0.3rem; }
 td.files { overflow-wrap: anywhere; min-width: 10rem; }
 td.num { text-align: right; }
-.state { display: inline-block; padding: 0.05rem 0.5rem; border-radius: 0.8rem; color: #fff; font-weight: 600; font-size: 0.85rem; white-space: nowrap; }
+.state { display: inline-block; padding: 0.05rem 0.5rem; border-radius: 0.8rem; color: #fff; font-weight: 600; font-size: 0.85rem; white-space: nowrap; border: 2px solid transparent; }
+.state .glyph { font-weight: 700; }
 .state-SYNCED { background: #2e7d32; }
 .state-OUT_OF_SYNC { background: #bf360c; }
-.state-ERROR { background: #c62828; }
+.state-ERROR { background: #b71c1c; }
 .state-STALE { background: #6d5a00; }
+.state.state-ERROR { border-radius: 0.15rem; text-transform: uppercase; letter-spacing: 0.03em; }
+.state.state-STALE { border: 2px dashed #fff8; }
+.last { white-space: nowrap; font-size: 0.85rem; }
+.last .state { font-size: 0.75rem; padding: 0 0.35rem; }
+.message { display: block; color: var(--muted); font-size: 0.85rem; overflow-wrap: anywhere; }
+a.more { white-space: nowrap; }
 .muted, time { color: var(--muted); }
+time, td.when { white-space: nowrap; }
 form { display: flex; flex-wrap: wrap; gap: 0.5rem 1rem; align-items: end; margin: 0.75rem 0; }
 form label { display: flex; flex-direction: column; font-size: 0.85rem; }
+fieldset { border: 1px solid var(--line); border-radius: 0.3rem; padding: 0.2rem 0.6rem; margin: 0; display: flex; flex-wrap: wrap; gap: 0.2rem 0.9rem; }
+legend { font-size: 0.85rem; padding: 0 0.2rem; }
+fieldset label { flex-direction: row; align-items: center; gap: 0.3rem; font-size: 0.95rem; white-space: nowrap; }
 select, button { font: inherit; padding: 0.3rem 0.5rem; min-height: 2.2rem; }
-ul.summary { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 0.5rem; }
+ul.summary { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 0.5rem 1.2rem; }
+ul.summary li { white-space: nowrap; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.3rem 1rem; }
 dt { font-weight: 600; }
 dd { margin: 0; overflow-wrap: anywhere; }
@@ -168,7 +271,9 @@ pre { white-space: pre-wrap; margin: 0; }
   #targets thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
   #targets tr { display: block; border-bottom: 1px solid var(--line); padding: 0.3rem 0; }
   #targets td, #targets tbody th { display: flex; gap: 1rem; justify-content: space-between; border: none; text-align: right; }
-  #targets td::before, #targets tbody th::before { content: attr(data-label); font-weight: 600; text-align: left; }
+  #targets td::before, #targets tbody th::before { content: attr(data-label); font-weight: 600; text-align: left; flex: none; white-space: nowrap; overflow-wrap: normal; }
+  #targets td.files { flex-wrap: wrap; }
+  .last { white-space: normal; }
   #targets td.wide { display: none; }
 }
 "#;
@@ -195,6 +300,27 @@ mod tests {
         assert_eq!(
             target_href("org/repo & more", "web#1?"),
             "/target?repo=org%2Frepo+%26+more&server=web%231%3F"
+        );
+    }
+
+    #[test]
+    fn messages_are_cut_at_a_word_to_one_line() {
+        let message = format!("first line\n{}", "word ".repeat(30));
+        let shown = short_message(&message).into_string();
+        assert_eq!(
+            shown,
+            format!(
+                r#"<span class="message" title="first line
+{}">first line {}…</span>"#,
+                "word ".repeat(30),
+                ["word"; 13].join(" ")
+            )
+        );
+        let token = "x".repeat(200);
+        let shown = short_message(&token).into_string();
+        assert!(
+            shown.ends_with(&format!(">{}…</span>", "x".repeat(79))),
+            "{shown}"
         );
     }
 

@@ -1,23 +1,37 @@
-//! `GET /`: every target with its state, drift and age, filterable by repo and state.
+//! `GET /`: every target with its state, drift and age, filterable by repo and state, sortable by
+//! severity.
 
 use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
-use super::{label, layout, state_chip, target_href, time_ago};
+use super::{
+    label, layout, row_state, short_files, short_message, state_chip, target_href, time_ago,
+};
 use crate::api::AppState;
+use crate::api::status::take_param;
 use crate::error::{ApiError, Result};
-use crate::model::{StatusFilter, StatusRow, TargetState};
+use crate::model::{FieldError, StatusFilter, StatusRow, SyncStatus, TargetState};
 use crate::timestamp::Timestamp;
 
-/// The status page. Takes `/status.json`'s filters; empty values (an untouched form field) mean
-/// "any".
+/// The status page. Takes `/status.json`'s `repo`, `server` and `state` filters, `state` also
+/// repeated as the form's checkboxes send it, and `sort=severity`; empty values (an untouched form
+/// field) mean "any".
 pub async fn status_page(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Markup> {
-    let filter = page_filter(query.as_deref())?;
+    let request = PageRequest::from_query(query.as_deref())?;
+    let filter = &request.filter;
     let rows = state.status_rows(&StatusFilter::default()).await?;
-    let shown: Vec<&StatusRow> = rows.iter().filter(|row| selects(&filter, row)).collect();
+    let in_scope: Vec<&StatusRow> = rows.iter().filter(|row| in_scope(filter, row)).collect();
+    let mut shown: Vec<&StatusRow> = in_scope
+        .iter()
+        .copied()
+        .filter(|row| filter.states.is_empty() || filter.states.contains(&row.state))
+        .collect();
+    if request.sort == Sort::Severity {
+        shown.sort_by_key(|row| (severity(row.state), &row.repo, &row.server));
+    }
     let mut repos: Vec<&str> = rows.iter().map(|row| row.repo.as_str()).collect();
     repos.dedup();
     let now = Timestamp::now();
@@ -25,50 +39,133 @@ pub async fn status_page(
         "Status",
         html! {
             h1 { "Drift status of every target" }
-            (summary(&rows))
-            (filter_form(&filter, &repos))
+            (summary(&in_scope, filter))
+            (filter_form(&request, &repos))
             @if rows.is_empty() {
                 p { "No target has reported yet. CI posts snapshots to " code { "POST /api/status" } "." }
             } @else {
                 p.muted role="status" { "Showing " (shown.len()) " of " (rows.len()) " targets." }
-                (target_table(&shown, now))
+                (target_table(&shown, request.sort, now))
             }
         },
     ))
 }
 
-/// The filters, with fields left empty by the form dropped.
-fn page_filter(raw: Option<&str>) -> Result<StatusFilter> {
-    let given = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .filter(|(_, value)| !value.trim().is_empty());
-    let kept = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(given)
-        .finish();
-    StatusFilter::from_query(Some(&kept)).map_err(ApiError::InvalidQuery)
+/// The order of the target table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Sort {
+    /// By repo, then server, as `/status.json`.
+    #[default]
+    Name,
+    /// Worst first (ERROR, STALE, OUT_OF_SYNC, SYNCED), then by repo and server.
+    Severity,
 }
 
-fn selects(filter: &StatusFilter, row: &StatusRow) -> bool {
+/// What the page was asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PageRequest {
+    filter: StatusFilter,
+    sort: Sort,
+}
+
+impl PageRequest {
+    /// `/status.json`'s filters with empty fields dropped and repeated `state`s (a form with
+    /// several boxes ticked) joined into its comma-separated list, plus `sort`.
+    fn from_query(raw: Option<&str>) -> Result<Self> {
+        let (sorts, rest) = take_param(raw, "sort");
+        let (states, rest) = take_param(Some(&rest), "state");
+        let states: Vec<&str> = states
+            .iter()
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|state| !state.is_empty())
+            .collect();
+        let mut kept = form_urlencoded::Serializer::new(String::new());
+        kept.extend_pairs(
+            form_urlencoded::parse(rest.as_bytes()).filter(|(_, value)| !value.trim().is_empty()),
+        );
+        if !states.is_empty() {
+            kept.append_pair("state", &states.join(","));
+        }
+        let filter = StatusFilter::from_query(Some(&kept.finish()));
+        let sort = match sorts
+            .iter()
+            .map(String::as_str)
+            .rfind(|sort| !sort.is_empty())
+        {
+            None | Some("name") => Ok(Sort::Name),
+            Some("severity") => Ok(Sort::Severity),
+            Some(_) => Err(FieldError::new("sort", "must be name or severity")),
+        };
+        match (filter, sort) {
+            (Ok(filter), Ok(sort)) => Ok(Self { filter, sort }),
+            (filter, sort) => Err(ApiError::InvalidQuery(
+                filter
+                    .err()
+                    .into_iter()
+                    .flatten()
+                    .chain(sort.err())
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// ERROR first: the check itself fails, nobody knows the drift. Then STALE: nobody knows anything
+/// recent. Then known drift, then in sync.
+fn severity(state: TargetState) -> u8 {
+    match state {
+        TargetState::Error => 0,
+        TargetState::Stale => 1,
+        TargetState::OutOfSync => 2,
+        TargetState::Synced => 3,
+    }
+}
+
+/// Whether the row is in the repo and server the filter names; the state filter then picks among
+/// these.
+fn in_scope(filter: &StatusFilter, row: &StatusRow) -> bool {
     filter.repo.as_ref().is_none_or(|repo| *repo == row.repo)
         && filter
             .server
             .as_ref()
             .is_none_or(|server| *server == row.server)
-        && (filter.states.is_empty() || filter.states.contains(&row.state))
 }
 
-fn summary(rows: &[StatusRow]) -> Markup {
+/// Targets per state within the filtered repo and server, stale ones also by their last result;
+/// states the state filter leaves out are marked so.
+fn summary(rows: &[&StatusRow], filter: &StatusFilter) -> Markup {
     html! {
         ul.summary aria-label="Targets by state" {
             @for state in TargetState::ALL {
-                @let count = rows.iter().filter(|row| row.state == state).count();
-                li { (state_chip(state)) " " (count) }
+                @let of_state: Vec<&&StatusRow> = rows.iter().filter(|row| row.state == state).collect();
+                @let hidden = !filter.states.is_empty() && !filter.states.contains(&state);
+                li data-state=(state.as_str()) {
+                    (state_chip(state)) " " strong { (of_state.len()) }
+                    @if state == TargetState::Stale { (last_results(&of_state)) }
+                    @if hidden { " " span.muted { "(not shown)" } }
+                }
             }
         }
     }
 }
 
-fn filter_form(filter: &StatusFilter, repos: &[&str]) -> Markup {
-    let chosen_state = filter.states.first().copied();
+/// ` (last Out of sync: 2, last Error: 1)`: what the stale targets' last checks said.
+fn last_results(stale: &[&&StatusRow]) -> Markup {
+    let counts: Vec<String> = SyncStatus::ALL
+        .into_iter()
+        .filter_map(|last| {
+            let count = stale.iter().filter(|row| row.sync_status == last).count();
+            (count > 0).then(|| format!("last {}: {count}", label(last.into())))
+        })
+        .collect();
+    html! {
+        @if !counts.is_empty() { " (" (counts.join(", ")) ")" }
+    }
+}
+
+fn filter_form(request: &PageRequest, repos: &[&str]) -> Markup {
+    let filter = &request.filter;
     html! {
         form method="get" action="/" aria-label="Filter targets" {
             label for="repo" {
@@ -80,13 +177,23 @@ fn filter_form(filter: &StatusFilter, repos: &[&str]) -> Markup {
                     }
                 }
             }
-            label for="state" {
-                "State"
-                select id="state" name="state" {
-                    option value="" { "All states" }
-                    @for state in TargetState::ALL {
-                        option value=(state.as_str()) selected[chosen_state == Some(state)] { (label(state)) }
+            @if let Some(server) = &filter.server {
+                input type="hidden" name="server" value=(server);
+            }
+            fieldset id="state" {
+                legend { "State (none ticked: all)" }
+                @for state in TargetState::ALL {
+                    label {
+                        input type="checkbox" name="state" value=(state.as_str()) checked[filter.states.contains(&state)];
+                        (label(state))
                     }
+                }
+            }
+            label for="sort" {
+                "Order"
+                select id="sort" name="sort" {
+                    option value="name" selected[request.sort == Sort::Name] { "By repo and server" }
+                    option value="severity" selected[request.sort == Sort::Severity] { "Worst first" }
                 }
             }
             button type="submit" { "Filter" }
@@ -97,32 +204,43 @@ fn filter_form(filter: &StatusFilter, repos: &[&str]) -> Markup {
     }
 }
 
-fn target_table(rows: &[&StatusRow], now: Timestamp) -> Markup {
+fn target_table(rows: &[&StatusRow], sort: Sort, now: Timestamp) -> Markup {
     html! {
         div.scroll {
             table id="targets" {
-                caption.muted { "Latest check of each target, by repo then server" }
+                caption.muted {
+                    @match sort {
+                        Sort::Name => "Latest check of each target, by repo then server",
+                        Sort::Severity => "Latest check of each target, worst first: error, stale, out of sync, synced",
+                    }
+                }
                 thead {
                     tr {
                         th scope="col" { "Repo" }
                         th scope="col" { "Server" }
                         th scope="col" { "State" }
                         th scope="col" { "Drift" }
-                        th scope="col" { "Files" }
+                        th scope="col" { "Files or message" }
                         th scope="col" { "Last check" }
                         th scope="col" class="wide" { "Status since" }
                     }
                 }
                 tbody {
                     @for row in rows {
-                        tr data-repo=(row.repo) data-server=(row.server) data-state=(row.state.as_str()) {
+                        @let href = target_href(&row.repo, &row.server);
+                        tr data-repo=(row.repo) data-server=(row.server) data-state=(row.state.as_str()) data-sync-status=(row.sync_status.as_str()) {
                             td data-label="Repo" { (row.repo) }
                             th scope="row" data-label="Server" {
-                                a href=(target_href(&row.repo, &row.server)) { (row.server) }
+                                a href=(href) { (row.server) }
                             }
-                            td data-label="State" { (state_chip(row.state)) }
+                            td data-label="State" { span { (row_state(row)) } }
                             td.num data-label="Drift" { (row.drift_count) }
-                            td.files data-label="Files" { (row.files_text) }
+                            td.files data-label="Files" {
+                                span {
+                                    (short_files(&row.files, row.drift_count, &format!("{href}#files")))
+                                    @if let Some(message) = &row.message { (short_message(message)) }
+                                }
+                            }
                             td data-label="Last check" { (time_ago(row.last_check, now)) }
                             td.wide data-label="Status since" { (time_ago(row.status_since, now)) }
                         }
@@ -140,12 +258,40 @@ mod tests {
     #[test]
     fn empty_form_fields_mean_any() {
         assert_eq!(
-            page_filter(Some("repo=&state=")).unwrap(),
-            StatusFilter::default()
+            PageRequest::from_query(Some("repo=&state=&sort=")).unwrap(),
+            PageRequest::default()
         );
-        let filter = page_filter(Some("repo=rsyslog&state=STALE")).unwrap();
-        assert_eq!(filter.repo.as_deref(), Some("rsyslog"));
-        assert_eq!(filter.states, [TargetState::Stale]);
-        assert!(page_filter(Some("state=GREEN")).is_err());
+        let request = PageRequest::from_query(Some("repo=rsyslog&state=STALE")).unwrap();
+        assert_eq!(request.filter.repo.as_deref(), Some("rsyslog"));
+        assert_eq!(request.filter.states, [TargetState::Stale]);
+        assert!(PageRequest::from_query(Some("state=GREEN")).is_err());
+        assert!(PageRequest::from_query(Some("sort=random")).is_err());
+    }
+
+    #[test]
+    fn ticked_boxes_and_a_comma_list_are_the_same_filter() {
+        let boxes = PageRequest::from_query(Some("state=ERROR&state=STALE&sort=severity")).unwrap();
+        let list = PageRequest::from_query(Some("state=ERROR%2CSTALE&sort=severity")).unwrap();
+        assert_eq!(boxes, list);
+        assert_eq!(
+            boxes.filter.states,
+            [TargetState::Error, TargetState::Stale]
+        );
+        assert_eq!(boxes.sort, Sort::Severity);
+    }
+
+    #[test]
+    fn severity_puts_errors_first_and_synced_last() {
+        let mut states = TargetState::ALL;
+        states.sort_by_key(|state| severity(*state));
+        assert_eq!(
+            states,
+            [
+                TargetState::Error,
+                TargetState::Stale,
+                TargetState::OutOfSync,
+                TargetState::Synced
+            ]
+        );
     }
 }

@@ -6,7 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
-use super::{age, human_time, is_web_link, layout, state_chip, time_ago};
+use super::{
+    age, human_time, is_web_link, layout, row_state, short_files, short_message, state_chip,
+    time_ago,
+};
 use crate::api::AppState;
 use crate::error::{ApiError, Result};
 use crate::model::{HistoryFilter, Snapshot, StatusRow, SyncStatus, TargetKey, TargetState};
@@ -16,6 +19,8 @@ use crate::timestamp::Timestamp;
 const TRANSITIONS: usize = 50;
 /// Checks listed under "Recent checks".
 const RECENT_CHECKS: usize = 20;
+/// Drifted files of the latest check listed before the rest fold away.
+const FILES_LISTED: usize = 20;
 
 /// One target's page; an HTML 404 page for a target that never reported.
 pub async fn target_page(
@@ -50,7 +55,7 @@ pub async fn target_page(
     Ok(layout(
         &title,
         html! {
-            h1 { (row.repo) " / " (row.server) " " (state_chip(row.state)) }
+            h1 { (row.repo) " / " (row.server) " " (row_state(&row)) }
             (latest_check(&row, now))
             h2 id="timeline-heading" { "Timeline" }
             (timeline(&transitions, &row, now))
@@ -78,18 +83,57 @@ fn latest_check(row: &StatusRow, now: Timestamp) -> Markup {
     html! {
         dl {
             dt { "State" } dd { (state_chip(row.state)) }
-            dt { "Last result" } dd { (row.sync_status.as_str()) }
-            dt { "Last check" } dd { (human_time(row.last_check)) " (" (time_ago(row.last_check, now)) ")" }
-            dt { "Status since" } dd { (human_time(row.status_since)) " (" (time_ago(row.status_since, now)) ")" }
-            dt { "Drifted files" } dd {
-                @if row.files.is_empty() { span.muted { "none" } }
-                @else { ul { @for file in &row.files { li { code { (file.name) } } } } }
+            @if let Some(stale_since) = row.stale_since {
+                dt { "Stale since" } dd { (human_time(stale_since)) " (" (time_ago(stale_since, now)) ")" }
             }
+            dt { "Last result" } dd { (state_chip(row.sync_status.into())) }
+            dt { "Last check" } dd { (human_time(row.last_check)) " (" (time_ago(row.last_check, now)) ")" }
+            dt { "Result since" } dd { (human_time(row.status_since)) " (" (time_ago(row.status_since, now)) ")" }
+            dt id="files" { "Drifted files" } dd { (file_list(row)) }
             dt { "Stale after" } dd { (age(row.stale_after_seconds.saturating_mul(1000))) }
             @if let Some(revision) = &row.revision { dt { "Revision" } dd { code { (revision) } } }
             @if let Some(run_url) = &row.run_url { dt { "CI run" } dd { (run_link(run_url)) } }
             @if let Some(message) = &row.message { dt { "Message" } dd { pre { (message) } } }
         }
+    }
+}
+
+/// The latest check's files: the first [`FILES_LISTED`], the rest one click away in a
+/// `<details>`, and a note when the reporter cut the list.
+fn file_list(row: &StatusRow) -> Markup {
+    let (listed, folded) = row.files.split_at(row.files.len().min(FILES_LISTED));
+    let cut = row.drift_count - row.files.len() as i64;
+    html! {
+        @if row.files.is_empty() && cut <= 0 { span.muted { "none" } }
+        ul { @for file in listed { li { code { (file.name) } } } }
+        @if !folded.is_empty() {
+            details {
+                summary { "and " (folded.len()) " more" }
+                ul { @for file in folded { li { code { (file.name) } } } }
+            }
+        }
+        @if cut > 0 {
+            p.muted { (cut) " more drifted files were not reported: the reporter cut the list at " (row.files.len()) " names." }
+        }
+    }
+}
+
+/// Where one of the target's checks is in full: its `/history` entry, with every file.
+fn check_href(check: &Snapshot) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("repo", &check.repo)
+        .append_pair("server", &check.server)
+        .append_pair("from", &check.last_check.to_string())
+        .append_pair("to", &check.last_check.plus_millis(1).to_string())
+        .finish();
+    format!("/history?{query}")
+}
+
+/// The files of a check, then its message, for the Transitions and Recent checks tables.
+fn check_details(check: &Snapshot) -> Markup {
+    html! {
+        (short_files(&check.files, check.drift_count, &check_href(check)))
+        @if let Some(message) = &check.message { (short_message(message)) }
     }
 }
 
@@ -140,14 +184,10 @@ fn segments(
 }
 
 fn timeline(transitions: &[Snapshot], row: &StatusRow, now: Timestamp) -> Markup {
-    let stale_from = row.stale.then(|| {
-        row.last_check
-            .plus_millis(row.stale_after_seconds.saturating_mul(1000))
-    });
     let changes = transitions
         .iter()
         .map(|transition| (transition.sync_status, transition.last_check));
-    let segments = segments(changes, stale_from, now);
+    let segments = segments(changes, row.stale_since, now);
     let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
         return html! {};
     };
@@ -176,15 +216,15 @@ fn transition_table(transitions: &[Snapshot], now: Timestamp) -> Markup {
         div.scroll {
             table id="transitions" {
                 caption.muted { "Each change of result or of the drifted files, newest first" }
-                thead { tr { th scope="col" { "Since" } th scope="col" { "Result" } th scope="col" { "Drift" } th scope="col" { "Files" } th scope="col" { "Lasted" } } }
+                thead { tr { th scope="col" { "Since" } th scope="col" { "Result" } th scope="col" { "Drift" } th scope="col" { "Files or message" } th scope="col" { "Lasted" } } }
                 tbody {
                     @for (index, transition) in transitions.iter().enumerate() {
                         @let until = index.checked_sub(1).and_then(|newer| transitions.get(newer)).map_or(now, |newer| newer.last_check);
                         tr {
-                            td { (human_time(transition.last_check)) }
+                            td.when { (human_time(transition.last_check)) }
                             td { (state_chip(transition.sync_status.into())) }
                             td.num { (transition.drift_count) }
-                            td.files { (transition.files_text) }
+                            td.files { (check_details(transition)) }
                             td {
                                 (age(until.as_millis() - transition.last_check.as_millis()))
                                 @if index == 0 { " (ongoing)" }
@@ -202,14 +242,14 @@ fn check_table(checks: &[Snapshot]) -> Markup {
         div.scroll {
             table id="checks" {
                 caption.muted { "The latest checks, newest first" }
-                thead { tr { th scope="col" { "Checked" } th scope="col" { "Result" } th scope="col" { "Drift" } th scope="col" { "Files" } th scope="col" class="wide" { "Revision" } th scope="col" class="wide" { "CI run" } } }
+                thead { tr { th scope="col" { "Checked" } th scope="col" { "Result" } th scope="col" { "Drift" } th scope="col" { "Files or message" } th scope="col" class="wide" { "Revision" } th scope="col" class="wide" { "CI run" } } }
                 tbody {
                     @for check in checks {
                         tr {
-                            td { (human_time(check.last_check)) }
+                            td.when { (human_time(check.last_check)) }
                             td { (state_chip(check.sync_status.into())) }
                             td.num { (check.drift_count) }
-                            td.files { (check.files_text) }
+                            td.files { (check_details(check)) }
                             td class="wide" { @if let Some(revision) = &check.revision { code { (revision) } } }
                             td class="wide" { @if let Some(url) = &check.run_url { (run_link(url)) } }
                         }

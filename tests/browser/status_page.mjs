@@ -1,6 +1,7 @@
 // Drives headless Chromium through the status page, a target's page and /docs.
 // Usage: node status_page.mjs BASE_URL EXPECTED_JSON SCREENSHOT_DIR
-// EXPECTED_JSON: [{"repo", "server", "state"}] in the order the page lists them.
+// EXPECTED_JSON: [{"repo", "server", "state", "last"?}] in the order the page lists them; "last" is
+// the last result a STALE target must still show.
 // Exits non-zero with a message on the first failed check. Run by tests/status_page_browser.rs.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,7 +24,7 @@ function same(actual, wanted, what) {
   check(a === w, `${what}: expected ${w}, got ${a}`);
 }
 
-/** The target table's rows as {repo, server, state, label, color}. */
+/** The target table's rows as {repo, server, state, label, color, stateText, files}. */
 async function listedTargets(page) {
   return page.locator('table#targets tbody tr').evaluateAll((rows) =>
     rows.map((row) => {
@@ -32,11 +33,44 @@ async function listedTargets(page) {
         repo: row.cells[0].textContent.trim(),
         server: row.querySelector('th a').textContent.trim(),
         state: row.dataset.state,
+        last: row.dataset.syncStatus,
         label: chip.textContent.trim(),
         color: getComputedStyle(chip).backgroundColor,
+        stateText: row.cells[2].innerText.replace(/\s+/g, ' ').trim(),
+        files: row.cells[4].innerText.replace(/\s+/g, ' ').trim(),
       };
     }),
   );
+}
+
+/** Words in the page's labels that a line break cuts in two (file paths and names may wrap). */
+async function brokenWords(page) {
+  return page.evaluate(() => {
+    const broken = [];
+    const scopes = document.querySelectorAll(
+      '.state, .last, ul.summary li, form label, legend, button, caption, thead th, dt, h1',
+    );
+    for (const scope of scopes) {
+      const walker = document.createTreeWalker(scope, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const match of node.data.matchAll(/\S+/g)) {
+          const range = document.createRange();
+          range.setStart(node, match.index);
+          range.setEnd(node, match.index + match[0].length);
+          const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+          if (lines.size > 1) broken.push(match[0]);
+        }
+      }
+    }
+    return broken;
+  });
+}
+
+/** The state boxes that are ticked. */
+async function tickedStates(page) {
+  return page
+    .locator('fieldset#state input[type=checkbox]:checked')
+    .evaluateAll((boxes) => boxes.map((box) => box.value));
 }
 
 const browser = await chromium.launch({
@@ -61,7 +95,7 @@ try {
   const targets = await listedTargets(page);
   same(
     targets.map(({ repo, server, state }) => ({ repo, server, state })),
-    expected,
+    expected.map(({ repo, server, state }) => ({ repo, server, state })),
     'targets listed on /',
   );
   for (const target of targets) {
@@ -72,20 +106,96 @@ try {
     new Set(colors.values()).size === colors.size,
     `each state has its own color: ${JSON.stringify([...colors])}`,
   );
+  // Not by colour alone: each state's chip says something different in text too.
+  const labels = new Map(targets.map((target) => [target.state, target.label]));
+  check(
+    new Set(labels.values()).size === labels.size,
+    `each state has its own text: ${JSON.stringify([...labels])}`,
+  );
+  check(labels.get('ERROR') !== undefined && !labels.get('ERROR').includes('sync'), `ERROR chip: ${labels.get('ERROR')}`);
+  // A stale target still says what its last check found.
+  for (const target of targets.filter((t) => t.state === 'STALE')) {
+    const wanted = expected.find((t) => t.repo === target.repo && t.server === target.server);
+    same(target.last, wanted.last, `last result of stale ${target.server}`);
+    check(
+      target.stateText.includes('(last:') && target.stateText.includes(labels.get(wanted.last) ?? ''),
+      `stale ${target.server} shows "${target.stateText}", not its last result ${wanted.last}`,
+    );
+  }
+  const staleDrift = targets.find((t) => t.state === 'STALE' && t.last === 'OUT_OF_SYNC');
+  check(staleDrift, 'a stale target whose last check drifted');
+  check(
+    /Stale \(last: .*Out of sync, 2 files\)/.test(staleDrift.stateText),
+    `stale drift shows "${staleDrift.stateText}"`,
+  );
+  // The reason for an ERROR is on the index, in full on hover.
+  const error = targets.find((t) => t.state === 'ERROR');
+  check(error.files.includes('Connection refused'), `ERROR row shows "${error.files}"`);
+  const title = await page.locator('tr[data-state="ERROR"] .message').getAttribute('title');
+  check(title.includes('port 22: Connection refused'), `message title: ${title}`);
+  // The favicon the page links is served.
+  const icon = await page.locator('link[rel=icon]').getAttribute('href');
+  const iconResponse = await page.request.get(`${base}${icon}`);
+  same(iconResponse.status(), 200, `GET ${icon}`);
+  same(await brokenWords(page), [], 'words broken across lines at desktop width');
   await page.screenshot({ path: join(screenshots, 'status-page.png'), fullPage: true });
 
-  // Readable on a phone: the page itself does not scroll sideways.
+  // Readable on a phone: the page itself does not scroll sideways, and no label breaks mid-word.
   await page.setViewportSize({ width: 390, height: 844 });
   const overflow = await page.evaluate(
     () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
   );
   check(overflow <= 0, `the page is ${overflow}px wider than a phone screen`);
+  same(await brokenWords(page), [], 'words broken across lines on a phone');
   await page.screenshot({ path: join(screenshots, 'status-page-phone.png'), fullPage: true });
   await page.setViewportSize({ width: 1280, height: 900 });
 
-  // The filter is a plain GET form.
-  await page.selectOption('select#state', 'OUT_OF_SYNC');
-  await Promise.all([page.waitForURL(/state=OUT_OF_SYNC/), page.click('form button[type=submit]')]);
+  // The state filter is a plain GET form with one box per state; several ticked boxes survive a
+  // re-submit, and the API takes the same selection as a comma-separated list.
+  const wantedStates = ['ERROR', 'STALE'];
+  const selected = expected
+    .filter((t) => wantedStates.includes(t.state))
+    .map(({ repo, server }) => ({ repo, server }));
+  for (const state of wantedStates) {
+    await page.check(`fieldset#state input[value="${state}"]`);
+  }
+  await Promise.all([page.waitForURL(/state=ERROR&state=STALE/), page.click('form button[type=submit]')]);
+  const firstUrl = page.url();
+  same(await tickedStates(page), wantedStates, 'boxes ticked after the first submit');
+  same(
+    (await listedTargets(page)).map(({ repo, server }) => ({ repo, server })),
+    selected,
+    'targets listed with state=ERROR&state=STALE',
+  );
+  await Promise.all([page.waitForNavigation(), page.click('form button[type=submit]')]);
+  same(page.url(), firstUrl, 'the URL after a re-submit');
+  same(await tickedStates(page), wantedStates, 'boxes ticked after a re-submit');
+  same(
+    (await listedTargets(page)).map(({ repo, server }) => ({ repo, server })),
+    selected,
+    'targets listed after a re-submit',
+  );
+  const counts = await page.locator('ul.summary li').evaluateAll((items) =>
+    items.map((item) => item.innerText.replace(/\s+/g, ' ').trim()),
+  );
+  check(
+    counts.filter((text) => text.includes('(not shown)')).length === 2,
+    `the counts mark the states the filter hides: ${JSON.stringify(counts)}`,
+  );
+  await page.screenshot({ path: join(screenshots, 'status-page-filtered.png'), fullPage: true });
+  const api = await (await page.request.get(`${base}/status.json?state=${wantedStates.join(',')}`)).json();
+  same(
+    api.map(({ repo, server }) => ({ repo, server })),
+    selected,
+    '/status.json with the same states as a comma-separated list',
+  );
+  await page.goto(`${base}/?state=${wantedStates.join(',')}`);
+  same(await tickedStates(page), wantedStates, 'boxes ticked from a comma-separated link');
+  for (const state of wantedStates) {
+    await page.uncheck(`fieldset#state input[value="${state}"]`);
+  }
+  await page.check('fieldset#state input[value="OUT_OF_SYNC"]');
+  await Promise.all([page.waitForURL(/state=OUT_OF_SYNC(&|$)/), page.click('form button[type=submit]')]);
   same(
     (await listedTargets(page)).map(({ repo, server }) => ({ repo, server })),
     expected.filter((t) => t.state === 'OUT_OF_SYNC').map(({ repo, server }) => ({ repo, server })),
@@ -110,6 +220,22 @@ try {
   const segments = await page.locator('.timeline span').count();
   same(segments, transitions, 'timeline segments');
   await page.screenshot({ path: join(screenshots, 'target-page.png'), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  const targetOverflow = await page.evaluate(
+    () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  );
+  check(targetOverflow <= 0, `the target page is ${targetOverflow}px wider than a phone screen`);
+  await page.screenshot({ path: join(screenshots, 'target-page-phone.png'), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // A stale target's own page: when it went stale, and what it last found.
+  const stale = expected.find((t) => t.state === 'STALE' && t.last === 'OUT_OF_SYNC');
+  await page.goto(`${base}/target?repo=${encodeURIComponent(stale.repo)}&server=${encodeURIComponent(stale.server)}`);
+  const staleHeading = (await page.locator('h1').innerText()).replace(/\s+/g, ' ');
+  check(/Stale \(last: .*Out of sync, 2 files\)/.test(staleHeading), `stale target heading: ${staleHeading}`);
+  const facts = (await page.locator('dl').first().innerText()).replace(/\s+/g, ' ');
+  check(facts.includes('Stale since'), `stale target facts: ${facts}`);
+  await page.screenshot({ path: join(screenshots, 'stale-target-page.png'), fullPage: true });
   same(foreign, [], 'requests to other hosts');
   await plain.close();
 
