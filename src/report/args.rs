@@ -111,6 +111,12 @@ impl ReportArgs {
 /// `/api/status` (the seed's form) is the endpoint itself. Query and fragment are dropped.
 pub fn status_endpoint(text: &str) -> Result<Url, String> {
     let text = text.trim();
+    if text.is_empty() {
+        return Err(format!(
+            "{URL_SETTING} is empty; set it to the server's base URL, e.g. \
+             http://gitops-status-server:80"
+        ));
+    }
     if !text.contains("://") {
         let host = text.trim_start_matches('/');
         let host = if host.starts_with(':') {
@@ -207,6 +213,14 @@ mod tests {
                 ))
             );
         }
+        assert_eq!(
+            endpoint(" "),
+            Err(
+                "--url / GITOPS_STATUS_SERVER_URL is empty; set it to the server's base URL, \
+                 e.g. http://gitops-status-server:80"
+                    .to_owned()
+            )
+        );
         assert_eq!(
             endpoint("ftp://gitops"),
             Err(
