@@ -258,3 +258,78 @@ fn final_outcome(args: &ReportArgs, reports: &[Report]) -> Outcome {
         Outcome::Recorded
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FileEntry;
+
+    fn drifted(names: &[&str], drift_count: usize, message: Option<&str>) -> Report {
+        Report {
+            repo: "rsyslog".to_owned(),
+            server: "lab".to_owned(),
+            sync_status: SyncStatus::OutOfSync,
+            drift_count,
+            files: names
+                .iter()
+                .map(|name| FileEntry {
+                    name: (*name).to_owned(),
+                })
+                .collect(),
+            last_check: Timestamp::from_millis(1_776_767_400_000),
+            revision: None,
+            run_url: None,
+            message: message.map(str::to_owned),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn the_step_line_names_five_files_and_counts_the_rest() {
+        assert_eq!(
+            summary(&drifted(&["rsyslog.conf"], 1, None)),
+            "lab: OUT_OF_SYNC, 1 drifted file: rsyslog.conf"
+        );
+        assert_eq!(
+            summary(&drifted(&["a", "b", "c", "d", "e"], 5, None)),
+            "lab: OUT_OF_SYNC, 5 drifted files: a, b, c, d, e"
+        );
+        assert_eq!(
+            summary(&drifted(&["a", "b", "c", "d", "e", "f"], 6, None)),
+            "lab: OUT_OF_SYNC, 6 drifted files: a, b, c, d, e and 1 more"
+        );
+        // A cut list counts the files the check found, not the ones sent.
+        assert_eq!(
+            summary(&drifted(
+                &["a", "b", "c", "d", "e", "f"],
+                12_000,
+                Some("cut")
+            )),
+            "lab: OUT_OF_SYNC, 12000 drifted files: a, b, c, d, e and 11995 more (cut)"
+        );
+    }
+
+    #[test]
+    fn server_name_is_noted_only_when_it_names_none_of_several_hosts() {
+        let run = |names: &[&str]| parse::PlaybookRun {
+            hosts: names
+                .iter()
+                .map(|name| parse::HostOutput {
+                    host: (*name).to_owned(),
+                    ..parse::HostOutput::default()
+                })
+                .collect(),
+            error: None,
+        };
+        assert_eq!(server_name_note(Some("lab"), &run(&["10.0.0.7"])), None);
+        assert_eq!(server_name_note(Some("lab"), &run(&["lab", "lab-2"])), None);
+        assert_eq!(server_name_note(None, &run(&["lab-1", "lab-2"])), None);
+        assert_eq!(
+            server_name_note(Some("lab"), &run(&["lab-1", "lab-2"])).as_deref(),
+            Some(
+                "SERVER_NAME=lab is not one of the 2 hosts this run checked (lab-1, lab-2): each \
+                 host is reported under its inventory name, and nothing under lab"
+            )
+        );
+    }
+}
