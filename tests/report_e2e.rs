@@ -1,5 +1,5 @@
 //! `report` end to end: the compiled server on a temporary SQLite file, real Ansible (from
-//! `target/ansible-venv`, which `./test.sh` and `.ci/run` create, or `ANSIBLE_PLAYBOOK`) running
+//! `target/ansible-venv`, which `./test.sh` creates, or `ANSIBLE_PLAYBOOK`) running
 //! the example playbooks and the seed's playbook against localhost on managed files in a temporary
 //! directory standing in for /etc, and `/status.json` read back after every step.
 
@@ -14,46 +14,12 @@ use axum::Router;
 use axum::routing::post;
 use common::TcpServer;
 use common::binary::{BINARY, Binary};
+use common::tools;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 const REVISION: &str = "3f2c1ab";
 const RUN_URL: &str = "https://ci.example.org/repos/7/pipeline/912";
-
-const INSTALL_ANSIBLE: &str = "python3 -m venv target/ansible-venv && \
-     target/ansible-venv/bin/pip install 'ansible-core==2.19.*' (or set ANSIBLE_PLAYBOOK)";
-
-/// Says loudly that `test` did not run and why, or fails it under `CI=true`, where a test that
-/// cannot run must not pass.
-fn did_not_run(test: &str, reason: &str, install: &str) {
-    let message = format!(
-        "{test} did NOT run: {reason}; install it with: {install} (./test.sh installs everything)"
-    );
-    assert!(
-        !std::env::var("CI").is_ok_and(|value| value == "true"),
-        "CI=true and {message}"
-    );
-    // Straight to the process's stderr: libtest captures only print!/eprint!.
-    let _ = writeln!(std::io::stderr().lock(), "{message}");
-}
-
-/// `ANSIBLE_PLAYBOOK`, or the venv `./test.sh` installs ansible-core into; `None`, said loudly,
-/// when there is neither.
-fn ansible_playbook(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("ANSIBLE_PLAYBOOK").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ansible-venv/bin/ansible-playbook"),
-        PathBuf::from,
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    did_not_run(
-        test,
-        &format!("ansible-playbook not found at {}", path.display()),
-        INSTALL_ANSIBLE,
-    );
-    None
-}
 
 fn example(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -75,7 +41,7 @@ struct Lab {
 impl Lab {
     /// `None` (said loudly) when Ansible is not installed.
     fn start(test: &str) -> Option<Self> {
-        let ansible = ansible_playbook(test)?;
+        let ansible = tools::ANSIBLE_PLAYBOOK.require(test)?;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("etc");
         std::fs::create_dir(&root).unwrap();
@@ -850,16 +816,11 @@ async fn twelve_thousand_drifted_files_are_sent_cut_and_logged_short() {
 #[test]
 fn the_wrapper_script_is_shellcheck_clean() {
     let script = example("update-gitops-status.sh");
-    let output = match Command::new("shellcheck").arg(&script).output() {
-        Ok(output) => output,
-        Err(error) => {
-            return did_not_run(
-                "the_wrapper_script_is_shellcheck_clean",
-                &format!("shellcheck cannot run ({error})"),
-                "apt-get install -y shellcheck",
-            );
-        }
+    let Some(shellcheck) = tools::SHELLCHECK.require("the_wrapper_script_is_shellcheck_clean")
+    else {
+        return;
     };
+    let output = Command::new(shellcheck).arg(&script).output().unwrap();
     assert!(
         output.status.success(),
         "shellcheck {script}:\n{}",
@@ -870,8 +831,8 @@ fn the_wrapper_script_is_shellcheck_clean() {
 /// Loads the Woodpecker example with the Python that runs Ansible (PyYAML comes with it).
 #[test]
 fn the_woodpecker_example_deploys_on_push_and_checks_on_the_cron() {
-    let Some(ansible) =
-        ansible_playbook("the_woodpecker_example_deploys_on_push_and_checks_on_the_cron")
+    let Some(ansible) = tools::ANSIBLE_PLAYBOOK
+        .require("the_woodpecker_example_deploys_on_push_and_checks_on_the_cron")
     else {
         return;
     };

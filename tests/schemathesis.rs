@@ -1,4 +1,4 @@
-//! API conformance: schemathesis (PyPI, installed by `.ci/run` into `target/tools-venv`, or
+//! API conformance: schemathesis (PyPI, installed by `./test.sh` into `target/tools-venv`, or
 //! `SCHEMATHESIS` naming the executable) generates requests from the running binary's
 //! `/openapi.json` and checks every answer against the document: no 5xx, no undocumented status
 //! code, content type, header or body. Once with writes and reads open, once with a read-scope
@@ -6,10 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::binary::Binary;
+use common::tools;
 
 /// The conformance checks; `positive_data_acceptance` and `negative_data_rejection` are left out
 /// because the snapshot rules (drift_count equals the number of files, SYNCED has no files,
@@ -18,26 +19,15 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
                       response_headers_conformance,response_schema_conformance,\
                       unsupported_method,allow_header_conformance,missing_required_header";
 
-fn schemathesis() -> PathBuf {
-    let path = std::env::var_os("SCHEMATHESIS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools-venv/bin/schemathesis"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "schemathesis not found at {}: run .ci/run (it installs schemathesis into \
-         target/tools-venv), or set SCHEMATHESIS to a schemathesis executable",
-        path.display()
-    );
-    path
-}
-
 /// Runs schemathesis against `server`, with the document from `location` (its URL, or the
 /// committed file when reading it needs a token).
-fn run_against(server: &Binary, dir: &Path, location: &str, max_examples: &str) {
+fn run_against(test: &str, server: &Binary, dir: &Path, location: &str, max_examples: &str) {
     // No example database and a private working directory: two runs at once sharing one made
     // schemathesis 4.32.5 fail now and then with a KeyError inside its own code.
-    let output = Command::new(schemathesis())
+    let Some(schemathesis) = tools::SCHEMATHESIS.require(test) else {
+        return;
+    };
+    let output = Command::new(schemathesis)
         .current_dir(dir)
         .args(["run", location, "--url", &server.url("")])
         .args(["--generation-database", "none"])
@@ -73,7 +63,13 @@ fn the_running_server_conforms_to_its_openapi_document() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
     let server = Binary::start(dir.path(), &["--database-url", &url], &[]);
-    run_against(&server, dir.path(), &server.url("/openapi.json"), "40");
+    run_against(
+        "the_running_server_conforms_to_its_openapi_document",
+        &server,
+        dir.path(),
+        &server.url("/openapi.json"),
+        "40",
+    );
 }
 
 #[test]
@@ -91,5 +87,11 @@ fn with_reads_closed_every_answer_is_a_documented_401() {
         &[],
     );
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json");
-    run_against(&server, dir.path(), committed.to_str().unwrap(), "10");
+    run_against(
+        "with_reads_closed_every_answer_is_a_documented_401",
+        &server,
+        dir.path(),
+        committed.to_str().unwrap(),
+        "10",
+    );
 }

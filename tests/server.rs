@@ -333,26 +333,26 @@ fn bad_configuration_stops_with_one_line_naming_the_setting() {
         (
             vec!["--database-url", "mysql://db/x"],
             None,
-            "DATABASE_URL",
-            1,
+            "--database-url",
+            2,
         ),
         (
             vec!["--database-url", "sqlite::memory:"],
             None,
-            "DATABASE_URL",
-            1,
+            "--database-url",
+            2,
         ),
         (
             vec!["--database-url", "sqlite:///nonexistent-dir/x/y.db"],
             None,
-            "DATABASE_URL",
+            "--database-url",
             1,
         ),
-        // Nothing listens on port 1: the pool gives up, the process says why.
+        // Nothing listens on port 1: the connection is refused, the process says so.
         (
             vec!["--database-url", "postgres://postgres@127.0.0.1:1/gitops"],
             None,
-            "DATABASE_URL",
+            "--database-url",
             1,
         ),
     ] {

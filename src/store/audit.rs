@@ -13,13 +13,13 @@ use crate::timestamp::Timestamp;
 /// A gap retention cut into a target's chain: the retained snapshots after `after_id` (0: the
 /// target's start) were hashed with `resume`, the hash of the last snapshot removed there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
+pub struct ResumePoint {
     pub resume: Vec<u8>,
     pub removed: i64,
 }
 
 /// Checkpoints by (target id, the retained snapshot they follow).
-pub type Checkpoints = HashMap<(i64, i64), Checkpoint>;
+pub type Checkpoints = HashMap<(i64, i64), ResumePoint>;
 
 /// What `load_checkpoints` reads: `(target_id, after_id, resume_hash, removed)`.
 pub const CHECKPOINTS_SQL: &str =
@@ -28,7 +28,7 @@ pub const CHECKPOINTS_SQL: &str =
 /// `CHECKPOINTS_SQL`'s rows by (target, the retained snapshot they follow).
 pub fn checkpoint_map(rows: Vec<(i64, i64, Vec<u8>, i64)>) -> Checkpoints {
     rows.into_iter()
-        .map(|(target, after, resume, removed)| ((target, after), Checkpoint { resume, removed }))
+        .map(|(target, after, resume, removed)| ((target, after), ResumePoint { resume, removed }))
         .collect()
 }
 
@@ -296,7 +296,7 @@ async fn expired_bound(reads: &mut impl WalkReads, cutoff: i64) -> Result<i64, S
 #[derive(Debug, Default)]
 pub struct PageActions {
     /// Checkpoints to insert or widen: `(target, after_id, checkpoint)`.
-    pub write: Vec<(i64, i64, Checkpoint)>,
+    pub write: Vec<(i64, i64, ResumePoint)>,
     /// Checkpoints that joined a wider gap: `(target, after_id)`.
     pub absorbed: Vec<(i64, i64)>,
     /// Snapshot ids to delete.
@@ -321,7 +321,7 @@ struct Gap {
 }
 
 impl Gap {
-    fn from_checkpoint(after_id: i64, checkpoint: Checkpoint) -> Self {
+    fn from_checkpoint(after_id: i64, checkpoint: ResumePoint) -> Self {
         Self {
             after_id,
             resume: checkpoint.resume,
@@ -416,8 +416,8 @@ impl Walker {
 }
 
 impl Gap {
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
+    fn checkpoint(&self) -> ResumePoint {
+        ResumePoint {
             resume: self.resume.clone(),
             removed: self.removed,
         }

@@ -12,8 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use super::postgres::INSERT_SNAPSHOTS_SQL;
-use super::{ConnectError, Store, scheme};
+use super::postgres::{INSERT_SNAPSHOTS_SQL, connect_once};
+use super::sqlite::{Access, open_failure};
+use super::{ConnectError, DatabaseKind, DatabaseUrl, Store};
 use crate::chain::Verification;
 
 /// Rows copied per statement.
@@ -36,38 +37,65 @@ pub struct MigrateReport {
     pub differences: Vec<String>,
 }
 
-/// `(repo, server) -> (head_id, head_hash, latest_id, status_since)`: what each target's chain
-/// and latest state rest on.
-type Heads = BTreeMap<(String, String), (Option<i64>, Option<Vec<u8>>, Option<i64>, Option<i64>)>;
+/// What a target's chain and latest state rest on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    head_id: Option<i64>,
+    head_hash: Option<Vec<u8>>,
+    latest_id: Option<i64>,
+    status_since: Option<i64>,
+}
 
-/// A target as `TARGETS_SQL` reads it: `(id, repo, server, head_id, head_hash, latest_id,
-/// status_since)`.
-type TargetRow = (
-    i64,
-    String,
-    String,
-    Option<i64>,
-    Option<Vec<u8>>,
-    Option<i64>,
-    Option<i64>,
-);
+/// Every target's `Head`, by (repo, server).
+type Heads = BTreeMap<(String, String), Head>;
 
-/// A snapshot row as stored, column for column.
-type SnapshotRow = (
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<Vec<u8>>,
-);
+/// A target as `TARGETS_SQL` reads it.
+#[derive(Debug, sqlx::FromRow)]
+struct TargetRow {
+    id: i64,
+    repo: String,
+    server: String,
+    head_id: Option<i64>,
+    head_hash: Option<Vec<u8>>,
+    latest_id: Option<i64>,
+    status_since: Option<i64>,
+}
+
+/// A file set, column for column.
+#[derive(Debug, sqlx::FromRow)]
+struct FilesetRow {
+    id: i64,
+    digest: Vec<u8>,
+    files: String,
+}
+
+/// A snapshot as stored, column for column.
+#[derive(Debug, sqlx::FromRow)]
+struct StoredSnapshot {
+    id: i64,
+    target_id: i64,
+    last_check: i64,
+    received_delay: i64,
+    sync_status: i64,
+    drift_count: i64,
+    fileset_id: Option<i64>,
+    change: i64,
+    stale_after: Option<i64>,
+    revision: Option<String>,
+    run_url: Option<String>,
+    message: Option<String>,
+    hash: Option<Vec<u8>>,
+}
+
+/// A retention checkpoint, column for column.
+#[derive(Debug, sqlx::FromRow)]
+struct CheckpointRow {
+    target_id: i64,
+    after_id: i64,
+    resume_hash: Vec<u8>,
+    removed: i64,
+    pruned_at: i64,
+}
 
 /// Every target with its chain head, and its latest snapshot and status_since as computed from
 /// its history (on SQLite these live in the writer's memory, not in the table).
@@ -80,81 +108,110 @@ const TARGETS_SQL: &str = "select t.id, t.repo, t.server, t.head_id, t.head_hash
      as status_since \
      from targets t";
 
+/// Why `migrate-to` copied nothing, and which of its two databases is to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The SQLite source: its URL, opening it, or its integrity chain.
+    #[error("{0}")]
+    Source(ConnectError),
+    /// The PostgreSQL target: its URL, reaching it, its schema, or history it already holds.
+    #[error("{0}")]
+    Target(ConnectError),
+    /// Reading one while writing the other; the target's transaction was rolled back.
+    #[error("the copy failed and was rolled back: {0}")]
+    Copy(ConnectError),
+}
+
 /// Copies the SQLite database at `source` into the PostgreSQL database at `target`, which must
 /// hold no history, and verifies the copy. The source is opened read-only and never changed.
-pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, ConnectError> {
-    if scheme(source) != "sqlite" {
-        return Err(ConnectError::Unsupported(format!(
-            "the source must be a sqlite:// URL, not {:?}",
-            scheme(source)
-        )));
-    }
-    if !matches!(scheme(target), "postgres" | "postgresql") {
-        return Err(ConnectError::Unsupported(format!(
-            "the target must be a postgres:// URL, not {:?}",
-            scheme(target)
-        )));
-    }
+pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, MigrateError> {
+    let source = DatabaseUrl::parse_sqlite(source)
+        .map_err(|problem| MigrateError::Source(problem.into()))?;
+    let target = DatabaseUrl::parse_postgres(target)
+        .map_err(|problem| MigrateError::Target(problem.into()))?;
+    let DatabaseKind::Sqlite { path } = source.kind() else {
+        unreachable!("parse_sqlite returns SQLite URLs only");
+    };
     // Verifies the source first: a broken chain is not copied as if it were sound.
-    let source_verification = Store::verify_database(source).await?;
+    let source_verification = Store::verify_database(source.as_str())
+        .await
+        .map_err(MigrateError::Source)?;
     if let Some(bad) = &source_verification.first_bad {
-        return Err(ConnectError::Unsupported(format!(
+        return Err(MigrateError::Source(ConnectError::Unusable(format!(
             "the source's integrity chain does not verify (snapshot {} of {}/{}: {}); run \
              `verify` on it and settle that before copying",
             bad.id, bad.repo, bad.server, bad.reason
-        )));
+        ))));
     }
 
     let mut sqlite = SqliteConnection::connect_with(
-        &SqliteConnectOptions::from_str(source)?
+        &SqliteConnectOptions::from_str(source.as_str())
+            .map_err(|error| MigrateError::Source(error.into()))?
             .read_only(true)
             .busy_timeout(Duration::from_secs(5))
             .disable_statement_logging(),
     )
-    .await?;
-    let mut postgres = PgConnection::connect_with(
-        &PgConnectOptions::from_str(target)?
+    .await
+    .map_err(|error| MigrateError::Source(open_failure(path, Access::Read, error)))?;
+    let mut postgres = connect_once(
+        &PgConnectOptions::from_str(target.as_str())
+            .map_err(|error| MigrateError::Target(error.into()))?
             .application_name("gitops-status-server migrate-to")
             .disable_statement_logging(),
     )
-    .await?;
+    .await
+    .map_err(MigrateError::Target)?;
     sqlx::migrate!("./migrations/postgres")
         .run(&mut postgres)
-        .await?;
+        .await
+        .map_err(|error| MigrateError::Target(error.into()))?;
 
     // One read transaction on the source, one write transaction on the target: the copy is of
     // one moment, and all or nothing.
-    sqlx::query("begin").execute(&mut sqlite).await?;
-    let mut tx = postgres.begin().await?;
+    let target_error = |error: sqlx::Error| MigrateError::Target(error.into());
+    sqlx::query("begin")
+        .execute(&mut sqlite)
+        .await
+        .map_err(|error| MigrateError::Source(error.into()))?;
+    let mut tx = postgres.begin().await.map_err(target_error)?;
     // No server may write while the copy runs.
     sqlx::query("lock table targets, filesets, snapshots, chain_checkpoints in exclusive mode")
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(target_error)?;
     let occupied: bool = sqlx::query_scalar(
         "select exists (select 1 from targets) or exists (select 1 from snapshots)",
     )
     .fetch_one(&mut *tx)
-    .await?;
+    .await
+    .map_err(target_error)?;
     if occupied {
-        return Err(ConnectError::Unsupported(
+        return Err(MigrateError::Target(ConnectError::Unusable(
             "the target database already holds targets or snapshots; migrate-to only copies \
              into an empty one"
                 .to_owned(),
-        ));
+        )));
     }
-    let copied = copy(&mut sqlite, &mut tx).await?;
-    tx.commit().await?;
-    sqlx::query("rollback").execute(&mut sqlite).await?;
+    let copied = copy(&mut sqlite, &mut tx)
+        .await
+        .map_err(MigrateError::Copy)?;
+    tx.commit().await.map_err(target_error)?;
+    let _ = sqlx::query("rollback").execute(&mut sqlite).await;
     let _ = sqlite.close().await;
 
-    let copy_verification = Store::verify_database(target).await?;
+    let copy_verification = Store::verify_database(target.as_str())
+        .await
+        .map_err(MigrateError::Target)?;
     // Recomputed from the copied snapshots, and as the PostgreSQL store keeps them in `targets`.
-    let copy_heads = heads(&mut postgres, TARGETS_SQL).await?;
+    let copy_heads = heads(&mut postgres, TARGETS_SQL)
+        .await
+        .map_err(target_error)?;
     let copy_pointers = heads(
         &mut postgres,
         "select id, repo, server, head_id, head_hash, latest_id, status_since from targets",
     )
-    .await?;
+    .await
+    .map_err(target_error)?;
     let _ = postgres.close().await;
 
     let mut differences = Vec::new();
@@ -224,25 +281,40 @@ async fn copy(
              select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
              $5::bytea[], $6::bigint[], $7::bigint[])",
         )
-        .bind(chunk.iter().map(|row| row.0).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.1.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.2.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.3).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.4.as_deref()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.5).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.6).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.repo.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.server.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|row| row.head_id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.head_hash.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|row| row.latest_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.status_since).collect::<Vec<_>>())
         .execute(&mut *postgres)
         .await?;
     }
 
-    let filesets: Vec<(i64, Vec<u8>, String)> =
+    let filesets: Vec<FilesetRow> =
         sqlx::query_as("select id, digest, files from filesets order by id")
             .fetch_all(&mut *sqlite)
             .await?;
     for chunk in filesets.chunks(PAGE) {
-        let ids: Vec<i64> = chunk.iter().map(|row| row.0).collect();
-        let digests: Vec<&[u8]> = chunk.iter().map(|row| row.1.as_slice()).collect();
-        let files: Vec<&str> = chunk.iter().map(|row| row.2.as_str()).collect();
+        let ids: Vec<i64> = chunk.iter().map(|row| row.id).collect();
+        let digests: Vec<&[u8]> = chunk.iter().map(|row| row.digest.as_slice()).collect();
+        let files: Vec<&str> = chunk.iter().map(|row| row.files.as_str()).collect();
         sqlx::query(
             "insert into filesets (id, digest, files) \
              select * from unnest($1::bigint[], $2::bytea[], $3::text[])",
@@ -255,7 +327,7 @@ async fn copy(
     }
 
     let mut snapshots = 0;
-    let mut rows = sqlx::query_as::<_, SnapshotRow>(
+    let mut rows = sqlx::query_as::<_, StoredSnapshot>(
         "select id, target_id, last_check, received_delay, sync_status, drift_count, \
          fileset_id, change, stale_after, revision, run_url, message, hash \
          from snapshots order by id",
@@ -276,7 +348,7 @@ async fn copy(
     }
     drop(rows);
 
-    let checkpoints: Vec<(i64, i64, Vec<u8>, i64, i64)> = sqlx::query_as(
+    let checkpoints: Vec<CheckpointRow> = sqlx::query_as(
         "select target_id, after_id, resume_hash, removed, pruned_at from chain_checkpoints",
     )
     .fetch_all(&mut *sqlite)
@@ -287,11 +359,16 @@ async fn copy(
              select * from unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], \
              $5::bigint[])",
         )
-        .bind(chunk.iter().map(|row| row.0).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.1).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.2.as_slice()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.3).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|row| row.4).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.target_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.after_id).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|row| row.resume_hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(chunk.iter().map(|row| row.removed).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.pruned_at).collect::<Vec<_>>())
         .execute(&mut *postgres)
         .await?;
     }
@@ -316,26 +393,25 @@ async fn copy(
 
 async fn insert_snapshots(
     postgres: &mut PgConnection,
-    page: &[SnapshotRow],
+    page: &[StoredSnapshot],
 ) -> Result<i64, sqlx::Error> {
-    let column = |pick: fn(&SnapshotRow) -> i64| page.iter().map(pick).collect::<Vec<i64>>();
-    let optional =
-        |pick: fn(&SnapshotRow) -> Option<i64>| page.iter().map(pick).collect::<Vec<_>>();
-    let text = |pick: fn(&SnapshotRow) -> Option<&str>| page.iter().map(pick).collect::<Vec<_>>();
+    fn column<'a, T>(page: &'a [StoredSnapshot], pick: impl Fn(&'a StoredSnapshot) -> T) -> Vec<T> {
+        page.iter().map(pick).collect()
+    }
     sqlx::query(INSERT_SNAPSHOTS_SQL)
-        .bind(column(|row| row.0))
-        .bind(column(|row| row.1))
-        .bind(column(|row| row.2))
-        .bind(column(|row| row.3))
-        .bind(column(|row| row.4))
-        .bind(column(|row| row.5))
-        .bind(optional(|row| row.6))
-        .bind(column(|row| row.7))
-        .bind(optional(|row| row.8))
-        .bind(text(|row| row.9.as_deref()))
-        .bind(text(|row| row.10.as_deref()))
-        .bind(text(|row| row.11.as_deref()))
-        .bind(page.iter().map(|row| row.12.as_deref()).collect::<Vec<_>>())
+        .bind(column(page, |row| row.id))
+        .bind(column(page, |row| row.target_id))
+        .bind(column(page, |row| row.last_check))
+        .bind(column(page, |row| row.received_delay))
+        .bind(column(page, |row| row.sync_status))
+        .bind(column(page, |row| row.drift_count))
+        .bind(column(page, |row| row.fileset_id))
+        .bind(column(page, |row| row.change))
+        .bind(column(page, |row| row.stale_after))
+        .bind(column(page, |row| row.revision.as_deref()))
+        .bind(column(page, |row| row.run_url.as_deref()))
+        .bind(column(page, |row| row.message.as_deref()))
+        .bind(column(page, |row| row.hash.as_deref()))
         .execute(postgres)
         .await?;
     Ok(page.len() as i64)
@@ -349,8 +425,14 @@ async fn heads(postgres: &mut PgConnection, sql: &str) -> Result<Heads, sqlx::Er
 
 fn into_heads(rows: Vec<TargetRow>) -> Heads {
     rows.into_iter()
-        .map(|(_, repo, server, head_id, head_hash, latest_id, since)| {
-            ((repo, server), (head_id, head_hash, latest_id, since))
+        .map(|row| {
+            let head = Head {
+                head_id: row.head_id,
+                head_hash: row.head_hash,
+                latest_id: row.latest_id,
+                status_since: row.status_since,
+            };
+            ((row.repo, row.server), head)
         })
         .collect()
 }

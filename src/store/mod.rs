@@ -7,6 +7,7 @@ mod rules;
 mod sql;
 mod sqlite;
 mod stats;
+mod url;
 
 use futures_util::stream::BoxStream;
 
@@ -15,9 +16,12 @@ use crate::model::{Cursor, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFi
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
 
-pub use migrate::{MigrateReport, migrate_to};
+pub use migrate::{MigrateError, MigrateReport, migrate_to};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use url::{DatabaseKind, DatabaseUrl, redact_url};
+
+use crate::config::Problem;
 
 /// Why a storage call failed, in the terms the API maps to status codes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -158,12 +162,14 @@ impl Store {
     }
 
     async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
-        match scheme(url) {
-            "sqlite" => Ok(Self::Sqlite(SqliteStore::open(url, durable).await?)),
-            "postgres" | "postgresql" => {
-                Ok(Self::Postgres(PostgresStore::open(url, durable).await?))
-            }
-            other => Err(unsupported(other)),
+        let url = DatabaseUrl::parse_writable(url)?;
+        match url.kind() {
+            DatabaseKind::Sqlite { path } => Ok(Self::Sqlite(
+                SqliteStore::open(url.as_str(), path, durable).await?,
+            )),
+            DatabaseKind::Postgres => Ok(Self::Postgres(
+                PostgresStore::open(url.as_str(), durable).await?,
+            )),
         }
     }
 
@@ -317,10 +323,10 @@ impl Store {
 
     /// Verifies the database at `url` without starting a server or changing the file.
     pub async fn verify_database(url: &str) -> Result<Verification, ConnectError> {
-        match scheme(url) {
-            "sqlite" => SqliteStore::verify_file(url).await,
-            "postgres" | "postgresql" => PostgresStore::verify_database(url).await,
-            other => Err(unsupported(other)),
+        let url = DatabaseUrl::parse(url)?;
+        match url.kind() {
+            DatabaseKind::Sqlite { path } => SqliteStore::verify_file(url.as_str(), path).await,
+            DatabaseKind::Postgres => PostgresStore::verify_database(url.as_str()).await,
         }
     }
 
@@ -362,27 +368,31 @@ impl Store {
     }
 }
 
-fn scheme(url: &str) -> &str {
-    url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("")
-}
-
-fn unsupported(scheme: &str) -> ConnectError {
-    ConnectError::Unsupported(format!(
-        "unsupported scheme {scheme:?}; expected sqlite://PATH or postgres://USER@HOST/DATABASE"
-    ))
-}
-
-/// Why the store could not be opened at start.
+/// Why the store could not be opened at start. The message leaves out the setting and the URL:
+/// the caller knows which setting it came from and renders the line (`config::bad_setting`).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("DATABASE_URL: {0}")]
-    Unsupported(String),
-    #[error("DATABASE_URL: cannot open the database: {0}")]
+    /// The URL itself is refused (`url`), or the database at it cannot be reached in time: a
+    /// cause and, where it is obvious, the fix.
+    #[error("{0}")]
+    Refused(#[from] Problem),
+    /// The database at the URL cannot be reached or opened: what the driver's error means here,
+    /// with the error kept as the source.
+    #[error("{problem}")]
+    Unreachable {
+        problem: Problem,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database opened but is not one this command can use.
+    #[error("{0}")]
+    Unusable(String),
+    #[error("cannot open the database: {0}")]
     Open(#[from] sqlx::Error),
-    #[error("DATABASE_URL: cannot migrate the database: {0}")]
+    #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("DATABASE_URL: cannot load the targets: {0}")]
+    #[error("cannot load the targets: {0}")]
     Load(String),
-    #[error("DATABASE_URL: cannot read the database: {0}")]
+    #[error("cannot read the database: {0}")]
     Read(#[from] StoreError),
 }

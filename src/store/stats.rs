@@ -12,11 +12,30 @@ use crate::store::StoreError;
 use crate::store::rules::STATUS_CHANGED;
 use crate::timestamp::Timestamp;
 
-/// `(last_check, sync_status, stale_after, fileset_id)` of a snapshot.
-pub type CheckRow = (i64, i64, Option<i64>, Option<i64>);
+/// What the stats read of a snapshot.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct CheckRow {
+    pub last_check: i64,
+    pub sync_status: i64,
+    pub stale_after: Option<i64>,
+    pub fileset_id: Option<i64>,
+}
 
-/// `(last_check, change, fileset_id)` of a transition.
-pub type TransitionRow = (i64, i64, Option<i64>);
+/// What the stats read of a transition.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct TransitionRow {
+    pub last_check: i64,
+    pub change: i64,
+    pub fileset_id: Option<i64>,
+}
+
+/// A target the stats cover.
+#[derive(Debug, sqlx::FromRow)]
+pub struct StatsTarget {
+    pub id: i64,
+    pub repo: String,
+    pub server: String,
+}
 
 /// `StatsReads::before`: target `$1`, `from` `$2`. Both databases take `$N` placeholders.
 pub const BEFORE_SQL: &str = "select last_check, sync_status, stale_after, fileset_id \
@@ -45,11 +64,8 @@ pub fn starts_episode(change: i64) -> bool {
     reason = "crate-private; callers know the concrete store"
 )]
 pub trait StatsReads {
-    /// `(id, repo, server)` of the matching targets, sorted by repo then server.
-    async fn targets(
-        &mut self,
-        request: &StatsRequest,
-    ) -> Result<Vec<(i64, String, String)>, StoreError>;
+    /// The matching targets, sorted by repo then server.
+    async fn targets(&mut self, request: &StatsRequest) -> Result<Vec<StatsTarget>, StoreError>;
     /// The target's last snapshot before `from`.
     async fn before(&mut self, target: i64, from: i64) -> Result<Option<CheckRow>, StoreError>;
     /// The target's snapshots with `last_check` in `[from, to)`, in order.
@@ -92,19 +108,20 @@ impl Filesets {
     async fn check(
         &mut self,
         reads: &mut impl StatsReads,
-        (last_check, code, stale_after, fileset): CheckRow,
+        row: CheckRow,
     ) -> Result<Check, StoreError> {
+        let code = row.sync_status;
         let sync_status = SyncStatus::from_code(code)
             .ok_or_else(|| StoreError::Database(format!("unknown sync_status code {code}")))?;
         let files = if sync_status == SyncStatus::OutOfSync {
-            self.names(reads, fileset).await?
+            self.names(reads, row.fileset_id).await?
         } else {
             Vec::new()
         };
         Ok(Check {
-            last_check: Timestamp::from_millis(last_check),
+            last_check: Timestamp::from_millis(row.last_check),
             sync_status,
-            stale_after_seconds: stale_after,
+            stale_after_seconds: row.stale_after,
             files,
         })
     }
@@ -118,7 +135,12 @@ pub async fn histories(
     let (from, to) = (request.from.as_millis(), request.to.as_millis());
     let mut filesets = Filesets::default();
     let mut histories = Vec::new();
-    for (target, repo, server) in reads.targets(request).await? {
+    for StatsTarget {
+        id: target,
+        repo,
+        server,
+    } in reads.targets(request).await?
+    {
         let before = reads.before(target, from).await?;
         let rows = reads.window(target, from, to).await?;
         if before.is_none() && rows.is_empty() {
@@ -154,9 +176,9 @@ async fn carried(
     let mut episode_start = check.last_check;
     let mut episode_files = Vec::new();
     if check.sync_status == SyncStatus::OutOfSync {
-        for (last_check, _, fileset) in reads.episode(target, row.0).await? {
-            episode_start = Timestamp::from_millis(last_check);
-            episode_files.extend(filesets.names(reads, fileset).await?);
+        for transition in reads.episode(target, row.last_check).await? {
+            episode_start = Timestamp::from_millis(transition.last_check);
+            episode_files.extend(filesets.names(reads, transition.fileset_id).await?);
         }
     }
     Ok(Carried {
@@ -173,7 +195,7 @@ macro_rules! stats_reads_for {
             async fn targets(
                 &mut self,
                 request: &StatsRequest,
-            ) -> Result<Vec<(i64, String, String)>, StoreError> {
+            ) -> Result<Vec<StatsTarget>, StoreError> {
                 let mut targets = sqlx::QueryBuilder::<$database>::new(
                     "select id, repo, server from targets where 1 = 1",
                 );
@@ -226,7 +248,7 @@ macro_rules! stats_reads_for {
                 while let Some(transition) = futures_util::TryStreamExt::try_next(&mut rows).await?
                 {
                     walked.push(transition);
-                    if starts_episode(transition.1) {
+                    if starts_episode(transition.change) {
                         break;
                     }
                 }

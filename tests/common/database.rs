@@ -9,6 +9,8 @@ use std::time::Duration;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tempfile::TempDir;
 
+use super::in_ci;
+
 /// The server the PostgreSQL tests use when `GITOPS_TEST_POSTGRES_URL` is not set: CI's.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -54,10 +56,6 @@ impl Backend {
             Err(_) => None,
         }
     }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true")
 }
 
 /// The maintenance database's URL, where test databases are created and dropped.

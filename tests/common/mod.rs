@@ -4,6 +4,7 @@
 
 pub mod binary;
 mod database;
+pub mod tools;
 
 pub use database::{Backend, PostgresDatabase, TestDatabase};
 
@@ -23,6 +24,12 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
+
+/// Whether this run is CI's (`CI=true`, as `./test.sh` sets): a test that cannot run then fails
+/// instead of saying that it did NOT run.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
 
 /// One service over its own database.
 pub struct TestApp {

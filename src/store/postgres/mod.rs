@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::{ConnectError, HistorySpan, Latest, PruneReport, Recorded, StoreError};
 use crate::chain::{Checkpoint, Verification};
+use crate::config::Problem;
 use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::store::sql::{self, SNAPSHOT_COLUMNS, snapshot_from_row};
@@ -88,6 +89,9 @@ impl PostgresStore {
         if !durable {
             options = options.options([("synchronous_commit", "off")]);
         }
+        // The pool retries a failed connection until its acquire timeout and then says only
+        // "pool timed out"; one connection first fails at once, with the reason.
+        connect_once(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
@@ -215,12 +219,12 @@ impl PostgresStore {
             .options([("default_transaction_read_only", "on")])
             // Its one statement reads the whole history: a slow-statement warning says nothing.
             .disable_statement_logging();
-        let mut connection = PgConnection::connect_with(&options).await?;
+        let mut connection = connect_once(&options).await?;
         sqlx::query("select 1 from chain_checkpoints limit 0")
             .execute(&mut connection)
             .await
             .map_err(|error| {
-                ConnectError::Unsupported(format!(
+                ConnectError::Unusable(format!(
                     "not a gitops-status database (start the server on it once to create the \
                      schema): {error}"
                 ))
@@ -278,4 +282,67 @@ impl PostgresStore {
 /// The advisory lock statement for `key` in this product's space.
 fn lock_sql(function: &str, key: i32) -> String {
     format!("select {function}({LOCK_SPACE}, {key})")
+}
+
+/// Longest a first connection may take before start-up gives up on the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection, or why there is none, naming the server and, where it is obvious, the fix.
+pub(in crate::store) async fn connect_once(
+    options: &PgConnectOptions,
+) -> Result<PgConnection, ConnectError> {
+    let server = match options.get_socket() {
+        Some(socket) => format!("the socket {}", socket.display()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let user = options.get_username();
+    let database = options.get_database().unwrap_or(user);
+    let error =
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) => error,
+            Err(_) => {
+                return Err(ConnectError::Refused(Problem::new(
+                    format!(
+                        "PostgreSQL at {server} did not answer within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                    "check the host and port, and that a firewall lets the connection through",
+                )));
+            }
+        };
+    let problem = match &error {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Problem::new(
+            format!("connection refused by {server}"),
+            "is PostgreSQL running and listening there?",
+        ),
+        sqlx::Error::Io(io) => Problem::new(
+            format!("cannot reach PostgreSQL at {server}: {io}"),
+            "check the host and port",
+        ),
+        sqlx::Error::Tls(tls) => Problem::new(
+            format!("TLS with {server} failed: {tls}"),
+            "check sslmode and the certificates",
+        ),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("3D000") => Problem::new(
+                format!("the database {database:?} does not exist on {server}"),
+                format!(
+                    "create it (createdb -h {} -p {} -U {user} {database}) or fix the name",
+                    options.get_host(),
+                    options.get_port()
+                ),
+            ),
+            Some("28P01" | "28000") => Problem::new(
+                format!("{server} refused the user {user:?}: {}", db.message()),
+                "check the user and password, and pg_hba.conf",
+            ),
+            _ => Problem::without_hint(format!("{server}: {}", db.message())),
+        },
+        other => Problem::without_hint(format!("cannot connect to {server}: {other}")),
+    };
+    Err(ConnectError::Unreachable {
+        problem,
+        source: error,
+    })
 }

@@ -165,7 +165,7 @@ fn is_retryable(error: &sqlx::Error) -> bool {
 
 /// What a transaction knows of one of its (locked) targets.
 #[derive(Debug, Clone)]
-struct TargetState {
+struct TargetTip {
     id: i64,
     latest: Option<LatestCheck>,
     status_since: Option<i64>,
@@ -351,7 +351,7 @@ impl Ids {
 
 /// How many of the snapshots are newer than their target's latest when their turn comes: the
 /// ones appended without asking the database, which draw the reserved ids.
-fn appends(snapshots: &[&NewSnapshot], targets: &HashMap<(&str, &str), TargetState>) -> usize {
+fn appends(snapshots: &[&NewSnapshot], targets: &HashMap<(&str, &str), TargetTip>) -> usize {
     let mut latest: HashMap<(&str, &str), i64> = targets
         .iter()
         .filter_map(|(key, target)| Some((*key, target.latest?.last_check)))
@@ -374,7 +374,7 @@ fn appends(snapshots: &[&NewSnapshot], targets: &HashMap<(&str, &str), TargetSta
 async fn lock_targets<'a>(
     connection: &mut PgConnection,
     snapshots: &[&'a NewSnapshot],
-) -> Result<HashMap<(&'a str, &'a str), TargetState>, sqlx::Error> {
+) -> Result<HashMap<(&'a str, &'a str), TargetTip>, sqlx::Error> {
     let mut keys: Vec<(&str, &str)> = snapshots
         .iter()
         .map(|new| (new.repo.as_str(), new.server.as_str()))
@@ -439,7 +439,7 @@ async fn lock_targets<'a>(
         let latest_id: Option<i64> = row.try_get("latest_id")?;
         targets.insert(
             key,
-            TargetState {
+            TargetTip {
                 id: row.try_get("id")?,
                 latest: latest_id.and_then(|id| latest.get(&id).copied()),
                 status_since: row.try_get("status_since")?,
@@ -522,7 +522,7 @@ async fn fileset_ids(
 /// The usual case: a check newer than everything its target has.
 fn append(
     new: &NewSnapshot,
-    target: &mut TargetState,
+    target: &mut TargetTip,
     fileset_id: Option<i64>,
     id: i64,
     pending: &mut Pending,
@@ -572,7 +572,7 @@ fn append(
 async fn record_out_of_order(
     connection: &mut PgConnection,
     new: &NewSnapshot,
-    target: &mut TargetState,
+    target: &mut TargetTip,
     fileset_id: Option<i64>,
     ids: &mut Ids,
 ) -> Result<Result<Recorded, StoreError>, sqlx::Error> {
@@ -652,7 +652,7 @@ async fn record_out_of_order(
 /// Writes the touched targets' new latest, `status_since` and chain head.
 async fn update_targets(
     connection: &mut PgConnection,
-    targets: impl Iterator<Item = &TargetState>,
+    targets: impl Iterator<Item = &TargetTip>,
 ) -> Result<(), sqlx::Error> {
     let mut ids = Vec::new();
     let mut latest = Vec::new();

@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::chain::{self, Checkpoint as ChainCheckpoint, Hash, Verification};
 use crate::store::audit::{
-    Checkpoint, Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE, Plan, TargetHead,
+    Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE, Plan, ResumePoint, TargetHead,
     Verifier, WalkReads, Walker, checkpoint_map, listed_checkpoints,
 };
 use crate::store::{PruneReport, StoreError};
@@ -235,7 +235,7 @@ async fn write_checkpoint(
     connection: &mut SqliteConnection,
     target: i64,
     after_id: i64,
-    checkpoint: &Checkpoint,
+    checkpoint: &ResumePoint,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "insert into chain_checkpoints (target_id, after_id, resume_hash, removed, pruned_at) \

@@ -5,6 +5,8 @@ mod audit;
 mod stats;
 mod writer;
 
+use std::io::ErrorKind;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::{ConnectError, HistorySpan, Latest, PruneReport, Recorded, StoreError};
 use crate::chain::{Checkpoint, Verification};
+use crate::config::Problem;
 use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
@@ -48,14 +51,10 @@ struct Inner {
 }
 
 impl SqliteStore {
-    /// Opens the database file, creating and migrating it when needed, and starts the writer.
-    /// `durable: false` skips the fsync at commit, for throwaway databases only.
-    pub async fn open(url: &str, durable: bool) -> Result<Self, ConnectError> {
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            return Err(ConnectError::Unsupported(
-                "in-memory SQLite would lose every snapshot on restart; name a file".to_owned(),
-            ));
-        }
+    /// Opens the database file at `path` (what `url` names, as `DatabaseUrl` found), creating
+    /// and migrating it when needed, and starts the writer. `durable: false` skips the fsync at
+    /// commit, for throwaway databases only.
+    pub async fn open(url: &str, path: &Path, durable: bool) -> Result<Self, ConnectError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -74,7 +73,9 @@ impl SqliteStore {
         let writer_options = options
             .clone()
             .statement_cache_capacity(4 * writer::MAX_STATEMENT_ROWS);
-        let mut writer = SqliteConnection::connect_with(&writer_options).await?;
+        let mut writer = SqliteConnection::connect_with(&writer_options)
+            .await
+            .map_err(|error| open_failure(path, Access::Create, error))?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await?;
@@ -185,24 +186,26 @@ impl SqliteStore {
     }
 
     /// Verifies a database file through one read-only connection: no migration, no writer.
-    pub async fn verify_file(url: &str) -> Result<Verification, ConnectError> {
+    pub async fn verify_file(url: &str, path: &Path) -> Result<Verification, ConnectError> {
         let options = SqliteConnectOptions::from_str(url)?
             .read_only(true)
             .busy_timeout(Duration::from_secs(5))
             // Its one statement reads the whole history: a slow-statement warning says nothing.
             .disable_statement_logging();
-        let mut connection = SqliteConnection::connect_with(&options).await?;
+        let mut connection = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|error| open_failure(path, Access::Read, error))?;
         let pending: Option<String> = sqlx::query_scalar("select task from pending_maintenance")
             .fetch_optional(&mut connection)
             .await
             .map_err(|error| {
-                ConnectError::Unsupported(format!(
+                ConnectError::Unusable(format!(
                     "not a gitops-status database with the integrity chain (start the server on \
                      it once to migrate it): {error}"
                 ))
             })?;
         if pending.is_some() {
-            return Err(ConnectError::Unsupported(
+            return Err(ConnectError::Unusable(
                 "the history stored before the integrity chain is not hashed yet; start the \
                  server on it once"
                     .to_owned(),
@@ -254,5 +257,110 @@ impl SqliteStore {
                 tracing::error!(%error, "the writer task failed");
             }
         }
+    }
+}
+
+/// What a command needs of an SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::store) enum Access {
+    /// Read it; it must exist (`verify`, `migrate-to`'s source).
+    Read,
+    /// Read and write it, creating it when missing (`serve`).
+    Create,
+}
+
+/// Why SQLite could not open `path`, in the file system's words: SQLite itself says only
+/// "(code: 14) unable to open database file", whatever the reason.
+pub(in crate::store) fn open_failure(
+    path: &Path,
+    access: Access,
+    error: sqlx::Error,
+) -> ConnectError {
+    let shown = shown_path(path);
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let problem = match (path.try_exists(), access) {
+        (Ok(true), _) if path.is_dir() => Problem::new(
+            format!("{shown} is a directory"),
+            "name a file in it, e.g. sqlite:///that/directory/gitops-status.db",
+        ),
+        (Ok(false), Access::Read) => Problem::new(
+            format!("the file {shown} does not exist"),
+            "check the path; this command never creates a database",
+        ),
+        (Ok(false), Access::Create) if !directory.is_dir() => Problem::new(
+            format!("the directory {} does not exist", shown_path(directory)),
+            "create the directory first, or fix the path",
+        ),
+        (Ok(false), Access::Create) => match writable_directory(directory) {
+            Err(why) => Problem::new(
+                format!(
+                    "cannot create {shown}: the directory {} is not writable ({why})",
+                    shown_path(directory)
+                ),
+                "make it writable for the server's user, or choose another directory",
+            ),
+            Ok(()) => Problem::without_hint(format!("cannot create {shown}: {error}")),
+        },
+        (Ok(true), Access::Create) => {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
+                Err(why) => Problem::new(
+                    format!("the file {shown} is not writable ({why})"),
+                    "make it writable for the server's user",
+                ),
+                Ok(_) => match writable_directory(directory) {
+                    Err(why) => Problem::new(
+                        format!(
+                            "the directory {} is not writable ({why}), and SQLite keeps its \
+                             write-ahead log beside {shown}",
+                            shown_path(directory)
+                        ),
+                        "make the directory writable for the server's user",
+                    ),
+                    Ok(()) => Problem::without_hint(format!("cannot open {shown}: {error}")),
+                },
+            }
+        }
+        (Ok(true), Access::Read) => match std::fs::File::open(path) {
+            Err(why) => Problem::new(
+                format!("the file {shown} is not readable ({why})"),
+                "make it readable for this user",
+            ),
+            Ok(_) => Problem::without_hint(format!("cannot open {shown}: {error}")),
+        },
+        (Err(why), _) => Problem::without_hint(format!("cannot reach {shown} ({why}): {error}")),
+    };
+    ConnectError::Unreachable {
+        problem,
+        source: error,
+    }
+}
+
+/// The path made absolute, so a relative one says which working directory it was taken in.
+fn shown_path(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Creates and removes a file in `directory`: only the attempt tells what this user may do
+/// there (root ignores permission bits; a read-only mount refuses everyone).
+fn writable_directory(directory: &Path) -> std::io::Result<()> {
+    let probe = directory.join(format!(".gitops-status-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => std::fs::remove_file(&probe),
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }

@@ -73,7 +73,7 @@ impl std::fmt::Debug for WriteJob {
 
 /// What the writer knows of a target's latest snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TargetState {
+struct TargetTip {
     id: i64,
     latest_check: i64,
     latest_status: i64,
@@ -85,7 +85,7 @@ struct TargetState {
 
 /// A snapshot row waiting for the batch's INSERT.
 #[derive(Debug)]
-struct SnapshotRow {
+struct PendingRow {
     id: i64,
     target_id: i64,
     last_check: i64,
@@ -105,7 +105,7 @@ struct SnapshotRow {
 #[derive(Debug, Default)]
 struct Pending {
     new_targets: Vec<(i64, String, String)>,
-    rows: Vec<SnapshotRow>,
+    rows: Vec<PendingRow>,
 }
 
 /// A file set as the writer's cache knows it.
@@ -128,7 +128,7 @@ pub struct Writer {
 /// What the writer remembers between batches; valid only while it matches what committed.
 #[derive(Debug, Default)]
 struct Memory {
-    targets: HashMap<(String, String), TargetState>,
+    targets: HashMap<(String, String), TargetTip>,
     filesets: HashMap<[u8; 32], i64>,
     next_snapshot_id: i64,
     next_target_id: i64,
@@ -391,7 +391,7 @@ impl Memory {
     /// the row is written by the next `flush`. Returns the snapshot and its target's status_since.
     fn append(
         &mut self,
-        state: Option<TargetState>,
+        state: Option<TargetTip>,
         new: &NewSnapshot,
         fileset_id: Option<i64>,
         pending: &mut Pending,
@@ -427,7 +427,7 @@ impl Memory {
         };
         self.targets.insert(
             (new.repo.clone(), new.server.clone()),
-            TargetState {
+            TargetTip {
                 id: target_id,
                 latest_check: last_check,
                 latest_status: sync_status,
@@ -436,7 +436,7 @@ impl Memory {
                 head: Some(hash),
             },
         );
-        pending.rows.push(SnapshotRow {
+        pending.rows.push(PendingRow {
             id,
             target_id,
             last_check,
@@ -515,7 +515,7 @@ async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), Store
 async fn load_targets(
     executor: impl SqliteExecutor<'_>,
     target_id: Option<i64>,
-) -> Result<Vec<((String, String), TargetState, Latest)>, StoreError> {
+) -> Result<Vec<((String, String), TargetTip, Latest)>, StoreError> {
     // Two texts rather than `?1 is null or t.id = ?1`, which SQLite cannot serve from the primary
     // key: a late check would otherwise cost a seek per target.
     let only = if target_id.is_some() {
@@ -546,12 +546,10 @@ async fn load_targets(
     Ok(targets)
 }
 
-fn target_from_row(
-    row: &SqliteRow,
-) -> Result<((String, String), TargetState, Latest), sqlx::Error> {
+fn target_from_row(row: &SqliteRow) -> Result<((String, String), TargetTip, Latest), sqlx::Error> {
     let snapshot = snapshot_from_row(row)?;
     let status_since: i64 = row.try_get("status_since")?;
-    let state = TargetState {
+    let state = TargetTip {
         id: row.try_get("target_id")?,
         latest_check: snapshot.last_check.as_millis(),
         latest_status: snapshot.sync_status.code(),
@@ -615,7 +613,7 @@ async fn record_out_of_order(
     connection: &mut SqliteConnection,
     memory: &mut Memory,
     new: &NewSnapshot,
-    target: TargetState,
+    target: TargetTip,
     fileset: Fileset,
 ) -> Result<Result<Recorded, StoreError>, StoreError> {
     let mut last_check = new.last_check;
