@@ -4,13 +4,15 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::flag_values::{Secret, positive_duration};
+use crate::report::{EXIT_CODES_HELP, ReportArgs};
 
 use crate::store::{DatabaseUrl, redact_url};
 
@@ -48,101 +50,8 @@ pub enum Command {
     MigrateTo(MigrateToArgs),
     /// Run the drift-check playbook (or read its output), parse its markers and POST one
     /// snapshot per host: the CI client that replaces update-gitops-status.sh.
-    #[command(after_help = crate::report::EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP)]
     Report(ReportArgs),
-}
-
-/// Options of the reporting client. The playbook comes after `--`, or its output from `--input`.
-#[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["input", "command"])))]
-pub struct ReportArgs {
-    /// Base URL of gitops-status-server; snapshots go to URL/api/status.
-    #[arg(long, env = "GITOPS_STATUS_SERVER_URL", value_parser = http_url)]
-    pub url: reqwest::Url,
-
-    /// Repository whose configuration was checked.
-    #[arg(long, env = "REPO_NAME")]
-    pub repo: String,
-
-    /// Server name to report when the run checked a single host (default: its inventory name).
-    #[arg(long, env = "SERVER_NAME")]
-    pub server: Option<String>,
-
-    /// Bearer token for POST /api/status; prefer the environment variable to the flag.
-    #[arg(long, env = "GITOPS_STATUS_TOKEN", hide_env_values = true)]
-    pub token: Option<Secret>,
-
-    /// Prefix removed from drifted paths: /etc/rsyslog.conf becomes rsyslog.conf. Empty keeps paths.
-    #[arg(long, env = "GITOPS_STATUS_STRIP_PREFIX", default_value = "/etc/")]
-    pub strip_prefix: String,
-
-    /// Commit of the checked configuration (default: CI_COMMIT_SHA or GITHUB_SHA).
-    #[arg(long, env = "GITOPS_STATUS_REVISION")]
-    pub revision: Option<String>,
-
-    /// Link to the CI run (default: CI_PIPELINE_URL, or the GitHub Actions run).
-    #[arg(long, env = "GITOPS_STATUS_RUN_URL")]
-    pub run_url: Option<String>,
-
-    /// Longest one POST attempt may take.
-    #[arg(long, env = "GITOPS_STATUS_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub timeout: Duration,
-
-    /// Retries after a connection error, timeout or 5xx (never after a 4xx).
-    #[arg(long, env = "GITOPS_STATUS_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub retries: u32,
-
-    /// Read captured ansible-playbook output from FILE, or from stdin with `-`, instead of running it.
-    #[arg(long, env = "GITOPS_STATUS_INPUT", value_name = "FILE|-")]
-    pub input: Option<PathBuf>,
-
-    /// Exit 4 when a host is OUT_OF_SYNC and 5 when a check ended in ERROR, after reporting, so
-    /// the pipeline step fails on drift as the playbook alone would.
-    #[arg(long, env = "GITOPS_STATUS_FAIL_ON_DRIFT")]
-    pub fail_on_drift: bool,
-
-    /// Parse and print the snapshots, but do not send them.
-    #[arg(long, env = "GITOPS_STATUS_DRY_RUN")]
-    pub dry_run: bool,
-
-    /// The drift-check command, e.g. `-- ansible-playbook -i inventory drift-check.yml`.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
-}
-
-/// A credential: usable through `expose`, printed by `Debug` as `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Secret {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.trim().is_empty() {
-            return Err("must not be empty".to_owned());
-        }
-        Ok(Self(text.trim().to_owned()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-fn http_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text.trim()).map_err(|error| error.to_string())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("must be an http:// or https:// URL with a host".to_owned());
-    }
-    Ok(url)
 }
 
 /// Options of `migrate-to`.
@@ -445,14 +354,6 @@ impl fmt::Display for ListenAddress {
     }
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
-    if duration < Duration::from_secs(1) {
-        return Err("must be at least 1s".to_owned());
-    }
-    Ok(duration)
-}
-
 impl fmt::Debug for ServeArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeArgs")
@@ -575,48 +476,5 @@ mod tests {
         let error =
             Cli::try_parse_from(["gitops-status-server", "--stale-after", "0s"]).unwrap_err();
         assert!(error.to_string().contains("--stale-after"), "{error}");
-    }
-
-    #[test]
-    fn report_takes_a_command_or_an_input_but_not_both() {
-        let base = [
-            "gitops-status-server",
-            "report",
-            "--url",
-            "http://gitops:80",
-            "--repo",
-            "rsyslog",
-        ];
-        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
-        let cli = parse(&[
-            "--token",
-            "s3cret",
-            "--",
-            "ansible-playbook",
-            "-i",
-            "inv",
-            "check.yml",
-        ])
-        .unwrap();
-        let Some(Command::Report(args)) = cli.command else {
-            panic!("not report");
-        };
-        assert_eq!(args.command, ["ansible-playbook", "-i", "inv", "check.yml"]);
-        assert_eq!(args.strip_prefix, "/etc/");
-        assert_eq!((args.timeout, args.retries), (Duration::from_secs(10), 3));
-        assert!(!format!("{args:?}").contains("s3cret"));
-        assert_eq!(args.token.as_ref().map(Secret::expose), Some("s3cret"));
-
-        assert!(parse(&["--input", "-"]).is_ok());
-        for bad in [
-            &[][..],
-            &["--input", "out.txt", "--", "ansible-playbook"],
-            &["--input", "-", "--url", "ftp://gitops"],
-            &["--input", "-", "--retries", "11"],
-            &["--input", "-", "--timeout", "0s"],
-        ] {
-            let error = parse(bad).unwrap_err();
-            assert_eq!(error.exit_code(), 2, "{bad:?}: {error}");
-        }
     }
 }

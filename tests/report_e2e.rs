@@ -1,36 +1,25 @@
 //! `report` end to end: the compiled server on a temporary SQLite file, real Ansible (from
-//! `target/ansible-venv`, which `.ci/run` creates, or `ANSIBLE_PLAYBOOK`) running the example
-//! playbooks against localhost on managed files in a temporary directory standing in for /etc,
-//! and `/status.json` read back after every step.
+//! `target/ansible-venv`, which `./test.sh` creates, or `ANSIBLE_PLAYBOOK`) running
+//! the example playbooks and the seed's playbook against localhost on managed files in a temporary
+//! directory standing in for /etc, and `/status.json` read back after every step.
 
 mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
+use axum::Router;
+use axum::routing::post;
+use common::TcpServer;
 use common::binary::{BINARY, Binary};
+use common::tools;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 const REVISION: &str = "3f2c1ab";
 const RUN_URL: &str = "https://ci.example.org/repos/7/pipeline/912";
-
-/// `ANSIBLE_PLAYBOOK`, or the venv `.ci/run` installs ansible-core into. Missing Ansible fails the
-/// test: a skipped end-to-end test would hide the gap it exists to close.
-fn ansible_playbook() -> PathBuf {
-    let path = std::env::var_os("ANSIBLE_PLAYBOOK").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ansible-venv/bin/ansible-playbook"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "ansible-playbook not found at {}: run .ci/run (it installs ansible-core into \
-         target/ansible-venv), or set ANSIBLE_PLAYBOOK to an ansible-playbook executable",
-        path.display()
-    );
-    path
-}
 
 fn example(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,21 +39,22 @@ struct Lab {
 }
 
 impl Lab {
-    fn start() -> Self {
-        let ansible = ansible_playbook();
+    /// `None` (said loudly) when Ansible is not installed.
+    fn start(test: &str) -> Option<Self> {
+        let ansible = tools::ANSIBLE_PLAYBOOK.require(test)?;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("etc");
         std::fs::create_dir(&root).unwrap();
         // An empty config of our own, so no ansible.cfg of the machine changes the output.
         std::fs::write(dir.path().join("ansible.cfg"), "[defaults]\n").unwrap();
         let server = start_server(dir.path());
-        Self {
+        Some(Self {
             dir,
             root,
             ansible,
             server,
             client: reqwest::Client::new(),
-        }
+        })
     }
 
     fn inventory(&self, name: &str, hosts: &[&str]) -> String {
@@ -212,7 +202,9 @@ fn target(server: &str, state: &str, files: &[&str], message: Value) -> Value {
 
 #[tokio::test]
 async fn drift_lifecycle_with_real_ansible() {
-    let lab = Lab::start();
+    let Some(lab) = Lab::start("drift_lifecycle_with_real_ansible") else {
+        return;
+    };
     let local = lab.inventory(
         "local.ini",
         &["lab ansible_connection=local ansible_python_interpreter={{ansible_playbook_python}}"],
@@ -293,12 +285,20 @@ async fn drift_lifecycle_with_real_ansible() {
         [target("rsyslog-lab", "SYNCED", &[], Value::Null)]
     );
 
-    // A playbook without markers is a clear error, and nothing is posted.
+    // Output that shows no host's run (here: only the task list) is exit 3, and nothing is posted.
     let stored = lab.snapshots_stored().await;
-    let output = lab.report(&name_it, &local, "apply.yml");
+    let output = lab
+        .command(BINARY)
+        .args(["report", "--url", &lab.server.url(""), "--repo", "rsyslog"])
+        .args(name_it)
+        .arg("--")
+        .args(lab.playbook_args(&local, "drift-check.yml"))
+        .arg("--list-tasks")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     assert!(
-        text(&output.stderr).contains("no host printed DRIFTED_FILES= or SYNC_STATUS="),
+        text(&output.stderr).contains("error: no drift-check result: no host ran"),
         "{}",
         text(&output.stderr)
     );
@@ -344,7 +344,8 @@ async fn drift_lifecycle_with_real_ansible() {
     let output = report.wait_with_output().unwrap();
     let printed = finished(&output, 5);
     assert_eq!(printed.len(), 2);
-    assert!(text(&output.stderr).contains("SERVER_NAME=rsyslog-lab is ignored"));
+    // SERVER_NAME is one of the hosts, so it names its own snapshot and there is nothing to say.
+    assert!(!text(&output.stderr).contains("SERVER_NAME="));
     let status = lab.status().await;
     assert_eq!(status.len(), 2, "{status:?}");
     assert_eq!(status[1], target("rsyslog-lab", "SYNCED", &[], Value::Null));
@@ -360,6 +361,140 @@ async fn drift_lifecycle_with_real_ansible() {
     );
 }
 
+/// The seed's playbook (tests/fixtures/ansible/seed-drift-check.yml, its snippet verbatim) prints
+/// markers only on drift. Run as the seed's pipeline runs it: GITOPS_STATUS_SERVER_URL set to the
+/// full `.../api/status` endpoint, REPO_NAME and SERVER_NAME from the environment.
+#[tokio::test]
+async fn the_seed_playbook_verbatim_with_real_ansible() {
+    let Some(lab) = Lab::start("the_seed_playbook_verbatim_with_real_ansible") else {
+        return;
+    };
+    let seed_playbook = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ansible/seed-drift-check.yml")
+        .display()
+        .to_string();
+    let host = |name: &str, root: &Path| {
+        format!(
+            "{name} ansible_connection=local ansible_python_interpreter={{{{ansible_playbook_python}}}} \
+             managed_root={}",
+            root.display()
+        )
+    };
+    let seed_report = |inventory: &str, server_name: &str| {
+        lab.command(BINARY)
+            .arg("report")
+            .env("GITOPS_STATUS_SERVER_URL", lab.server.url("/api/status"))
+            .env("REPO_NAME", "rsyslog")
+            .env("SERVER_NAME", server_name)
+            .arg("--")
+            .arg(&lab.ansible)
+            .args(["-i", inventory, &seed_playbook, "-e"])
+            .arg(format!("repo_files={}", example("ansible/files")))
+            .output()
+            .unwrap()
+    };
+    let local = lab.inventory("seed.ini", &[&host("10.0.0.7", &lab.root)]);
+    lab.apply(&lab.inventory("apply.ini", &[&host("lab", &lab.root)]));
+
+    // Clean: no marker at all, and the seed's "Synced State" JSON under SERVER_NAME.
+    let output = seed_report(&local, "rsyslog-lab");
+    let mut printed = finished(&output, 0);
+    assert_eq!(printed.len(), 1);
+    assert!(printed[0]["last_check"].is_string());
+    printed[0].as_object_mut().unwrap().remove("last_check");
+    assert_eq!(
+        printed[0],
+        json!({
+            "repo": "rsyslog",
+            "server": "rsyslog-lab",
+            "sync_status": "SYNCED",
+            "drift_count": 0,
+            "files": [],
+            "revision": REVISION,
+            "run_url": RUN_URL,
+        })
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains("\"msg\": \"DRIFTED_FILES=") && stderr.contains("skipping: [10.0.0.7]"),
+        "the seed prints no marker when clean:\n{stderr}"
+    );
+    for line in [
+        "  rsyslog-lab: SYNCED (no DRIFTED_FILES= or SYNC_STATUS= marker, and the PLAY RECAP \
+         shows the run completed with no failed or unreachable task: the seed's playbook prints \
+         its markers only on drift, so this is SYNCED)\n"
+            .to_owned(),
+        format!(
+            "Step 4/4: Sending status to gitops-status-server at {}...\n",
+            lab.server.url("/api/status")
+        ),
+    ] {
+        assert!(stderr.contains(&line), "{line}\n{stderr}");
+    }
+    assert_eq!(
+        lab.status().await,
+        [target("rsyslog-lab", "SYNCED", &[], Value::Null)]
+    );
+
+    // Drifted: the markers name the seed's hard-coded /etc path, then its fail task fails the
+    // host; that is drift, not an error.
+    let main = lab.root.join("rsyslog.conf");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&main)
+        .unwrap()
+        .write_all(b"*.* /var/log/everything.log\n")
+        .unwrap();
+    let output = seed_report(&local, "rsyslog-lab");
+    assert!(text(&output.stderr).contains("the playbook ended with exit status: 2"));
+    finished(&output, 0);
+    assert_eq!(
+        lab.status().await,
+        [target(
+            "rsyslog-lab",
+            "OUT_OF_SYNC",
+            &["rsyslog.conf"],
+            Value::Null
+        )]
+    );
+
+    // Two hosts in one run, the drifted one named SERVER_NAME, the other clean: each under its
+    // inventory name, the clean one SYNCED although it printed nothing.
+    let clean_root = lab.dir.path().join("etc-2");
+    for file in ["rsyslog.conf", "rsyslog.d/30-lab.conf"] {
+        let to = clean_root.join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(Path::new(&example("ansible/files")).join(file), to).unwrap();
+    }
+    let two = lab.inventory(
+        "seed-two.ini",
+        &[&host("rsyslog-lab", &lab.root), &host("lab-2", &clean_root)],
+    );
+    let output = seed_report(&two, "rsyslog-lab");
+    assert_eq!(finished(&output, 0).len(), 2);
+    assert!(!text(&output.stderr).contains("is not one of"));
+    assert_eq!(
+        lab.status().await,
+        [
+            target("lab-2", "SYNCED", &[], Value::Null),
+            target("rsyslog-lab", "OUT_OF_SYNC", &["rsyslog.conf"], Value::Null),
+        ]
+    );
+
+    // SERVER_NAME naming none of the hosts: said in the step output; nothing posted under it.
+    let output = seed_report(&two, "elsewhere");
+    finished(&output, 0);
+    assert!(
+        text(&output.stderr).contains(
+            "  SERVER_NAME=elsewhere is not one of the 2 hosts this run checked (rsyslog-lab, \
+             lab-2): each host is reported under its inventory name, and nothing under elsewhere\n"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(lab.status().await.len(), 2);
+}
+
 /// The exit codes `report --help` documents, against the real server, from captured output.
 #[tokio::test]
 async fn exit_codes_from_captured_output() {
@@ -371,12 +506,9 @@ async fn exit_codes_from_captured_output() {
             .join(name)
     };
     let report = |url: &str, args: &[&str]| {
-        Command::new(BINARY)
+        bare_report()
             .args(["report", "--url", url, "--retries", "0"])
             .args(args)
-            .env_remove("GITOPS_STATUS_INPUT")
-            .env_remove("SERVER_NAME")
-            .stdin(Stdio::null())
             .output()
             .unwrap()
     };
@@ -408,10 +540,11 @@ async fn exit_codes_from_captured_output() {
         "{stderr}"
     );
 
-    // Recorded: exit 0, and --fail-on-drift turns drift into 4 and an error into 5.
+    // Recorded: exit 0, and --fail-on-drift turns drift into 4 and an error into 5. A base URL
+    // with a trailing slash posts to /api/status like one without.
     let drifted = fixture("seed-one-line.out");
     let output = report(
-        &server.url(""),
+        &server.url("/"),
         &["--repo", "rsyslog", "--input", drifted.to_str().unwrap()],
     );
     finished(&output, 0);
@@ -449,6 +582,43 @@ async fn exit_codes_from_captured_output() {
         "rsyslog.conf, rsyslog.d/30-lab.conf"
     );
 
+    // The seed's playbook on a clean run prints no marker: its completed run is SYNCED, posted
+    // to the full endpoint URL the seed's pipeline sets (not to /api/status/api/status).
+    let seed_clean = fixture("seed-synced.out");
+    let output = report(
+        &server.url("/api/status"),
+        &[
+            "--repo",
+            "rsyslog",
+            "--server",
+            "rsyslog-seed",
+            "--input",
+            seed_clean.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(finished(&output, 0)[0]["sync_status"], "SYNCED");
+    let stderr = text(&output.stderr);
+    for line in [
+        "  rsyslog-seed: SYNCED (no DRIFTED_FILES= or SYNC_STATUS= marker, and the PLAY RECAP \
+         shows the run completed with no failed or unreachable task: the seed's playbook prints \
+         its markers only on drift, so this is SYNCED)\n",
+        &format!(
+            "Step 4/4: Sending status to gitops-status-server at {}...\n",
+            server.url("/api/status")
+        ),
+    ] {
+        assert!(stderr.contains(line), "{line}\n{stderr}");
+    }
+    let latest = &stored().await[0];
+    assert_eq!(
+        (
+            &latest["server"],
+            &latest["sync_status"],
+            &latest["drift_count"]
+        ),
+        (&json!("rsyslog-seed"), &json!("SYNCED"), &json!(0))
+    );
+
     // A server that is not there: 1 after the retries.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nobody = format!("http://{}", closed.local_addr().unwrap());
@@ -457,12 +627,25 @@ async fn exit_codes_from_captured_output() {
     finished(&output, 1);
     assert!(text(&output.stderr).contains("not recorded after 1 attempt(s): cannot connect"));
 
-    // No result: no markers, an unreadable input, a command that cannot start. Nothing posted.
+    // No result: output cut before its PLAY RECAP (no marker, no completed run), an unreadable
+    // input, a command that cannot start. Nothing posted.
+    let apply = std::fs::read_to_string(fixture("apply-no-markers.out")).unwrap();
+    let cut = dir.path().join("cut.out");
+    std::fs::write(&cut, apply.split("PLAY RECAP").next().unwrap()).unwrap();
+    let output = report(
+        &server.url(""),
+        &["--repo", "rsyslog", "--input", cut.to_str().unwrap()],
+    );
+    assert!(
+        text(&output.stderr).contains(
+            "error: no drift-check result: no host printed DRIFTED_FILES= or SYNC_STATUS=, and \
+             no PLAY RECAP line shows a host whose run completed"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
     for args in [
-        vec!["--input", fixture("apply-no-markers.out").to_str().unwrap()]
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>(),
+        vec!["--input".to_owned(), cut.display().to_string()],
         vec![
             "--input".to_owned(),
             dir.path().join("missing.out").display().to_string(),
@@ -483,23 +666,161 @@ async fn exit_codes_from_captured_output() {
         );
         assert!(output.stdout.is_empty());
     }
-    assert_eq!(stored().await.len(), 2);
+    assert_eq!(stored().await.len(), 3);
 
-    // Bad configuration: clap's usage error.
-    let output = report("ftp://gitops", &["--repo", "rsyslog", "--input", synced]);
+    // Bad configuration, exit 2: each message names the flag and the environment variable.
+    for (url, says) in [
+        (
+            "ftp://gitops",
+            "--url / GITOPS_STATUS_SERVER_URL: \"ftp://gitops\" must be an http:// or https:// \
+             URL with a host",
+        ),
+        (
+            "gitops:8080",
+            "--url / GITOPS_STATUS_SERVER_URL: \"gitops:8080\" has no scheme; write \
+             http://gitops:8080",
+        ),
+        (
+            "localhost",
+            "--url / GITOPS_STATUS_SERVER_URL: \"localhost\" has no scheme; write \
+             http://localhost",
+        ),
+    ] {
+        let output = report(url, &["--repo", "rsyslog", "--input", synced]);
+        assert_eq!(output.status.code(), Some(2), "{url}");
+        assert!(
+            text(&output.stderr).contains(says),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    let output = bare_report()
+        .args(["report", "--input", synced])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("--url"));
+    assert_eq!(
+        text(&output.stderr),
+        "error: no server to report to: set --url / GITOPS_STATUS_SERVER_URL to the server's base \
+         URL, e.g. http://gitops-status-server:80 (or the full http://.../api/status endpoint)\n\
+         error: no repository name: set --repo / REPO_NAME to the repository whose configuration \
+         was checked, e.g. rsyslog\n"
+    );
+    // The environment variables alone are enough.
+    let output = bare_report()
+        .args(["report", "--input", synced, "--dry-run"])
+        .env("GITOPS_STATUS_SERVER_URL", "gitops:8080")
+        .env("REPO_NAME", "rsyslog")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("\"gitops:8080\" has no scheme; write http://gitops:8080"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(stored().await.len(), 3);
+}
+
+/// `report` with no reporting setting from the environment of the test run.
+fn bare_report() -> Command {
+    let mut command = Command::new(BINARY);
+    for name in [
+        "GITOPS_STATUS_SERVER_URL",
+        "REPO_NAME",
+        "SERVER_NAME",
+        "GITOPS_STATUS_INPUT",
+        "GITOPS_STATUS_TOKEN",
+        "GITOPS_STATUS_DRY_RUN",
+        "GITOPS_STATUS_FAIL_ON_DRIFT",
+    ] {
+        command.env_remove(name);
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
+/// 12,000 drifted files: the server gets the first 10,000 names in sorted order, the true count
+/// and a message; the step output names five and counts the rest. A tiny real HTTP server takes
+/// the POST, so this checks what the client sends whatever the server accepts.
+#[tokio::test]
+async fn twelve_thousand_drifted_files_are_sent_cut_and_logged_short() {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let app = Router::new().route(
+        "/api/status",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                axum::Json(json!({ "id": 1 }))
+            }
+        }),
+    );
+    let server = TcpServer::start(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..12_000)
+        .rev()
+        .map(|n| format!("/etc/conf.d/{n:05}.conf"))
+        .collect();
+    let input = dir.path().join("huge.out");
+    std::fs::write(
+        &input,
+        format!(
+            "ok: [lab] => {{\"msg\": \"DRIFTED_FILES={}\"}}\n\
+             ok: [lab] => {{\"msg\": \"SYNC_STATUS=OUT_OF_SYNC\"}}\n\n\
+             PLAY RECAP ***\nlab : ok=2 changed=0 unreachable=0 failed=0\n",
+            names.join(",")
+        ),
+    )
+    .unwrap();
+    let url = server.url("");
+    let output = tokio::task::spawn_blocking(move || {
+        bare_report()
+            .args(["report", "--url", &url, "--repo", "rsyslog", "--input"])
+            .arg(&input)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    finished(&output, 0);
+    let cut = "the drift check found 12000 drifted files; the list was cut to the first 10000 \
+               names in sorted order (the most a snapshot holds), drift_count has the true number";
+
+    let body = received.lock().unwrap().pop().expect("one POST");
+    let files: Vec<&str> = body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..10_000).map(|n| format!("conf.d/{n:05}.conf")).collect();
+    assert_eq!(files, expected);
+    assert_eq!(
+        (&body["sync_status"], &body["drift_count"], &body["message"]),
+        (&json!("OUT_OF_SYNC"), &json!(12_000), &json!(cut))
+    );
+
+    let stderr = text(&output.stderr);
+    let line = format!(
+        "  lab: OUT_OF_SYNC, 12000 drifted files: conf.d/00000.conf, conf.d/00001.conf, \
+         conf.d/00002.conf, conf.d/00003.conf, conf.d/00004.conf and 11995 more ({cut})\n"
+    );
+    assert!(stderr.contains(&line), "{stderr}");
+    let longest = stderr.lines().map(str::len).max().unwrap_or_default();
+    assert!(longest < 400, "a {longest}-character log line:\n{stderr}");
+    server.stop().await;
 }
 
 #[test]
 fn the_wrapper_script_is_shellcheck_clean() {
     let script = example("update-gitops-status.sh");
-    let output = Command::new("shellcheck")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|error| {
-            panic!("shellcheck cannot run ({error}): run .ci/run, or apt-get install shellcheck")
-        });
+    let Some(shellcheck) = tools::SHELLCHECK.require("the_wrapper_script_is_shellcheck_clean")
+    else {
+        return;
+    };
+    let output = Command::new(shellcheck).arg(&script).output().unwrap();
     assert!(
         output.status.success(),
         "shellcheck {script}:\n{}",
@@ -510,7 +831,11 @@ fn the_wrapper_script_is_shellcheck_clean() {
 /// Loads the Woodpecker example with the Python that runs Ansible (PyYAML comes with it).
 #[test]
 fn the_woodpecker_example_deploys_on_push_and_checks_on_the_cron() {
-    let ansible = ansible_playbook();
+    let Some(ansible) = tools::ANSIBLE_PLAYBOOK
+        .require("the_woodpecker_example_deploys_on_push_and_checks_on_the_cron")
+    else {
+        return;
+    };
     let shebang = std::fs::read_to_string(&ansible).unwrap();
     let python = shebang
         .lines()

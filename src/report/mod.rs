@@ -3,6 +3,7 @@
 //! one snapshot per host, printing the seed's four steps on stderr and the snapshots, one JSON
 //! object a line, on stdout.
 
+pub mod args;
 pub mod capture;
 pub mod parse;
 pub mod payload;
@@ -10,30 +11,22 @@ pub mod send;
 
 use std::process::ExitCode;
 
-use crate::config::ReportArgs;
 use crate::model::SyncStatus;
 use crate::timestamp::Timestamp;
+pub use args::{EXIT_CODES_HELP, ReportArgs};
 use capture::Captured;
 use payload::{CiContext, Report, RunContext};
 use send::Sender;
 
-/// The exit codes, as `report --help` lists them.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  every snapshot was recorded (whatever the drift state, unless --fail-on-drift)
-  1  a snapshot was not recorded: the server rejected it (4xx), or it stayed unreachable or
-     failing (5xx) through every retry
-  2  bad flags or environment
-  3  no drift-check result, nothing posted: no host printed a marker, the command could not
-     start, or the input could not be read
-  4  with --fail-on-drift: every snapshot was recorded and a host is OUT_OF_SYNC
-  5  with --fail-on-drift: every snapshot was recorded and a host's check ended in ERROR";
+/// Drifted files the step output names before "and N more".
+const NAMES_SHOWN: usize = 5;
 
 /// How a `report` run ends; the discriminant is the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Recorded = 0,
     NotRecorded = 1,
+    BadConfig = 2,
     NoResult = 3,
     Drift = 4,
     CheckFailed = 5,
@@ -47,6 +40,13 @@ impl From<Outcome> for ExitCode {
 
 /// Runs the four steps and maps the result to an exit code.
 pub async fn run(args: ReportArgs) -> Outcome {
+    let missing = args.missing();
+    if !missing.is_empty() {
+        for line in missing {
+            eprintln!("error: {line}");
+        }
+        return Outcome::BadConfig;
+    }
     let captured = match step_1_capture(&args).await {
         Ok(captured) => captured,
         Err(error) => {
@@ -104,15 +104,11 @@ fn step_2_analyze(args: &ReportArgs, text: &str) -> Result<Vec<Report>, payload:
     let last_check = Timestamp::now();
     eprintln!("Step 2/4: Analyzing drift detection results...");
     let playbook = parse::parse_playbook_output(text);
-    if let (Some(server), true) = (&args.server, playbook.hosts.len() > 1) {
-        eprintln!(
-            "  SERVER_NAME={server} is ignored: the run checked {} hosts, each is reported \
-             under its inventory name",
-            playbook.hosts.len()
-        );
+    if let Some(note) = server_name_note(args.server.as_deref(), &playbook) {
+        eprintln!("  {note}");
     }
     let context = RunContext {
-        repo: args.repo.clone(),
+        repo: args.repo.clone().unwrap_or_default(),
         server_name: args.server.clone(),
         strip_prefix: args.strip_prefix.clone(),
         ci: ci_context(args),
@@ -135,7 +131,11 @@ fn step_3_print(reports: &[Report]) {
 
 /// Sends every snapshot; true when all were recorded.
 async fn step_4_send(args: &ReportArgs, reports: &[Report]) -> bool {
-    let sender = match Sender::new(&args.url, args.token.clone(), args.timeout, args.retries) {
+    let Some(endpoint) = &args.url else {
+        eprintln!("error: no server URL (--url / GITOPS_STATUS_SERVER_URL)");
+        return false;
+    };
+    let sender = match Sender::new(endpoint, args.token.clone(), args.timeout, args.retries) {
         Ok(sender) => sender,
         Err(error) => {
             eprintln!("error: cannot set up the HTTP client: {error}");
@@ -186,17 +186,56 @@ fn ci_context(args: &ReportArgs) -> CiContext {
     }
 }
 
+/// With several hosts, each is reported under its inventory name; says so when `SERVER_NAME`
+/// names none of them, since nothing is then reported under it.
+fn server_name_note(server: Option<&str>, playbook: &parse::PlaybookRun) -> Option<String> {
+    let server = server?;
+    let hosts = &playbook.hosts;
+    if hosts.len() < 2 || hosts.iter().any(|host| host.host == server) {
+        return None;
+    }
+    let names: Vec<&str> = hosts.iter().map(|host| host.host.as_str()).collect();
+    Some(format!(
+        "SERVER_NAME={server} is not one of the {} hosts this run checked ({}): each host is \
+         reported under its inventory name, and nothing under {server}",
+        hosts.len(),
+        names.join(", ")
+    ))
+}
+
 /// One line per snapshot for the CI log: `rsyslog-lab: OUT_OF_SYNC, 1 drifted file: rsyslog.conf`.
+/// A long list shows its first few names and how many more there are.
 fn summary(report: &Report) -> String {
     let server = &report.server;
     match report.sync_status {
-        SyncStatus::Synced => format!("{server}: SYNCED"),
+        SyncStatus::Synced => match report.note {
+            Some(note) => format!("{server}: SYNCED ({note})"),
+            None => format!("{server}: SYNCED"),
+        },
         SyncStatus::OutOfSync => {
-            let names: Vec<&str> = report.files.iter().map(|file| file.name.as_str()).collect();
-            let plural = if names.len() == 1 { "" } else { "s" };
+            let count = report.drift_count;
+            let plural = if count == 1 { "" } else { "s" };
+            let mut names: Vec<&str> = report
+                .files
+                .iter()
+                .take(NAMES_SHOWN)
+                .map(|file| file.name.as_str())
+                .collect();
+            let more = count.saturating_sub(names.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let cut = match &report.message {
+                Some(message) => format!(" ({message})"),
+                None => String::new(),
+            };
+            if names.is_empty() {
+                names.push("(not named)");
+            }
             format!(
-                "{server}: OUT_OF_SYNC, {} drifted file{plural}: {}",
-                names.len(),
+                "{server}: OUT_OF_SYNC, {count} drifted file{plural}: {}{more}{cut}",
                 names.join(", ")
             )
         }
@@ -217,5 +256,80 @@ fn final_outcome(args: &ReportArgs, reports: &[Report]) -> Outcome {
         Outcome::Drift
     } else {
         Outcome::Recorded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FileEntry;
+
+    fn drifted(names: &[&str], drift_count: usize, message: Option<&str>) -> Report {
+        Report {
+            repo: "rsyslog".to_owned(),
+            server: "lab".to_owned(),
+            sync_status: SyncStatus::OutOfSync,
+            drift_count,
+            files: names
+                .iter()
+                .map(|name| FileEntry {
+                    name: (*name).to_owned(),
+                })
+                .collect(),
+            last_check: Timestamp::from_millis(1_776_767_400_000),
+            revision: None,
+            run_url: None,
+            message: message.map(str::to_owned),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn the_step_line_names_five_files_and_counts_the_rest() {
+        assert_eq!(
+            summary(&drifted(&["rsyslog.conf"], 1, None)),
+            "lab: OUT_OF_SYNC, 1 drifted file: rsyslog.conf"
+        );
+        assert_eq!(
+            summary(&drifted(&["a", "b", "c", "d", "e"], 5, None)),
+            "lab: OUT_OF_SYNC, 5 drifted files: a, b, c, d, e"
+        );
+        assert_eq!(
+            summary(&drifted(&["a", "b", "c", "d", "e", "f"], 6, None)),
+            "lab: OUT_OF_SYNC, 6 drifted files: a, b, c, d, e and 1 more"
+        );
+        // A cut list counts the files the check found, not the ones sent.
+        assert_eq!(
+            summary(&drifted(
+                &["a", "b", "c", "d", "e", "f"],
+                12_000,
+                Some("cut")
+            )),
+            "lab: OUT_OF_SYNC, 12000 drifted files: a, b, c, d, e and 11995 more (cut)"
+        );
+    }
+
+    #[test]
+    fn server_name_is_noted_only_when_it_names_none_of_several_hosts() {
+        let run = |names: &[&str]| parse::PlaybookRun {
+            hosts: names
+                .iter()
+                .map(|name| parse::HostOutput {
+                    host: (*name).to_owned(),
+                    ..parse::HostOutput::default()
+                })
+                .collect(),
+            error: None,
+        };
+        assert_eq!(server_name_note(Some("lab"), &run(&["10.0.0.7"])), None);
+        assert_eq!(server_name_note(Some("lab"), &run(&["lab", "lab-2"])), None);
+        assert_eq!(server_name_note(None, &run(&["lab-1", "lab-2"])), None);
+        assert_eq!(
+            server_name_note(Some("lab"), &run(&["lab-1", "lab-2"])).as_deref(),
+            Some(
+                "SERVER_NAME=lab is not one of the 2 hosts this run checked (lab-1, lab-2): each \
+                 host is reported under its inventory name, and nothing under lab"
+            )
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Reads `ansible-playbook` output (default stdout callback, JSON or YAML result format) into what
 //! each host reported: its `DRIFTED_FILES=` and `SYNC_STATUS=` markers, its first failure, and
-//! whether the `PLAY RECAP` counts it as failed or unreachable. Pure functions, no I/O.
+//! whether the `PLAY RECAP` shows its run completed or counts it as failed or unreachable. Pure
+//! functions, no I/O.
 
 use serde_json::Value;
 
@@ -25,6 +26,16 @@ pub struct HostOutput {
     pub sync_status: Option<String>,
     /// The first failure that was neither ignored nor rescued.
     pub failure: Option<Failure>,
+    /// The host's `PLAY RECAP` counts; `None` when the output has no recap line for it.
+    pub recap: Option<Recap>,
+}
+
+/// The counts of one `PLAY RECAP` line that decide whether a host's run completed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recap {
+    pub ok: u64,
+    pub failed: u64,
+    pub unreachable: u64,
 }
 
 /// A task that failed on a host, or the host being unreachable.
@@ -43,8 +54,12 @@ pub enum Verdict {
     OutOfSync(Vec<String>),
     /// The check itself failed; the reason goes into the snapshot's `message`.
     Error(String),
-    /// The host ran but printed neither marker.
-    NoMarkers,
+    /// No marker, but the `PLAY RECAP` shows the host's run completed without a failed or
+    /// unreachable task. The seed's playbook prints its markers only when it finds drift, and the
+    /// seed's script reported such a run as SYNCED; so does `report`.
+    CompletedWithoutMarkers,
+    /// Neither marker, and no `PLAY RECAP` line shows the host's run completed; says why.
+    Unfinished(String),
 }
 
 impl HostOutput {
@@ -71,7 +86,20 @@ impl HostOutput {
             (None, None) => match self.drifted_files {
                 Some(_) if files.is_empty() => Verdict::Synced,
                 Some(_) => Verdict::OutOfSync(files),
-                None => Verdict::NoMarkers,
+                None => match self.recap {
+                Some(recap) if recap.ok > 0 => Verdict::CompletedWithoutMarkers,
+                Some(_) => Verdict::Unfinished(
+                    "the drift check printed no DRIFTED_FILES= or SYNC_STATUS= marker for this \
+                     host, and the PLAY RECAP shows no task ran on it (ok=0): its drift was not \
+                     checked"
+                        .to_owned(),
+                ),
+                None => Verdict::Unfinished(
+                    "the drift check printed no DRIFTED_FILES= or SYNC_STATUS= marker for this \
+                     host, and the output has no PLAY RECAP line for it: its run did not complete"
+                        .to_owned(),
+                ),
+                },
             },
         }
     }
@@ -328,8 +356,7 @@ fn host_entry<'r>(hosts: &'r mut Vec<HostOutput>, name: &str) -> &'r mut HostOut
 #[derive(Debug)]
 struct RecapLine {
     host: String,
-    failed: u64,
-    unreachable: u64,
+    counts: Recap,
 }
 
 fn parse_recap_line(line: &str) -> Option<RecapLine> {
@@ -341,26 +368,36 @@ fn parse_recap_line(line: &str) -> Option<RecapLine> {
     };
     Some(RecapLine {
         host: host.trim().to_owned(),
-        failed: count("failed")?,
-        unreachable: count("unreachable")?,
+        counts: Recap {
+            ok: count("ok")?,
+            failed: count("failed")?,
+            unreachable: count("unreachable")?,
+        },
     })
 }
 
-/// The recap has the last word: a failure it does not count was rescued, and a host it counts as
-/// failed without a failure line printed (another callback, cut output) still fails.
+/// The recap has the last word: a host it counts without failures completed its run (a failure
+/// line it does not count was rescued), and a host it counts as failed without a failure line
+/// printed (another callback, cut output) still fails.
 fn apply_recap(hosts: &mut Vec<HostOutput>, recap: &[RecapLine]) {
     for line in recap {
         let host = host_entry(hosts, &line.host);
-        if line.failed == 0 && line.unreachable == 0 {
+        let Recap {
+            failed,
+            unreachable,
+            ..
+        } = line.counts;
+        host.recap = Some(line.counts);
+        if failed == 0 && unreachable == 0 {
             host.failure = None;
         } else if host.failure.is_none() {
             host.failure = Some(Failure {
                 task: None,
                 message: format!(
-                    "PLAY RECAP counts failed={} unreachable={} (no failure line was printed)",
-                    line.failed, line.unreachable
+                    "PLAY RECAP counts failed={failed} unreachable={unreachable} (no failure \
+                     line was printed)"
                 ),
-                unreachable: line.unreachable > 0,
+                unreachable: unreachable > 0,
             });
         }
     }
@@ -429,6 +466,11 @@ mod tests {
                 drifted_files: Some(Vec::new()),
                 sync_status: Some("SYNCED".to_owned()),
                 failure: None,
+                recap: Some(Recap {
+                    ok: 4,
+                    failed: 0,
+                    unreachable: 0
+                }),
             }]
         );
         assert_eq!(verdicts(&run), vec![("lab", Verdict::Synced)]);
@@ -500,15 +542,73 @@ mod tests {
         );
     }
 
-    #[test]
-    fn hosts_without_markers() {
-        let run = fixture("apply-no-markers.out");
-        assert_eq!(verdicts(&run), vec![("lab", Verdict::NoMarkers)]);
+    const NO_RECAP_LINE: &str = "the drift check printed no DRIFTED_FILES= or SYNC_STATUS= marker \
+         for this host, and the output has no PLAY RECAP line for it: its run did not complete";
 
+    #[test]
+    fn a_completed_run_without_markers_is_synced_as_the_seed_reported_it() {
+        let run = fixture("apply-no-markers.out");
+        assert_eq!(
+            verdicts(&run),
+            vec![("lab", Verdict::CompletedWithoutMarkers)]
+        );
+
+        // The same run cut before its PLAY RECAP shows no completed run.
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/ansible/apply-no-markers.out",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let cut = text.split("PLAY RECAP").next().unwrap();
+        assert_eq!(
+            verdicts(&parse_playbook_output(cut)),
+            vec![("lab", Verdict::Unfinished(NO_RECAP_LINE.to_owned()))]
+        );
+    }
+
+    #[test]
+    fn the_seed_playbook_clean_and_drifted() {
+        let clean = fixture("seed-synced.out");
+        assert_eq!(
+            clean.hosts,
+            vec![HostOutput {
+                host: "lab".to_owned(),
+                recap: Some(Recap {
+                    ok: 4,
+                    failed: 0,
+                    unreachable: 0
+                }),
+                ..HostOutput::default()
+            }]
+        );
+        assert_eq!(
+            verdicts(&clean),
+            vec![("lab", Verdict::CompletedWithoutMarkers)]
+        );
+        let drifted = fixture("seed-drifted.out");
+        assert_eq!(
+            verdicts(&drifted),
+            vec![("lab", Verdict::OutOfSync(paths(&["/etc/rsyslog.conf"])))]
+        );
+    }
+
+    #[test]
+    fn a_host_on_which_no_task_ran_was_not_checked() {
         let run = fixture("two-hosts-one-without-markers.out");
         assert_eq!(
             verdicts(&run),
-            vec![("lab2", Verdict::NoMarkers), ("lab", Verdict::Synced)]
+            vec![
+                (
+                    "lab2",
+                    Verdict::Unfinished(
+                        "the drift check printed no DRIFTED_FILES= or SYNC_STATUS= marker for \
+                         this host, and the PLAY RECAP shows no task ran on it (ok=0): its \
+                         drift was not checked"
+                            .to_owned()
+                    )
+                ),
+                ("lab", Verdict::Synced)
+            ]
         );
     }
 
@@ -565,12 +665,11 @@ mod tests {
     #[test]
     fn markers_count_only_in_a_result_message() {
         // A managed file that mentions a marker shows up in the diff; that is not a marker.
-        let text = "TASK [Compare] ***\n--- before\n+++ after\n+SYNC_STATUS=SYNCED\n \
-                    DRIFTED_FILES=/etc/x\nchanged: [lab] => (item=x)\n\n\
-                    PLAY RECAP ***\nlab : ok=1 changed=1 unreachable=0 failed=0\n";
+        let text = "TASK [Compare] ***\n--- before\n+++ after\n+SYNC_STATUS=OUT_OF_SYNC\n \
+                    DRIFTED_FILES=/etc/x\nchanged: [lab] => (item=x)\n\n";
         assert_eq!(
             verdicts(&parse_playbook_output(text)),
-            vec![("lab", Verdict::NoMarkers)]
+            vec![("lab", Verdict::Unfinished(NO_RECAP_LINE.to_owned()))]
         );
     }
 
@@ -608,6 +707,7 @@ mod tests {
             drifted_files: Some(paths(files)),
             sync_status: Some(status.to_owned()),
             failure: None,
+            recap: None,
         };
         assert!(
             matches!(host("SYNCED", &["/etc/a"]).verdict(), Verdict::Error(m) if m.contains("DRIFTED_FILES=/etc/a"))

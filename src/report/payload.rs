@@ -1,10 +1,13 @@
 //! Turns what the hosts reported into `POST /api/status` bodies: which server each snapshot names,
-//! `/etc/rsyslog.conf` -> `rsyslog.conf`, and the commit and run link from the CI environment.
+//! `/etc/rsyslog.conf` -> `rsyslog.conf`, a file list cut to what the server takes, and the commit
+//! and run link from the CI environment.
+
+use std::collections::HashSet;
 
 use serde::Serialize;
 
 use super::parse::{PlaybookRun, Verdict};
-use crate::model::{FileEntry, MAX_MESSAGE_CHARS, SyncStatus};
+use crate::model::{FileEntry, MAX_FILES, MAX_MESSAGE_CHARS, SyncStatus};
 use crate::timestamp::Timestamp;
 
 /// One snapshot as the client sends it: the seed's fields plus `revision`, `run_url`, `message`.
@@ -23,7 +26,15 @@ pub struct Report {
     pub run_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How the state was decided, when the step output should say so; not sent.
+    #[serde(skip)]
+    pub note: Option<&'static str>,
 }
+
+/// The step output's note on a SYNCED decided from the recap alone.
+pub const SYNCED_WITHOUT_MARKERS: &str = "no DRIFTED_FILES= or SYNC_STATUS= marker, and the PLAY \
+     RECAP shows the run completed with no failed or unreachable task: the seed's playbook prints \
+     its markers only on drift, so this is SYNCED";
 
 /// What every snapshot of one run shares.
 #[derive(Debug, Clone)]
@@ -41,21 +52,22 @@ pub struct RunContext {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoResult {
     #[error(
-        "no drift-check result: no host printed DRIFTED_FILES= or SYNC_STATUS= \
-         (is this the drift-check playbook, and does it run the marker tasks?)"
+        "no drift-check result: no host printed DRIFTED_FILES= or SYNC_STATUS=, and no PLAY RECAP \
+         line shows a host whose run completed (was the output cut short, or did no task run?)"
     )]
-    NoMarkers,
+    NoCompletedRun,
     #[error("no drift-check result: no host ran and ansible printed no error")]
     NoHosts,
     #[error(
-        "ansible failed before any host ran ({0}); set SERVER_NAME to record this as an ERROR \
-         snapshot"
+        "ansible failed before any host ran ({0}); set --server / SERVER_NAME to record this as \
+         an ERROR snapshot"
     )]
     UnnamedFailure(String),
 }
 
 /// One snapshot per host, or one ERROR snapshot for `SERVER_NAME` when ansible failed before any
-/// host ran. A host that printed no marker while others did is an ERROR: its check did not finish.
+/// host ran. A host without markers whose run completed is SYNCED; one whose run did not complete
+/// is an ERROR, unless no host completed at all: then nothing is posted.
 pub fn build_reports(run: &PlaybookRun, context: &RunContext) -> Result<Vec<Report>, NoResult> {
     if run.hosts.is_empty() {
         let error = run.error.clone().ok_or(NoResult::NoHosts)?;
@@ -68,9 +80,9 @@ pub fn build_reports(run: &PlaybookRun, context: &RunContext) -> Result<Vec<Repo
     let verdicts: Vec<Verdict> = run.hosts.iter().map(|host| host.verdict()).collect();
     if verdicts
         .iter()
-        .all(|verdict| *verdict == Verdict::NoMarkers)
+        .all(|verdict| matches!(verdict, Verdict::Unfinished(_)))
     {
-        return Err(NoResult::NoMarkers);
+        return Err(NoResult::NoCompletedRun);
     }
     let single_host = run.hosts.len() == 1;
     Ok(run
@@ -88,46 +100,66 @@ pub fn build_reports(run: &PlaybookRun, context: &RunContext) -> Result<Vec<Repo
 }
 
 fn report(context: &RunContext, server: String, verdict: Verdict) -> Report {
-    let (sync_status, files, message) = match verdict {
-        Verdict::Synced => (SyncStatus::Synced, Vec::new(), None),
-        Verdict::OutOfSync(paths) => (
-            SyncStatus::OutOfSync,
-            file_entries(&paths, &context.strip_prefix),
-            None,
-        ),
-        Verdict::Error(reason) => (SyncStatus::Error, Vec::new(), Some(clean_message(&reason))),
-        Verdict::NoMarkers => (
+    let mut note = None;
+    let (sync_status, files, drift_count, message) = match verdict {
+        Verdict::Synced => (SyncStatus::Synced, Vec::new(), 0, None),
+        Verdict::CompletedWithoutMarkers => {
+            note = Some(SYNCED_WITHOUT_MARKERS);
+            (SyncStatus::Synced, Vec::new(), 0, None)
+        }
+        Verdict::OutOfSync(paths) => {
+            let names = file_names(&paths, &context.strip_prefix);
+            let drift_count = names.len();
+            let (names, message) = cut_to_limit(names, MAX_FILES);
+            let files = names.into_iter().map(|name| FileEntry { name }).collect();
+            (SyncStatus::OutOfSync, files, drift_count, message)
+        }
+        Verdict::Error(reason) | Verdict::Unfinished(reason) => (
             SyncStatus::Error,
             Vec::new(),
-            Some(
-                "the drift check printed no DRIFTED_FILES= or SYNC_STATUS= marker for this host"
-                    .to_owned(),
-            ),
+            0,
+            Some(clean_message(&reason)),
         ),
     };
     Report {
         repo: context.repo.clone(),
         server,
         sync_status,
-        drift_count: files.len(),
+        drift_count,
         files,
         last_check: context.last_check,
         revision: context.ci.revision.clone(),
         run_url: context.ci.run_url.clone(),
         message,
+        note,
     }
 }
 
 /// The drifted files named relative to the managed root, each once, in the playbook's order.
-fn file_entries(paths: &[String], strip_prefix: &str) -> Vec<FileEntry> {
-    let mut entries: Vec<FileEntry> = Vec::with_capacity(paths.len());
-    for path in paths {
-        let name = relative_name(path, strip_prefix);
-        if !entries.iter().any(|entry| entry.name == name) {
-            entries.push(FileEntry { name });
-        }
+fn file_names(paths: &[String], strip_prefix: &str) -> Vec<String> {
+    let mut seen = HashSet::with_capacity(paths.len());
+    paths
+        .iter()
+        .map(|path| relative_name(path, strip_prefix))
+        .filter(|name| seen.insert(name.clone()))
+        .collect()
+}
+
+/// A list longer than the server takes keeps its first `limit` names in sorted order, with a
+/// message saying it was cut; the caller keeps the true count for `drift_count`. A list that fits
+/// is returned as it is, without a message.
+pub fn cut_to_limit(mut names: Vec<String>, limit: usize) -> (Vec<String>, Option<String>) {
+    let count = names.len();
+    if count <= limit {
+        return (names, None);
     }
-    entries
+    names.sort_unstable();
+    names.truncate(limit);
+    let message = format!(
+        "the drift check found {count} drifted files; the list was cut to the first {limit} \
+         names in sorted order (the most a snapshot holds), drift_count has the true number"
+    );
+    (names, Some(message))
 }
 
 /// `/etc/rsyslog.d/30-lab.conf` with prefix `/etc/` (or `/etc`) -> `rsyslog.d/30-lab.conf`.
@@ -202,7 +234,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::report::parse::{HostOutput, parse_playbook_output};
+    use crate::report::parse::{HostOutput, Recap, parse_playbook_output};
 
     fn context(server_name: Option<&str>) -> RunContext {
         RunContext {
@@ -223,6 +255,20 @@ mod tests {
             drifted_files: Some(files.iter().map(|file| (*file).to_owned()).collect()),
             sync_status: Some(status.to_owned()),
             failure: None,
+            recap: None,
+        }
+    }
+
+    /// A host that printed no marker; `ok` is its PLAY RECAP count, `None` without a recap line.
+    fn silent(name: &str, ok: Option<u64>) -> HostOutput {
+        HostOutput {
+            host: name.to_owned(),
+            recap: ok.map(|ok| Recap {
+                ok,
+                failed: 0,
+                unreachable: 0,
+            }),
+            ..HostOutput::default()
         }
     }
 
@@ -272,18 +318,121 @@ mod tests {
     }
 
     #[test]
-    fn no_markers_at_all_posts_nothing() {
-        let silent = HostOutput {
-            host: "lab".to_owned(),
-            ..HostOutput::default()
-        };
+    fn a_completed_run_without_markers_is_the_seed_synced_json() {
+        let reports = build_reports(
+            &run(vec![silent("10.0.0.7", Some(4))]),
+            &context(Some("rsyslog-lab")),
+        )
+        .unwrap();
         assert_eq!(
-            build_reports(&run(vec![silent.clone(), silent]), &context(None)),
-            Err(NoResult::NoMarkers)
+            serde_json::to_value(&reports).unwrap(),
+            json!([{
+                "repo": "rsyslog",
+                "server": "rsyslog-lab",
+                "sync_status": "SYNCED",
+                "drift_count": 0,
+                "files": [],
+                "last_check": "2026-04-21T10:30:00.000Z",
+                "revision": "3f2c1ab",
+                "run_url": "https://ci.example.org/repos/7/pipeline/912"
+            }])
+        );
+        assert_eq!(reports[0].note, Some(SYNCED_WITHOUT_MARKERS));
+    }
+
+    #[test]
+    fn the_seed_playbook_on_two_hosts_one_drifted_one_clean() {
+        let mut drifted = host("lab-1", "OUT_OF_SYNC", &["/etc/rsyslog.conf"]);
+        drifted.recap = Some(Recap {
+            ok: 5,
+            failed: 1,
+            unreachable: 0,
+        });
+        let hosts = vec![drifted, silent("lab-2", Some(3)), silent("lab-3", None)];
+        let reports = build_reports(&run(hosts), &context(None)).unwrap();
+        let states: Vec<(&str, SyncStatus, Option<&str>)> = reports
+            .iter()
+            .map(|r| (r.server.as_str(), r.sync_status, r.message.as_deref()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("lab-1", SyncStatus::OutOfSync, None),
+                ("lab-2", SyncStatus::Synced, None),
+                (
+                    "lab-3",
+                    SyncStatus::Error,
+                    Some(
+                        "the drift check printed no DRIFTED_FILES= or SYNC_STATUS= marker for \
+                         this host, and the output has no PLAY RECAP line for it: its run did \
+                         not complete"
+                    )
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_completed_run_posts_nothing() {
+        assert_eq!(
+            build_reports(
+                &run(vec![silent("lab", None), silent("lab2", Some(0))]),
+                &context(None)
+            ),
+            Err(NoResult::NoCompletedRun)
         );
         assert_eq!(
             build_reports(&run(Vec::new()), &context(None)),
             Err(NoResult::NoHosts)
+        );
+    }
+
+    #[test]
+    fn a_list_longer_than_the_limit_keeps_the_first_names_in_sorted_order() {
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            cut_to_limit(names(&["c", "a", "b"]), 3),
+            (names(&["c", "a", "b"]), None)
+        );
+        assert_eq!(
+            cut_to_limit(names(&["d", "b", "c", "a"]), 2),
+            (
+                names(&["a", "b"]),
+                Some(
+                    "the drift check found 4 drifted files; the list was cut to the first 2 \
+                     names in sorted order (the most a snapshot holds), drift_count has the \
+                     true number"
+                        .to_owned()
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn twelve_thousand_drifted_files_are_recorded_cut_with_the_true_count() {
+        let paths: Vec<String> = (0..12_000)
+            .rev()
+            .map(|n| format!("/etc/conf.d/{n:05}.conf"))
+            .collect();
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let reports = build_reports(
+            &run(vec![host("lab", "OUT_OF_SYNC", &paths)]),
+            &context(None),
+        )
+        .unwrap();
+        let report = &reports[0];
+        assert_eq!(report.sync_status, SyncStatus::OutOfSync);
+        assert_eq!(report.drift_count, 12_000);
+        assert_eq!(report.files.len(), MAX_FILES);
+        assert_eq!(report.files[0].name, "conf.d/00000.conf");
+        assert_eq!(report.files[MAX_FILES - 1].name, "conf.d/09999.conf");
+        assert_eq!(
+            report.message.as_deref(),
+            Some(
+                "the drift check found 12000 drifted files; the list was cut to the first 10000 \
+                 names in sorted order (the most a snapshot holds), drift_count has the true \
+                 number"
+            )
         );
     }
 

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use super::payload::Report;
-use crate::config::Secret;
+use crate::flag_values::Secret;
 
 /// The longest `Retry-After` the client waits; a server asking for more is given up on.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -58,9 +58,9 @@ enum Attempt {
 }
 
 impl Sender {
-    /// `base_url` is the server's root; snapshots go to `base_url/api/status`.
+    /// `endpoint` is the server's `POST /api/status` URL (see `args::status_endpoint`).
     pub fn new(
-        base_url: &Url,
+        endpoint: &Url,
         token: Option<Secret>,
         timeout: Duration,
         retries: u32,
@@ -74,7 +74,7 @@ impl Sender {
             .build()?;
         Ok(Self {
             client,
-            endpoint: status_endpoint(base_url),
+            endpoint: endpoint.clone(),
             token,
             retries,
             first_backoff: Duration::from_secs(1),
@@ -204,15 +204,6 @@ fn delivered(status: StatusCode, headers: &HeaderMap, text: &str) -> Delivered {
     }
 }
 
-/// `base/api/status`, keeping any path the base has (a server behind a path prefix).
-pub fn status_endpoint(base_url: &Url) -> Url {
-    let mut endpoint = base_url.clone();
-    let path = format!("{}/api/status", base_url.path().trim_end_matches('/'));
-    endpoint.set_path(&path);
-    endpoint.set_query(None);
-    endpoint
-}
-
 /// The pause before retry `attempt` + 1: `first`, then doubling, at most `MAX_BACKOFF`.
 fn backoff(first: Duration, attempt: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
@@ -313,7 +304,7 @@ mod tests {
         seen: Arc<Mutex<Vec<Seen>>>,
     }
 
-    /// A server that answers each POST with the next scripted reply; returns its base URL.
+    /// A server that answers each POST with the next scripted reply; returns its endpoint.
     async fn stand_in(replies: Vec<Scripted>, delay: Duration) -> (Url, Stand) {
         let stand = Stand {
             replies: Arc::new(Mutex::new(replies.into_iter().rev().collect())),
@@ -346,7 +337,7 @@ mod tests {
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/base/", listener.local_addr().unwrap());
+        let url = format!("http://{}/base/api/status", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         (Url::parse(&url).unwrap(), stand)
     }
@@ -362,6 +353,7 @@ mod tests {
             revision: None,
             run_url: None,
             message: None,
+            note: None,
         }
     }
 
@@ -509,26 +501,6 @@ mod tests {
         );
         assert_eq!(retry_after(&headers("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
-    }
-
-    #[test]
-    fn the_endpoint_keeps_a_base_path() {
-        for (base, expected) in [
-            ("http://gitops:80", "http://gitops/api/status"),
-            (
-                "https://ops.example.org/gitops/",
-                "https://ops.example.org/gitops/api/status",
-            ),
-            (
-                "http://127.0.0.1:8080/x?y=1",
-                "http://127.0.0.1:8080/x/api/status",
-            ),
-        ] {
-            assert_eq!(
-                status_endpoint(&Url::parse(base).unwrap()).as_str(),
-                expected
-            );
-        }
     }
 
     #[test]
