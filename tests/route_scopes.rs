@@ -75,7 +75,7 @@ const fn decision(
 }
 
 /// Every route and the access it needs. Add each new route here, after putting it in a group.
-static DECISIONS: [Decision; 16] = [
+static DECISIONS: [Decision; 18] = [
     decision(Method::GET, "/healthz", Needs::Open, "/healthz", true),
     decision(Method::GET, "/readyz", Needs::Open, "/readyz", true),
     decision(
