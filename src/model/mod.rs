@@ -1,0 +1,37 @@
+//! Wire types of the HTTP API (serde + utoipa schemas) and the validation of everything clients
+//! send, one file per concern.
+
+mod cursor;
+mod history;
+mod query;
+mod snapshot;
+mod status;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use cursor::Cursor;
+pub use history::*;
+pub(crate) use query::QueryPairs;
+pub use snapshot::*;
+pub use status::*;
+
+/// One invalid field of a request, as listed in a problem's `errors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Path of the field: `repo`, `files[3].name`, or a query parameter's name.
+    #[schema(example = "files[3].name")]
+    pub field: String,
+    /// What is wrong with it.
+    #[schema(example = "must not contain control characters")]
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `GET /status.json`'s rows and filters, and the query that names one target.
+
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{FieldError, FileEntry, QueryPairs, Snapshot, SyncStatus};
+use crate::timestamp::Timestamp;
+
+/// What a dashboard shows for a target: its last `sync_status`, or `STALE` when no check arrived
+/// within the target's stale-after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetState {
+    Synced,
+    OutOfSync,
+    Error,
+    Stale,
+}
+
+impl TargetState {
+    pub const ALL: [Self; 4] = [Self::Synced, Self::OutOfSync, Self::Error, Self::Stale];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Synced => "SYNCED",
+            Self::OutOfSync => "OUT_OF_SYNC",
+            Self::Error => "ERROR",
+            Self::Stale => "STALE",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+impl From<SyncStatus> for TargetState {
+    fn from(status: SyncStatus) -> Self {
+        match status {
+            SyncStatus::Synced => Self::Synced,
+            SyncStatus::OutOfSync => Self::OutOfSync,
+            SyncStatus::Error => Self::Error,
+        }
+    }
+}
+
+/// The latest snapshot of one target, as `/status.json` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StatusRow {
+    #[schema(example = "rsyslog")]
+    pub repo: String,
+    #[schema(example = "rsyslog-lab")]
+    pub server: String,
+    /// `sync_status`, or `STALE` when the last check is older than the target's stale-after.
+    pub state: TargetState,
+    pub sync_status: SyncStatus,
+    pub stale: bool,
+    pub drift_count: i64,
+    pub files: Vec<FileEntry>,
+    #[schema(example = "rsyslog.conf, rsyslog.d/30-lab.conf")]
+    pub files_text: String,
+    #[schema(value_type = String, format = DateTime, example = "2026-04-21T10:30:00.000Z")]
+    pub last_check: Timestamp,
+    #[schema(value_type = String, format = DateTime, example = "2026-04-21T10:30:01.204Z")]
+    pub received_at: Timestamp,
+    /// Start of the current unbroken run of this `sync_status`.
+    #[schema(value_type = String, format = DateTime, example = "2026-04-21T09:58:00.000Z")]
+    pub status_since: Timestamp,
+    /// Id of the snapshot shown.
+    pub snapshot_id: i64,
+    /// The stale-after in force for this target: its own override or the server's default.
+    pub stale_after_seconds: i64,
+    pub revision: Option<String>,
+    pub run_url: Option<String>,
+    pub message: Option<String>,
+}
+
+impl StatusRow {
+    /// Builds the row from the target's latest snapshot, judging staleness at `now`.
+    pub fn new(
+        latest: Snapshot,
+        status_since: Timestamp,
+        now: Timestamp,
+        default_stale_after_seconds: i64,
+    ) -> Self {
+        let stale_after_seconds = latest
+            .stale_after_seconds
+            .unwrap_or(default_stale_after_seconds);
+        let age_millis = now
+            .as_millis()
+            .saturating_sub(latest.last_check.as_millis());
+        let stale = age_millis > stale_after_seconds.saturating_mul(1000);
+        Self {
+            repo: latest.repo,
+            server: latest.server,
+            state: if stale {
+                TargetState::Stale
+            } else {
+                latest.sync_status.into()
+            },
+            sync_status: latest.sync_status,
+            stale,
+            drift_count: latest.drift_count,
+            files: latest.files,
+            files_text: latest.files_text,
+            last_check: latest.last_check,
+            received_at: latest.received_at,
+            status_since,
+            snapshot_id: latest.id,
+            stale_after_seconds,
+            revision: latest.revision,
+            run_url: latest.run_url,
+            message: latest.message,
+        }
+    }
+}
+
+/// Query parameters of `GET /status.json`.
+/// Documents the parameters; `StatusFilter::from_query` parses them.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusParams {
+    /// Only targets of this repo (exact match).
+    pub repo: Option<String>,
+    /// Only targets on this server (exact match).
+    pub server: Option<String>,
+    /// Only targets in these states, comma-separated: `SYNCED`, `OUT_OF_SYNC`, `ERROR`, `STALE`.
+    #[param(example = "OUT_OF_SYNC,STALE")]
+    pub state: Option<String>,
+}
+
+/// The filters of `GET /status.json`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusFilter {
+    pub repo: Option<String>,
+    pub server: Option<String>,
+    /// Empty means every state.
+    pub states: Vec<TargetState>,
+}
+
+impl StatusFilter {
+    pub const PARAMETERS: [&'static str; 3] = ["repo", "server", "state"];
+
+    pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
+        let filter = Self {
+            repo: pairs.name_filter("repo", &mut errors),
+            server: pairs.name_filter("server", &mut errors),
+            states: pairs.list(
+                "state",
+                TargetState::parse,
+                "SYNCED, OUT_OF_SYNC, ERROR, STALE",
+                &mut errors,
+            ),
+        };
+        if errors.is_empty() {
+            Ok(filter)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Query parameters that name one target: `GET /badge.svg` and the status page's target view.
+/// Documents the parameters; `TargetKey::from_query` parses them.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TargetParams {
+    /// The target's repo (exact match).
+    #[param(example = "rsyslog")]
+    pub repo: String,
+    /// The target's server (exact match).
+    #[param(example = "rsyslog-lab")]
+    pub server: String,
+}
+
+/// One target, named by a query string with both `repo` and `server`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetKey {
+    pub repo: String,
+    pub server: String,
+}
+
+impl TargetKey {
+    pub const PARAMETERS: [&'static str; 2] = ["repo", "server"];
+
+    pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
+        let mut required = |name: &str| {
+            let value = pairs.name_filter(name, &mut errors);
+            if value.is_none() {
+                errors.push(FieldError::new(name, "is required"));
+            }
+            value.unwrap_or_default()
+        };
+        let key = Self {
+            repo: required("repo"),
+            server: required("server"),
+        };
+        if errors.is_empty() {
+            Ok(key)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The `/status.json` filter that selects exactly this target.
+    pub fn status_filter(&self) -> StatusFilter {
+        StatusFilter {
+            repo: Some(self.repo.clone()),
+            server: Some(self.server.clone()),
+            states: Vec::new(),
+        }
+    }
+
+    /// The query string that names this target, percent-encoded: `repo=...&server=...`.
+    pub fn to_query(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("repo", &self.repo)
+            .append_pair("server", &self.server)
+            .finish()
+    }
+}
