@@ -460,7 +460,11 @@ async fn pruning_large_histories_releases_pages_and_verifies(backend: Backend) {
                 "SYNCED",
                 &[],
             );
-            gitops_status_server::model::SnapshotIn::decode(body, Timestamp::now()).unwrap()
+            gitops_status_server::model::SnapshotIn::decode(
+                body.to_string().as_bytes(),
+                Timestamp::now(),
+            )
+            .unwrap()
         })
         .collect();
     for outcome in app.store.import(snapshots).await.unwrap() {
@@ -633,7 +637,11 @@ async fn verify_is_exempt_from_the_request_timeout(backend: Backend) {
     let snapshots: Vec<_> = (0..5_000)
         .map(|i| {
             let body = check("r", &format!("s{}", i % 10), i64::from(i), "SYNCED", &[]);
-            gitops_status_server::model::SnapshotIn::decode(body, Timestamp::now()).unwrap()
+            gitops_status_server::model::SnapshotIn::decode(
+                body.to_string().as_bytes(),
+                Timestamp::now(),
+            )
+            .unwrap()
         })
         .collect();
     for outcome in app.store.import(snapshots).await.unwrap() {

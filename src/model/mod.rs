@@ -3,6 +3,7 @@
 
 mod cursor;
 mod history;
+pub mod lenient;
 mod query;
 mod snapshot;
 mod status;

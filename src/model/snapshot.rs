@@ -1,20 +1,24 @@
-//! `POST /api/status`'s body: the snapshot a CI job sends, and its validation into a `NewSnapshot`.
+//! `POST /api/status`'s body: the snapshot a CI job sends, read leniently in one pass, and its
+//! validation into a `NewSnapshot`. `SnapshotIn` is the one statement of the schema: its fields
+//! give the accepted keys and JSON types (and the OpenAPI schema), `validate` the rules.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use serde::de::{MapAccess, SeqAccess};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::FieldError;
+use super::lenient::{Lenient, Shape, read_object};
 use crate::timestamp::Timestamp;
 
 /// Longest `repo` or `server`, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 256;
 /// Longest file name, in characters.
 pub const MAX_FILE_NAME_CHARS: usize = 4096;
-/// Most files one snapshot may list; also the largest `drift_count`.
+/// Most files one snapshot may list. The `report` client cuts a longer list to this many names
+/// and sends the true count as `drift_count`.
 pub const MAX_FILES: usize = 10_000;
 /// How far ahead of the server's clock a `last_check` may be.
 pub const MAX_FUTURE_SKEW_MILLIS: i64 = 5 * 60 * 1000;
@@ -80,8 +84,8 @@ pub struct FileEntry {
 }
 
 /// A drift-check result as CI posts it: the seed's format plus optional `revision`, `run_url`,
-/// `message` and `stale_after_seconds`. Unknown fields are rejected.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// `message` and `stale_after_seconds`. Unknown fields and repeated keys are rejected.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "repo": "rsyslog",
@@ -93,36 +97,104 @@ pub struct FileEntry {
 }))]
 pub struct SnapshotIn {
     /// Repository that owns the configuration; trimmed, 1..=256 characters, no control characters.
-    pub repo: String,
+    #[schema(value_type = String)]
+    pub repo: Lenient<String>,
     /// Server the check ran against; trimmed, 1..=256 characters, no control characters.
-    pub server: String,
-    pub sync_status: SyncStatus,
+    #[schema(value_type = String)]
+    pub server: Lenient<String>,
+    #[schema(value_type = SyncStatus)]
+    pub sync_status: Lenient<SyncStatus>,
     /// Number of drifted files; defaults to the length of `files`, and must equal it when `files`
-    /// is present. 0 for `SYNCED`.
-    #[schema(minimum = 0, maximum = 10000)]
-    pub drift_count: Option<i64>,
+    /// is present, except for a cut list: exactly 10,000 files with a larger `drift_count`.
+    /// 0 for `SYNCED`.
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub drift_count: Lenient<i64>,
     /// Drifted files, at most 10,000, no duplicates, none for `SYNCED`. Stored as a set, sorted by name.
-    #[schema(max_items = 10000)]
-    pub files: Option<Vec<FileEntry>>,
+    #[schema(value_type = Option<Vec<FileEntry>>, max_items = 10000)]
+    pub files: Lenient<Vec<Lenient<FileEntryIn>>>,
     /// When the check ran: RFC 3339 with an offset, at most 5 minutes ahead of the server's clock.
     /// Defaults to the time the server received the snapshot.
-    #[schema(format = DateTime, example = "2026-04-21T10:30:00Z")]
-    pub last_check: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-04-21T10:30:00Z")]
+    pub last_check: Lenient<String>,
     /// Commit the checked configuration came from.
-    #[schema(example = "3f2c1ab", max_length = 256)]
-    pub revision: Option<String>,
+    #[schema(value_type = Option<String>, example = "3f2c1ab", max_length = 256)]
+    pub revision: Lenient<String>,
     /// Link to the CI run that produced the snapshot.
     #[schema(
+        value_type = Option<String>,
         example = "https://ci.example.org/repos/7/pipeline/912",
         max_length = 2048
     )]
-    pub run_url: Option<String>,
+    pub run_url: Lenient<String>,
     /// Free text, typically why a check ended in `ERROR`.
-    #[schema(max_length = 16384)]
-    pub message: Option<String>,
+    #[schema(value_type = Option<String>, max_length = 16384)]
+    pub message: Lenient<String>,
     /// Per-target override of the server's `--stale-after`, in seconds (1..=31536000).
-    #[schema(minimum = 1, maximum = 31536000)]
-    pub stale_after_seconds: Option<i64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 31536000)]
+    pub stale_after_seconds: Lenient<i64>,
+    /// Unknown and repeated keys, named.
+    #[serde(skip)]
+    rejected_keys: Vec<FieldError>,
+}
+
+/// One entry of `files` as posted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntryIn {
+    pub name: Lenient<String>,
+    #[serde(skip)]
+    rejected_keys: Vec<FieldError>,
+}
+
+impl<'de> Shape<'de> for SnapshotIn {
+    const EXPECTED: &'static str = "must be a JSON object";
+
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        let (mut snapshot, rejected) = read_object::<Self, A>(map)?;
+        snapshot.rejected_keys = rejected;
+        Ok(Some(snapshot))
+    }
+}
+
+impl<'de> Shape<'de> for FileEntryIn {
+    const EXPECTED: &'static str = "must be an object with a name";
+
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        let (mut entry, rejected) = read_object::<Self, A>(map)?;
+        entry.rejected_keys = rejected;
+        Ok(Some(entry))
+    }
+}
+
+impl<'de> Shape<'de> for Vec<Lenient<FileEntryIn>> {
+    const EXPECTED: &'static str = "must be an array of {\"name\": string} objects";
+
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_FILES));
+        while let Some(entry) = seq.next_element()? {
+            entries.push(entry);
+        }
+        Ok(Some(entries))
+    }
+}
+
+impl Shape<'_> for SyncStatus {
+    const EXPECTED: &'static str = "must be one of SYNCED, OUT_OF_SYNC, ERROR";
+
+    fn from_text(text: &str) -> Option<Self> {
+        Self::parse(text)
+    }
+}
+
+/// Why a request body is not a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not JSON at all: a 400.
+    #[error("the request body is not valid JSON: {0}")]
+    Malformed(#[source] serde_json::Error),
+    /// JSON that breaks the schema or the rules, every bad field named: a 422.
+    #[error("the snapshot breaks the schema or its rules")]
+    Invalid(Vec<FieldError>),
 }
 
 /// A validated snapshot, ready to be stored.
@@ -144,106 +216,67 @@ pub struct NewSnapshot {
     pub stale_after_seconds: Option<i64>,
 }
 
-const SNAPSHOT_FIELDS: [&str; 10] = [
-    "repo",
-    "server",
-    "sync_status",
-    "drift_count",
-    "files",
-    "last_check",
-    "revision",
-    "run_url",
-    "message",
-    "stale_after_seconds",
-];
-
 impl SnapshotIn {
-    /// Decodes a JSON document into a validated snapshot, naming every bad field at once.
-    pub fn decode(body: Value, received_at: Timestamp) -> Result<NewSnapshot, Vec<FieldError>> {
-        let mut errors = shape_errors(&body);
-        if errors.is_empty() {
-            let input: Self = serde_json::from_value(body)
-                .map_err(|error| vec![FieldError::new("body", error.to_string())])?;
-            return input.validate(received_at);
-        }
-        // Run the rules over the well-formed rest too, so one reply names every bad field.
-        if let Some(patched) = patch_shape_errors(body, &errors) {
-            if let Ok(Err(rule_errors)) =
-                serde_json::from_value::<Self>(patched).map(|input| input.validate(received_at))
-            {
-                let already_named = |field: &str| {
-                    errors.iter().any(|named| {
-                        field == named.field
-                            || field.starts_with(&format!("{}[", named.field))
-                            || field.starts_with(&format!("{}.", named.field))
-                    })
-                };
-                let extra: Vec<_> = rule_errors
-                    .into_iter()
-                    .filter(|error| !already_named(&error.field))
-                    .collect();
-                errors.extend(extra);
+    /// Parses a request body and validates it into a snapshot, in one pass over the JSON; names
+    /// every bad field at once.
+    pub fn decode(body: &[u8], received_at: Timestamp) -> Result<NewSnapshot, SnapshotError> {
+        match serde_json::from_slice(body).map_err(SnapshotError::Malformed)? {
+            Lenient::Read(input) => {
+                Self::validate(input, received_at).map_err(SnapshotError::Invalid)
+            }
+            Lenient::Missing | Lenient::Wrong(_) => {
+                Err(SnapshotError::Invalid(vec![FieldError::new(
+                    "body",
+                    Self::EXPECTED,
+                )]))
             }
         }
-        Err(errors)
     }
 
-    /// Applies the rules that need typed values: lengths, characters, consistency, time bounds.
+    /// Applies the rules to every field that was read: lengths, characters, consistency, time
+    /// bounds. A field of the wrong type is named once, and rules that need it step aside.
     pub fn validate(self, received_at: Timestamp) -> Result<NewSnapshot, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let repo = check_name("repo", &self.repo, &mut errors);
-        let server = check_name("server", &self.server, &mut errors);
+        let mut errors = self.rejected_keys;
+        let repo = (self.repo.required("repo", &mut errors))
+            .map(|raw| check_name("repo", &raw, &mut errors));
+        let server = (self.server.required("server", &mut errors))
+            .map(|raw| check_name("server", &raw, &mut errors));
+        let sync_status = self.sync_status.required("sync_status", &mut errors);
 
-        let files_given = self.files.is_some();
-        let mut files: Vec<String> = self
-            .files
-            .unwrap_or_default()
-            .into_iter()
-            .map(|file| file.name)
-            .collect();
-        if files.len() > MAX_FILES {
-            errors.push(FieldError::new(
-                "files",
-                format!("must list at most {MAX_FILES} files, got {}", files.len()),
-            ));
-        } else {
-            check_file_names(&files, &mut errors);
-        }
-        let files_listed = files.len();
-        files.sort_unstable();
-        files.dedup();
-
-        let drift_count = match self.drift_count {
-            Some(count) if !(0..=MAX_FILES as i64).contains(&count) => {
-                errors.push(FieldError::new(
-                    "drift_count",
-                    format!("must be between 0 and {MAX_FILES}"),
-                ));
-                count
-            }
-            Some(count) if files_given && count as usize != files_listed => {
-                errors.push(FieldError::new(
-                    "drift_count",
-                    format!("must equal the number of files ({files_listed}) when files are given"),
-                ));
-                count
-            }
-            Some(count) => count,
-            None => files.len() as i64,
+        let files = self.files.optional("files", &mut errors);
+        let listed = files.as_ref().map(|files| files.as_ref().map(Vec::len));
+        let mut names = match files {
+            Some(Some(entries)) => file_names(entries, &mut errors),
+            _ => Vec::new(),
         };
-        if self.sync_status == SyncStatus::Synced {
-            if !files.is_empty() {
+        names.sort_unstable();
+        names.dedup();
+
+        let drift_count = match self.drift_count.optional("drift_count", &mut errors) {
+            None => None,
+            Some(None) => Some(names.len() as i64),
+            Some(Some(count)) => {
+                if let Some(problem) = drift_count_problem(count, listed.flatten()) {
+                    errors.push(FieldError::new("drift_count", problem));
+                }
+                Some(count)
+            }
+        };
+        if sync_status == Some(SyncStatus::Synced) {
+            if listed.flatten().is_some_and(|listed| listed > 0) {
                 errors.push(FieldError::new("files", "must be empty when SYNCED"));
             }
             let drift_count_named = errors.iter().any(|error| error.field == "drift_count");
-            if drift_count != 0 && !drift_count_named {
+            if drift_count.is_some_and(|count| count != 0) && !drift_count_named {
                 errors.push(FieldError::new("drift_count", "must be 0 when SYNCED"));
             }
         }
 
-        let last_check = match self.last_check.as_deref() {
+        let last_check_text = self.last_check.optional("last_check", &mut errors);
+        let last_check_defaulted = matches!(last_check_text, Some(None));
+        let last_check = match last_check_text.flatten() {
             None => received_at,
-            Some(text) => match Timestamp::parse_rfc3339(text) {
+            Some(text) => match Timestamp::parse_rfc3339(&text) {
                 None => {
                     errors.push(FieldError::new(
                         "last_check",
@@ -262,28 +295,32 @@ impl SnapshotIn {
             },
         };
 
-        check_optional_text(
+        let revision = optional_text(
             "revision",
-            self.revision.as_deref(),
+            self.revision,
             MAX_REVISION_CHARS,
             false,
             &mut errors,
         );
-        check_optional_text(
+        let run_url = optional_text(
             "run_url",
-            self.run_url.as_deref(),
+            self.run_url,
             MAX_RUN_URL_CHARS,
             false,
             &mut errors,
         );
-        check_optional_text(
+        let message = optional_text(
             "message",
-            self.message.as_deref(),
+            self.message,
             MAX_MESSAGE_CHARS,
             true,
             &mut errors,
         );
-        if let Some(seconds) = self.stale_after_seconds {
+        let stale_after_seconds = self
+            .stale_after_seconds
+            .optional("stale_after_seconds", &mut errors)
+            .flatten();
+        if let Some(seconds) = stale_after_seconds {
             if !(1..=MAX_STALE_AFTER_SECONDS).contains(&seconds) {
                 errors.push(FieldError::new(
                     "stale_after_seconds",
@@ -292,141 +329,94 @@ impl SnapshotIn {
             }
         }
 
-        if !errors.is_empty() {
-            return Err(errors);
+        match (repo, server, sync_status, drift_count) {
+            (Some(repo), Some(server), Some(sync_status), Some(drift_count))
+                if errors.is_empty() =>
+            {
+                Ok(NewSnapshot {
+                    repo,
+                    server,
+                    sync_status,
+                    drift_count,
+                    files: names,
+                    last_check,
+                    last_check_defaulted,
+                    received_at,
+                    revision,
+                    run_url,
+                    message,
+                    stale_after_seconds,
+                })
+            }
+            _ => Err(errors),
         }
-        Ok(NewSnapshot {
-            repo,
-            server,
-            sync_status: self.sync_status,
-            drift_count,
-            files,
-            last_check,
-            last_check_defaulted: self.last_check.is_none(),
-            received_at,
-            revision: self.revision,
-            run_url: self.run_url,
-            message: self.message,
-            stale_after_seconds: self.stale_after_seconds,
-        })
     }
 }
 
-/// Checks the JSON shape (object, known fields, required fields, JSON types) and lists every
-/// mismatch, so one reply names all of them rather than the first serde stumbles on.
-fn shape_errors(body: &Value) -> Vec<FieldError> {
-    let Some(object) = body.as_object() else {
-        return vec![FieldError::new("body", "must be a JSON object")];
-    };
-    let mut errors = Vec::new();
-    for key in object.keys() {
-        if !SNAPSHOT_FIELDS.contains(&key.as_str()) {
-            errors.push(FieldError::new(key.clone(), "unknown field"));
-        }
+/// What is wrong with a `drift_count` of `count` beside `listed` files (`None`: no list given).
+fn drift_count_problem(count: i64, listed: Option<usize>) -> Option<String> {
+    let max = MAX_FILES as i64;
+    match listed {
+        None if !(0..=max).contains(&count) => Some(format!(
+            "must be between 0 and {MAX_FILES} when no files are given"
+        )),
+        None => None,
+        Some(listed) if count == listed as i64 => None,
+        // A cut list: the report client keeps the first MAX_FILES names and the true count.
+        Some(MAX_FILES) if count > max => None,
+        Some(listed) => Some(format!(
+            "must equal the number of files ({listed}) when files are given; only a list cut \
+             to exactly {MAX_FILES} files may have a larger drift_count"
+        )),
     }
-    for required in ["repo", "server", "sync_status"] {
-        if object.get(required).is_none_or(Value::is_null) {
-            errors.push(FieldError::new(required, "is required"));
-        }
-    }
-    for (key, value) in object {
-        if value.is_null() {
-            continue;
-        }
-        let problem = match key.as_str() {
-            "repo" | "server" | "last_check" | "revision" | "run_url" | "message" => {
-                (!value.is_string()).then_some("must be a string")
+}
+
+/// The names of the file entries that were read, each entry's problems named by its index.
+fn file_names(entries: Vec<Lenient<FileEntryIn>>, errors: &mut Vec<FieldError>) -> Vec<String> {
+    let listed = entries.len();
+    let mut named = Vec::with_capacity(listed);
+    for (index, entry) in entries.into_iter().enumerate() {
+        let entry = match entry {
+            Lenient::Read(entry) => entry,
+            Lenient::Missing | Lenient::Wrong(_) => {
+                errors.push(FieldError::new(
+                    format!("files[{index}]"),
+                    FileEntryIn::EXPECTED,
+                ));
+                continue;
             }
-            "sync_status" => value
-                .as_str()
-                .and_then(SyncStatus::parse)
-                .is_none()
-                .then_some("must be one of SYNCED, OUT_OF_SYNC, ERROR"),
-            "drift_count" | "stale_after_seconds" => {
-                (!value.is_i64()).then_some("must be an integer")
-            }
-            "files" => match value.as_array() {
-                None => Some("must be an array of {\"name\": string} objects"),
-                Some(files) => {
-                    file_shape_errors(files, &mut errors);
-                    None
-                }
-            },
-            _ => None,
         };
-        if let Some(message) = problem {
-            errors.push(FieldError::new(key.clone(), message));
+        errors.extend(entry.rejected_keys.into_iter().map(|rejected| {
+            FieldError::new(
+                format!("files[{index}].{}", rejected.field),
+                rejected.message,
+            )
+        }));
+        if let Some(name) = entry.name.required(&format!("files[{index}].name"), errors) {
+            named.push((index, name));
         }
     }
-    errors
+    if listed > MAX_FILES {
+        errors.push(FieldError::new(
+            "files",
+            format!("must list at most {MAX_FILES} files, got {listed}"),
+        ));
+    } else {
+        check_file_names(&named, errors);
+    }
+    named.into_iter().map(|(_, name)| name).collect()
 }
 
-/// The body with every ill-formed field removed or replaced by a stand-in that no rule objects to
-/// in a way that matters (their own errors are filtered out by the caller), or `None` when the body
-/// is not an object.
-fn patch_shape_errors(body: Value, errors: &[FieldError]) -> Option<Value> {
-    let Value::Object(mut object) = body else {
-        return None;
-    };
-    for error in errors {
-        let field = error.field.as_str();
-        if let Some(rest) = field.strip_prefix("files[") {
-            let (index, key) = rest.split_once(']')?;
-            let index: usize = index.parse().ok()?;
-            let entry = object.get_mut("files")?.as_array_mut()?.get_mut(index)?;
-            match key.strip_prefix('.') {
-                // An unknown key beside a good name: drop just the key.
-                Some(unknown) if unknown != "name" => {
-                    entry.as_object_mut()?.remove(unknown);
-                }
-                // A control character keeps the stand-in from colliding with a real name.
-                _ => *entry = serde_json::json!({ "name": format!("\u{1}{index}") }),
-            }
-            continue;
-        }
-        match field {
-            "repo" | "server" => {
-                object.insert(field.to_owned(), Value::from("stand-in"));
-            }
-            // ERROR is the status that constrains the other fields least.
-            "sync_status" => {
-                object.insert(field.to_owned(), Value::from("ERROR"));
-            }
-            _ => {
-                object.remove(field);
-            }
-        }
-    }
-    Some(Value::Object(object))
-}
-
-fn file_shape_errors(files: &[Value], errors: &mut Vec<FieldError>) {
-    for (index, file) in files.iter().enumerate() {
-        let Some(entry) = file.as_object() else {
-            errors.push(FieldError::new(
-                format!("files[{index}]"),
-                "must be an object with a name",
-            ));
-            continue;
-        };
-        for key in entry.keys().filter(|key| *key != "name") {
-            errors.push(FieldError::new(
-                format!("files[{index}].{key}"),
-                "unknown field",
-            ));
-        }
-        match entry.get("name") {
-            None | Some(Value::Null) => errors.push(FieldError::new(
-                format!("files[{index}].name"),
-                "is required",
-            )),
-            Some(Value::String(_)) => {}
-            Some(_) => errors.push(FieldError::new(
-                format!("files[{index}].name"),
-                "must be a string",
-            )),
-        }
-    }
+fn optional_text(
+    field: &str,
+    value: Lenient<String>,
+    max_chars: usize,
+    multiline: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let text = value.optional(field, errors).flatten();
+    check_optional_text(field, text.as_deref(), max_chars, multiline, errors);
+    text
 }
 
 fn check_name(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> String {
@@ -448,9 +438,10 @@ fn check_name(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> String {
     trimmed.to_owned()
 }
 
-fn check_file_names(names: &[String], errors: &mut Vec<FieldError>) {
+/// Checks each name, given with its index in `files`.
+fn check_file_names(names: &[(usize, String)], errors: &mut Vec<FieldError>) {
     let mut first_seen = HashMap::with_capacity(names.len());
-    for (index, name) in names.iter().enumerate() {
+    for (index, name) in names {
         let field = || format!("files[{index}].name");
         let chars = name.chars().count();
         if chars == 0 {
@@ -472,7 +463,7 @@ fn check_file_names(names: &[String], errors: &mut Vec<FieldError>) {
                 format!("duplicates files[{}].name", first.get()),
             )),
             Entry::Vacant(slot) => {
-                slot.insert(index);
+                slot.insert(*index);
             }
         }
     }
@@ -517,6 +508,14 @@ mod tests {
         Timestamp::parse_rfc3339("2026-04-21T10:35:00Z").unwrap()
     }
 
+    fn decode(body: serde_json::Value, now: Timestamp) -> Result<NewSnapshot, Vec<FieldError>> {
+        match SnapshotIn::decode(body.to_string().as_bytes(), now) {
+            Ok(snapshot) => Ok(snapshot),
+            Err(SnapshotError::Invalid(errors)) => Err(errors),
+            Err(SnapshotError::Malformed(error)) => panic!("not JSON: {error}"),
+        }
+    }
+
     /// The fields an error list names, sorted.
     fn fields<T: std::fmt::Debug>(result: Result<T, Vec<FieldError>>) -> Vec<String> {
         let mut names: Vec<String> = result
@@ -530,7 +529,7 @@ mod tests {
 
     #[test]
     fn decodes_the_seed_format() {
-        let snapshot = SnapshotIn::decode(
+        let snapshot = decode(
             json!({
                 "repo": " rsyslog ", "server": "rsyslog-lab", "sync_status": "OUT_OF_SYNC",
                 "drift_count": 2,
@@ -548,7 +547,7 @@ mod tests {
 
     #[test]
     fn names_every_shape_error_at_once() {
-        let result = SnapshotIn::decode(
+        let result = decode(
             json!({
                 "repo": 1, "sync_status": "GREEN", "files": [{ "name": 3, "mode": "x" }, "a"],
                 "drift_count": 1.5, "colour": "red"
@@ -572,7 +571,7 @@ mod tests {
 
     #[test]
     fn names_shape_and_rule_errors_together() {
-        let result = SnapshotIn::decode(
+        let result = decode(
             json!({
                 "repo": " ", "server": 7, "sync_status": "SYNCED", "drift_count": 2,
                 "files": [{ "name": 3 }, { "name": "a\u{0}" }, { "name": "b" }],
@@ -598,7 +597,7 @@ mod tests {
 
     #[test]
     fn duplicate_files_name_the_second_occurrence() {
-        let result = SnapshotIn::decode(
+        let result = decode(
             json!({ "repo": "r", "server": "s", "sync_status": "OUT_OF_SYNC",
                     "files": [{ "name": "a" }, { "name": "b" }, { "name": "a" }] }),
             now(),
@@ -607,5 +606,54 @@ mod tests {
             result.unwrap_err(),
             [FieldError::new("files[2].name", "duplicates files[0].name")]
         );
+    }
+
+    #[test]
+    fn a_repeated_key_is_named_at_any_depth_and_nothing_is_decoded() {
+        let body = br#"{"repo": "a", "server": "s", "repo": "b", "sync_status": "OUT_OF_SYNC",
+            "files": [{"name": "x", "name": "y"}]}"#;
+        let Err(SnapshotError::Invalid(errors)) = SnapshotIn::decode(body, now()) else {
+            panic!("accepted a repeated key");
+        };
+        assert_eq!(
+            errors,
+            [
+                FieldError::new("repo", "duplicate key"),
+                FieldError::new("files[0].name", "duplicate key"),
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_json_is_malformed_even_after_bad_fields() {
+        for body in [&br#"{"repo": 1, "colour": "#[..], br#"{"repo": 1} {"#, b""] {
+            let result = SnapshotIn::decode(body, now());
+            assert!(
+                matches!(result, Err(SnapshotError::Malformed(_))),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_list_of_exactly_ten_thousand_files_may_carry_a_larger_drift_count() {
+        let files = |count: usize| -> Vec<serde_json::Value> {
+            (0..count)
+                .map(|i| json!({ "name": format!("f{i:05}") }))
+                .collect()
+        };
+        let body = |count: usize, drift_count: i64| {
+            json!({ "repo": "r", "server": "s", "sync_status": "OUT_OF_SYNC",
+                    "files": files(count), "drift_count": drift_count })
+        };
+        let cut = decode(body(10_000, 12_345), now()).unwrap();
+        assert_eq!((cut.drift_count, cut.files.len()), (12_345, 10_000));
+        for (count, drift_count) in [(10_000, 9_999), (9_999, 12_345), (10_000, -1)] {
+            assert_eq!(
+                fields(decode(body(count, drift_count), now())),
+                ["drift_count"],
+                "{count} files, drift_count {drift_count}"
+            );
+        }
     }
 }
