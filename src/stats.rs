@@ -86,7 +86,8 @@ pub struct TargetStats {
     /// included.
     pub drift_episodes: i64,
     /// Mean, over the episodes resolved before `to`, of the time from an episode's first
-    /// OUT_OF_SYNC `last_check` to the next SYNCED one; null when none resolved.
+    /// OUT_OF_SYNC `last_check` to the next SYNCED one, rounded to milliseconds; null when none
+    /// resolved.
     pub mean_time_to_resync_seconds: Option<f64>,
     /// The longest episode, an unresolved one counted up to `to`; null when there is none.
     pub longest_drift_seconds: Option<f64>,
@@ -94,7 +95,22 @@ pub struct TargetStats {
     pub top_files: Vec<TopFile>,
 }
 
-/// Seconds per state.
+/// Whole milliseconds as seconds: the nearest `f64`, which prints with at most three decimals
+/// (`56.403`, `60.0`), always as a JSON number with a fraction.
+fn seconds(millis: i64) -> f64 {
+    millis as f64 / 1000.0
+}
+
+/// Milliseconds per state, summed exactly.
+#[derive(Debug, Default)]
+struct StateMillis {
+    synced: i64,
+    out_of_sync: i64,
+    error: i64,
+    stale: i64,
+}
+
+/// Seconds per state, rounded to milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct StateSeconds {
     #[serde(rename = "SYNCED")]
@@ -180,7 +196,8 @@ pub fn compute(
         .chain(history.checks)
         .collect();
 
-    let mut seconds = StateSeconds::default();
+    // Whole milliseconds until the end: a sum of f64 seconds prints float noise (56.403000000000006).
+    let mut millis = StateMillis::default();
     for (index, check) in sequence.iter().enumerate() {
         let held_from = check.last_check.as_millis().max(from_ms);
         let held_until = sequence
@@ -199,13 +216,12 @@ pub fn compute(
             .as_millis()
             .saturating_add(stale_after)
             .clamp(held_from, held_until);
-        let fresh = (fresh_until - held_from) as f64 / 1000.0;
         *match check.sync_status {
-            SyncStatus::Synced => &mut seconds.synced,
-            SyncStatus::OutOfSync => &mut seconds.out_of_sync,
-            SyncStatus::Error => &mut seconds.error,
-        } += fresh;
-        seconds.stale += (held_until - fresh_until) as f64 / 1000.0;
+            SyncStatus::Synced => &mut millis.synced,
+            SyncStatus::OutOfSync => &mut millis.out_of_sync,
+            SyncStatus::Error => &mut millis.error,
+        } += fresh_until - held_from;
+        millis.stale += held_until - fresh_until;
     }
 
     // Episodes, each with when it resolved (None: still open at `to`).
@@ -243,14 +259,14 @@ pub fn compute(
         episodes.push((episode, None));
     }
 
-    let resolved: Vec<f64> = episodes
+    let resolved: Vec<i64> = episodes
         .iter()
-        .filter_map(|(episode, resolved)| resolved.map(|at| (at - episode.start) as f64 / 1000.0))
+        .filter_map(|(episode, resolved)| resolved.map(|at| at - episode.start))
         .collect();
     let longest = episodes
         .iter()
-        .map(|(episode, resolved)| (resolved.unwrap_or(end) - episode.start) as f64 / 1000.0)
-        .reduce(f64::max);
+        .map(|(episode, resolved)| resolved.unwrap_or(end) - episode.start)
+        .max();
     let mut file_episodes: HashMap<&str, i64> = HashMap::new();
     for (episode, _) in &episodes {
         for name in &episode.files {
@@ -273,11 +289,18 @@ pub fn compute(
         from,
         to,
         checks,
-        seconds,
+        seconds: StateSeconds {
+            synced: seconds(millis.synced),
+            out_of_sync: seconds(millis.out_of_sync),
+            error: seconds(millis.error),
+            stale: seconds(millis.stale),
+        },
         drift_episodes: episodes.len() as i64,
-        mean_time_to_resync_seconds: (!resolved.is_empty())
-            .then(|| resolved.iter().sum::<f64>() / resolved.len() as f64),
-        longest_drift_seconds: longest,
+        mean_time_to_resync_seconds: (!resolved.is_empty()).then(|| {
+            let mean = resolved.iter().sum::<i64>() as f64 / resolved.len() as f64;
+            seconds(mean.round() as i64)
+        }),
+        longest_drift_seconds: longest.map(seconds),
         top_files,
     }
 }
