@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::model::{FieldError, QueryPairs, SyncStatus};
+use crate::model::{FieldError, SyncStatus, query};
 use crate::timestamp::Timestamp;
 
 /// The window when `from` is not given: the 30 days before `to`.
@@ -14,9 +14,9 @@ pub const DEFAULT_WINDOW_MILLIS: i64 = 30 * 24 * 3600 * 1000;
 /// Most files listed in `top_files`.
 pub const TOP_FILES: usize = 10;
 
-/// Query parameters of `GET /api/stats`.
-/// Documents the parameters; `StatsRequest::from_query` parses them.
-#[derive(Debug, IntoParams)]
+/// Query parameters of `GET /api/stats`: the accepted names and their documentation;
+/// `StatsRequest::from_query` validates the values.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// Only targets of this repo (exact match).
@@ -39,16 +39,13 @@ pub struct StatsRequest {
 }
 
 impl StatsRequest {
-    pub const PARAMETERS: [&'static str; 4] = ["repo", "server", "from", "to"];
-
     pub fn from_query(raw: Option<&str>, now: Timestamp) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
-        let repo = pairs.name_filter("repo", &mut errors);
-        let server = pairs.name_filter("server", &mut errors);
-        let to = pairs.time("to", &mut errors).unwrap_or(now);
-        let from = pairs
-            .time("from", &mut errors)
+        let params: StatsParams = query::read_query(raw, &mut errors);
+        let repo = query::name_filter("repo", params.repo, &mut errors);
+        let server = query::name_filter("server", params.server, &mut errors);
+        let to = query::time("to", params.to, &mut errors).unwrap_or(now);
+        let from = query::time("from", params.from, &mut errors)
             .unwrap_or(to.plus_millis(-DEFAULT_WINDOW_MILLIS));
         if from >= to {
             errors.push(FieldError::new("to", "must be after from"));

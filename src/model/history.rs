@@ -1,9 +1,9 @@
 //! `GET /history`'s rows, parameters and validated request.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Cursor, FieldError, FileEntry, QueryPairs, SyncStatus};
+use super::{Cursor, FieldError, FileEntry, SyncStatus, query};
 use crate::timestamp::Timestamp;
 
 /// One stored snapshot: the reply to `POST /api/status` and a row of `/history`.
@@ -80,9 +80,9 @@ impl ExportFormat {
     }
 }
 
-/// Query parameters of `GET /history`.
-/// Documents the parameters; `HistoryRequest::from_query` parses them.
-#[derive(Debug, IntoParams)]
+/// Query parameters of `GET /history`: the accepted names and their documentation;
+/// `HistoryRequest::from_query` validates the values.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Only snapshots of this repo (exact match).
@@ -99,13 +99,14 @@ pub struct HistoryParams {
     pub to: Option<String>,
     /// Only transitions: a target's first snapshot and those whose `sync_status` or file set
     /// differs from the target's previous snapshot by `last_check`.
-    pub changes_only: Option<bool>,
+    #[param(value_type = Option<bool>)]
+    pub changes_only: Option<String>,
     /// `desc` (newest first, the default) or `asc`, by `last_check` then `id`.
     #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// Page size, 1..=10000 (default 100). For exports, a cap on the rows streamed (default: all).
-    #[param(minimum = 1, maximum = 10000)]
-    pub limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 10000)]
+    pub limit: Option<String>,
     /// Opaque token from a previous page's `Link: <...>; rel="next"` header.
     pub cursor: Option<String>,
     /// `json` (default), `csv` or `ndjson`. `Accept: text/csv` or `application/x-ndjson` select the
@@ -144,30 +145,17 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
 
 impl HistoryRequest {
-    pub const PARAMETERS: [&'static str; 10] = [
-        "repo",
-        "server",
-        "sync_status",
-        "from",
-        "to",
-        "changes_only",
-        "order",
-        "limit",
-        "cursor",
-        "format",
-    ];
-
     pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
-        let from = pairs.time("from", &mut errors);
-        let to = pairs.time("to", &mut errors);
+        let params: HistoryParams = query::read_query(raw, &mut errors);
+        let from = query::time("from", params.from, &mut errors);
+        let to = query::time("to", params.to, &mut errors);
         if let (Some(from), Some(to)) = (from, to) {
             if from > to {
                 errors.push(FieldError::new("to", "must not be before from"));
             }
         }
-        let changes_only = match pairs.get("changes_only") {
+        let changes_only = match params.changes_only.as_deref() {
             None | Some("false") => false,
             Some("true") => true,
             Some(_) => {
@@ -175,7 +163,7 @@ impl HistoryRequest {
                 false
             }
         };
-        let order = match pairs.get("order") {
+        let order = match params.order.as_deref() {
             None | Some("desc") => Order::Desc,
             Some("asc") => Order::Asc,
             Some(_) => {
@@ -183,7 +171,7 @@ impl HistoryRequest {
                 Order::Desc
             }
         };
-        let limit = pairs.get("limit").and_then(|text| {
+        let limit = params.limit.and_then(|text| {
             let parsed = text
                 .parse::<usize>()
                 .ok()
@@ -196,8 +184,8 @@ impl HistoryRequest {
             }
             parsed
         });
-        let after = pairs.get("cursor").and_then(|token| {
-            let cursor = Cursor::decode(token);
+        let after = params.cursor.and_then(|token| {
+            let cursor = Cursor::decode(&token);
             if cursor.is_none() {
                 errors.push(FieldError::new(
                     "cursor",
@@ -206,18 +194,19 @@ impl HistoryRequest {
             }
             cursor
         });
-        let format = pairs.get("format").and_then(|text| {
-            let format = ExportFormat::parse(text);
+        let format = params.format.and_then(|text| {
+            let format = ExportFormat::parse(&text);
             if format.is_none() {
                 errors.push(FieldError::new("format", "must be json, csv or ndjson"));
             }
             format
         });
         let filter = HistoryFilter {
-            repo: pairs.name_filter("repo", &mut errors),
-            server: pairs.name_filter("server", &mut errors),
-            sync_statuses: pairs.list(
+            repo: query::name_filter("repo", params.repo, &mut errors),
+            server: query::name_filter("server", params.server, &mut errors),
+            sync_statuses: query::list(
                 "sync_status",
+                params.sync_status,
                 SyncStatus::parse,
                 "SYNCED, OUT_OF_SYNC, ERROR",
                 &mut errors,

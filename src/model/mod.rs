@@ -4,7 +4,7 @@
 mod cursor;
 mod history;
 pub mod lenient;
-mod query;
+pub(crate) mod query;
 mod snapshot;
 mod status;
 
@@ -13,7 +13,6 @@ use utoipa::ToSchema;
 
 pub use cursor::Cursor;
 pub use history::*;
-pub(crate) use query::QueryPairs;
 pub use snapshot::*;
 pub use status::*;
 

@@ -1,9 +1,9 @@
 //! `GET /status.json`'s rows and filters, and the query that names one target.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{FieldError, FileEntry, QueryPairs, Snapshot, SyncStatus};
+use super::{FieldError, FileEntry, Snapshot, SyncStatus, query};
 use crate::timestamp::Timestamp;
 
 /// What a dashboard shows for a target: its last `sync_status`, or `STALE` when no check arrived
@@ -115,9 +115,9 @@ impl StatusRow {
     }
 }
 
-/// Query parameters of `GET /status.json`.
-/// Documents the parameters; `StatusFilter::from_query` parses them.
-#[derive(Debug, IntoParams)]
+/// Query parameters of `GET /status.json`: the accepted names and their documentation;
+/// `StatusFilter::from_query` validates the values.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatusParams {
     /// Only targets of this repo (exact match).
@@ -139,16 +139,15 @@ pub struct StatusFilter {
 }
 
 impl StatusFilter {
-    pub const PARAMETERS: [&'static str; 3] = ["repo", "server", "state"];
-
     pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
+        let params: StatusParams = query::read_query(raw, &mut errors);
         let filter = Self {
-            repo: pairs.name_filter("repo", &mut errors),
-            server: pairs.name_filter("server", &mut errors),
-            states: pairs.list(
+            repo: query::name_filter("repo", params.repo, &mut errors),
+            server: query::name_filter("server", params.server, &mut errors),
+            states: query::list(
                 "state",
+                params.state,
                 TargetState::parse,
                 "SYNCED, OUT_OF_SYNC, ERROR, STALE",
                 &mut errors,
@@ -163,16 +162,16 @@ impl StatusFilter {
 }
 
 /// Query parameters that name one target: `GET /badge.svg` and the status page's target view.
-/// Documents the parameters; `TargetKey::from_query` parses them.
-#[derive(Debug, IntoParams)]
+/// The accepted names and their documentation; `TargetKey::from_query` validates the values.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TargetParams {
     /// The target's repo (exact match).
-    #[param(example = "rsyslog")]
-    pub repo: String,
+    #[param(example = "rsyslog", value_type = String, required = true)]
+    pub repo: Option<String>,
     /// The target's server (exact match).
-    #[param(example = "rsyslog-lab")]
-    pub server: String,
+    #[param(example = "rsyslog-lab", value_type = String, required = true)]
+    pub server: Option<String>,
 }
 
 /// One target, named by a query string with both `repo` and `server`.
@@ -183,21 +182,19 @@ pub struct TargetKey {
 }
 
 impl TargetKey {
-    pub const PARAMETERS: [&'static str; 2] = ["repo", "server"];
-
     pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
-        let mut required = |name: &str| {
-            let value = pairs.name_filter(name, &mut errors);
+        let params: TargetParams = query::read_query(raw, &mut errors);
+        let mut required = |name: &str, value: Option<String>| {
+            let value = query::name_filter(name, value, &mut errors);
             if value.is_none() {
                 errors.push(FieldError::new(name, "is required"));
             }
             value.unwrap_or_default()
         };
         let key = Self {
-            repo: required("repo"),
-            server: required("server"),
+            repo: required("repo", params.repo),
+            server: required("server", params.server),
         };
         if errors.is_empty() {
             Ok(key)
