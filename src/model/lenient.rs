@@ -9,9 +9,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::value::BorrowedStrDeserializer;
-use serde::de::{
-    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::FieldError;
 
@@ -71,12 +69,12 @@ pub trait Shape<'de>: Sized {
     }
 
     fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skipped>()?.is_some() {}
         Ok(None)
     }
 
     fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skipped, Skipped>()?.is_some() {}
         Ok(None)
     }
 }
@@ -235,13 +233,13 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeysOnce<'_, A> {
             let Some(index) = position.filter(|index| *index < 64) else {
                 self.rejected
                     .push(FieldError::new(key.into_owned(), "unknown field"));
-                self.map.next_value::<IgnoredAny>()?;
+                self.map.next_value::<Skipped>()?;
                 continue;
             };
             if self.seen & (1 << index) != 0 {
                 self.rejected
                     .push(FieldError::new(key.into_owned(), "duplicate key"));
-                self.map.next_value::<IgnoredAny>()?;
+                self.map.next_value::<Skipped>()?;
                 continue;
             }
             self.seen |= 1 << index;
@@ -256,6 +254,61 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeysOnce<'_, A> {
         seed: V,
     ) -> Result<V::Value, Self::Error> {
         self.map.next_value_seed(seed)
+    }
+}
+
+/// A value read and thrown away. Unlike `serde::de::IgnoredAny`, it goes through
+/// `deserialize_any`, so the parser's nesting limit still holds: a nesting bomb is not JSON this
+/// server reads (400), wherever it sits.
+struct Skipped;
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SkipVisitor;
+
+        impl<'de> Visitor<'de> for SkipVisitor {
+            type Value = Skipped;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("any JSON value")
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Skipped, E> {
+                Ok(Skipped)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped, A::Error> {
+                while seq.next_element::<Skipped>()?.is_some() {}
+                Ok(Skipped)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skipped, A::Error> {
+                while map.next_entry::<Skipped, Skipped>()?.is_some() {}
+                Ok(Skipped)
+            }
+        }
+
+        deserializer.deserialize_any(SkipVisitor)
     }
 }
 
@@ -360,5 +413,16 @@ mod tests {
         assert!(matches!(read("null"), Lenient::Missing));
         assert!(serde_json::from_str::<Lenient<Pair>>(r#"{"left": "a",}"#).is_err());
         assert!(serde_json::from_str::<Lenient<Pair>>(r#"{"left": "a"} x"#).is_err());
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for bomb in [
+            deep.clone(),
+            format!(r#"{{"x": {deep}}}"#),
+            format!(r#"{{"left": {deep}}}"#),
+        ] {
+            assert!(
+                serde_json::from_str::<Lenient<Pair>>(&bomb).is_err(),
+                "{bomb}"
+            );
+        }
     }
 }
