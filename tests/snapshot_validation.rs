@@ -150,6 +150,18 @@ async fn seeded_with(backend: Backend, settings: Settings) -> TestApp {
     app
 }
 
+/// A seeded service whose body limit takes 10,000 file names.
+async fn seeded_with_room_for_ten_thousand_files(backend: Backend) -> TestApp {
+    seeded_with(
+        backend,
+        Settings {
+            body_limit: 8 * 1024 * 1024,
+            ..Settings::default()
+        },
+    )
+    .await
+}
+
 /// Everything observable about stored data: the whole history and the latest-status list.
 async fn stored_state(app: &TestApp) -> (Vec<Value>, Vec<Value>) {
     (app.all_history().await, app.get_rows("/status.json").await)
@@ -510,14 +522,7 @@ async fn duplicate_file_names_are_rejected_naming_the_second_occurrence(backend:
 }
 
 async fn ten_thousand_files_are_accepted(backend: Backend) {
-    let app = seeded_with(
-        backend,
-        Settings {
-            body_limit: 8 * 1024 * 1024,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
     let body = with(
         with(valid(), "files", many_files(10_000)),
         "drift_count",
@@ -531,28 +536,14 @@ async fn ten_thousand_files_are_accepted(backend: Backend) {
 }
 
 async fn ten_thousand_and_one_files_are_rejected(backend: Backend) {
-    let app = seeded_with(
-        backend,
-        Settings {
-            body_limit: 8 * 1024 * 1024,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
     let body = without(with(valid(), "files", many_files(10_001)), "drift_count");
     reject(&app, &body, &["files"]).await;
 }
 
 /// SPEC: the `report` client cuts a longer list to the first 10,000 names and sends the true count.
 async fn a_cut_list_of_ten_thousand_files_with_a_larger_drift_count_is_stored(backend: Backend) {
-    let app = seeded_with(
-        backend,
-        Settings {
-            body_limit: 8 * 1024 * 1024,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
     let body = with(
         with(valid(), "files", many_files(10_000)),
         "drift_count",
@@ -570,14 +561,7 @@ async fn a_cut_list_of_ten_thousand_files_with_a_larger_drift_count_is_stored(ba
 }
 
 async fn drift_count_beside_a_list_that_was_not_cut_must_equal_its_length(backend: Backend) {
-    let app = seeded_with(
-        backend,
-        Settings {
-            body_limit: 8 * 1024 * 1024,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
     for (files, drift_count) in [(10_000, 9_999), (9_999, 12_000), (9_999, 10_000)] {
         let body = with(
             with(valid(), "files", many_files(files)),

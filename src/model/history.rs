@@ -232,17 +232,7 @@ impl HistoryRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The fields an error list names, sorted.
-    fn fields<T: std::fmt::Debug>(result: Result<T, Vec<FieldError>>) -> Vec<String> {
-        let mut names: Vec<String> = result
-            .unwrap_err()
-            .into_iter()
-            .map(|error| error.field)
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::model::error_fields as fields;
 
     #[test]
     fn history_query_collects_every_bad_parameter() {

@@ -35,3 +35,15 @@ impl FieldError {
         }
     }
 }
+
+/// The fields an error list names, sorted: what the model's tests compare.
+#[cfg(test)]
+pub(crate) fn error_fields<T: std::fmt::Debug>(result: Result<T, Vec<FieldError>>) -> Vec<String> {
+    let mut names: Vec<String> = result
+        .unwrap_err()
+        .into_iter()
+        .map(|error| error.field)
+        .collect();
+    names.sort();
+    names
+}

@@ -503,6 +503,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::error_fields as fields;
 
     fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2026-04-21T10:35:00Z").unwrap()
@@ -514,17 +515,6 @@ mod tests {
             Err(SnapshotError::Invalid(errors)) => Err(errors),
             Err(SnapshotError::Malformed(error)) => panic!("not JSON: {error}"),
         }
-    }
-
-    /// The fields an error list names, sorted.
-    fn fields<T: std::fmt::Debug>(result: Result<T, Vec<FieldError>>) -> Vec<String> {
-        let mut names: Vec<String> = result
-            .unwrap_err()
-            .into_iter()
-            .map(|error| error.field)
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]
