@@ -7,11 +7,16 @@ Python standard library only; written from docs/audit.md, not from the server's 
     curl -s 'http://HOST/api/checkpoints' > checkpoints.json   # only needed after retention
     python3 verify_export.py trail.ndjson --checkpoints checkpoints.json
 
-The export must hold whole targets (filter by repo or server, never by time or status). Prints
-{"ok", "checked", "first_bad"} as GET /api/verify does; exit code 0 intact, 1 broken, 2 on bad
-input. A CSV export (format=csv) works too, with two limits the CSV format imposes: it carries
-no stale_after_seconds, and its files column joins names with ", ", so a snapshot with a
-stale-after override or a file name containing ", " cannot be re-checked from CSV. Use NDJSON.
+The export must hold whole targets (filter by repo or server, never by time, status or
+changes_only). Prints {"ok", "checked", "first_bad"} as GET /api/verify does; exit code 0 intact,
+1 broken, 2 on bad input, which includes an export that looks filtered (every row a transition, as
+changes_only=true returns) and does not chain: a filtered export cannot be chain-checked.
+
+A CSV export (format=csv) works too, with two limits the CSV format imposes: it carries no
+stale_after_seconds, and its files column joins names with ", ", so a snapshot with a stale-after
+override or a file name containing ", " cannot be re-checked from CSV. Use NDJSON. CSV cells that
+a spreadsheet would run as a formula were sent with one more leading "'" (docs/audit.md); the
+script removes it before hashing.
 """
 
 import argparse
@@ -21,6 +26,17 @@ import json
 import sys
 
 VERSION = "gitops-status-chain/1"
+
+# A CSV cell whose value begins, after any leading "'"s, with one of these was sent with one more
+# leading "'", so a spreadsheet shows it as text (docs/audit.md, "CSV cells").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_value(cell):
+    """The stored value of a CSV cell: one guarding "'" removed where the server added one."""
+    if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_TRIGGERS):
+        return cell[1:]
+    return cell
 
 
 def canonical(snapshot, previous):
@@ -55,7 +71,8 @@ def from_csv(lines):
     def optional(text):
         return text if text != "" else None
 
-    for row in csv.DictReader(lines):
+    for raw in csv.DictReader(lines):
+        row = {column: csv_value(cell) for column, cell in raw.items()}
         yield {
             "id": int(row["id"]),
             "repo": row["repo"],
@@ -111,6 +128,22 @@ def verify(snapshots, checkpoints, from_csv_export):
     return {"ok": first_bad is None, "checked": checked, "first_bad": first_bad}
 
 
+def looks_filtered(snapshots):
+    """True when every row differs from its target's previous row in sync_status or files, as in
+    a changes_only=true export, and some target has more than one row."""
+    last = {}
+    pairs = 0
+    for snapshot in sorted(snapshots, key=lambda s: (s["last_check"], s["id"])):
+        target = (snapshot["repo"], snapshot["server"])
+        state = (snapshot["sync_status"], tuple(snapshot["files"]))
+        if target in last:
+            pairs += 1
+            if last[target] == state:
+                return False
+        last[target] = state
+    return pairs > 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="a /history export: NDJSON, or CSV (see the limits)")
@@ -130,6 +163,16 @@ def main():
         print(f"verify_export.py: cannot read the input: {error}", file=sys.stderr)
         return 2
     outcome = verify(snapshots, checkpoints, is_csv)
+    if not outcome["ok"] and looks_filtered(snapshots):
+        print(
+            "verify_export.py: this export looks filtered: every row is a transition, as "
+            "/history?changes_only=true returns, and the chain does not run through it. A filtered "
+            "export cannot be chain-checked: the chain links every snapshot of a target, so export "
+            "whole targets (filter only by repo or server). The chain first does not follow at "
+            f"snapshot {outcome['first_bad']['id']}.",
+            file=sys.stderr,
+        )
+        return 2
     print(json.dumps(outcome, indent=2, ensure_ascii=False))
     return 0 if outcome["ok"] else 1
 

@@ -14,7 +14,6 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::api::AppState;
@@ -274,10 +273,10 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A request body that is a JSON document: checks the content type, the size limit and the syntax,
-/// and leaves the schema to the wire type.
+/// A request body declared as JSON: checks the content type and the size limit, and leaves the
+/// syntax and the schema to the wire type, which parses it once (a syntax error is still a 400).
 #[derive(Debug)]
-pub struct JsonBody(pub Value);
+pub struct JsonBody(pub Bytes);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
@@ -294,8 +293,9 @@ impl FromRequest<AppState> for JsonBody {
                 content_type
             )));
         }
-        let bytes = Bytes::from_request(request, state)
+        Bytes::from_request(request, state)
             .await
+            .map(JsonBody)
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge {
@@ -304,10 +304,7 @@ impl FromRequest<AppState> for JsonBody {
                 } else {
                     ApiError::MalformedJson(rejection.body_text())
                 }
-            })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|error| ApiError::MalformedJson(error.to_string()))
+            })
     }
 }
 

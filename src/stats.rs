@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::model::{FieldError, QueryPairs, SyncStatus};
+use crate::model::{FieldError, SyncStatus, query};
 use crate::timestamp::Timestamp;
 
 /// The window when `from` is not given: the 30 days before `to`.
@@ -14,9 +14,9 @@ pub const DEFAULT_WINDOW_MILLIS: i64 = 30 * 24 * 3600 * 1000;
 /// Most files listed in `top_files`.
 pub const TOP_FILES: usize = 10;
 
-/// Query parameters of `GET /api/stats`.
-/// Documents the parameters; `StatsRequest::from_query` parses them.
-#[derive(Debug, IntoParams)]
+/// Query parameters of `GET /api/stats`: the accepted names and their documentation;
+/// `StatsRequest::from_query` validates the values.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// Only targets of this repo (exact match).
@@ -39,16 +39,13 @@ pub struct StatsRequest {
 }
 
 impl StatsRequest {
-    pub const PARAMETERS: [&'static str; 4] = ["repo", "server", "from", "to"];
-
     pub fn from_query(raw: Option<&str>, now: Timestamp) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let pairs = QueryPairs::parse(raw, &Self::PARAMETERS, &mut errors);
-        let repo = pairs.name_filter("repo", &mut errors);
-        let server = pairs.name_filter("server", &mut errors);
-        let to = pairs.time("to", &mut errors).unwrap_or(now);
-        let from = pairs
-            .time("from", &mut errors)
+        let params: StatsParams = query::read_query(raw, &mut errors);
+        let repo = query::name_filter("repo", params.repo, &mut errors);
+        let server = query::name_filter("server", params.server, &mut errors);
+        let to = query::time("to", params.to, &mut errors).unwrap_or(now);
+        let from = query::time("from", params.from, &mut errors)
             .unwrap_or(to.plus_millis(-DEFAULT_WINDOW_MILLIS));
         if from >= to {
             errors.push(FieldError::new("to", "must be after from"));
@@ -86,7 +83,8 @@ pub struct TargetStats {
     /// included.
     pub drift_episodes: i64,
     /// Mean, over the episodes resolved before `to`, of the time from an episode's first
-    /// OUT_OF_SYNC `last_check` to the next SYNCED one; null when none resolved.
+    /// OUT_OF_SYNC `last_check` to the next SYNCED one, rounded to milliseconds; null when none
+    /// resolved.
     pub mean_time_to_resync_seconds: Option<f64>,
     /// The longest episode, an unresolved one counted up to `to`; null when there is none.
     pub longest_drift_seconds: Option<f64>,
@@ -94,7 +92,22 @@ pub struct TargetStats {
     pub top_files: Vec<TopFile>,
 }
 
-/// Seconds per state.
+/// Whole milliseconds as seconds: the nearest `f64`, which prints with at most three decimals
+/// (`56.403`, `60.0`), always as a JSON number with a fraction.
+fn seconds(millis: i64) -> f64 {
+    millis as f64 / 1000.0
+}
+
+/// Milliseconds per state, summed exactly.
+#[derive(Debug, Default)]
+struct StateMillis {
+    synced: i64,
+    out_of_sync: i64,
+    error: i64,
+    stale: i64,
+}
+
+/// Seconds per state, rounded to milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct StateSeconds {
     #[serde(rename = "SYNCED")]
@@ -180,7 +193,8 @@ pub fn compute(
         .chain(history.checks)
         .collect();
 
-    let mut seconds = StateSeconds::default();
+    // Whole milliseconds until the end: a sum of f64 seconds prints float noise (56.403000000000006).
+    let mut millis = StateMillis::default();
     for (index, check) in sequence.iter().enumerate() {
         let held_from = check.last_check.as_millis().max(from_ms);
         let held_until = sequence
@@ -199,13 +213,12 @@ pub fn compute(
             .as_millis()
             .saturating_add(stale_after)
             .clamp(held_from, held_until);
-        let fresh = (fresh_until - held_from) as f64 / 1000.0;
         *match check.sync_status {
-            SyncStatus::Synced => &mut seconds.synced,
-            SyncStatus::OutOfSync => &mut seconds.out_of_sync,
-            SyncStatus::Error => &mut seconds.error,
-        } += fresh;
-        seconds.stale += (held_until - fresh_until) as f64 / 1000.0;
+            SyncStatus::Synced => &mut millis.synced,
+            SyncStatus::OutOfSync => &mut millis.out_of_sync,
+            SyncStatus::Error => &mut millis.error,
+        } += fresh_until - held_from;
+        millis.stale += held_until - fresh_until;
     }
 
     // Episodes, each with when it resolved (None: still open at `to`).
@@ -243,14 +256,14 @@ pub fn compute(
         episodes.push((episode, None));
     }
 
-    let resolved: Vec<f64> = episodes
+    let resolved: Vec<i64> = episodes
         .iter()
-        .filter_map(|(episode, resolved)| resolved.map(|at| (at - episode.start) as f64 / 1000.0))
+        .filter_map(|(episode, resolved)| resolved.map(|at| at - episode.start))
         .collect();
     let longest = episodes
         .iter()
-        .map(|(episode, resolved)| (resolved.unwrap_or(end) - episode.start) as f64 / 1000.0)
-        .reduce(f64::max);
+        .map(|(episode, resolved)| resolved.unwrap_or(end) - episode.start)
+        .max();
     let mut file_episodes: HashMap<&str, i64> = HashMap::new();
     for (episode, _) in &episodes {
         for name in &episode.files {
@@ -273,11 +286,18 @@ pub fn compute(
         from,
         to,
         checks,
-        seconds,
+        seconds: StateSeconds {
+            synced: seconds(millis.synced),
+            out_of_sync: seconds(millis.out_of_sync),
+            error: seconds(millis.error),
+            stale: seconds(millis.stale),
+        },
         drift_episodes: episodes.len() as i64,
-        mean_time_to_resync_seconds: (!resolved.is_empty())
-            .then(|| resolved.iter().sum::<f64>() / resolved.len() as f64),
-        longest_drift_seconds: longest,
+        mean_time_to_resync_seconds: (!resolved.is_empty()).then(|| {
+            let mean = resolved.iter().sum::<i64>() as f64 / resolved.len() as f64;
+            seconds(mean.round() as i64)
+        }),
+        longest_drift_seconds: longest.map(seconds),
         top_files,
     }
 }

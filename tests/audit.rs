@@ -20,9 +20,12 @@ backend_tests! {
     stats_match_hand_computed_numbers,
     stats_count_time_beyond_a_snapshots_own_stale_after_as_stale,
     stats_reject_bad_parameters_by_name,
+    stats_seconds_are_whole_milliseconds_without_float_noise,
     pruning_keeps_every_answer_about_the_retained_window_and_verifies,
     pruning_large_histories_releases_pages_and_verifies,
     the_independent_script_agrees_with_the_server_on_exports,
+    csv_cells_a_spreadsheet_would_run_are_guarded_and_still_recheck,
+    the_independent_script_calls_a_changes_only_export_filtered_not_edited,
     verify_is_exempt_from_the_request_timeout,
 }
 
@@ -370,6 +373,48 @@ async fn stats_count_time_beyond_a_snapshots_own_stale_after_as_stale(backend: B
     );
 }
 
+/// Issue 14: sums of f64 seconds printed `56.403000000000006`; these durations printed
+/// `0.6000000000000001`, `0.30000000000000004` and `0.15000000000000002`.
+async fn stats_seconds_are_whole_milliseconds_without_float_noise(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let at_millis = |millis: i64| Timestamp::from_millis(T0 + millis).to_string();
+    for (millis, status, files) in [
+        (0, "SYNCED", &[][..]),
+        (100, "SYNCED", &[][..]),
+        (300, "SYNCED", &[][..]),
+        (600, "OUT_OF_SYNC", &["a.conf"][..]),
+        (700, "SYNCED", &[][..]),
+        (800, "OUT_OF_SYNC", &["a.conf"][..]),
+        (1000, "SYNCED", &[][..]),
+    ] {
+        app.record(&snapshot("r", "s", status, files, &at_millis(millis)))
+            .await;
+    }
+    let response = app
+        .get(&format!(
+            "/api/stats?from={}&to={}",
+            at_millis(0),
+            at_millis(1100)
+        ))
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let text = response.text();
+    assert!(
+        text.contains(r#""seconds":{"SYNCED":0.8,"OUT_OF_SYNC":0.3,"ERROR":0.0,"STALE":0.0}"#),
+        "{text}"
+    );
+    assert_eq!(
+        response.json(),
+        json!([{
+            "repo": "r", "server": "s", "from": at_millis(0), "to": at_millis(1100), "checks": 7,
+            "seconds": {"SYNCED": 0.8, "OUT_OF_SYNC": 0.3, "ERROR": 0.0, "STALE": 0.0},
+            "drift_episodes": 2, "mean_time_to_resync_seconds": 0.15,
+            "longest_drift_seconds": 0.2,
+            "top_files": [{"name": "a.conf", "episodes": 2}]
+        }])
+    );
+}
+
 async fn stats_reject_bad_parameters_by_name(backend: Backend) {
     let app = TestApp::on(backend).await;
     for (query, field) in [
@@ -460,7 +505,11 @@ async fn pruning_large_histories_releases_pages_and_verifies(backend: Backend) {
                 "SYNCED",
                 &[],
             );
-            gitops_status_server::model::SnapshotIn::decode(body, Timestamp::now()).unwrap()
+            gitops_status_server::model::SnapshotIn::decode(
+                body.to_string().as_bytes(),
+                Timestamp::now(),
+            )
+            .unwrap()
         })
         .collect();
     for outcome in app.store.import(snapshots).await.unwrap() {
@@ -489,8 +538,27 @@ async fn pruning_large_histories_releases_pages_and_verifies(backend: Backend) {
 
 /// Runs examples/verify_export.py, the auditor's independent re-check, on an export.
 async fn recheck(app: &TestApp, format: &str, with_checkpoints: bool) -> (Option<i32>, Value) {
-    let export = app.get(&format!("/history?format={format}")).await;
+    let (code, stdout, stderr) =
+        recheck_query(app, &format!("format={format}"), with_checkpoints).await;
+    let outcome =
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{error}: {stdout}{stderr}"));
+    (code, outcome)
+}
+
+/// Runs examples/verify_export.py on the export `/history?{query}` answers: its exit code,
+/// stdout and stderr.
+async fn recheck_query(
+    app: &TestApp,
+    query: &str,
+    with_checkpoints: bool,
+) -> (Option<i32>, String, String) {
+    let export = app.get(&format!("/history?{query}")).await;
     assert_eq!(export.status, StatusCode::OK);
+    let format = if query.contains("csv") {
+        "csv"
+    } else {
+        "ndjson"
+    };
     let export_path = app.dir.path().join(format!("export.{format}"));
     std::fs::write(&export_path, &export.body).unwrap();
     let checkpoints_path = app.dir.path().join("checkpoints.json");
@@ -510,14 +578,97 @@ async fn recheck(app: &TestApp, format: &str, with_checkpoints: bool) -> (Option
         .arg(&checkpoints_path)
         .output()
         .expect("python3 runs examples/verify_export.py");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let outcome = serde_json::from_str(&stdout).unwrap_or_else(|error| {
-        panic!(
-            "{error}: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.code(), outcome)
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// SPEC "Errors": CSV cells that begin with `=`, `+`, `-`, `@`, tab or CR get a leading `'`;
+/// NDJSON stays exact, and the documented re-check undoes the guard before hashing.
+async fn csv_cells_a_spreadsheet_would_run_are_guarded_and_still_recheck(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let mut first = check("=r", "@s", 0, "OUT_OF_SYNC", &["=cmd", "b.conf"]);
+    first["message"] = json!("-1 is not a drift count");
+    first["revision"] = json!("'=already quoted");
+    first["run_url"] = json!("+https://ci.example.org/1");
+    app.record(&first).await;
+    let mut second = check("=r", "@s", 120, "ERROR", &[]);
+    second["message"] = json!("\tindented\r\nsecond line");
+    second["revision"] = json!("'plain");
+    app.record(&second).await;
+
+    let csv = app.get("/history?format=csv&order=asc").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    let text = csv.text();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|record| record.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    // repo, server, files, revision, run_url, message.
+    let guarded = |row: &Vec<String>| {
+        [1, 2, 5, 8, 9, 10]
+            .map(|column| row[column].clone())
+            .to_vec()
+    };
+    assert_eq!(
+        guarded(&rows[0]),
+        [
+            "'=r",
+            "'@s",
+            "'=cmd, b.conf",
+            "''=already quoted",
+            "'+https://ci.example.org/1",
+            "'-1 is not a drift count"
+        ]
+    );
+    assert_eq!(
+        guarded(&rows[1]),
+        ["'=r", "'@s", "", "'plain", "", "'\tindented\r\nsecond line"]
+    );
+
+    let ndjson = app.get("/history?format=ndjson&order=asc").await;
+    let exact: Vec<Value> = ndjson
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(exact[0]["repo"], "=r");
+    assert_eq!(
+        exact[0]["files"],
+        json!([{"name": "=cmd"}, {"name": "b.conf"}])
+    );
+    assert_eq!(exact[0]["revision"], "'=already quoted");
+    assert_eq!(exact[1]["message"], "\tindented\r\nsecond line");
+
+    for format in ["csv", "ndjson"] {
+        let (code, outcome) = recheck(&app, format, false).await;
+        assert_eq!(code, Some(0), "{format}: {outcome}");
+        assert_eq!(outcome, verification(&app).await, "{format}");
+    }
+}
+
+/// Issue 14: a `changes_only` export skips snapshots the chain runs through; the script says the
+/// export is filtered instead of calling the data edited.
+async fn the_independent_script_calls_a_changes_only_export_filtered_not_edited(backend: Backend) {
+    let app = stats_app(backend).await;
+    assert_eq!(verification(&app).await["ok"], true);
+    for format in ["ndjson", "csv"] {
+        let (code, stdout, stderr) =
+            recheck_query(&app, &format!("format={format}&changes_only=true"), false).await;
+        assert_eq!(code, Some(2), "{format}: {stdout}{stderr}");
+        assert!(stdout.is_empty(), "{format}: {stdout}");
+        assert!(
+            stderr.contains("looks filtered") && stderr.contains("cannot be chain-checked"),
+            "{format}: {stderr}"
+        );
+        assert!(!stderr.contains("edited"), "{format}: {stderr}");
+    }
+    // The whole export of the same data re-checks.
+    let (code, outcome) = recheck(&app, "ndjson", false).await;
+    assert_eq!(code, Some(0), "{outcome}");
 }
 
 fn without_reason(mut outcome: Value) -> Value {
@@ -633,7 +784,11 @@ async fn verify_is_exempt_from_the_request_timeout(backend: Backend) {
     let snapshots: Vec<_> = (0..5_000)
         .map(|i| {
             let body = check("r", &format!("s{}", i % 10), i64::from(i), "SYNCED", &[]);
-            gitops_status_server::model::SnapshotIn::decode(body, Timestamp::now()).unwrap()
+            gitops_status_server::model::SnapshotIn::decode(
+                body.to_string().as_bytes(),
+                Timestamp::now(),
+            )
+            .unwrap()
         })
         .collect();
     for outcome in app.store.import(snapshots).await.unwrap() {

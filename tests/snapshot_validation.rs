@@ -36,6 +36,10 @@ backend_tests! {
     duplicate_file_names_are_rejected_naming_the_second_occurrence,
     ten_thousand_files_are_accepted,
     ten_thousand_and_one_files_are_rejected,
+    a_cut_list_of_ten_thousand_files_with_a_larger_drift_count_is_stored,
+    drift_count_beside_a_list_that_was_not_cut_must_equal_its_length,
+    a_repeated_top_level_key_is_a_422_naming_it,
+    a_repeated_key_in_a_file_entry_is_a_422_naming_it,
     synced_with_files_is_rejected,
     synced_with_drift_count_one_is_rejected,
     synced_with_no_files_and_drift_count_zero_is_accepted,
@@ -144,6 +148,18 @@ async fn seeded_with(backend: Backend, settings: Settings) -> TestApp {
     .await;
     assert_eq!(app.all_history().await.len(), 1);
     app
+}
+
+/// A seeded service whose body limit takes 10,000 file names.
+async fn seeded_with_room_for_ten_thousand_files(backend: Backend) -> TestApp {
+    seeded_with(
+        backend,
+        Settings {
+            body_limit: 8 * 1024 * 1024,
+            ..Settings::default()
+        },
+    )
+    .await
 }
 
 /// Everything observable about stored data: the whole history and the latest-status list.
@@ -506,14 +522,7 @@ async fn duplicate_file_names_are_rejected_naming_the_second_occurrence(backend:
 }
 
 async fn ten_thousand_files_are_accepted(backend: Backend) {
-    let app = seeded_with(
-        backend,
-        Settings {
-            body_limit: 8 * 1024 * 1024,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
     let body = with(
         with(valid(), "files", many_files(10_000)),
         "drift_count",
@@ -527,16 +536,80 @@ async fn ten_thousand_files_are_accepted(backend: Backend) {
 }
 
 async fn ten_thousand_and_one_files_are_rejected(backend: Backend) {
-    let app = seeded_with(
-        backend,
-        Settings {
-            body_limit: 8 * 1024 * 1024,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
     let body = without(with(valid(), "files", many_files(10_001)), "drift_count");
     reject(&app, &body, &["files"]).await;
+}
+
+/// SPEC: the `report` client cuts a longer list to the first 10,000 names and sends the true count.
+async fn a_cut_list_of_ten_thousand_files_with_a_larger_drift_count_is_stored(backend: Backend) {
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
+    let body = with(
+        with(valid(), "files", many_files(10_000)),
+        "drift_count",
+        json!(12_000),
+    );
+    let reply = app.record(&body).await;
+    assert_eq!(reply["drift_count"], 12_000);
+    assert_eq!(reply["files"].as_array().unwrap().len(), 10_000);
+    let row = status_row(&app, "web", "web-01").await;
+    assert_eq!(row["drift_count"], 12_000);
+    assert_eq!(row["files"].as_array().unwrap().len(), 10_000);
+    let history = history_rows(&app, "web", "web-01").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["drift_count"], 12_000);
+}
+
+async fn drift_count_beside_a_list_that_was_not_cut_must_equal_its_length(backend: Backend) {
+    let app = seeded_with_room_for_ten_thousand_files(backend).await;
+    for (files, drift_count) in [(10_000, 9_999), (9_999, 12_000), (9_999, 10_000)] {
+        let body = with(
+            with(valid(), "files", many_files(files)),
+            "drift_count",
+            json!(drift_count),
+        );
+        reject(&app, &body, &["drift_count"]).await;
+    }
+}
+
+/// SPEC "Errors": an audit record must not depend on which copy of a key a parser keeps.
+async fn a_repeated_top_level_key_is_a_422_naming_it(backend: Backend) {
+    let app = seeded(backend).await;
+    let body = r#"{"repo": "web", "server": "web-01", "sync_status": "ERROR", "repo": "other"}"#;
+    let problem = reject_raw(&app, Some("application/json"), body, 422, &["repo"]).await;
+    assert_eq!(
+        problem["errors"],
+        json!([{ "field": "repo", "message": "duplicate key" }])
+    );
+    // Even when both copies agree, and beside other bad fields, which are still named.
+    let body = r#"{"repo": "web", "server": "web-01", "sync_status": "ERROR",
+                   "sync_status": "ERROR", "revision": ""}"#;
+    reject_raw(
+        &app,
+        Some("application/json"),
+        body,
+        422,
+        &["sync_status", "revision"],
+    )
+    .await;
+}
+
+async fn a_repeated_key_in_a_file_entry_is_a_422_naming_it(backend: Backend) {
+    let app = seeded(backend).await;
+    let body = r#"{"repo": "web", "server": "web-01", "sync_status": "OUT_OF_SYNC",
+                   "files": [{"name": "a.conf"}, {"name": "b.conf", "name": "c.conf"}]}"#;
+    let problem = reject_raw(
+        &app,
+        Some("application/json"),
+        body,
+        422,
+        &["files[1].name"],
+    )
+    .await;
+    assert_eq!(
+        problem["errors"],
+        json!([{ "field": "files[1].name", "message": "duplicate key" }])
+    );
 }
 
 async fn synced_with_files_is_rejected(backend: Backend) {

@@ -6,59 +6,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use utoipa::IntoParams;
 
 use super::AppState;
-use super::status::take_param;
 use crate::error::{ApiError, Problem, Result};
-use crate::model::{FieldError, StatusRow, SyncStatus, TargetKey, TargetParams, TargetState};
+use crate::model::{BadgeLabel, BadgeParams, StatusRow, SyncStatus, TargetState};
 
 /// Media type of the badge.
 pub const SVG: &str = "image/svg+xml";
-
-/// The query parameters the badge takes beside [`TargetKey::PARAMETERS`].
-pub const OWN_PARAMETERS: [&str; 1] = ["label"];
-
-/// The badge's own query parameter, beside [`TargetParams`].
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct BadgeParams {
-    /// What the left half says: `server` (the default), `repo`, or `target` for `repo / server`.
-    #[param(pattern = "^(server|repo|target)$", example = "target")]
-    pub label: Option<String>,
-}
-
-/// What the left half of the badge names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum Label {
-    #[default]
-    Server,
-    Repo,
-    Target,
-}
-
-impl Label {
-    fn from_given(given: &[String]) -> std::result::Result<Self, FieldError> {
-        match given {
-            [] => Ok(Self::Server),
-            [one] => match one.as_str() {
-                "server" => Ok(Self::Server),
-                "repo" => Ok(Self::Repo),
-                "target" => Ok(Self::Target),
-                _ => Err(FieldError::new("label", "must be server, repo or target")),
-            },
-            _ => Err(FieldError::new("label", "given more than once")),
-        }
-    }
-
-    fn text(self, target: &TargetKey) -> String {
-        match self {
-            Self::Server => target.server.clone(),
-            Self::Repo => target.repo.clone(),
-            Self::Target => format!("{} / {}", target.repo, target.server),
-        }
-    }
-}
 
 /// Status badge of one target.
 ///
@@ -71,7 +25,7 @@ impl Label {
     get,
     path = "/badge.svg",
     tag = "badges",
-    params(TargetParams, BadgeParams),
+    params(BadgeParams),
     responses(
         (status = 200, description = "The badge", body = String, content_type = "image/svg+xml",
          headers(("etag" = String, description = "Changes when the badge does"),
@@ -87,17 +41,8 @@ pub async fn badge(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (label, rest) = take_param(query.as_deref(), OWN_PARAMETERS[0]);
-    let (target, label) = match (
-        TargetKey::from_query(Some(&rest)),
-        Label::from_given(&label),
-    ) {
-        (Ok(target), Ok(label)) => (target, label),
-        (target, label) => {
-            let errors = target.err().into_iter().flatten().chain(label.err());
-            return Err(ApiError::InvalidQuery(errors.collect()));
-        }
-    };
+    let (target, label) =
+        BadgeLabel::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
     let rows = state.status_rows(&target.status_filter()).await?;
     let svg = render(&label.text(&target), rows.first());
     let etag = format!("\"{}\"", &hex(&Sha256::digest(svg.as_bytes()))[..32]);

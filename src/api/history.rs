@@ -1,5 +1,7 @@
 //! `GET /history`: the audit trail, as keyset-paginated JSON pages or streamed CSV / NDJSON exports.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
@@ -29,6 +31,21 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "message",
     "hash",
 ];
+
+/// What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
+pub const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A CSV cell a spreadsheet shows as text and never runs: a value that begins with a formula
+/// trigger, after any leading `'`s, gets one more `'` in front. Removing one leading `'` from a
+/// cell that begins with `'`s and then a trigger restores the value exactly, so a value that
+/// itself begins with `'=` (sent as `''=`) survives the round trip (docs/audit.md).
+pub fn spreadsheet_cell(value: &str) -> Cow<'_, str> {
+    if value.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS) {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
 
 /// Rows encoded per chunk of an export.
 const EXPORT_CHUNK_ROWS: usize = 256;
@@ -179,7 +196,10 @@ fn csv_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
             snapshot.message.clone().unwrap_or_default(),
             snapshot.hash.clone(),
         ];
-        let _ = writer.write_record(&record);
+        for cell in &record {
+            let _ = writer.write_field(spreadsheet_cell(cell).as_bytes());
+        }
+        let _ = writer.write_record(None::<&[u8]>);
     }
     writer.into_inner().unwrap_or_default()
 }
@@ -213,6 +233,31 @@ mod tests {
                 cursor.encode()
             )
         );
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_get_a_quote_that_one_strip_undoes() {
+        for (value, cell) in [
+            ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+            ("+1", "'+1"),
+            ("-rf", "'-rf"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("'=already", "''=already"),
+            ("''-twice", "'''-twice"),
+            ("'plain", "'plain"),
+            ("''", "''"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_cell(value), cell, "{value:?}");
+            let restored = match cell.strip_prefix('\'') {
+                Some(rest) if rest.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS) => rest,
+                _ => cell,
+            };
+            assert_eq!(restored, value, "{cell:?}");
+        }
     }
 
     #[test]

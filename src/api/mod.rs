@@ -81,7 +81,7 @@ impl AppState {
                     default_stale_after,
                 )
             })
-            .filter(|row| filter.states.is_empty() || filter.states.contains(&row.state))
+            .filter(|row| filter.selects(row))
             .collect())
     }
 

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use super::AppState;
 use crate::auth::Writer;
 use crate::error::{ApiError, JsonBody, Problem, Result};
-use crate::model::{Snapshot, SnapshotIn};
+use crate::model::{Snapshot, SnapshotError, SnapshotIn};
 use crate::store::Recorded;
 use crate::telemetry::IngestResult;
 use crate::timestamp::Timestamp;
@@ -64,7 +64,10 @@ pub async fn record_snapshot(
 
 async fn record(state: &AppState, writer: &Writer, body: Result<JsonBody>) -> Result<Recorded> {
     let JsonBody(body) = body?;
-    let snapshot = SnapshotIn::decode(body, Timestamp::now()).map_err(ApiError::InvalidSnapshot)?;
+    let snapshot = SnapshotIn::decode(&body, Timestamp::now()).map_err(|error| match error {
+        SnapshotError::Malformed(cause) => ApiError::MalformedJson(cause.to_string()),
+        SnapshotError::Invalid(errors) => ApiError::InvalidSnapshot(errors),
+    })?;
     // The repo is known only once the body is decoded; 401 was decided before reading it.
     writer.authorize(&snapshot.repo)?;
     Ok(state.store.record(snapshot).await?)

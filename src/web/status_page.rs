@@ -8,7 +8,6 @@ use super::{
     label, layout, row_state, short_files, short_message, state_chip, target_href, time_ago,
 };
 use crate::api::AppState;
-use crate::api::status::take_param;
 use crate::error::{ApiError, Result};
 use crate::model::{FieldError, StatusFilter, StatusRow, SyncStatus, TargetState};
 use crate::timestamp::Timestamp;
@@ -249,6 +248,21 @@ fn target_table(rows: &[&StatusRow], sort: Sort, now: Timestamp) -> Markup {
             }
         }
     }
+}
+
+/// Takes every pair named `name` out of a raw query string: their values in order, and the rest of
+/// the query re-encoded, for a parser that does not know `name`.
+fn take_param(raw: Option<&str>, name: &str) -> (Vec<String>, String) {
+    let mut taken = Vec::new();
+    let mut rest = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if key == name {
+            taken.push(value.into_owned());
+        } else {
+            rest.append_pair(&key, &value);
+        }
+    }
+    (taken, rest.finish())
 }
 
 #[cfg(test)]

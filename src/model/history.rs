@@ -1,0 +1,247 @@
+//! `GET /history`'s rows, parameters and validated request.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Cursor, FieldError, FileEntry, SyncStatus, query};
+use crate::timestamp::Timestamp;
+
+/// One stored snapshot: the reply to `POST /api/status` and a row of `/history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Snapshot {
+    /// Arrival order; unique across all targets.
+    #[schema(example = 912)]
+    pub id: i64,
+    #[schema(example = "rsyslog")]
+    pub repo: String,
+    #[schema(example = "rsyslog-lab")]
+    pub server: String,
+    pub sync_status: SyncStatus,
+    #[schema(example = 2)]
+    pub drift_count: i64,
+    /// Sorted by name.
+    pub files: Vec<FileEntry>,
+    /// The file names joined with `", "`, for table cells that cannot show arrays.
+    #[schema(example = "rsyslog.conf, rsyslog.d/30-lab.conf")]
+    pub files_text: String,
+    #[schema(value_type = String, format = DateTime, example = "2026-04-21T10:30:00.000Z")]
+    pub last_check: Timestamp,
+    #[schema(value_type = String, format = DateTime, example = "2026-04-21T10:30:01.204Z")]
+    pub received_at: Timestamp,
+    pub revision: Option<String>,
+    pub run_url: Option<String>,
+    pub message: Option<String>,
+    /// The per-target stale-after this snapshot carried, if any.
+    pub stale_after_seconds: Option<i64>,
+    /// Hex SHA-256 linking this snapshot to its target's previous one (docs/audit.md).
+    #[schema(example = "1fea84a3574e71a194f9a3152f8fa472981d3f3a58b18f129cfa8a800cf4a026")]
+    pub hash: String,
+}
+
+impl Snapshot {
+    pub fn file_names(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(|file| file.name.as_str())
+    }
+}
+
+/// Joins file names the way `files_text` shows them.
+pub fn files_text<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// Sort direction of `/history`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+/// How `/history` renders its rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One page as a JSON array, with a `Link` header to the next page.
+    #[default]
+    Json,
+    /// The whole selection as CSV.
+    Csv,
+    /// The whole selection as newline-delimited JSON.
+    Ndjson,
+}
+
+impl ExportFormat {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "json" => Some(Self::Json),
+            "csv" => Some(Self::Csv),
+            "ndjson" => Some(Self::Ndjson),
+            _ => None,
+        }
+    }
+}
+
+/// Query parameters of `GET /history`: the accepted names and their documentation;
+/// `HistoryRequest::from_query` validates the values.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Only snapshots of this repo (exact match).
+    pub repo: Option<String>,
+    /// Only snapshots of this server (exact match).
+    pub server: Option<String>,
+    /// Only these results, comma-separated: `SYNCED`, `OUT_OF_SYNC`, `ERROR`.
+    pub sync_status: Option<String>,
+    /// Earliest `last_check`, inclusive: RFC 3339 or integer Unix milliseconds.
+    #[param(example = "2026-04-21T00:00:00.000Z")]
+    pub from: Option<String>,
+    /// Latest `last_check`, exclusive: RFC 3339 or integer Unix milliseconds.
+    #[param(example = "1776816000000")]
+    pub to: Option<String>,
+    /// Only transitions: a target's first snapshot and those whose `sync_status` or file set
+    /// differs from the target's previous snapshot by `last_check`.
+    #[param(value_type = Option<bool>)]
+    pub changes_only: Option<String>,
+    /// `desc` (newest first, the default) or `asc`, by `last_check` then `id`.
+    #[param(pattern = "^(asc|desc)$")]
+    pub order: Option<String>,
+    /// Page size, 1..=10000 (default 100). For exports, a cap on the rows streamed (default: all).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 10000)]
+    pub limit: Option<String>,
+    /// Opaque token from a previous page's `Link: <...>; rel="next"` header.
+    pub cursor: Option<String>,
+    /// `json` (default), `csv` or `ndjson`. `Accept: text/csv` or `application/x-ndjson` select the
+    /// same. CSV and NDJSON stream the whole selection.
+    #[param(pattern = "^(json|csv|ndjson)$")]
+    pub format: Option<String>,
+}
+
+/// The filters of `GET /history`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub repo: Option<String>,
+    pub server: Option<String>,
+    /// Empty means every status.
+    pub sync_statuses: Vec<SyncStatus>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub changes_only: bool,
+    pub order: Order,
+    /// Resume after this row.
+    pub after: Option<Cursor>,
+}
+
+/// A validated `/history` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    pub filter: HistoryFilter,
+    /// Page size for JSON; for exports, `None` streams everything.
+    pub limit: Option<usize>,
+    pub format: Option<ExportFormat>,
+}
+
+/// Default page size of `/history`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+/// Largest page size of `/history`.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+impl HistoryRequest {
+    pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let params: HistoryParams = query::read_query(raw, &mut errors);
+        let from = query::time("from", params.from, &mut errors);
+        let to = query::time("to", params.to, &mut errors);
+        if let (Some(from), Some(to)) = (from, to) {
+            if from > to {
+                errors.push(FieldError::new("to", "must not be before from"));
+            }
+        }
+        let changes_only = match params.changes_only.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                errors.push(FieldError::new("changes_only", "must be true or false"));
+                false
+            }
+        };
+        let order = match params.order.as_deref() {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(_) => {
+                errors.push(FieldError::new("order", "must be asc or desc"));
+                Order::Desc
+            }
+        };
+        let limit = params.limit.and_then(|text| {
+            let parsed = text
+                .parse::<usize>()
+                .ok()
+                .filter(|limit| (1..=MAX_HISTORY_LIMIT).contains(limit));
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "limit",
+                    format!("must be an integer between 1 and {MAX_HISTORY_LIMIT}"),
+                ));
+            }
+            parsed
+        });
+        let after = params.cursor.and_then(|token| {
+            let cursor = Cursor::decode(&token);
+            if cursor.is_none() {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this server issued; take it from a Link header",
+                ));
+            }
+            cursor
+        });
+        let format = params.format.and_then(|text| {
+            let format = ExportFormat::parse(&text);
+            if format.is_none() {
+                errors.push(FieldError::new("format", "must be json, csv or ndjson"));
+            }
+            format
+        });
+        let filter = HistoryFilter {
+            repo: query::name_filter("repo", params.repo, &mut errors),
+            server: query::name_filter("server", params.server, &mut errors),
+            sync_statuses: query::list(
+                "sync_status",
+                params.sync_status,
+                SyncStatus::parse,
+                "SYNCED, OUT_OF_SYNC, ERROR",
+                &mut errors,
+            ),
+            from,
+            to,
+            changes_only,
+            order,
+            after,
+        };
+        if errors.is_empty() {
+            Ok(Self {
+                filter,
+                limit,
+                format,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::error_fields as fields;
+
+    #[test]
+    fn history_query_collects_every_bad_parameter() {
+        let result = HistoryRequest::from_query(Some(
+            "limit=0&order=up&from=soon&sever=x&repo=a&repo=b&changes_only=yes",
+        ));
+        assert_eq!(
+            fields(result),
+            ["changes_only", "from", "limit", "order", "repo", "sever"]
+        );
+    }
+}
