@@ -813,6 +813,64 @@ async fn twelve_thousand_drifted_files_are_sent_cut_and_logged_short() {
     server.stop().await;
 }
 
+/// The same cut against the real server: it records the drift (not a 422), with the true count
+/// beside the 10,000 names and the message that says the list was cut.
+#[tokio::test]
+async fn the_real_server_records_a_cut_list_of_twelve_thousand_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let names: Vec<String> = (0..12_000)
+        .map(|n| format!("/etc/conf.d/{n:05}.conf"))
+        .collect();
+    let input = dir.path().join("huge.out");
+    std::fs::write(
+        &input,
+        format!(
+            "ok: [lab] => {{\"msg\": \"DRIFTED_FILES={}\"}}\n\
+             ok: [lab] => {{\"msg\": \"SYNC_STATUS=OUT_OF_SYNC\"}}\n\n\
+             PLAY RECAP ***\nlab : ok=2 changed=0 unreachable=0 failed=0\n",
+            names.join(",")
+        ),
+    )
+    .unwrap();
+    let url = server.url("/api/status");
+    let output = tokio::task::spawn_blocking(move || {
+        bare_report()
+            .args(["report", "--url", &url, "--repo", "rsyslog", "--input"])
+            .arg(&input)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    finished(&output, 0);
+
+    let status: Vec<Value> = reqwest::get(server.url("/status.json?repo=rsyslog&server=lab"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let [row] = status.as_slice() else {
+        panic!("one target: {status:?}")
+    };
+    assert_eq!(
+        (&row["sync_status"], &row["drift_count"]),
+        (&json!("OUT_OF_SYNC"), &json!(12_000))
+    );
+    let files = row["files"].as_array().unwrap();
+    assert_eq!(files.len(), 10_000);
+    assert_eq!(files[0]["name"], "conf.d/00000.conf");
+    assert_eq!(files[9_999]["name"], "conf.d/09999.conf");
+    assert!(
+        row["message"]
+            .as_str()
+            .unwrap()
+            .contains("the list was cut to the first 10000 names"),
+        "{row}"
+    );
+}
+
 #[test]
 fn the_wrapper_script_is_shellcheck_clean() {
     let script = example("update-gitops-status.sh");
