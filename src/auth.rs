@@ -555,12 +555,15 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
 
 /// A browser navigating: a GET or HEAD that prefers HTML.
 fn is_page_request(request: &Request) -> bool {
-    matches!(*request.method(), Method::GET | Method::HEAD)
-        && request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"))
+    matches!(*request.method(), Method::GET | Method::HEAD) && accepts_html(request.headers())
+}
+
+/// Whether the client asks for HTML, as a browser does (and API clients do not).
+pub fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
 }
 
 /// 303 to the sign-in form, which sends the person back here afterwards.

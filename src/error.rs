@@ -35,6 +35,8 @@ pub enum ApiError {
     InvalidSnapshot(Vec<FieldError>),
     #[error("invalid query parameters")]
     InvalidQuery(Vec<FieldError>),
+    #[error("invalid form fields")]
+    InvalidForm(Vec<FieldError>),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error(
@@ -74,7 +76,9 @@ impl ApiError {
 
     pub const fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::InvalidQuery(_) | Self::InvalidForm(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::InvalidSnapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,6 +101,7 @@ impl ApiError {
             Self::MalformedJson(_) => "/problems/malformed-json",
             Self::InvalidSnapshot(_) => "/problems/invalid-snapshot",
             Self::InvalidQuery(_) => "/problems/invalid-query",
+            Self::InvalidForm(_) => "/problems/invalid-form",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::PayloadTooLarge { .. } => "/problems/payload-too-large",
             Self::Conflict(_) => "/problems/conflict",
@@ -116,6 +121,7 @@ impl ApiError {
             Self::MalformedJson(_) => "Malformed JSON",
             Self::InvalidSnapshot(_) => "Invalid snapshot",
             Self::InvalidQuery(_) => "Invalid query parameters",
+            Self::InvalidForm(_) => "Invalid form fields",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::Conflict(_) => "Conflict",
@@ -132,7 +138,9 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
-            Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => {
+            Self::InvalidSnapshot(errors)
+            | Self::InvalidQuery(errors)
+            | Self::InvalidForm(errors) => {
                 let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
                 format!("invalid field(s): {}", fields.join(", "))
             }
@@ -167,7 +175,9 @@ impl ApiError {
             Self::Unavailable(_) | Self::Timeout => {
                 tracing::warn!(status, millis, detail = ?self.detail(), "request not served");
             }
-            Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => {
+            Self::InvalidSnapshot(errors)
+            | Self::InvalidQuery(errors)
+            | Self::InvalidForm(errors) => {
                 let errors: Vec<String> = errors
                     .iter()
                     .map(|error| format!("{}: {}", error.field, error.message))
@@ -238,7 +248,9 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.detail(),
             errors: match &self {
-                Self::InvalidSnapshot(errors) | Self::InvalidQuery(errors) => errors.clone(),
+                Self::InvalidSnapshot(errors)
+                | Self::InvalidQuery(errors)
+                | Self::InvalidForm(errors) => errors.clone(),
                 _ => Vec::new(),
             },
         };

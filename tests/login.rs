@@ -46,9 +46,11 @@ fn header<'a>(response: &'a Response, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// A browser's form post: it asks for HTML.
 async fn sign_in(client: &Client, server: &TcpServer, form: &[(&str, &str)]) -> Response {
     client
         .post(server.url("/login"))
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
         .form(form)
         .send()
         .await
@@ -201,6 +203,27 @@ async fn a_wrong_or_writing_token_sets_no_cookie_and_shows_why() {
                 "the page never echoes the token: {html}"
             );
         }
+    }
+    // A client that does not ask for HTML gets the same refusals as problem+json.
+    for (token, status, field) in [
+        ("read-people-0123456780", StatusCode::UNAUTHORIZED, None),
+        ("", StatusCode::BAD_REQUEST, Some("token")),
+    ] {
+        let response = client
+            .post(server.url("/login"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{token}");
+        assert!(response.headers().get("set-cookie").is_none(), "{token}");
+        assert_eq!(
+            header(&response, "content-type"),
+            "application/problem+json"
+        );
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], status.as_u16(), "{problem}");
+        assert_eq!(problem["errors"][0]["field"].as_str(), field, "{problem}");
     }
     let not_a_form = client
         .post(server.url("/login"))

@@ -8,10 +8,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::STYLE;
+use super::{FAVICON, STYLE};
 use crate::api::AppState;
 use crate::auth::{self, SESSION_COOKIE};
 use crate::error::{ApiError, Result};
+use crate::model::FieldError;
 
 /// The sign-in form; `next` is where to go afterwards (a path on this server).
 pub async fn login_page(
@@ -33,9 +34,11 @@ pub async fn login_page(
 }
 
 /// Checks the form's `token`; a read-only one is kept in the sign-in cookie and the browser is
-/// sent on to `next`. Anything else shows the form again with the reason.
+/// sent on to `next`. Anything else shows a browser the form again with the reason, and any
+/// other client the same reason as problem+json.
 pub async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Response> {
     let https = auth::came_over_https(request.headers());
+    let browser = auth::accepts_html(request.headers());
     let form = form_body(request, &state).await?;
     let next = local_path(field(&form, "next").as_deref());
     let token = field(&form, "token").unwrap_or_default();
@@ -59,9 +62,18 @@ pub async fn sign_in(State(state): State<AppState>, request: Request) -> Result<
         response
     };
     if token.is_empty() {
+        if !browser {
+            return Err(ApiError::InvalidForm(vec![FieldError::new(
+                "token",
+                "is required",
+            )]));
+        }
         return Ok(refused(StatusCode::BAD_REQUEST, "Enter a token."));
     }
     if let Err(problem) = state.tokens.check_sign_in(token) {
+        if !browser {
+            return Err(ApiError::Unauthorized(problem.to_owned()));
+        }
         return Ok(refused(StatusCode::UNAUTHORIZED, problem));
     }
     let mut response = redirect(&next);
@@ -99,6 +111,8 @@ fn page(status: StatusCode, form: &Form) -> Response {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "Sign in · gitops-status-server" }
+                // Inline: the form is open, and /favicon.svg is a read like every other page.
+                link rel="icon" type="image/svg+xml" href=(favicon_data_uri());
                 style { (PreEscaped(STYLE)) (PreEscaped(LOGIN_STYLE)) }
             }
             body {
@@ -115,7 +129,7 @@ fn page(status: StatusCode, form: &Form) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; \
              frame-ancestors 'none'; base-uri 'none'",
         ),
     );
@@ -235,6 +249,13 @@ fn has_session_cookie(headers: &HeaderMap) -> bool {
                 .split_once('=')
                 .is_some_and(|(name, value)| name == SESSION_COOKIE && !value.is_empty())
         })
+}
+
+/// The favicon as a `data:` URI.
+fn favicon_data_uri() -> String {
+    let encoded: String = form_urlencoded::byte_serialize(FAVICON.as_bytes()).collect();
+    // byte_serialize writes spaces as `+`, which a data URI takes literally.
+    format!("data:image/svg+xml,{}", encoded.replace('+', "%20"))
 }
 
 #[cfg(test)]

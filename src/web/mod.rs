@@ -24,16 +24,16 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(status_page::status_page))
         .route("/target", get(target_page::target_page))
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
 }
 
-/// The sign-in form, sign-out and the icon the form's tab shows: open routes.
+/// The sign-in form and sign-out: open routes.
 pub fn sign_in_router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login::login_page).post(login::sign_in))
         .route("/logout", post(login::sign_out))
-        .route("/favicon.svg", get(favicon))
-        .route("/favicon.ico", get(favicon))
 }
 
 /// The page shell: title, viewport, the inline style sheet and a self-refresh.
@@ -69,7 +69,7 @@ fn layout(title: &str, main: Markup) -> Markup {
 }
 
 /// The site icon, from the binary: a green check in a rounded square, legible at 16 px.
-const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#2e7d32"/><path d="M8 16.5l5.5 5.5L24 10.5" fill="none" stroke="#fff" stroke-width="4" stroke-linecap="round" stroke-linejoin="round"/></svg>"##;
+pub(crate) const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#2e7d32"/><path d="M8 16.5l5.5 5.5L24 10.5" fill="none" stroke="#fff" stroke-width="4" stroke-linecap="round" stroke-linejoin="round"/></svg>"##;
 
 /// `GET /favicon.svg` and `/favicon.ico`: browsers ask for the latter unprompted, and take SVG.
 async fn favicon() -> impl IntoResponse {
