@@ -31,15 +31,23 @@ pub const SESSION_COOKIE: &str = "gitops_status_session";
 /// Why the token configuration was refused at start.
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
-    #[error("--tokens-file: cannot read {path}: {cause}")]
-    Read { path: String, cause: String },
-    #[error("--tokens-file: {path} is not a valid tokens file: {cause}")]
-    Invalid { path: String, cause: String },
+    #[error("{setting}: cannot read {path}: {cause}")]
+    Read {
+        setting: String,
+        path: String,
+        cause: String,
+    },
+    #[error("{setting}: {path} is not a valid tokens file: {cause}")]
+    Invalid {
+        setting: String,
+        path: String,
+        cause: String,
+    },
     #[error(
-        "--tokens-file: {path} defines no token; add a [[tokens]] table with name, token (or \
+        "{setting}: {path} defines no token; add a [[tokens]] table with name, token (or \
          sha256) and scopes, or leave the setting out to run without authentication"
     )]
-    Empty { path: String },
+    Empty { setting: String, path: String },
 }
 
 /// The tokens file: `[[tokens]]` tables.
@@ -236,19 +244,24 @@ impl Tokens {
         Self::default()
     }
 
-    /// Reads and checks a tokens file. A file that defines no token is refused: being given one
-    /// means the operator wants authentication.
-    pub fn load(path: &Path) -> Result<Self, TokensError> {
+    /// Reads and checks a tokens file; `setting` names where its path came from
+    /// (`--tokens-file` or `GITOPS_STATUS_TOKENS_FILE`). A file that defines no token is
+    /// refused: being given one means the operator wants authentication.
+    pub fn load(path: &Path, setting: &str) -> Result<Self, TokensError> {
+        let setting = setting.to_owned();
         let text = std::fs::read_to_string(path).map_err(|error| TokensError::Read {
+            setting: setting.clone(),
             path: path.display().to_string(),
             cause: error.to_string(),
         })?;
         let tokens = Self::parse(&text).map_err(|cause| TokensError::Invalid {
+            setting: setting.clone(),
             path: path.display().to_string(),
             cause,
         })?;
         if tokens.is_empty() {
             return Err(TokensError::Empty {
+                setting,
                 path: path.display().to_string(),
             });
         }

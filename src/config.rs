@@ -142,8 +142,13 @@ pub struct ServeArgs {
 
     /// TOML file of bearer tokens ([[tokens]] with name, token or sha256, scopes, repos).
     /// Without any token, writes are open.
-    #[arg(long, env = "GITOPS_STATUS_TOKENS_FILE", value_name = "FILE")]
-    pub tokens_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "GITOPS_STATUS_TOKENS_FILE",
+        value_name = "FILE",
+        value_parser = SettingParser(path_setting)
+    )]
+    pub tokens_file: Option<Setting<PathBuf>>,
 
     /// One bearer token that may write every repo; prefer the environment variable to the flag.
     #[arg(long, env = "GITOPS_STATUS_WRITE_TOKEN", hide_env_values = true)]
@@ -183,6 +188,11 @@ impl<T: fmt::Display> Setting<T> {
     pub fn problem(&self, why: impl fmt::Display) -> String {
         bad_setting(&self.name, &self.value, why)
     }
+}
+
+/// A file path, taken as written; what is wrong with the file is found when it is read.
+fn path_setting(text: &str) -> Result<PathBuf, Problem> {
+    Ok(PathBuf::from(text))
 }
 
 /// What is wrong with a configured value, and the fix when one is obvious.

@@ -206,7 +206,7 @@ fn cannot_listen(error: &std::io::Error) -> Problem {
 /// The tokens of `--tokens-file` plus `GITOPS_STATUS_WRITE_TOKEN`.
 fn load_tokens(args: &ServeArgs) -> Result<Tokens, TokensError> {
     let tokens = match &args.tokens_file {
-        Some(path) => Tokens::load(path)?,
+        Some(file) => Tokens::load(&file.value, &file.name)?,
         None => Tokens::none(),
     };
     Ok(match &args.write_token {

@@ -374,6 +374,32 @@ fn a_tokens_file_that_defines_no_token_stops_the_server_with_one_line() {
 }
 
 #[test]
+fn a_tokens_file_from_the_environment_is_named_by_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let output = std::process::Command::new(BINARY)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("GITOPS_STATUS_WRITE_TOKEN")
+        .env("GITOPS_STATUS_TOKENS_FILE", &empty)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "GITOPS_STATUS_TOKENS_FILE: {} defines no token",
+            empty.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--tokens-file"), "{stderr}");
+}
+
+#[test]
 fn short_and_repeated_tokens_are_warned_about_at_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -40,8 +40,8 @@ impl Backend {
                 // Straight to the process's stderr: libtest captures only print!/eprint!.
                 let _ = writeln!(
                     std::io::stderr().lock(),
-                    "PostgreSQL tests did NOT run: cannot reach {} ({reason}); set CI=true to \
-                     make this a failure",
+                    "PostgreSQL tests did NOT run: cannot reach {} ({reason}); `./test.sh` \
+                     installs and starts PostgreSQL; CI=true makes this a failure",
                     admin_url()
                 );
             }

