@@ -3,8 +3,12 @@
 -- WRK_GENERATORS and WRK_GENERATOR (how many wrk processes share the run, and which one this is:
 -- default 1 and 0) and WRK_EPOCH (their shared start, in Unix seconds; default now), so that wrks
 -- loading two replicas at once never send the same check.
--- Mix: each target reports OUT_OF_SYNC (1-3 files) on one check in ten, SYNCED otherwise.
--- Every request carries a distinct (target, last_check), so each one stores a new snapshot.
+-- ORDER: `random` (the default) picks each request's target from a seeded random sequence, as
+-- uncoordinated CI pipelines on their own crons arrive; `round-robin` visits targets in turn, which
+-- lays consecutive snapshots side by side in the (target_id, last_check) index and flatters the
+-- writer. SEED (default 1) fixes the random sequence, so runs are repeatable.
+-- Mix: one check in ten reports OUT_OF_SYNC (1-3 files), the rest SYNCED.
+-- Every request carries a distinct last_check, so each one stores a new snapshot.
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(here .. "report.lua")
@@ -25,6 +29,8 @@ function init(args)
   -- Start two hours back so a long run never gets more than 5 minutes ahead of the clock.
   base_ms = (tonumber(os.getenv("WRK_EPOCH") or os.time()) - 7200) * 1000
   headers = { ["Content-Type"] = "application/json" }
+  random_order = (os.getenv("ORDER") or "random") ~= "round-robin"
+  math.randomseed(tonumber(os.getenv("SEED") or "1") * 1000 + offset)
 end
 
 local function iso(ms)
@@ -35,10 +41,16 @@ end
 function request()
   counter = counter + 1
   local n = counter * stride + offset
-  local target = n % targets
-  local round = math.floor(n / targets)
+  local target, drifted
+  if random_order then
+    target = math.random(0, targets - 1)
+    drifted = n % 10 == 0
+  else
+    target = n % targets
+    drifted = (math.floor(n / targets) + target) % 10 == 0
+  end
   local body
-  if (round + target) % 10 == 0 then
+  if drifted then
     local files = {}
     for i = 1, 1 + (n % 3) do
       files[i] = string.format('{"name":"conf.d/%02d-managed.conf"}', i)

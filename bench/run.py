@@ -466,6 +466,8 @@ def main():
 
 def measure(args, pg, started):
     results = {
+        # post.lua's target order (ORDER=random, the default, or round-robin) and its seed.
+        "order": {"order": os.environ.get("ORDER", "random"), "seed": os.environ.get("SEED", "1")},
         "machine": {
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
