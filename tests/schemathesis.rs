@@ -23,7 +23,10 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 /// committed file when reading it needs a token).
 fn run_against(test: &str, server: &Binary, dir: &Path, location: &str, max_examples: &str) {
     // No example database and a private working directory: two runs at once sharing one made
-    // schemathesis 4.32.5 fail now and then with a KeyError inside its own code.
+    // schemathesis 4.32.5 fail now and then with a KeyError inside its own code. One worker:
+    // with two threads, hypothesis's ast.parse of its lambdas hits CPython 3.11.7's "AST
+    // constructor recursion depth mismatch" (a thread-safety bug fixed in 3.11.8), seen on a
+    // fresh clone here.
     let Some(schemathesis) = tools::SCHEMATHESIS.require(test) else {
         return;
     };
@@ -38,7 +41,7 @@ fn run_against(test: &str, server: &Binary, dir: &Path, location: &str, max_exam
             "--seed",
             "8",
             "--workers",
-            "2",
+            "1",
         ])
         .args(["--no-color", "--request-timeout", "30"])
         .output()
