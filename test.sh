@@ -110,5 +110,6 @@ fi
 # --- the suite ------------------------------------------------------------------------------
 # CI=true: a test whose tool or database is missing fails rather than saying it did NOT run.
 export CI=true
-say "running the whole suite: cargo test $*"
-cargo test "$@"
+# --no-fail-fast: one failing test binary does not hide how the others fared.
+say "running the whole suite: cargo test --no-fail-fast $*"
+cargo test --no-fail-fast "$@"
