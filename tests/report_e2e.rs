@@ -740,6 +740,35 @@ fn bare_report() -> Command {
     command
 }
 
+/// `report` of captured output in which host `lab` drifted in 12,000 files (named in reverse
+/// order, so the cut must sort them), posted to `url`.
+async fn report_twelve_thousand_files(dir: &Path, url: String) -> Output {
+    let names: Vec<String> = (0..12_000)
+        .rev()
+        .map(|n| format!("/etc/conf.d/{n:05}.conf"))
+        .collect();
+    let input = dir.join("huge.out");
+    std::fs::write(
+        &input,
+        format!(
+            "ok: [lab] => {{\"msg\": \"DRIFTED_FILES={}\"}}\n\
+             ok: [lab] => {{\"msg\": \"SYNC_STATUS=OUT_OF_SYNC\"}}\n\n\
+             PLAY RECAP ***\nlab : ok=2 changed=0 unreachable=0 failed=0\n",
+            names.join(",")
+        ),
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        bare_report()
+            .args(["report", "--url", &url, "--repo", "rsyslog", "--input"])
+            .arg(&input)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// 12,000 drifted files: the server gets the first 10,000 names in sorted order, the true count
 /// and a message; the step output names five and counts the rest. A tiny real HTTP server takes
 /// the POST, so this checks what the client sends whatever the server accepts.
@@ -759,31 +788,7 @@ async fn twelve_thousand_drifted_files_are_sent_cut_and_logged_short() {
     );
     let server = TcpServer::start(app).await;
     let dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = (0..12_000)
-        .rev()
-        .map(|n| format!("/etc/conf.d/{n:05}.conf"))
-        .collect();
-    let input = dir.path().join("huge.out");
-    std::fs::write(
-        &input,
-        format!(
-            "ok: [lab] => {{\"msg\": \"DRIFTED_FILES={}\"}}\n\
-             ok: [lab] => {{\"msg\": \"SYNC_STATUS=OUT_OF_SYNC\"}}\n\n\
-             PLAY RECAP ***\nlab : ok=2 changed=0 unreachable=0 failed=0\n",
-            names.join(",")
-        ),
-    )
-    .unwrap();
-    let url = server.url("");
-    let output = tokio::task::spawn_blocking(move || {
-        bare_report()
-            .args(["report", "--url", &url, "--repo", "rsyslog", "--input"])
-            .arg(&input)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = report_twelve_thousand_files(dir.path(), server.url("")).await;
     finished(&output, 0);
     let cut = "the drift check found 12000 drifted files; the list was cut to the first 10000 \
                names in sorted order (the most a snapshot holds), drift_count has the true number";
@@ -819,30 +824,7 @@ async fn twelve_thousand_drifted_files_are_sent_cut_and_logged_short() {
 async fn the_real_server_records_a_cut_list_of_twelve_thousand_files() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
-    let names: Vec<String> = (0..12_000)
-        .map(|n| format!("/etc/conf.d/{n:05}.conf"))
-        .collect();
-    let input = dir.path().join("huge.out");
-    std::fs::write(
-        &input,
-        format!(
-            "ok: [lab] => {{\"msg\": \"DRIFTED_FILES={}\"}}\n\
-             ok: [lab] => {{\"msg\": \"SYNC_STATUS=OUT_OF_SYNC\"}}\n\n\
-             PLAY RECAP ***\nlab : ok=2 changed=0 unreachable=0 failed=0\n",
-            names.join(",")
-        ),
-    )
-    .unwrap();
-    let url = server.url("/api/status");
-    let output = tokio::task::spawn_blocking(move || {
-        bare_report()
-            .args(["report", "--url", &url, "--repo", "rsyslog", "--input"])
-            .arg(&input)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = report_twelve_thousand_files(dir.path(), server.url("/api/status")).await;
     finished(&output, 0);
 
     let status: Vec<Value> = reqwest::get(server.url("/status.json?repo=rsyslog&server=lab"))
