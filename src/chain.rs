@@ -19,7 +19,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::model::Snapshot;
+use crate::model::{Snapshot, SyncStatus};
+use crate::timestamp::Timestamp;
 
 /// The first element of every canonical encoding; a new encoding gets a new version.
 pub const VERSION: &str = "gitops-status-chain/1";
@@ -27,31 +28,148 @@ pub const VERSION: &str = "gitops-status-chain/1";
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
 
+/// A chained snapshot's fields, borrowed from wherever they are: a [`Snapshot`], or a stored row
+/// read column by column by the verifier (which never builds a `Snapshot`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChainFields<'a> {
+    pub id: i64,
+    pub repo: &'a str,
+    pub server: &'a str,
+    pub sync_status: SyncStatus,
+    pub drift_count: i64,
+    /// The file names, sorted, as a compact JSON array (`["a","b"]`): see [`files_json`].
+    pub files_json: &'a str,
+    pub last_check: Timestamp,
+    pub received_at: Timestamp,
+    pub revision: Option<&'a str>,
+    pub run_url: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub stale_after_seconds: Option<i64>,
+}
+
+impl<'a> ChainFields<'a> {
+    /// `snapshot`'s fields, with its file names already encoded by [`files_json`].
+    pub fn of(snapshot: &'a Snapshot, files_json: &'a str) -> Self {
+        Self {
+            id: snapshot.id,
+            repo: &snapshot.repo,
+            server: &snapshot.server,
+            sync_status: snapshot.sync_status,
+            drift_count: snapshot.drift_count,
+            files_json,
+            last_check: snapshot.last_check,
+            received_at: snapshot.received_at,
+            revision: snapshot.revision.as_deref(),
+            run_url: snapshot.run_url.as_deref(),
+            message: snapshot.message.as_deref(),
+            stale_after_seconds: snapshot.stale_after_seconds,
+        }
+    }
+}
+
+/// File names as the canonical encoding writes them: a compact JSON array of strings.
+pub fn files_json<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    // Serializing strings cannot fail.
+    serde_json::to_string(&names).unwrap_or_default()
+}
+
+/// Writes the canonical encoding of `fields` linked to `previous` into `out`, which it clears
+/// first: the one place the encoding is written, so a reused buffer serves a whole verification.
+pub fn encode(fields: &ChainFields<'_>, previous: Option<&Hash>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(b"[\"");
+    out.extend_from_slice(VERSION.as_bytes());
+    out.extend_from_slice(b"\",");
+    match previous {
+        Some(hash) => {
+            let mut hex = [0u8; 64];
+            // 32 bytes always fit 64 hex digits.
+            let _ = hex::encode_to_slice(hash, &mut hex);
+            out.push(b'"');
+            out.extend_from_slice(&hex);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b',');
+    push_integer(out, fields.id);
+    out.push(b',');
+    push_string(out, Some(fields.repo));
+    out.push(b',');
+    push_string(out, Some(fields.server));
+    out.push(b',');
+    push_string(out, Some(fields.sync_status.as_str()));
+    out.push(b',');
+    push_integer(out, fields.drift_count);
+    out.push(b',');
+    out.extend_from_slice(fields.files_json.as_bytes());
+    out.push(b',');
+    push_time(out, fields.last_check);
+    out.push(b',');
+    push_time(out, fields.received_at);
+    out.push(b',');
+    push_string(out, fields.revision);
+    out.push(b',');
+    push_string(out, fields.run_url);
+    out.push(b',');
+    push_string(out, fields.message);
+    out.push(b',');
+    match fields.stale_after_seconds {
+        Some(seconds) => push_integer(out, seconds),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b']');
+}
+
+fn push_integer(out: &mut Vec<u8>, value: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// A JSON string escaped as serde_json escapes it (and nothing else), or `null`.
+fn push_string(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        // Writing a string into a Vec cannot fail.
+        Some(text) => {
+            let _ = serde_json::to_writer(&mut *out, text);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn push_time(out: &mut Vec<u8>, at: Timestamp) {
+    out.push(b'"');
+    at.write_rfc3339(out);
+    out.push(b'"');
+}
+
 /// The canonical encoding of `snapshot` linked to `previous`.
 pub fn canonical(snapshot: &Snapshot, previous: Option<&Hash>) -> String {
-    let record = (
-        VERSION,
-        previous.map(hex::encode),
-        snapshot.id,
-        &snapshot.repo,
-        &snapshot.server,
-        snapshot.sync_status,
-        snapshot.drift_count,
-        snapshot.file_names().collect::<Vec<_>>(),
-        snapshot.last_check.to_string(),
-        snapshot.received_at.to_string(),
-        &snapshot.revision,
-        &snapshot.run_url,
-        &snapshot.message,
-        snapshot.stale_after_seconds,
-    );
-    // Serializing strings, integers and nulls cannot fail.
-    serde_json::to_string(&record).unwrap_or_default()
+    let files = files_json(snapshot.file_names());
+    let mut out = Vec::new();
+    encode(&ChainFields::of(snapshot, &files), previous, &mut out);
+    // Every part written is UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The hash of `snapshot` linked to `previous`.
 pub fn link(snapshot: &Snapshot, previous: Option<&Hash>) -> Hash {
-    Sha256::digest(canonical(snapshot, previous).as_bytes()).into()
+    let files = files_json(snapshot.file_names());
+    link_fields(
+        &ChainFields::of(snapshot, &files),
+        previous,
+        &mut Vec::new(),
+    )
+}
+
+/// The hash of `fields` linked to `previous`, encoded in `buffer`.
+pub fn link_fields(
+    fields: &ChainFields<'_>,
+    previous: Option<&Hash>,
+    buffer: &mut Vec<u8>,
+) -> Hash {
+    encode(fields, previous, buffer);
+    Sha256::digest(&buffer[..]).into()
 }
 
 /// The outcome of recomputing every target's chain.
@@ -97,8 +215,7 @@ pub fn from_bytes(bytes: &[u8]) -> Option<Hash> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{FileEntry, SyncStatus};
-    use crate::timestamp::Timestamp;
+    use crate::model::FileEntry;
 
     fn snapshot() -> Snapshot {
         Snapshot {

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::chain::{self, BadSnapshot, Checkpoint as ChainCheckpoint, Verification};
+use crate::chain::{self, BadSnapshot, ChainFields, Checkpoint as ChainCheckpoint, Verification};
 use crate::model::Snapshot;
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
@@ -76,6 +76,8 @@ pub struct Verifier {
     chains: HashMap<i64, ChainPosition>,
     checked: i64,
     bad: Option<BadSnapshot>,
+    /// Each record's canonical encoding, written over and over into one allocation.
+    buffer: Vec<u8>,
 }
 
 impl Verifier {
@@ -85,11 +87,18 @@ impl Verifier {
             chains: HashMap::new(),
             checked: 0,
             bad: None,
+            buffer: Vec::with_capacity(512),
         }
     }
 
     /// Checks the next snapshot by id, of target `target`, whose stored hash is `stored`.
     pub fn push(&mut self, target: i64, snapshot: &Snapshot, stored: Option<Vec<u8>>) {
+        let files = chain::files_json(snapshot.file_names());
+        self.push_fields(target, &ChainFields::of(snapshot, &files), stored);
+    }
+
+    /// Checks the next stored record by id, of target `target`, from its fields as stored.
+    pub fn push_fields(&mut self, target: i64, fields: &ChainFields<'_>, stored: Option<Vec<u8>>) {
         self.checked += 1;
         let checkpoints = &self.checkpoints;
         let position = self.chains.entry(target).or_insert_with(|| ChainPosition {
@@ -103,6 +112,7 @@ impl Verifier {
                 .expected_previous
                 .as_deref()
                 .map(|bytes| chain::from_bytes(bytes).ok_or(bytes));
+            let buffer = &mut self.buffer;
             let reason = match (&stored, previous) {
                 (None, _) => Some("the snapshot has no hash".to_owned()),
                 (Some(_), Some(Err(_))) => Some(
@@ -110,28 +120,29 @@ impl Verifier {
                      checkpoint's) is malformed"
                         .to_owned(),
                 ),
-                (Some(stored), Some(Ok(previous))) => (chain::link(snapshot, Some(&previous))[..]
-                    != stored[..])
-                    .then(|| mismatch(position.last_id)),
-                (Some(stored), None) => {
-                    (chain::link(snapshot, None)[..] != stored[..]).then(|| mismatch(None))
+                (Some(stored), Some(Ok(previous))) => {
+                    (chain::link_fields(fields, Some(&previous), buffer)[..] != stored[..])
+                        .then(|| mismatch(position.last_id))
                 }
+                (Some(stored), None) => (chain::link_fields(fields, None, buffer)[..]
+                    != stored[..])
+                    .then(|| mismatch(None)),
             };
             if let Some(reason) = reason {
                 self.bad = Some(BadSnapshot {
-                    id: snapshot.id,
-                    repo: snapshot.repo.clone(),
-                    server: snapshot.server.clone(),
+                    id: fields.id,
+                    repo: fields.repo.to_owned(),
+                    server: fields.server.to_owned(),
                     reason,
                 });
             }
         }
         // Go on from what is stored, so one bad row is reported once, not for every row after it.
         position.expected_previous = checkpoints
-            .get(&(target, snapshot.id))
+            .get(&(target, fields.id))
             .map(|checkpoint| checkpoint.resume.clone())
             .or(stored);
-        position.last_id = Some(snapshot.id);
+        position.last_id = Some(fields.id);
     }
 
     /// Checks every target's recorded head against the rows seen: removing a target's newest
