@@ -169,6 +169,16 @@ impl Lab {
     }
 }
 
+/// Drift in a managed file: a line the repo does not have.
+fn drift(path: &Path) {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(b"*.* /var/log/everything.log\n")
+        .unwrap();
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -223,12 +233,7 @@ async fn drift_lifecycle_with_real_ansible() {
 
     // A local edit is drift; --fail-on-drift passes it through as exit code 4.
     let edited = lab.root.join("rsyslog.d/30-lab.conf");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&edited)
-        .unwrap()
-        .write_all(b"*.* /var/log/everything.log\n")
-        .unwrap();
+    drift(&edited);
     let fail_on_drift = ["--server", "rsyslog-lab", "--fail-on-drift"];
     finished(&lab.report(&fail_on_drift, &local, "drift-check.yml"), 4);
     assert_eq!(
@@ -439,12 +444,7 @@ async fn the_seed_playbook_verbatim_with_real_ansible() {
     // Drifted: the markers name the seed's hard-coded /etc path, then its fail task fails the
     // host; that is drift, not an error.
     let main = lab.root.join("rsyslog.conf");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&main)
-        .unwrap()
-        .write_all(b"*.* /var/log/everything.log\n")
-        .unwrap();
+    drift(&main);
     let output = seed_report(&local, "rsyslog-lab");
     assert!(text(&output.stderr).contains("the playbook ended with exit status: 2"));
     finished(&output, 0);

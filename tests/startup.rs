@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::binary::{BINARY, Binary};
+use common::binary::{self, BINARY, Binary};
 use common::{Backend, TestDatabase};
 
 /// What a run of the binary that is expected to stop left behind.
@@ -60,23 +60,11 @@ fn message(line: &str) -> String {
 /// Runs the binary in `dir` and waits for it to stop by itself (a process that starts serving
 /// instead is killed and fails the test).
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Stopped {
-    let mut command = Command::new(BINARY);
+    let mut command = binary::command(dir, env);
     command
         .args(args)
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("GITOPS_STATUS_LISTEN")
-        .env_remove("GITOPS_STATUS_TOKENS_FILE")
-        .env_remove("GITOPS_STATUS_WRITE_TOKEN")
-        .env_remove("PGDATABASE")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
     let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {

@@ -17,6 +17,26 @@ pub struct Binary {
     early: Vec<String>,
 }
 
+/// The binary run in `dir` with none of the configuration this test run's environment may carry,
+/// `env` set on top, logging at info without colour, and no stdin.
+pub fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("GITOPS_STATUS_LISTEN")
+        .env_remove("GITOPS_STATUS_TOKENS_FILE")
+        .env_remove("GITOPS_STATUS_WRITE_TOKEN")
+        .env_remove("PGDATABASE")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
 impl Binary {
     /// Starts the binary in `dir` with `args` and `env`, and waits for the address it logs.
     #[allow(
@@ -24,23 +44,12 @@ impl Binary {
         reason = "Drop kills and waits for the child"
     )]
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BINARY);
+        let mut command = command(dir, env);
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .current_dir(dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("GITOPS_STATUS_LISTEN")
-            .env_remove("GITOPS_STATUS_TOKENS_FILE")
-            .env_remove("GITOPS_STATUS_WRITE_TOKEN")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
         let mut child = command.spawn().unwrap();
         let (lines, log) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
