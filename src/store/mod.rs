@@ -2,6 +2,7 @@
 
 mod audit;
 mod migrate;
+mod pipeline;
 mod postgres;
 mod rules;
 mod sql;

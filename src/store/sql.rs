@@ -12,6 +12,22 @@ pub const SNAPSHOT_COLUMNS: &str = "select s.id, t.repo, t.server, s.sync_status
      s.drift_count, f.files, s.last_check, s.last_check + s.received_delay as received_at, \
      s.revision, s.run_url, s.message, s.stale_after, s.hash";
 
+/// The head of an INSERT of snapshot rows: the columns in the table's order, values to follow.
+pub const INSERT_SNAPSHOT_COLUMNS: &str = "insert into snapshots (id, target_id, last_check, \
+     received_delay, sync_status, drift_count, fileset_id, change, stale_after, revision, \
+     run_url, message, hash) ";
+
+/// Rewrites a snapshot's (`$2`) derived transition flags (`$1`).
+pub const SET_CHANGE_SQL: &str = "update snapshots set change = $1 where id = $2";
+
+/// A target's (`$1`) latest snapshot by `last_check` (id, last_check, sync_status, fileset_id)
+/// and the `last_check` where its run of `sync_status` began.
+pub const LATEST_CHECK_SQL: &str = "select s.id, s.last_check, s.sync_status, s.fileset_id, \
+     coalesce((select c.last_check from snapshots c where c.target_id = s.target_id \
+               and c.change <> 0 and (c.change & 1) = 1 and c.last_check <= s.last_check \
+               order by c.last_check desc limit 1), s.last_check) \
+     from snapshots s where s.target_id = $1 order by s.last_check desc limit 1";
+
 /// The stored snapshot of a target (`$1`) at a `last_check` (`$2`). Both databases take `$N`
 /// placeholders.
 pub fn snapshot_at_sql() -> String {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, Row};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{ConnectError, HistorySpan, Latest, PruneReport, Recorded, StoreError};
@@ -25,13 +25,9 @@ use crate::chain::{Checkpoint, Verification};
 use crate::config::Problem;
 use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
+use crate::store::pipeline::{self, QUEUE_CAPACITY, WriteJob};
 use crate::store::sql::{self, SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::timestamp::Timestamp;
-use writer::WriteJob;
-
-/// Jobs (one per POST, one per import call) waiting for the writers; when it is full, callers
-/// are refused with `Unavailable` (503) rather than queued without bound.
-const QUEUE_CAPACITY: usize = 8192;
 /// Writer tasks per replica: each holds one connection and commits one batch at a time, so
 /// batches overlap their round trips and fsyncs.
 const WRITERS: usize = 4;
@@ -105,12 +101,10 @@ impl PostgresStore {
         let filesets = writer::FilesetCache::default();
         let writers = (0..WRITERS)
             .map(|_| {
-                tokio::spawn(writer::run(
-                    pool.clone(),
-                    Arc::clone(&queue),
-                    closing.clone(),
-                    filesets.clone(),
-                ))
+                tokio::spawn(
+                    writer::Writer::new(pool.clone(), filesets.clone())
+                        .run(Arc::clone(&queue), closing.clone()),
+                )
             })
             .collect();
         Ok(Self {
@@ -134,17 +128,7 @@ impl PostgresStore {
         &self,
         snapshots: Vec<NewSnapshot>,
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .jobs
-            .try_send(WriteJob { snapshots, reply })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    StoreError::Unavailable("the write queue is full".to_owned())
-                }
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
-        outcome.await.map_err(|_| StoreError::Closed)
+        pipeline::submit(&self.inner.jobs, snapshots, std::convert::identity).await
     }
 
     /// Every matching target's latest snapshot, from the pointers the writers keep in `targets`:

@@ -24,12 +24,9 @@ use crate::chain::{Checkpoint, Verification};
 use crate::config::Problem;
 use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
+use crate::store::pipeline::{self, QUEUE_CAPACITY};
 use crate::timestamp::Timestamp;
-use writer::{Message, SharedLatest, WriteJob, Writer};
-
-/// Jobs (one per POST, one per import call) waiting for the writer; when it is full, callers are
-/// refused with `Unavailable` (503) rather than queued without bound.
-const QUEUE_CAPACITY: usize = 8192;
+use writer::{Message, SharedLatest, Writer};
 /// Readers open at once.
 const READERS: u32 = 4;
 
@@ -114,17 +111,7 @@ impl SqliteStore {
         &self,
         snapshots: Vec<NewSnapshot>,
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .jobs
-            .try_send(Message::Write(WriteJob { snapshots, reply }))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    StoreError::Unavailable("the write queue is full".to_owned())
-                }
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
-        outcome.await.map_err(|_| StoreError::Closed)
+        pipeline::submit(&self.inner.jobs, snapshots, Message::Write).await
     }
 
     /// Served from the writer's published state: no query, sorted by (repo, server).

@@ -1,9 +1,9 @@
-//! The single SQLite writer: it owns the only write connection, takes every snapshot waiting in
-//! its queue, stores them with one fsync'd commit, then answers each caller.
+//! The single SQLite writer: it owns the only write connection and runs the write pipeline
+//! (`store::pipeline`) over it, one fsync'd commit per batch.
 //!
-//! It holds every target's latest check in memory, assigns row ids itself, and publishes each
-//! target's latest snapshot for `/status.json` after every commit. So the usual batch (checks newer
-//! than their targets' latest, for known targets and file sets) is a single multi-row INSERT in
+//! It holds every target's tip in memory, assigns row ids itself, and publishes each target's
+//! latest snapshot for `/status.json` after every commit. So the usual batch (checks newer than
+//! their targets' latest, for known targets and file sets) is a single multi-row INSERT in
 //! autocommit: one statement, one round trip to SQLite's thread, one fsync. New targets, new file
 //! sets, retries, conflicts and late checks run in an explicit transaction that asks the database.
 //! Any failure rolls back and reloads the memory from what committed.
@@ -13,22 +13,21 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteExecutor};
+use sqlx::{Connection, QueryBuilder, Row as _, Sqlite};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::audit::{self, Prune};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
-use crate::chain::{self, Hash};
+use crate::chain;
 use crate::model::{NewSnapshot, Order, Snapshot};
-use crate::store::rules::{
-    self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, snapshot_of,
+use crate::store::pipeline::{
+    self, Backend, Batch, LatestCheck, Outcome, Row, Steps, Tip, WriteJob,
 };
+use crate::store::rules;
 use crate::store::sql::{self, Neighbour};
-use crate::store::{Latest, PruneReport, Recorded, StoreError};
+use crate::store::{Latest, PruneReport, StoreError};
 use crate::timestamp::Timestamp;
 
-/// Most snapshots committed at once.
-pub const MAX_BATCH: usize = 1024;
 /// Most rows in one INSERT statement. Batches up to this size need one statement; every size up
 /// to it is a distinct prepared statement in the writer's cache.
 pub const MAX_STATEMENT_ROWS: usize = 64;
@@ -56,66 +55,6 @@ struct PruneRun {
     reply: oneshot::Sender<Result<PruneReport, StoreError>>,
 }
 
-/// Snapshots waiting for the writer (one for a POST, many for an import), and where their
-/// outcomes go, in the same order.
-pub struct WriteJob {
-    pub snapshots: Vec<NewSnapshot>,
-    pub reply: oneshot::Sender<Vec<Result<Recorded, StoreError>>>,
-}
-
-impl std::fmt::Debug for WriteJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteJob")
-            .field("snapshots", &self.snapshots.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// What the writer knows of a target's latest snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TargetTip {
-    id: i64,
-    latest_check: i64,
-    latest_status: i64,
-    latest_fileset: Option<i64>,
-    status_since: i64,
-    /// Hash of the target's newest snapshot by id: what its next snapshot links to.
-    head: Option<Hash>,
-}
-
-/// A snapshot row waiting for the batch's INSERT.
-#[derive(Debug)]
-struct PendingRow {
-    id: i64,
-    target_id: i64,
-    last_check: i64,
-    received_delay: i64,
-    sync_status: i64,
-    drift_count: i64,
-    fileset_id: Option<i64>,
-    change: i64,
-    stale_after: Option<i64>,
-    revision: Option<String>,
-    run_url: Option<String>,
-    message: Option<String>,
-    hash: Hash,
-}
-
-/// Writes waiting for the end of the batch (or for a slow-path snapshot that must see them).
-#[derive(Debug, Default)]
-struct Pending {
-    new_targets: Vec<(i64, String, String)>,
-    rows: Vec<PendingRow>,
-}
-
-/// A file set as the writer's cache knows it.
-#[derive(Debug)]
-enum Fileset {
-    Empty,
-    Known(i64),
-    Unknown { digest: [u8; 32], json: String },
-}
-
 #[derive(Debug)]
 pub struct Writer {
     connection: SqliteConnection,
@@ -128,7 +67,7 @@ pub struct Writer {
 /// What the writer remembers between batches; valid only while it matches what committed.
 #[derive(Debug, Default)]
 struct Memory {
-    targets: HashMap<(String, String), TargetTip>,
+    targets: HashMap<(String, String), Tip>,
     filesets: HashMap<[u8; 32], i64>,
     next_snapshot_id: i64,
     next_target_id: i64,
@@ -162,8 +101,8 @@ impl Writer {
             next_snapshot_id,
             next_target_id,
         };
-        for (key, state, latest) in targets {
-            self.memory.targets.insert(key.clone(), state);
+        for (key, tip, latest) in targets {
+            self.memory.targets.insert(key.clone(), tip);
             published.insert(key, Arc::new(latest));
         }
         *self
@@ -178,7 +117,7 @@ impl Writer {
     /// the queue is empty.
     pub async fn run(mut self, mut queue: mpsc::Receiver<Message>, shutdown: Arc<Notify>) {
         let mut closing = false;
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut batch = Batch::default();
         let mut pruning: Option<PruneRun> = None;
         loop {
             let first = tokio::select! {
@@ -199,22 +138,18 @@ impl Writer {
             };
             let Some(first) = first else { break };
             let mut prunes = Vec::new();
-            let mut snapshots = 0;
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
-                    Message::Write(job) => {
-                        snapshots += job.snapshots.len();
-                        batch.push(job);
-                    }
+                    Message::Write(job) => batch.push(job),
                     Message::Prune { cutoff, reply } => prunes.push((cutoff, reply)),
                 }
-                if snapshots < MAX_BATCH {
+                if !batch.is_full() {
                     next = queue.try_recv().ok();
                 }
             }
             if !batch.is_empty() {
-                self.commit_batch(&mut batch).await;
+                pipeline::commit(&mut self, &mut batch).await;
             }
             for (cutoff, reply) in prunes {
                 if pruning.is_some() {
@@ -247,61 +182,36 @@ impl Writer {
             let _ = run.reply.send(outcome);
         }
     }
+}
 
-    async fn commit_batch(&mut self, batch: &mut Vec<WriteJob>) {
-        let started = std::time::Instant::now();
-        let snapshots: Vec<&NewSnapshot> =
-            batch.iter().flat_map(|job| job.snapshots.iter()).collect();
-        let mut outcomes = match self.write_batch(&snapshots).await {
-            Ok(outcomes) => outcomes,
-            Err(error) if snapshots.len() == 1 => vec![Err(error)],
-            Err(error) => {
-                // One snapshot's failure must not fail its neighbours: write each on its own.
-                tracing::warn!(%error, size = snapshots.len(), "group commit failed; retrying one by one");
-                let mut outcomes = Vec::with_capacity(snapshots.len());
-                for snapshot in &snapshots {
-                    let outcome = self
-                        .write_batch(&[*snapshot])
-                        .await
-                        .and_then(|mut single| single.pop().unwrap_or(Err(StoreError::Closed)));
-                    outcomes.push(outcome);
-                }
-                outcomes
-            }
-        };
-        tracing::trace!(
-            snapshots = snapshots.len(),
-            micros = started.elapsed().as_micros(),
-            "committed"
-        );
-        metrics::histogram!(crate::telemetry::COMMIT_DURATION).record(started.elapsed());
-        let mut outcomes = outcomes.drain(..);
-        for job in batch.drain(..) {
-            let mine = outcomes.by_ref().take(job.snapshots.len()).collect();
-            // The caller may have gone away (client disconnected); the snapshot is stored anyway.
-            let _ = job.reply.send(mine);
-        }
-    }
-
-    /// Writes the jobs atomically and publishes the targets' new latest. The outer error means
-    /// nothing was written (and the memory was reloaded); the inner results are per-snapshot
-    /// outcomes such as a conflict.
-    async fn write_batch(
-        &mut self,
-        snapshots: &[&NewSnapshot],
-    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+impl Backend for Writer {
+    /// Writes the snapshots atomically and publishes their targets' new latest. On failure the
+    /// transaction is rolled back and the memory reloaded from what committed.
+    async fn write(&mut self, snapshots: &[&NewSnapshot]) -> Result<Vec<Outcome>, StoreError> {
         if self.memory_stale {
             // Never write from memory that may hold a rolled-back batch.
             self.reload().await?;
             self.memory_stale = false;
         }
-        match self.try_write_batch(snapshots).await {
+        let mut steps = SqliteSteps {
+            connection: &mut self.connection,
+            memory: &mut self.memory,
+            in_transaction: false,
+            needs_transaction: false,
+            new_targets: Vec::new(),
+            rows: Vec::new(),
+            touched: HashMap::new(),
+        };
+        let written = match pipeline::place(&mut steps, snapshots).await {
+            Ok(outcomes) => steps.finish().await.map(|touched| (outcomes, touched)),
+            Err(error) => Err(error),
+        };
+        match written {
             Ok((outcomes, touched)) => {
-                let mut published = self
-                    .published
+                self.published
                     .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                published.extend(touched);
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(touched);
                 Ok(outcomes)
             }
             Err(error) => {
@@ -315,189 +225,203 @@ impl Writer {
             }
         }
     }
+}
 
-    #[allow(clippy::type_complexity, reason = "a private pair of results")]
-    async fn try_write_batch(
-        &mut self,
-        snapshots: &[&NewSnapshot],
-    ) -> Result<
-        (
-            Vec<Result<Recorded, StoreError>>,
-            HashMap<(String, String), Arc<Latest>>,
-        ),
-        StoreError,
-    > {
-        let connection = &mut self.connection;
-        let memory = &mut self.memory;
-        let mut in_transaction = false;
-        let mut pending = Pending::default();
-        let mut touched = HashMap::new();
-        let mut outcomes = Vec::with_capacity(snapshots.len());
-        for &new in snapshots {
-            let key = (new.repo.clone(), new.server.clone());
-            let state = memory.targets.get(&key).copied();
-            let late = state.is_some_and(|state| new.last_check.as_millis() <= state.latest_check);
-            let fileset = memory.known_fileset(&new.files);
-            let needs_database =
-                late || state.is_none() || matches!(fileset, Fileset::Unknown { .. });
-            if needs_database && !in_transaction {
-                sqlx::query("begin immediate")
-                    .execute(&mut *connection)
-                    .await?;
-                in_transaction = true;
-            }
-            if let (true, Some(state)) = (late, state) {
-                // A retry or a late check: the database decides, so it must be up to date.
-                flush(&mut *connection, &mut pending).await?;
-                let outcome =
-                    record_out_of_order(&mut *connection, memory, new, state, fileset).await?;
-                let reloaded = load_targets(&mut *connection, Some(state.id)).await?;
-                if let Some((key, state, latest)) = reloaded.into_iter().next() {
-                    memory.targets.insert(key.clone(), state);
-                    touched.insert(key, Arc::new(latest));
-                }
-                outcomes.push(outcome);
-                continue;
-            }
-            let fileset_id = memory.fileset_id(&mut *connection, fileset).await?;
-            let (recorded, status_since) = memory.append(state, new, fileset_id, &mut pending);
-            touched.insert(
-                key,
-                Arc::new(Latest {
-                    snapshot: recorded.snapshot.clone(),
-                    status_since: Timestamp::from_millis(status_since),
-                }),
-            );
-            outcomes.push(Ok(recorded));
+/// One batch's placement on SQLite. Appends touch only memory until the batch's one INSERT; the
+/// first step that must ask or change the database opens the transaction (`begin immediate`).
+struct SqliteSteps<'a> {
+    connection: &'a mut SqliteConnection,
+    memory: &'a mut Memory,
+    in_transaction: bool,
+    /// A new target's row must commit with its first snapshot: one statement will not do.
+    needs_transaction: bool,
+    new_targets: Vec<(i64, String, String)>,
+    rows: Vec<Row>,
+    /// The targets' new latest, published once the batch commits.
+    touched: HashMap<(String, String), Arc<Latest>>,
+}
+
+impl SqliteSteps<'_> {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.in_transaction {
+            sqlx::query("begin immediate")
+                .execute(&mut *self.connection)
+                .await?;
+            self.in_transaction = true;
         }
-        if in_transaction || pending.rows.len() > MAX_STATEMENT_ROWS {
-            if !in_transaction {
-                sqlx::query("begin immediate")
-                    .execute(&mut *connection)
-                    .await?;
-            }
-            flush(&mut *connection, &mut pending).await?;
-            sqlx::query("commit").execute(&mut *connection).await?;
+        Ok(())
+    }
+
+    /// Writes what waits and commits. A batch of appends for known targets that fits one
+    /// statement needs no BEGIN/COMMIT round trips: one statement is atomic and durable alone.
+    async fn finish(mut self) -> Result<HashMap<(String, String), Arc<Latest>>, StoreError> {
+        if self.in_transaction || self.needs_transaction || self.rows.len() > MAX_STATEMENT_ROWS {
+            self.begin().await?;
+            self.write_pending().await?;
+            sqlx::query("commit").execute(&mut *self.connection).await?;
         } else {
-            // One statement is atomic and durable on its own: no BEGIN/COMMIT round trips.
-            flush(&mut *connection, &mut pending).await?;
+            self.write_pending().await?;
         }
-        Ok((outcomes, touched))
+        Ok(self.touched)
+    }
+
+    /// Inserts the new targets, then the snapshot rows, at most `MAX_STATEMENT_ROWS` a statement.
+    async fn write_pending(&mut self) -> Result<(), StoreError> {
+        for chunk in self.new_targets.chunks(MAX_STATEMENT_ROWS) {
+            let mut insert = QueryBuilder::<Sqlite>::new("insert into targets (id, repo, server) ");
+            insert.push_values(chunk, |mut row, (id, repo, server)| {
+                row.push_bind(*id).push_bind(repo).push_bind(server);
+            });
+            insert.build().execute(&mut *self.connection).await?;
+        }
+        for chunk in self.rows.chunks(MAX_STATEMENT_ROWS) {
+            let mut insert = QueryBuilder::<Sqlite>::new(sql::INSERT_SNAPSHOT_COLUMNS);
+            insert.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.id)
+                    .push_bind(row.target_id)
+                    .push_bind(row.last_check)
+                    .push_bind(row.received_delay)
+                    .push_bind(row.sync_status)
+                    .push_bind(row.drift_count)
+                    .push_bind(row.fileset_id)
+                    .push_bind(row.change)
+                    .push_bind(row.stale_after)
+                    .push_bind(&row.revision)
+                    .push_bind(&row.run_url)
+                    .push_bind(&row.message)
+                    .push_bind(&row.hash[..]);
+            });
+            insert.build().execute(&mut *self.connection).await?;
+        }
+        self.new_targets.clear();
+        self.rows.clear();
+        Ok(())
     }
 }
 
-impl Memory {
-    /// The usual case: a check newer than everything its target has. Only memory is touched here;
-    /// the row is written by the next `flush`. Returns the snapshot and its target's status_since.
-    fn append(
-        &mut self,
-        state: Option<TargetTip>,
-        new: &NewSnapshot,
-        fileset_id: Option<i64>,
-        pending: &mut Pending,
-    ) -> (Recorded, i64) {
-        let id = self.next_snapshot_id;
-        self.next_snapshot_id += 1;
-        let sync_status = new.sync_status.code();
-        let last_check = new.last_check.as_millis();
-        let mut snapshot = snapshot_of(id, new, new.last_check);
-        let hash = chain::link(&snapshot, state.and_then(|state| state.head).as_ref());
-        snapshot.hash = hex::encode(hash);
-        let (target_id, change, status_since) = match state {
-            Some(state) => {
-                let change = change_between(
-                    (state.latest_status, state.latest_fileset),
-                    (sync_status, fileset_id),
-                );
-                let since = if change & STATUS_CHANGED == 0 {
-                    state.status_since
-                } else {
-                    last_check
-                };
-                (state.id, change, since)
-            }
-            None => {
-                let target_id = self.next_target_id;
-                self.next_target_id += 1;
-                pending
-                    .new_targets
-                    .push((target_id, new.repo.clone(), new.server.clone()));
-                (target_id, STATUS_CHANGED | FILES_CHANGED, last_check)
-            }
-        };
-        self.targets.insert(
-            (new.repo.clone(), new.server.clone()),
-            TargetTip {
-                id: target_id,
-                latest_check: last_check,
-                latest_status: sync_status,
-                latest_fileset: fileset_id,
-                status_since,
-                head: Some(hash),
-            },
-        );
-        pending.rows.push(PendingRow {
-            id,
-            target_id,
-            last_check,
-            received_delay: received_delay(new, new.last_check),
-            sync_status,
-            drift_count: new.drift_count,
-            fileset_id,
-            change,
-            stale_after: new.stale_after_seconds,
-            revision: new.revision.clone(),
-            run_url: new.run_url.clone(),
-            message: new.message.clone(),
-            hash,
-        });
-        let recorded = Recorded {
-            snapshot,
-            replayed: false,
-        };
-        (recorded, status_since)
-    }
-
-    fn known_fileset(&self, files: &[String]) -> Fileset {
-        let Some((digest, json)) = rules::fileset_key(files) else {
-            return Fileset::Empty;
-        };
-        match self.filesets.get(&digest) {
-            Some(id) => Fileset::Known(*id),
-            None => Fileset::Unknown { digest, json },
+impl Steps for SqliteSteps<'_> {
+    async fn tip(&mut self, repo: &str, server: &str) -> Result<Tip, StoreError> {
+        let key = (repo.to_owned(), server.to_owned());
+        if let Some(tip) = self.memory.targets.get(&key) {
+            return Ok(*tip);
         }
+        let id = self.memory.next_target_id;
+        self.memory.next_target_id += 1;
+        self.new_targets.push((id, key.0.clone(), key.1.clone()));
+        self.needs_transaction = true;
+        let tip = Tip::new(id);
+        self.memory.targets.insert(key, tip);
+        Ok(tip)
     }
 
-    /// The id of this set of files, stored once; `None` for no files. Inserts an unknown set, so
-    /// it must run inside the batch's transaction.
-    async fn fileset_id(
-        &mut self,
-        connection: &mut SqliteConnection,
-        fileset: Fileset,
-    ) -> Result<Option<i64>, StoreError> {
-        let (digest, json) = match fileset {
-            Fileset::Empty => return Ok(None),
-            Fileset::Known(id) => return Ok(Some(id)),
-            Fileset::Unknown { digest, json } => (digest, json),
+    async fn fileset(&mut self, files: &[String]) -> Result<Option<i64>, StoreError> {
+        let Some((digest, json)) = rules::fileset_key(files) else {
+            return Ok(None);
         };
+        if let Some(id) = self.memory.filesets.get(&digest) {
+            return Ok(Some(*id));
+        }
+        self.begin().await?;
         let existing: Option<i64> = sqlx::query_scalar("select id from filesets where digest = ?")
             .bind(&digest[..])
-            .fetch_optional(&mut *connection)
+            .fetch_optional(&mut *self.connection)
             .await?;
         let id = match existing {
             Some(id) => id,
             None => sqlx::query("insert into filesets (digest, files) values (?, ?)")
                 .bind(&digest[..])
                 .bind(&json)
-                .execute(&mut *connection)
+                .execute(&mut *self.connection)
                 .await?
                 .last_insert_rowid(),
         };
-        if self.filesets.len() >= MAX_CACHED_FILESETS {
-            self.filesets.clear();
+        if self.memory.filesets.len() >= MAX_CACHED_FILESETS {
+            self.memory.filesets.clear();
         }
-        self.filesets.insert(digest, id);
+        self.memory.filesets.insert(digest, id);
         Ok(Some(id))
+    }
+
+    async fn next_id(&mut self) -> Result<i64, StoreError> {
+        let id = self.memory.next_snapshot_id;
+        self.memory.next_snapshot_id += 1;
+        Ok(id)
+    }
+
+    fn push(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.rows.is_empty() && self.new_targets.is_empty() {
+            return Ok(());
+        }
+        self.begin().await?;
+        self.write_pending().await
+    }
+
+    async fn snapshot_at(
+        &mut self,
+        target_id: i64,
+        last_check: Timestamp,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.begin().await?;
+        let row = sqlx::query(&sql::snapshot_at_sql())
+            .bind(target_id)
+            .bind(last_check.as_millis())
+            .fetch_optional(&mut *self.connection)
+            .await?;
+        Ok(row.as_ref().map(snapshot_from_row).transpose()?)
+    }
+
+    async fn neighbour(
+        &mut self,
+        target_id: i64,
+        last_check: Timestamp,
+        direction: Order,
+    ) -> Result<Option<Neighbour>, StoreError> {
+        self.begin().await?;
+        Ok(sqlx::query_as(sql::neighbour_sql(direction))
+            .bind(target_id)
+            .bind(last_check.as_millis())
+            .fetch_optional(&mut *self.connection)
+            .await?)
+    }
+
+    async fn set_change(&mut self, id: i64, change: i64) -> Result<(), StoreError> {
+        self.begin().await?;
+        sqlx::query(sql::SET_CHANGE_SQL)
+            .bind(change)
+            .bind(id)
+            .execute(&mut *self.connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn reread(&mut self, tip: &mut Tip) -> Result<(), StoreError> {
+        self.begin().await?;
+        let reread = load_targets(&mut *self.connection, Some(tip.target_id)).await?;
+        if let Some((key, stored, latest)) = reread.into_iter().next() {
+            tip.latest = stored.latest;
+            tip.status_since = stored.status_since;
+            self.touched.insert(key, Arc::new(latest));
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, repo: &str, server: &str, tip: Tip, appended: Option<&Snapshot>) {
+        let key = (repo.to_owned(), server.to_owned());
+        if let (Some(snapshot), Some(since)) = (appended, tip.status_since) {
+            self.touched.insert(
+                key.clone(),
+                Arc::new(Latest {
+                    snapshot: snapshot.clone(),
+                    status_since: Timestamp::from_millis(since),
+                }),
+            );
+        }
+        self.memory.targets.insert(key, tip);
     }
 }
 
@@ -510,12 +434,12 @@ async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), Store
     .await?)
 }
 
-/// Every target's (or one target's) latest snapshot and the start of its current run of
-/// `sync_status`: two index seeks per target (snapshots_target_time, snapshots_target_changes).
+/// Every target's (or one target's) tip and latest snapshot: two index seeks per target
+/// (snapshots_target_time, snapshots_target_changes).
 async fn load_targets(
-    executor: impl SqliteExecutor<'_>,
+    connection: &mut SqliteConnection,
     target_id: Option<i64>,
-) -> Result<Vec<((String, String), TargetTip, Latest)>, StoreError> {
+) -> Result<Vec<((String, String), Tip, Latest)>, StoreError> {
     // Two texts rather than `?1 is null or t.id = ?1`, which SQLite cannot serve from the primary
     // key: a late check would otherwise cost a seek per target.
     let only = if target_id.is_some() {
@@ -524,7 +448,7 @@ async fn load_targets(
         ""
     };
     let sql = format!(
-        "{SNAPSHOT_COLUMNS}, t.id as target_id, s.fileset_id, t.head_hash, \
+        "{SNAPSHOT_COLUMNS}, t.id as target_id, s.fileset_id, t.head_id, t.head_hash, \
          coalesce((select c.last_check from snapshots c \
                    where c.target_id = t.id and c.change != 0 and (c.change & 1) = 1 \
                    order by c.last_check desc limit 1), s.last_check) as status_since \
@@ -538,7 +462,7 @@ async fn load_targets(
     if let Some(id) = target_id {
         query = query.bind(id);
     }
-    let mut rows = query.fetch(executor);
+    let mut rows = query.fetch(connection);
     let mut targets = Vec::new();
     while let Some(row) = rows.try_next().await? {
         targets.push(target_from_row(&row)?);
@@ -546,166 +470,31 @@ async fn load_targets(
     Ok(targets)
 }
 
-fn target_from_row(row: &SqliteRow) -> Result<((String, String), TargetTip, Latest), sqlx::Error> {
+fn target_from_row(row: &SqliteRow) -> Result<((String, String), Tip, Latest), sqlx::Error> {
     let snapshot = snapshot_from_row(row)?;
     let status_since: i64 = row.try_get("status_since")?;
-    let state = TargetTip {
-        id: row.try_get("target_id")?,
-        latest_check: snapshot.last_check.as_millis(),
-        latest_status: snapshot.sync_status.code(),
-        latest_fileset: row.try_get("fileset_id")?,
-        status_since,
-        head: row
-            .try_get::<Option<Vec<u8>>, _>("head_hash")?
-            .as_deref()
-            .and_then(chain::from_bytes),
+    let head_id: Option<i64> = row.try_get("head_id")?;
+    let head_hash = row
+        .try_get::<Option<Vec<u8>>, _>("head_hash")?
+        .as_deref()
+        .and_then(chain::from_bytes);
+    let tip = Tip {
+        target_id: row.try_get("target_id")?,
+        latest: Some(LatestCheck {
+            id: snapshot.id,
+            last_check: snapshot.last_check.as_millis(),
+            sync_status: snapshot.sync_status.code(),
+            fileset_id: row.try_get("fileset_id")?,
+        }),
+        status_since: Some(status_since),
+        head: head_id.zip(head_hash),
     };
     let key = (snapshot.repo.clone(), snapshot.server.clone());
     let latest = Latest {
         snapshot,
         status_since: Timestamp::from_millis(status_since),
     };
-    Ok((key, state, latest))
-}
-
-/// Writes what `append` queued: new targets, then snapshot rows. Each INSERT holds at most
-/// `MAX_STATEMENT_ROWS` rows; a batch that needs more than one statement runs in a transaction.
-async fn flush(connection: &mut SqliteConnection, pending: &mut Pending) -> Result<(), StoreError> {
-    for chunk in pending.new_targets.chunks(MAX_STATEMENT_ROWS) {
-        let mut insert = QueryBuilder::<Sqlite>::new("insert into targets (id, repo, server) ");
-        insert.push_values(chunk, |mut row, (id, repo, server)| {
-            row.push_bind(*id).push_bind(repo).push_bind(server);
-        });
-        insert.build().execute(&mut *connection).await?;
-    }
-    for chunk in pending.rows.chunks(MAX_STATEMENT_ROWS) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
-             drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) ",
-        );
-        insert.push_values(chunk, |mut values, row| {
-            values
-                .push_bind(row.id)
-                .push_bind(row.target_id)
-                .push_bind(row.last_check)
-                .push_bind(row.received_delay)
-                .push_bind(row.sync_status)
-                .push_bind(row.drift_count)
-                .push_bind(row.fileset_id)
-                .push_bind(row.change)
-                .push_bind(row.stale_after)
-                .push_bind(&row.revision)
-                .push_bind(&row.run_url)
-                .push_bind(&row.message)
-                .push_bind(&row.hash[..]);
-        });
-        insert.build().execute(&mut *connection).await?;
-    }
-    pending.new_targets.clear();
-    pending.rows.clear();
-    Ok(())
-}
-
-/// A check at or before its target's latest: an identical retry (answered with the stored
-/// snapshot), a conflict, or a late check that joins history without becoming the latest.
-/// Runs inside the batch's transaction, after the batch's pending rows were flushed.
-async fn record_out_of_order(
-    connection: &mut SqliteConnection,
-    memory: &mut Memory,
-    new: &NewSnapshot,
-    target: TargetTip,
-    fileset: Fileset,
-) -> Result<Result<Recorded, StoreError>, StoreError> {
-    let mut last_check = new.last_check;
-    while let Some(stored) = snapshot_at(&mut *connection, target.id, last_check).await? {
-        match rules::at_taken_time(stored, new) {
-            None => last_check = last_check.plus_millis(1),
-            Some(outcome) => return Ok(outcome),
-        }
-    }
-
-    let fileset_id = memory.fileset_id(&mut *connection, fileset).await?;
-    let id = memory.next_snapshot_id;
-    memory.next_snapshot_id += 1;
-    let sync_status = new.sync_status.code();
-    let previous = neighbour(&mut *connection, target.id, last_check, Order::Desc).await?;
-    let next = neighbour(&mut *connection, target.id, last_check, Order::Asc).await?;
-    let mut snapshot = snapshot_of(id, new, last_check);
-    let hash = chain::link(&snapshot, target.head.as_ref());
-    snapshot.hash = hex::encode(hash);
-    let change = previous.map_or(STATUS_CHANGED | FILES_CHANGED, |previous| {
-        change_between(
-            (previous.sync_status, previous.fileset_id),
-            (sync_status, fileset_id),
-        )
-    });
-    sqlx::query(
-        "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
-         drift_count, fileset_id, change, stale_after, revision, run_url, message, hash) \
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(target.id)
-    .bind(last_check.as_millis())
-    .bind(received_delay(new, last_check))
-    .bind(sync_status)
-    .bind(new.drift_count)
-    .bind(fileset_id)
-    .bind(change)
-    .bind(new.stale_after_seconds)
-    .bind(&new.revision)
-    .bind(&new.run_url)
-    .bind(&new.message)
-    .bind(&hash[..])
-    .execute(&mut *connection)
-    .await?;
-
-    if let Some(next) = next {
-        // A late check becomes history; the transition flags of the snapshot after it change
-        // with it. The caller reloads the target's latest and status_since.
-        let next_change = change_between(
-            (sync_status, fileset_id),
-            (next.sync_status, next.fileset_id),
-        );
-        if next_change != next.change {
-            sqlx::query("update snapshots set change = ? where id = ?")
-                .bind(next_change)
-                .bind(next.id)
-                .execute(&mut *connection)
-                .await?;
-        }
-    }
-    Ok(Ok(Recorded {
-        snapshot,
-        replayed: false,
-    }))
-}
-
-async fn snapshot_at(
-    executor: impl SqliteExecutor<'_>,
-    target_id: i64,
-    last_check: Timestamp,
-) -> Result<Option<Snapshot>, StoreError> {
-    let row = sqlx::query(&sql::snapshot_at_sql())
-        .bind(target_id)
-        .bind(last_check.as_millis())
-        .fetch_optional(executor)
-        .await?;
-    Ok(row.as_ref().map(snapshot_from_row).transpose()?)
-}
-
-/// The snapshot just before (`Desc`) or just after (`Asc`) `last_check` on the target.
-async fn neighbour(
-    executor: impl SqliteExecutor<'_>,
-    target_id: i64,
-    last_check: Timestamp,
-    direction: Order,
-) -> Result<Option<Neighbour>, StoreError> {
-    Ok(sqlx::query_as(sql::neighbour_sql(direction))
-        .bind(target_id)
-        .bind(last_check.as_millis())
-        .fetch_optional(executor)
-        .await?)
+    Ok((key, tip, latest))
 }
 
 #[cfg(test)]
@@ -769,7 +558,7 @@ mod tests {
         ];
         // As one transaction: the one-by-one fallback must not be what makes this pass.
         let jobs: Vec<&NewSnapshot> = jobs.iter().collect();
-        let results = writer.write_batch(&jobs).await.unwrap();
+        let results = writer.write(&jobs).await.unwrap();
         let ids: Vec<Option<(i64, bool)>> = results
             .iter()
             .map(|result| {
@@ -833,14 +622,14 @@ mod tests {
             .map(|i| job(&format!("s{i}"), 1_000, SyncStatus::Synced, &[]))
             .collect();
         writer
-            .write_batch(&first.iter().collect::<Vec<_>>())
+            .write(&first.iter().collect::<Vec<_>>())
             .await
             .unwrap();
         let next: Vec<NewSnapshot> = (0..MAX_STATEMENT_ROWS as i64 + 1)
             .map(|i| job(&format!("s{}", i % 100), 2_000 + i, SyncStatus::Synced, &[]))
             .collect();
         let results = writer
-            .write_batch(&next.iter().collect::<Vec<_>>())
+            .write(&next.iter().collect::<Vec<_>>())
             .await
             .unwrap();
         assert!(results.iter().all(Result::is_ok));
@@ -861,7 +650,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writer(&dir).await;
         let seed = job("a", 100, SyncStatus::Synced, &[]);
-        writer.write_batch(&[&seed]).await.unwrap();
+        writer.write(&[&seed]).await.unwrap();
         sqlx::query(
             "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
              drift_count, change) values (2, 1, 50, 0, 0, 0, 3)",
@@ -871,14 +660,15 @@ mod tests {
         .unwrap();
 
         let (reply, outcome) = oneshot::channel();
-        let mut batch = vec![WriteJob {
+        let mut batch = Batch::default();
+        batch.push(WriteJob {
             snapshots: vec![
                 job("a", 200, SyncStatus::OutOfSync, &["x"]),
                 job("b", 200, SyncStatus::Synced, &[]),
             ],
             reply,
-        }];
-        writer.commit_batch(&mut batch).await;
+        });
+        pipeline::commit(&mut writer, &mut batch).await;
         let outcomes = outcome.await.unwrap();
         let ids: Vec<i64> = outcomes
             .iter()
