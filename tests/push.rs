@@ -1,14 +1,19 @@
 //! The Pushgateway-compatible push path (`PUT`/`POST /metrics/job/{job}/repo/{repo}/server/{server}`)
-//! through the router on both databases, then with the clients pipelines really use (Python's
-//! `prometheus_client`, the seed's `curl --data-binary`).
+//! and `report import-pushgateway`: through the router on both databases, then with the clients
+//! pipelines really use (Python's `prometheus_client`, the seed's `curl --data-binary`), and an
+//! import from a real Pushgateway fed by real pushes.
 
 mod common;
 
 use std::io::Write as _;
-use std::process::{Command, Output};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request};
+use common::binary;
 use common::tools;
 use common::{Backend, TcpServer, TestApp, TestResponse};
 use gitops_status_server::auth::Tokens;
@@ -556,4 +561,204 @@ async fn the_seed_scripts_curl_data_binary_push_is_recorded() {
         status_of(history.as_array().unwrap()),
         [("rsyslog".into(), "rsyslog-lab".into(), "OUT_OF_SYNC".into())]
     );
+}
+
+/// A real Pushgateway on a free port, in memory; killed when dropped.
+struct Pushgateway {
+    child: Child,
+    url: String,
+}
+
+impl Pushgateway {
+    fn start(executable: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(executable)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // Debian's default keeps the metrics in /var/lib; these stay in memory.
+            .arg("--persistence.file=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pushgateway = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Pushgateway did not listen in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pushgateway
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn import_command(pushgateway: &str, server: &str, token: &str) -> Command {
+    let dir = std::env::temp_dir();
+    let mut command = binary::command(&dir, &[]);
+    command
+        .args(["report", "import-pushgateway", pushgateway])
+        .env("GITOPS_STATUS_SERVER_URL", server)
+        .env("GITOPS_STATUS_RETRIES", "0");
+    if !token.is_empty() {
+        command.env("GITOPS_STATUS_TOKEN", token);
+    }
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_pushgateway_posts_the_state_a_real_pushgateway_holds() {
+    let test = "import_pushgateway_posts_the_state_a_real_pushgateway_holds";
+    let Some(executable) = tools::PUSHGATEWAY.require(test) else {
+        return;
+    };
+    let Some(curl) = tools::CURL.require(test) else {
+        return;
+    };
+    let pushgateway = Pushgateway::start(&executable);
+    // Fed by the Python client (rsyslog's three groups; its DELETE works there and removes one),
+    // and by curl in the seed's old form: the target only in the body's labels, an unrelated
+    // group beside it.
+    let Some(command) = prometheus_client(test, &pushgateway.url, "") else {
+        return;
+    };
+    assert_eq!(
+        lines(&run(command).await),
+        [
+            "push ok",
+            "pushadd ok",
+            "gzip ok",
+            "no-status ok",
+            "delete ok"
+        ],
+        "Pushgateway takes every call"
+    );
+    // Pushgateway wants one type and help per metric name across its groups, so this one
+    // declares what the Python client's do.
+    let seed_body = "# HELP gitops_sync_status 0 SYNCED, 1 OUT_OF_SYNC, 2 ERROR\n\
+                     # TYPE gitops_sync_status gauge\n\
+                     gitops_sync_status{repo=\"nginx\",server=\"web-2\"} 1\n";
+    let unrelated = "backup_last_success_timestamp_seconds 1.7e9\n";
+    for (path, body) in [
+        ("/metrics/job/gitops_nginx", seed_body),
+        ("/metrics/job/backup/instance/db-1", unrelated),
+    ] {
+        let mut command = Command::new(&curl);
+        command
+            .args(["-sS", "--fail", "--data-binary", body])
+            .arg(format!("{}{path}", pushgateway.url));
+        let output = run(command).await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+
+    let app = app_with_tokens().await;
+    let server = TcpServer::start(app.app.clone()).await;
+    let started = Timestamp::now();
+    let output = run(import_command(
+        &pushgateway.url,
+        &server.url(""),
+        WRITE_RSYSLOG,
+    ))
+    .await;
+    let stderr = text(&output.stderr);
+    // The rsyslog token may not write nginx: those are refused by name, the others recorded.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nginx/web-1: error: rejected with HTTP 403"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rsyslog/rack/lab 2: ERROR of "), "{stderr}");
+
+    // With a token for every repo, every target is recorded, and each only once however often
+    // the import runs.
+    let mut app = app;
+    app.app = gitops_status_server::app(AppState::new(app.store.clone(), Settings::default()));
+    server.stop().await;
+    let server = TcpServer::start(app.app.clone()).await;
+    for round in 0..2 {
+        let output = run(import_command(&pushgateway.url, &server.url(""), "")).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "round {round}: {stderr}");
+        // rack/lab 2, nginx/web-1 twice (one without the metric), the seed's group, backup.
+        assert!(stderr.contains("5 group(s); 3 target(s)"), "{stderr}");
+        let printed: Vec<Value> = text(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(printed.len(), 3, "one snapshot printed per target");
+        let replays = stderr.matches("already imported before").count();
+        assert_eq!(replays, [1, 3][round], "round {round}: {stderr}");
+    }
+    let rows = app.get_rows("/status.json").await;
+    assert_eq!(
+        status_of(&rows),
+        [
+            ("nginx".into(), "web-1".into(), "SYNCED".into()),
+            ("nginx".into(), "web-2".into(), "OUT_OF_SYNC".into()),
+            ("rsyslog".into(), "rack/lab 2".into(), "ERROR".into()),
+        ]
+    );
+    let now = Timestamp::now();
+    for row in &rows {
+        let at = Timestamp::parse_rfc3339(row["last_check"].as_str().unwrap()).unwrap();
+        assert!(
+            at <= started,
+            "checked when pushed, before the import: {row}"
+        );
+        assert!(now.plus_millis(-120_000) < at, "{row}");
+        assert!(
+            row["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("imported from Pushgateway (job "),
+            "{row}"
+        );
+    }
+    assert_eq!(app.all_history().await.len(), 3, "each target once");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_pushgateway_says_why_when_there_is_nothing_to_read() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let output = run(import_command(&url, "http://127.0.0.1:9", "")).await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(&format!("error: cannot read {url}/api/v1/metrics")),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let mut command = binary::command(&std::env::temp_dir(), &[]);
+    command.args(["report", "import-pushgateway", "pushgateway:9091"]);
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+
+    // The import is not a drift check: report's own flags do not apply to it.
+    let mut command = binary::command(&std::env::temp_dir(), &[]);
+    command.args([
+        "report",
+        "--repo",
+        "x",
+        "import-pushgateway",
+        "http://pg:9091",
+    ]);
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
 }
