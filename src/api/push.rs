@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::AppState;
 use super::snapshots::record;
 use crate::auth::Writer;
-use crate::error::{Problem, PushBody, Result};
+use crate::error::{ApiError, Problem, PushBody, Result};
 use crate::model::decode_push;
 use crate::timestamp::Timestamp;
 
@@ -133,7 +133,7 @@ async fn push(
     body: Result<PushBody>,
 ) -> Result<StatusCode> {
     let snapshot = body.and_then(|PushBody(body)| {
-        decode_push(path, &body, Timestamp::now()).map_err(crate::error::ApiError::InvalidPush)
+        decode_push(path, &body, Timestamp::now()).map_err(ApiError::InvalidPush)
     });
     record(state, writer, snapshot).await?;
     Ok(StatusCode::OK)

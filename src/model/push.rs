@@ -36,7 +36,7 @@ const PUSHGATEWAY_BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// The canonical push path, for messages.
-pub const PUSH_PATH: &str = "/metrics/job/{job}/repo/{repo}/server/{server}";
+const PUSH_PATH: &str = "/metrics/job/{job}/repo/{repo}/server/{server}";
 
 /// The labels of a push URL, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,21 +46,11 @@ pub struct GroupingKey {
 }
 
 impl GroupingKey {
-    /// Parses a request path `/metrics/job/{job}/{name}/{value}/...` (still percent-encoded);
-    /// names every problem: an odd number of segments, a bad label name, a repeated label, bad
-    /// base64, a value that is not UTF-8, an empty job.
-    pub fn parse(path: &str) -> Result<Self, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let key = Self::read(path, &mut errors);
-        if errors.is_empty() {
-            Ok(key)
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// The labels that could be read, every problem named in `errors`.
-    fn read(path: &str, errors: &mut Vec<FieldError>) -> Self {
+    /// Reads a request path `/metrics/job/{job}/{name}/{value}/...` (still percent-encoded) into
+    /// the labels that could be read, naming every problem in `errors`: an odd number of
+    /// segments, a bad label name, a repeated label, bad base64, a value that is not UTF-8, an
+    /// empty job.
+    pub fn read(path: &str, errors: &mut Vec<FieldError>) -> Self {
         let rest = path.strip_prefix("/metrics/").unwrap_or(path);
         let segments: Vec<&str> = rest.split('/').collect();
         let mut labels = BTreeMap::new();
@@ -358,9 +348,13 @@ mod tests {
     }
 
     fn key(path: &str) -> Result<Vec<(String, String)>, Vec<String>> {
-        GroupingKey::parse(path)
-            .map(|key| key.labels.into_iter().collect())
-            .map_err(|errors| errors.into_iter().map(|error| error.field).collect())
+        let mut errors = Vec::new();
+        let key = GroupingKey::read(path, &mut errors);
+        if errors.is_empty() {
+            Ok(key.labels.into_iter().collect())
+        } else {
+            Err(errors.into_iter().map(|error| error.field).collect())
+        }
     }
 
     fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
