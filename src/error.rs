@@ -1,11 +1,13 @@
 //! `ApiError` and its RFC 9457 `application/problem+json` rendering, the one place that logs why a
-//! request failed, and the JSON body extractor whose every rejection is one of these problems.
+//! request failed, and the body extractors (JSON, and the Prometheus text of a push) whose every
+//! rejection is one of these problems.
 //!
 //! A response built from an `ApiError` carries it as a [`Failure`] extension; the trace layer
 //! (`lib.rs`) reads it when the response leaves and logs it once, inside the request's span:
 //! the cause of a 5xx at error, an unavailable database at warn, a rejected request's problem (never
 //! its body) at info.
 
+use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,9 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("the snapshot breaks the schema or its rules")]
     InvalidSnapshot(Vec<FieldError>),
+    /// A Pushgateway-style push whose path or body cannot be a snapshot.
+    #[error("the push cannot be recorded")]
+    InvalidPush(Vec<FieldError>),
     #[error("invalid query parameters")]
     InvalidQuery(Vec<FieldError>),
     #[error("invalid form fields")]
@@ -76,9 +81,10 @@ impl ApiError {
 
     pub const fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidQuery(_) | Self::InvalidForm(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::InvalidPush(_)
+            | Self::InvalidQuery(_)
+            | Self::InvalidForm(_) => StatusCode::BAD_REQUEST,
             Self::InvalidSnapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,6 +106,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "/problems/malformed-json",
             Self::InvalidSnapshot(_) => "/problems/invalid-snapshot",
+            Self::InvalidPush(_) => "/problems/invalid-push",
             Self::InvalidQuery(_) => "/problems/invalid-query",
             Self::InvalidForm(_) => "/problems/invalid-form",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
@@ -120,6 +127,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "Malformed JSON",
             Self::InvalidSnapshot(_) => "Invalid snapshot",
+            Self::InvalidPush(_) => "Invalid push",
             Self::InvalidQuery(_) => "Invalid query parameters",
             Self::InvalidForm(_) => "Invalid form fields",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
@@ -139,6 +147,7 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             Self::InvalidSnapshot(errors)
+            | Self::InvalidPush(errors)
             | Self::InvalidQuery(errors)
             | Self::InvalidForm(errors) => {
                 let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
@@ -176,6 +185,7 @@ impl ApiError {
                 tracing::warn!(status, millis, detail = ?self.detail(), "request not served");
             }
             Self::InvalidSnapshot(errors)
+            | Self::InvalidPush(errors)
             | Self::InvalidQuery(errors)
             | Self::InvalidForm(errors) => {
                 let errors: Vec<String> = errors
@@ -249,6 +259,7 @@ impl IntoResponse for ApiError {
             detail: self.detail(),
             errors: match &self {
                 Self::InvalidSnapshot(errors)
+                | Self::InvalidPush(errors)
                 | Self::InvalidQuery(errors)
                 | Self::InvalidForm(errors) => errors.clone(),
                 _ => Vec::new(),
@@ -305,28 +316,106 @@ impl FromRequest<AppState> for JsonBody {
                 content_type
             )));
         }
-        Bytes::from_request(request, state)
+        read_body(request, state, ApiError::MalformedJson)
             .await
             .map(JsonBody)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit: state.settings.body_limit,
-                    }
-                } else {
-                    ApiError::MalformedJson(rejection.body_text())
-                }
-            })
     }
 }
 
-fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type
+/// The body up to the size limit: over it, 413; a body that cannot be read, `unreadable` with
+/// the reason.
+async fn read_body(
+    request: Request,
+    state: &AppState,
+    unreadable: fn(String) -> ApiError,
+) -> Result<Bytes> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: state.settings.body_limit,
+                }
+            } else {
+                unreadable(rejection.body_text())
+            }
+        })
+}
+
+/// A push body as Pushgateway takes it, in the Prometheus text format: any `Content-Type` but
+/// the protobuf one (client_golang's default, refused with 415), plain or `Content-Encoding:
+/// gzip`. The size limit holds for the decompressed body too. The text is read by the model.
+#[derive(Debug)]
+pub struct PushBody(pub Bytes);
+
+/// The protobuf exposition format's media type, which a push may not use here.
+const PROTOBUF_MEDIA_TYPE: &str = "application/vnd.google.protobuf";
+
+impl FromRequest<AppState> for PushBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self> {
+        let headers = request.headers();
+        let header = |name| {
+            headers
+                .get(name)
+                .map_or("", |value| value.to_str().unwrap_or("(not text)"))
+                .to_owned()
+        };
+        let content_type = header(header::CONTENT_TYPE);
+        if media_type_essence(&content_type) == PROTOBUF_MEDIA_TYPE {
+            return Err(ApiError::UnsupportedMediaType(
+                "this server reads pushes in the Prometheus text format only, not the protobuf                  format; push with Content-Type: text/plain (client_golang:                  push.New(...).Format(expfmt.NewFormat(expfmt.TypeTextPlain)))"
+                    .to_owned(),
+            ));
+        }
+        let encoding = header(header::CONTENT_ENCODING).trim().to_ascii_lowercase();
+        let limit = state.settings.body_limit;
+        let body = read_body(request, state, |reason| {
+            ApiError::InvalidPush(vec![FieldError::new("body", reason)])
+        })
+        .await?;
+        match encoding.as_str() {
+            "" | "identity" => Ok(Self(body)),
+            "gzip" | "x-gzip" => gunzip(&body, limit).map(Self),
+            other => Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {other:?} is not supported; send the body plain or gzip'd"
+            ))),
+        }
+    }
+}
+
+/// A gzip'd body decompressed, refused with 413 when it would exceed `limit` bytes.
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes> {
+    let mut body = Vec::new();
+    let allowed = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::GzDecoder::new(compressed)
+        .take(allowed)
+        .read_to_end(&mut body)
+        .map_err(|error| {
+            ApiError::InvalidPush(vec![FieldError::new(
+                "body",
+                format!("is not valid gzip ({error}) although Content-Encoding says so"),
+            )])
+        })?;
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(Bytes::from(body))
+}
+
+/// The media type without its parameters, lowercase.
+fn media_type_essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = media_type_essence(content_type);
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

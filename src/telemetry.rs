@@ -123,8 +123,9 @@ impl Telemetry {
         self.with(|| {
             metrics::describe_counter!(
                 SNAPSHOTS_INGESTED,
-                "Snapshots POSTed to /api/status, by result: stored, replayed (identical retry), \
-                 conflict (409), invalid (400/413/415/422), failed (5xx)"
+                "Snapshots sent to POST /api/status or pushed to /metrics/job/..., by result: \
+                 stored, replayed (identical retry), conflict (409), invalid (400/413/415/422), \
+                 failed (5xx)"
             );
             for result in IngestResult::ALL {
                 metrics::counter!(SNAPSHOTS_INGESTED, "result" => result.as_str()).absolute(0);

@@ -86,6 +86,20 @@ static DECISIONS: &[Decision] = &[
         true,
     ),
     decision(
+        Method::PUT,
+        "/metrics/job/{job}/repo/{repo}/server/{server}",
+        Needs::Write,
+        "/metrics/job/ci/repo/rsyslog/server/lab",
+        true,
+    ),
+    decision(
+        Method::POST,
+        "/metrics/job/{job}/repo/{repo}/server/{server}",
+        Needs::Write,
+        "/metrics/job@base64/Y2k/repo/rsyslog/server@base64/bGFi",
+        true,
+    ),
+    decision(
         Method::GET,
         "/status.json",
         Needs::Read,
@@ -173,7 +187,10 @@ async fn call(app: &TestApp, decision: &Decision, credential: Credential<'_>) ->
         }
         Credential::Browser => request.header("accept", "text/html,*/*;q=0.8"),
     };
-    let body = if decision.needs == Needs::Write {
+    let body = if decision.path.starts_with("/metrics/job/") {
+        request = request.header("content-type", "text/plain; version=0.0.4");
+        Body::from("gitops_sync_status 0\n")
+    } else if decision.needs == Needs::Write {
         request = request.header("content-type", "application/json");
         let body = snapshot("rsyslog", "lab", "SYNCED", &[], "2026-01-02T03:04:05Z");
         Body::from(body.to_string())

@@ -6,6 +6,7 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
+pub mod push;
 pub mod snapshots;
 pub mod status;
 
@@ -234,7 +235,9 @@ pub fn groups() -> Vec<RouteGroup> {
         ),
         group(
             Rules::WRITE,
-            OpenApiRouter::new().routes(routes!(snapshots::record_snapshot)),
+            OpenApiRouter::new()
+                .routes(routes!(snapshots::record_snapshot))
+                .merge(push::routes()),
         ),
         group(
             Rules::UNTIMED_READ,

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use super::AppState;
 use crate::auth::Writer;
 use crate::error::{ApiError, JsonBody, Problem, Result};
-use crate::model::{Snapshot, SnapshotError, SnapshotIn};
+use crate::model::{NewSnapshot, Snapshot, SnapshotError, SnapshotIn};
 use crate::store::Recorded;
 use crate::telemetry::IngestResult;
 use crate::timestamp::Timestamp;
@@ -49,7 +49,31 @@ pub async fn record_snapshot(
     writer: Writer,
     body: Result<JsonBody>,
 ) -> Result<impl IntoResponse> {
-    let outcome = record(&state, &writer, body).await;
+    let snapshot = body.and_then(|JsonBody(body)| {
+        SnapshotIn::decode(&body, Timestamp::now()).map_err(|error| match error {
+            SnapshotError::Malformed(cause) => ApiError::MalformedJson(cause.to_string()),
+            SnapshotError::Invalid(errors) => ApiError::InvalidSnapshot(errors),
+        })
+    });
+    let recorded = record(&state, &writer, snapshot).await?;
+    let replayed = recorded.replayed.then_some([(REPLAYED_HEADER, "true")]);
+    Ok((replayed, Json(recorded.snapshot)))
+}
+
+/// Stores a decoded snapshot for a writer allowed its repo, and counts the outcome: the one path
+/// every way of posting a snapshot takes (`POST /api/status`, the Pushgateway push).
+pub(super) async fn record(
+    state: &AppState,
+    writer: &Writer,
+    snapshot: Result<NewSnapshot>,
+) -> Result<Recorded> {
+    let outcome = async {
+        let snapshot = snapshot?;
+        // The repo is known only once the request is decoded; 401 was decided before that.
+        writer.authorize(&snapshot.repo)?;
+        Ok(state.store.record(snapshot).await?)
+    }
+    .await;
     state.telemetry.snapshot_ingested(match &outcome {
         Ok(recorded) if recorded.replayed => IngestResult::Replayed,
         Ok(_) => IngestResult::Stored,
@@ -57,18 +81,5 @@ pub async fn record_snapshot(
         Err(error) if error.status().is_client_error() => IngestResult::Invalid,
         Err(_) => IngestResult::Failed,
     });
-    let recorded = outcome?;
-    let replayed = recorded.replayed.then_some([(REPLAYED_HEADER, "true")]);
-    Ok((replayed, Json(recorded.snapshot)))
-}
-
-async fn record(state: &AppState, writer: &Writer, body: Result<JsonBody>) -> Result<Recorded> {
-    let JsonBody(body) = body?;
-    let snapshot = SnapshotIn::decode(&body, Timestamp::now()).map_err(|error| match error {
-        SnapshotError::Malformed(cause) => ApiError::MalformedJson(cause.to_string()),
-        SnapshotError::Invalid(errors) => ApiError::InvalidSnapshot(errors),
-    })?;
-    // The repo is known only once the body is decoded; 401 was decided before reading it.
-    writer.authorize(&snapshot.repo)?;
-    Ok(state.store.record(snapshot).await?)
+    outcome
 }

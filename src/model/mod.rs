@@ -4,6 +4,7 @@
 mod cursor;
 mod history;
 pub mod lenient;
+mod push;
 pub(crate) mod query;
 mod snapshot;
 mod status;
@@ -13,6 +14,7 @@ use utoipa::ToSchema;
 
 pub use cursor::Cursor;
 pub use history::*;
+pub use push::*;
 pub use snapshot::*;
 pub use status::*;
 

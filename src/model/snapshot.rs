@@ -134,7 +134,7 @@ pub struct SnapshotIn {
     pub stale_after_seconds: Lenient<i64>,
     /// Unknown and repeated keys, named.
     #[serde(skip)]
-    rejected_keys: Vec<FieldError>,
+    pub(super) rejected_keys: Vec<FieldError>,
 }
 
 /// One entry of `files` as posted.

@@ -1,10 +1,11 @@
-//! The `report` subcommand's flags and environment, the exit codes `report --help` lists, and where
-//! the snapshots go: `GITOPS_STATUS_SERVER_URL` may be the server's base URL or the full endpoint.
+//! The `report` subcommand's flags and environment (and those of `report import-pushgateway`), the
+//! exit codes `report --help` lists, and where the snapshots go: `GITOPS_STATUS_SERVER_URL` may be
+//! the server's base URL or the full endpoint.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args};
+use clap::{ArgGroup, Args, Subcommand};
 use reqwest::Url;
 
 use crate::flag_values::{Secret, positive_duration};
@@ -26,12 +27,17 @@ const URL_SETTING: &str = "--url / GITOPS_STATUS_SERVER_URL";
 
 /// Options of the reporting client. The playbook comes after `--`, or its output from `--input`.
 #[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["input", "command"])))]
+#[command(
+    group(ArgGroup::new("source").required(true).args(["input", "command"])),
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct ReportArgs {
-    /// The server's base URL (http://host:80, http://host/prefix/) or the full endpoint
-    /// (http://host/api/status); snapshots go to BASE/api/status. Required unless --dry-run.
-    #[arg(long, env = "GITOPS_STATUS_SERVER_URL", value_parser = status_endpoint)]
-    pub url: Option<Url>,
+    #[command(subcommand)]
+    pub action: Option<ReportAction>,
+
+    #[command(flatten)]
+    pub delivery: Delivery,
 
     /// Repository whose configuration was checked (required).
     #[arg(long, env = "REPO_NAME")]
@@ -40,10 +46,6 @@ pub struct ReportArgs {
     /// Server name to report when the run checked a single host (default: its inventory name).
     #[arg(long, env = "SERVER_NAME")]
     pub server: Option<String>,
-
-    /// Bearer token for POST /api/status; prefer the environment variable to the flag.
-    #[arg(long, env = "GITOPS_STATUS_TOKEN", hide_env_values = true)]
-    pub token: Option<Secret>,
 
     /// Prefix removed from drifted paths: /etc/rsyslog.conf becomes rsyslog.conf. Empty keeps paths.
     #[arg(long, env = "GITOPS_STATUS_STRIP_PREFIX", default_value = "/etc/")]
@@ -56,14 +58,6 @@ pub struct ReportArgs {
     /// Link to the CI run (default: CI_PIPELINE_URL, or the GitHub Actions run).
     #[arg(long, env = "GITOPS_STATUS_RUN_URL")]
     pub run_url: Option<String>,
-
-    /// Longest one POST attempt may take.
-    #[arg(long, env = "GITOPS_STATUS_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub timeout: Duration,
-
-    /// Retries after a connection error, timeout or 5xx (never after a 4xx).
-    #[arg(long, env = "GITOPS_STATUS_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub retries: u32,
 
     /// Read captured ansible-playbook output from FILE, or from stdin with `-`, instead of running it.
     #[arg(long, env = "GITOPS_STATUS_INPUT", value_name = "FILE|-")]
@@ -83,18 +77,91 @@ pub struct ReportArgs {
     pub command: Vec<String>,
 }
 
+/// What `report` does instead of running a drift check.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ReportAction {
+    /// Post the state a running Pushgateway holds: one snapshot per target of its
+    /// gitops_sync_status samples.
+    ///
+    /// Reads PUSHGATEWAY_URL/api/v1/metrics. A sample's target is its repo and server labels
+    /// (the group's grouping key, or the sample's own labels); the snapshot has no files and is
+    /// checked when Pushgateway received the push, so running the import again stores nothing
+    /// new. Groups without gitops_sync_status are left alone.
+    ///
+    /// Exit codes: 0 every target recorded; 1 one was not (refused, unreachable, or a value
+    /// other than 0, 1 or 2); 2 bad flags or environment; 3 the Pushgateway could not be read.
+    ImportPushgateway(Box<ImportArgs>),
+}
+
+/// Where snapshots go and how hard to try: shared by `report` and `report import-pushgateway`.
+#[derive(Debug, Clone, Args)]
+pub struct Delivery {
+    /// The server's base URL (http://host:80, http://host/prefix/) or the full endpoint
+    /// (http://host/api/status); snapshots go to BASE/api/status. Required unless --dry-run.
+    #[arg(long, env = "GITOPS_STATUS_SERVER_URL", value_parser = status_endpoint)]
+    pub url: Option<Url>,
+
+    /// Bearer token for POST /api/status; prefer the environment variable to the flag.
+    #[arg(long, env = "GITOPS_STATUS_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+
+    /// Longest one POST attempt may take.
+    #[arg(long, env = "GITOPS_STATUS_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub timeout: Duration,
+
+    /// Retries after a connection error, timeout or 5xx (never after a 4xx).
+    #[arg(long, env = "GITOPS_STATUS_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
+}
+
+impl Delivery {
+    /// The line for a missing server URL, unless `dry_run` needs none.
+    fn missing_url(&self, dry_run: bool) -> Option<String> {
+        (self.url.is_none() && !dry_run).then(|| {
+            format!(
+                "no server to report to: set {URL_SETTING} to the server's base URL, e.g. \
+                 http://gitops-status-server:80 (or the full http://.../api/status endpoint)"
+            )
+        })
+    }
+}
+
+/// Options of `report import-pushgateway`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The Pushgateway's base URL, e.g. http://pushgateway:9091 (or its full
+    /// .../api/v1/metrics URL).
+    #[arg(value_name = "PUSHGATEWAY_URL", value_parser = pushgateway_metrics_url)]
+    pub pushgateway: Url,
+
+    #[command(flatten)]
+    pub delivery: Delivery,
+
+    /// Print the snapshots the groups make, but do not send them.
+    #[arg(long, env = "GITOPS_STATUS_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+impl ImportArgs {
+    /// What a run needs but clap cannot require: one line per missing setting.
+    pub fn missing(&self) -> Vec<String> {
+        self.delivery
+            .missing_url(self.dry_run)
+            .into_iter()
+            .collect()
+    }
+}
+
 impl ReportArgs {
     /// What a run needs but clap cannot require (an environment variable may give it, and
     /// `--dry-run` needs no URL): one line per missing setting, naming the flag and the variable.
     pub fn missing(&self) -> Vec<String> {
         let blank = |value: &Option<String>| value.as_deref().is_none_or(|v| v.trim().is_empty());
-        let mut missing = Vec::new();
-        if self.url.is_none() && !self.dry_run {
-            missing.push(format!(
-                "no server to report to: set {URL_SETTING} to the server's base URL, e.g. \
-                 http://gitops-status-server:80 (or the full http://.../api/status endpoint)"
-            ));
-        }
+        let mut missing: Vec<String> = self
+            .delivery
+            .missing_url(self.dry_run)
+            .into_iter()
+            .collect();
         if blank(&self.repo) {
             missing.push(
                 "no repository name: set --repo / REPO_NAME to the repository whose \
@@ -142,6 +209,34 @@ pub fn status_endpoint(text: &str) -> Result<Url, String> {
         base.to_owned()
     } else {
         format!("{base}/api/status")
+    };
+    url.set_path(&path);
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
+/// A Pushgateway's URL to its `GET /api/v1/metrics`: a base URL (with or without a path prefix)
+/// gets `/api/v1/metrics` appended; a URL that already ends in it is kept. Query and fragment are
+/// dropped.
+pub fn pushgateway_metrics_url(text: &str) -> Result<Url, String> {
+    let text = text.trim();
+    let mut url = Url::parse(text).map_err(|error| {
+        format!(
+            "PUSHGATEWAY_URL: {text:?} is not a URL ({error}); write e.g. http://pushgateway:9091"
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "PUSHGATEWAY_URL: {text:?} must be an http:// or https:// URL with a host, e.g. \
+             http://pushgateway:9091"
+        ));
+    }
+    let base = url.path().trim_end_matches('/');
+    let path = if base.ends_with("/api/v1/metrics") {
+        base.to_owned()
+    } else {
+        format!("{base}/api/v1/metrics")
     };
     url.set_path(&path);
     url.set_query(None);
@@ -279,9 +374,13 @@ mod tests {
         .args;
         assert_eq!(args.command, ["ansible-playbook", "-i", "inv", "check.yml"]);
         assert_eq!(args.strip_prefix, "/etc/");
-        assert_eq!((args.timeout, args.retries), (Duration::from_secs(10), 3));
+        let delivery = &args.delivery;
+        assert_eq!(
+            (delivery.timeout, delivery.retries),
+            (Duration::from_secs(10), 3)
+        );
         assert!(!format!("{args:?}").contains("s3cret"));
-        assert_eq!(args.token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(delivery.token.as_ref().map(Secret::expose), Some("s3cret"));
 
         assert!(parse(&["--input", "-"]).is_ok());
         for bad in [

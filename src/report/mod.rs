@@ -1,10 +1,11 @@
 //! The `report` subcommand: the CI-side client that replaces the seed's `update-gitops-status.sh`.
 //! It runs the drift-check playbook (or reads its output), parses the markers per host, and POSTs
 //! one snapshot per host, printing the seed's four steps on stderr and the snapshots, one JSON
-//! object a line, on stdout.
+//! object a line, on stdout. `report import-pushgateway` posts the state a Pushgateway holds.
 
 pub mod args;
 pub mod capture;
+pub mod import;
 pub mod parse;
 pub mod payload;
 pub mod send;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use crate::model::SyncStatus;
 use crate::timestamp::Timestamp;
-pub use args::{EXIT_CODES_HELP, ReportArgs};
+pub use args::{EXIT_CODES_HELP, ReportAction, ReportArgs};
 use capture::Captured;
 use payload::{CiContext, Report, RunContext};
 use send::Sender;
@@ -38,8 +39,11 @@ impl From<Outcome> for ExitCode {
     }
 }
 
-/// Runs the four steps and maps the result to an exit code.
+/// Runs the four steps (or the import) and maps the result to an exit code.
 pub async fn run(args: ReportArgs) -> Outcome {
+    if let Some(ReportAction::ImportPushgateway(import)) = args.action {
+        return import::run(*import).await;
+    }
     let missing = args.missing();
     if !missing.is_empty() {
         for line in missing {
@@ -131,16 +135,8 @@ fn step_3_print(reports: &[Report]) {
 
 /// Sends every snapshot; true when all were recorded.
 async fn step_4_send(args: &ReportArgs, reports: &[Report]) -> bool {
-    let Some(endpoint) = &args.url else {
-        eprintln!("error: no server URL (--url / GITOPS_STATUS_SERVER_URL)");
+    let Some(sender) = Sender::for_delivery(&args.delivery) else {
         return false;
-    };
-    let sender = match Sender::new(endpoint, args.token.clone(), args.timeout, args.retries) {
-        Ok(sender) => sender,
-        Err(error) => {
-            eprintln!("error: cannot set up the HTTP client: {error}");
-            return false;
-        }
     };
     eprintln!(
         "Step 4/4: Sending status to gitops-status-server at {}...",

@@ -9,6 +9,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
+use super::args::Delivery;
 use super::payload::Report;
 use crate::flag_values::Secret;
 
@@ -79,6 +80,22 @@ impl Sender {
             retries,
             first_backoff: Duration::from_secs(1),
         })
+    }
+
+    /// The sender `delivery` describes, or `None` after saying on stderr why there is none.
+    pub fn for_delivery(delivery: &Delivery) -> Option<Self> {
+        let Some(endpoint) = &delivery.url else {
+            eprintln!("error: no server URL (--url / GITOPS_STATUS_SERVER_URL)");
+            return None;
+        };
+        let token = delivery.token.clone();
+        match Self::new(endpoint, token, delivery.timeout, delivery.retries) {
+            Ok(sender) => Some(sender),
+            Err(error) => {
+                eprintln!("error: cannot set up the HTTP client: {error}");
+                None
+            }
+        }
     }
 
     pub fn endpoint(&self) -> &Url {

@@ -1,4 +1,4 @@
-//! The outside tools some tests run (promtool, Chromium, Ansible, hadolint, ...): found where
+//! The outside tools some tests run (promtool, Chromium, Ansible, hadolint, Pushgateway, ...): found where
 //! `./test.sh` installs them, or at the path an environment variable names. Without the tool a
 //! test says loudly on stderr that it did NOT run, names the command that installs the tool, and
 //! passes empty; under `CI=true` (as `./test.sh` sets) it fails instead, so CI never passes with a
@@ -83,6 +83,25 @@ pub const SCHEMATHESIS: Tool = Tool {
     env: "SCHEMATHESIS",
     place: Place::Venv("tools-venv"),
     install: "`./test.sh` installs it (PyPI schemathesis into target/tools-venv)",
+};
+pub const PUSHGATEWAY: Tool = Tool {
+    name: "prometheus-pushgateway",
+    env: "PUSHGATEWAY",
+    place: Place::OnPath,
+    install: "`./test.sh` installs it (Debian package prometheus-pushgateway)",
+};
+pub const CURL: Tool = Tool {
+    name: "curl",
+    env: "CURL",
+    place: Place::OnPath,
+    install: "`./test.sh` installs it (Debian package curl)",
+};
+/// The tools venv's Python, which has `prometheus_client` (Prometheus's Python client library).
+pub const PROMETHEUS_CLIENT_PYTHON: Tool = Tool {
+    name: "python3",
+    env: "PROMETHEUS_CLIENT_PYTHON",
+    place: Place::Venv("tools-venv"),
+    install: "`./test.sh` installs it (PyPI prometheus-client into target/tools-venv)",
 };
 pub const KUBECTL: Tool = Tool {
     name: "kubectl",
