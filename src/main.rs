@@ -14,6 +14,12 @@ use gitops_status_server::telemetry::Telemetry;
 use gitops_status_server::{AppState, Settings};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: every request allocates and frees many small buffers
+/// across the runtime's threads, and glibc spent a fifth of the server's CPU on it under ingest
+/// (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
