@@ -162,6 +162,7 @@ fn log_answer(status: StatusCode, extensions: &Extensions, latency: Duration) {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut document = api::router().split_for_parts().1;
     api::document_guards(&mut document);
+    model::times::document_millis_twins(&mut document);
     document
 }
 

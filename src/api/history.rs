@@ -16,8 +16,9 @@ use crate::model::{
 };
 use crate::store::StoreError;
 
-/// Columns of the CSV export, in order.
-pub const CSV_COLUMNS: [&str; 12] = [
+/// Columns of the CSV export, in order: the SPEC's twelve, then the times' Unix-milliseconds
+/// twins.
+pub const CSV_COLUMNS: [&str; 14] = [
     "id",
     "repo",
     "server",
@@ -30,6 +31,8 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "run_url",
     "message",
     "hash",
+    "last_check_ms",
+    "received_at_ms",
 ];
 
 /// What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
@@ -195,6 +198,8 @@ fn csv_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
             snapshot.run_url.clone().unwrap_or_default(),
             snapshot.message.clone().unwrap_or_default(),
             snapshot.hash.clone(),
+            snapshot.last_check.as_millis().to_string(),
+            snapshot.received_at.as_millis().to_string(),
         ];
         for cell in &record {
             let _ = writer.write_field(spreadsheet_cell(cell).as_bytes());

@@ -1,13 +1,15 @@
 //! `GET /history`'s rows, parameters and validated request.
 
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::times::time_field;
 use super::{Cursor, FieldError, FileEntry, SyncStatus, query};
 use crate::timestamp::Timestamp;
 
 /// One stored snapshot: the reply to `POST /api/status` and a row of `/history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct Snapshot {
     /// Arrival order; unique across all targets.
     #[schema(example = 912)]
@@ -36,6 +38,28 @@ pub struct Snapshot {
     /// Hex SHA-256 linking this snapshot to its target's previous one (docs/audit.md).
     #[schema(example = "1fea84a3574e71a194f9a3152f8fa472981d3f3a58b18f129cfa8a800cf4a026")]
     pub hash: String,
+}
+
+/// The fields in the schema's order, each time followed by its `_ms` twin.
+impl Serialize for Snapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Snapshot", 16)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("repo", &self.repo)?;
+        out.serialize_field("server", &self.server)?;
+        out.serialize_field("sync_status", &self.sync_status)?;
+        out.serialize_field("drift_count", &self.drift_count)?;
+        out.serialize_field("files", &self.files)?;
+        out.serialize_field("files_text", &self.files_text)?;
+        time_field(&mut out, "last_check", "last_check_ms", self.last_check)?;
+        time_field(&mut out, "received_at", "received_at_ms", self.received_at)?;
+        out.serialize_field("revision", &self.revision)?;
+        out.serialize_field("run_url", &self.run_url)?;
+        out.serialize_field("message", &self.message)?;
+        out.serialize_field("stale_after_seconds", &self.stale_after_seconds)?;
+        out.serialize_field("hash", &self.hash)?;
+        out.end()
+    }
 }
 
 impl Snapshot {

@@ -7,6 +7,7 @@ pub mod lenient;
 pub(crate) mod query;
 mod snapshot;
 mod status;
+pub mod times;
 
 use serde::Serialize;
 use utoipa::ToSchema;
