@@ -29,6 +29,7 @@ use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -79,6 +80,8 @@ pub fn app(state: AppState) -> Router {
                 .unwrap_or_default();
             ApiError::internal(format!("a handler panicked: {message}")).into_response()
         }))
+        // gzip when the client accepts it; streamed exports stay streamed, chunk by chunk.
+        .layer(CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()

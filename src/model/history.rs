@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::times::time_field;
-use super::{Cursor, FieldError, FileEntry, SyncStatus, query};
+use super::{Cursor, FieldError, FileEntry, SyncStatus, page, query};
 use crate::timestamp::Timestamp;
 
 /// One stored snapshot: the reply to `POST /api/status` and a row of `/history`.
@@ -67,6 +67,9 @@ impl Snapshot {
         self.files.iter().map(|file| file.name.as_str())
     }
 }
+
+/// A JSON page of `/history`.
+pub type SnapshotPage = super::JsonPage<Snapshot>;
 
 /// Joins file names the way `files_text` shows them.
 pub fn files_text<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
@@ -137,6 +140,11 @@ pub struct HistoryParams {
     /// same. CSV and NDJSON stream the whole selection.
     #[param(pattern = "^(json|csv|ndjson)$")]
     pub format: Option<String>,
+    /// `true` answers a JSON page as `{"items": [...], "next_cursor": "..." | null}` instead of a
+    /// bare array (the `Link` header is sent either way), and selects JSON whatever `Accept`
+    /// says. Not with `format=csv` or `format=ndjson`.
+    #[param(value_type = Option<bool>)]
+    pub envelope: Option<String>,
 }
 
 /// The filters of `GET /history`, validated.
@@ -160,7 +168,10 @@ pub struct HistoryRequest {
     pub filter: HistoryFilter,
     /// Page size for JSON; for exports, `None` streams everything.
     pub limit: Option<usize>,
+    /// `None`: as `Accept` negotiates.
     pub format: Option<ExportFormat>,
+    /// Wrap a JSON page with its next cursor.
+    pub envelope: bool,
 }
 
 /// Default page size of `/history`.
@@ -179,14 +190,7 @@ impl HistoryRequest {
                 errors.push(FieldError::new("to", "must not be before from"));
             }
         }
-        let changes_only = match params.changes_only.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => {
-                errors.push(FieldError::new("changes_only", "must be true or false"));
-                false
-            }
-        };
+        let changes_only = query::flag("changes_only", params.changes_only, &mut errors);
         let order = match params.order.as_deref() {
             None | Some("desc") => Order::Desc,
             Some("asc") => Order::Asc,
@@ -225,6 +229,15 @@ impl HistoryRequest {
             }
             format
         });
+        let envelope = page::envelope(params.envelope, &mut errors);
+        if envelope && format.is_some_and(|format| format != ExportFormat::Json) {
+            errors.push(FieldError::new(
+                "envelope",
+                "wraps JSON pages only; leave it out of CSV and NDJSON exports",
+            ));
+        }
+        // An envelope is JSON, whatever `Accept` prefers.
+        let format = format.or(envelope.then_some(ExportFormat::Json));
         let filter = HistoryFilter {
             repo: query::name_filter("repo", params.repo, &mut errors),
             server: query::name_filter("server", params.server, &mut errors),
@@ -246,6 +259,7 @@ impl HistoryRequest {
                 filter,
                 limit,
                 format,
+                envelope,
             })
         } else {
             Err(errors)
@@ -267,5 +281,19 @@ mod tests {
             fields(result),
             ["changes_only", "from", "limit", "order", "repo", "sever"]
         );
+    }
+
+    #[test]
+    fn envelope_is_a_boolean_for_json_pages_and_selects_json() {
+        let fields = |query| fields(HistoryRequest::from_query(Some(query)));
+        assert_eq!(fields("envelope=yes"), ["envelope"]);
+        assert_eq!(fields("envelope=true&format=csv"), ["envelope"]);
+        assert_eq!(fields("envelope=true&format=ndjson"), ["envelope"]);
+        let request = HistoryRequest::from_query(Some("envelope=true")).unwrap();
+        assert!(request.envelope);
+        assert_eq!(request.format, Some(ExportFormat::Json));
+        let request = HistoryRequest::from_query(Some("envelope=false&format=csv")).unwrap();
+        assert!(!request.envelope);
+        assert_eq!(request.format, Some(ExportFormat::Csv));
     }
 }

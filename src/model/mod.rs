@@ -4,6 +4,7 @@
 mod cursor;
 mod history;
 pub mod lenient;
+mod page;
 pub(crate) mod query;
 mod snapshot;
 mod status;
@@ -14,6 +15,7 @@ use utoipa::ToSchema;
 
 pub use cursor::Cursor;
 pub use history::*;
+pub use page::JsonPage;
 pub use snapshot::*;
 pub use status::*;
 
