@@ -16,9 +16,11 @@
 //! docs/audit.md walks through an example.
 
 use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::model::times::time_field;
 use crate::model::{Snapshot, SyncStatus};
 use crate::timestamp::Timestamp;
 
@@ -195,7 +197,7 @@ pub struct BadSnapshot {
 
 /// A gap retention cut into a target's chain: the snapshot retained after `after_id` (0: the
 /// target's start) was hashed with `resume_hash`, the hash of the last snapshot removed there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct Checkpoint {
     pub repo: String,
     pub server: String,
@@ -204,7 +206,21 @@ pub struct Checkpoint {
     /// Snapshots removed in this gap, over every retention run.
     pub removed: i64,
     #[schema(value_type = String, format = DateTime)]
-    pub pruned_at: crate::timestamp::Timestamp,
+    pub pruned_at: Timestamp,
+}
+
+/// The fields in the schema's order, the time followed by its `_ms` twin.
+impl Serialize for Checkpoint {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Checkpoint", 7)?;
+        out.serialize_field("repo", &self.repo)?;
+        out.serialize_field("server", &self.server)?;
+        out.serialize_field("after_id", &self.after_id)?;
+        out.serialize_field("resume_hash", &self.resume_hash)?;
+        out.serialize_field("removed", &self.removed)?;
+        time_field(&mut out, "pruned_at", "pruned_at_ms", self.pruned_at)?;
+        out.end()
+    }
 }
 
 /// A stored hash column: 32 bytes, or anything else (a tampered or missing value).

@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::model::times::time_field;
 use crate::model::{FieldError, SyncStatus, query};
 use crate::timestamp::Timestamp;
 
@@ -64,7 +66,7 @@ impl StatsRequest {
 }
 
 /// What one target did over the window.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, ToSchema)]
 pub struct TargetStats {
     #[schema(example = "rsyslog")]
     pub repo: String,
@@ -90,6 +92,27 @@ pub struct TargetStats {
     pub longest_drift_seconds: Option<f64>,
     /// Files by the number of episodes that drifted them, at most 10.
     pub top_files: Vec<TopFile>,
+}
+
+/// The fields in the schema's order, each time followed by its `_ms` twin.
+impl Serialize for TargetStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("TargetStats", 12)?;
+        out.serialize_field("repo", &self.repo)?;
+        out.serialize_field("server", &self.server)?;
+        time_field(&mut out, "from", "from_ms", self.from)?;
+        time_field(&mut out, "to", "to_ms", self.to)?;
+        out.serialize_field("checks", &self.checks)?;
+        out.serialize_field("seconds", &self.seconds)?;
+        out.serialize_field("drift_episodes", &self.drift_episodes)?;
+        out.serialize_field(
+            "mean_time_to_resync_seconds",
+            &self.mean_time_to_resync_seconds,
+        )?;
+        out.serialize_field("longest_drift_seconds", &self.longest_drift_seconds)?;
+        out.serialize_field("top_files", &self.top_files)?;
+        out.end()
+    }
 }
 
 /// Whole milliseconds as seconds: the nearest `f64`, which prints with at most three decimals

@@ -300,15 +300,20 @@ async fn stats_app(backend: Backend) -> TestApp {
 
 fn expected_stats() -> Value {
     let (from, to) = (at(0), at(3600));
+    let (from_ms, to_ms) = (T0, T0 + 3_600_000);
     json!([
         {
-            "repo": "r", "server": "clean", "from": from, "to": to, "checks": 30,
+            "repo": "r", "server": "clean", "from": from, "from_ms": from_ms,
+            "to": to, "to_ms": to_ms,
+            "checks": 30,
             "seconds": {"SYNCED": 3600.0, "OUT_OF_SYNC": 0.0, "ERROR": 0.0, "STALE": 0.0},
             "drift_episodes": 0, "mean_time_to_resync_seconds": null,
             "longest_drift_seconds": null, "top_files": []
         },
         {
-            "repo": "r", "server": "drifty", "from": from, "to": to, "checks": 10,
+            "repo": "r", "server": "drifty", "from": from, "from_ms": from_ms,
+            "to": to, "to_ms": to_ms,
+            "checks": 10,
             // SYNCED 0-600, 900-1200, 1200-1800 (then stale until 2400), 3000-3120, 3300-3600.
             "seconds": {"SYNCED": 1920.0, "OUT_OF_SYNC": 900.0, "ERROR": 180.0, "STALE": 600.0},
             // 600 -> 900 and 2400 -> 3000.
@@ -321,7 +326,9 @@ fn expected_stats() -> Value {
             ]
         },
         {
-            "repo": "r", "server": "open", "from": from, "to": to, "checks": 12,
+            "repo": "r", "server": "open", "from": from, "from_ms": from_ms,
+            "to": to, "to_ms": to_ms,
+            "checks": 12,
             "seconds": {"SYNCED": 0.0, "OUT_OF_SYNC": 3600.0, "ERROR": 0.0, "STALE": 0.0},
             // Began at -900, unresolved at `to`: 4500 s, and no resolved episode for the mean.
             "drift_episodes": 1, "mean_time_to_resync_seconds": null,
@@ -406,7 +413,8 @@ async fn stats_seconds_are_whole_milliseconds_without_float_noise(backend: Backe
     assert_eq!(
         response.json(),
         json!([{
-            "repo": "r", "server": "s", "from": at_millis(0), "to": at_millis(1100), "checks": 7,
+            "repo": "r", "server": "s", "from": at_millis(0), "from_ms": T0,
+            "to": at_millis(1100), "to_ms": T0 + 1100, "checks": 7,
             "seconds": {"SYNCED": 0.8, "OUT_OF_SYNC": 0.3, "ERROR": 0.0, "STALE": 0.0},
             "drift_episodes": 2, "mean_time_to_resync_seconds": 0.15,
             "longest_drift_seconds": 0.2,

@@ -356,7 +356,9 @@ async fn csv_export_streams_the_whole_selection(backend: Backend) {
             "revision",
             "run_url",
             "message",
-            "hash"
+            "hash",
+            "last_check_ms",
+            "received_at_ms",
         ]
     );
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -371,6 +373,12 @@ async fn csv_export_streams_the_whole_selection(backend: Backend) {
     assert_eq!(first.get(6).unwrap(), drift["last_check"].as_str().unwrap());
     assert_eq!(first.get(8).unwrap(), "3f2c1ab");
     assert_eq!(first.get(10).unwrap(), "line one\nline two, with comma");
+    assert_eq!(first.get(12).unwrap(), drift["last_check_ms"].to_string());
+    assert_eq!(first.get(13).unwrap(), drift["received_at_ms"].to_string());
+    assert_eq!(
+        drift["last_check_ms"],
+        unix_millis(drift["last_check"].as_str().unwrap())
+    );
 
     // Accept: text/csv selects the same; filters and limit apply.
     let response = app

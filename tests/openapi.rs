@@ -3,10 +3,15 @@
 
 mod common;
 
+use std::fmt;
 use std::path::Path;
 
-use common::TestApp;
+use common::{TestApp, at_offset, snapshot};
+use gitops_status_server::timestamp::Timestamp;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 const COMMITTED: &str = "openapi/openapi.json";
 
@@ -96,6 +101,7 @@ async fn documented_query_parameters_are_the_accepted_ones() {
             .as_array()
             .unwrap_or_else(|| panic!("{path} documents no parameters"))
             .iter()
+            .filter(|parameter| parameter["in"] == "query")
             .map(|parameter| parameter["name"].as_str().unwrap())
             .collect();
         let response = app.get(&format!("{path}?bogus=1")).await;
@@ -122,4 +128,73 @@ async fn documented_query_parameters_are_the_accepted_ones() {
             assert!(!text.contains("unknown parameter"), "{path} {name}: {text}");
         }
     }
+}
+
+/// The keys of a JSON object, in the order the server wrote them.
+#[derive(Debug)]
+struct Keys(Vec<String>);
+
+impl<'de> Deserialize<'de> for Keys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeysVisitor;
+        impl<'de> Visitor<'de> for KeysVisitor {
+            type Value = Keys;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        deserializer.deserialize_map(KeysVisitor)
+    }
+}
+
+/// The properties of a component schema, in the document's order.
+fn properties(schema: &str) -> Vec<String> {
+    let document = gitops_status_server::openapi();
+    let components = document.components.unwrap();
+    match &components.schemas[schema] {
+        RefOr::T(Schema::Object(object)) => object.properties.keys().cloned().collect(),
+        _ => panic!("{schema} is not an object schema"),
+    }
+}
+
+/// The response objects are written by hand (each time with its `_ms` twin beside it), and
+/// their schemas are derived: the two must name the same fields in the same order.
+#[tokio::test]
+async fn response_objects_write_exactly_their_schema_properties_in_order() {
+    let app = TestApp::new().await;
+    for seconds in [-4000, -3900, -3800, -60] {
+        app.record(&snapshot("r", "s", "SYNCED", &[], &at_offset(seconds)))
+            .await;
+    }
+    app.store
+        .prune(Timestamp::now().plus_millis(-3_000_000))
+        .await
+        .unwrap();
+    for (schema, uri) in [
+        ("StatusRow", "/status.json"),
+        ("Snapshot", "/history"),
+        ("TargetStats", "/api/stats"),
+        ("Checkpoint", "/api/checkpoints"),
+    ] {
+        let response = app.get(uri).await;
+        assert_eq!(response.status.as_u16(), 200, "{uri}: {}", response.text());
+        let objects: Vec<Keys> = serde_json::from_slice(&response.body).unwrap();
+        assert!(!objects.is_empty(), "{uri}");
+        for object in objects {
+            assert_eq!(object.0, properties(schema), "{uri}");
+        }
+    }
+    let reply = app
+        .post_json(&snapshot("r", "t", "SYNCED", &[], &at_offset(-1)))
+        .await;
+    let written: Keys = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(written.0, properties("Snapshot"), "POST /api/status");
 }

@@ -46,6 +46,10 @@ async fn status_json_lists_the_seed_snapshot_in_full(backend: Backend) {
             "run_url": "https://ci.example.org/repos/7/pipeline/912",
         }))
         .await;
+    assert_eq!(
+        stored["received_at_ms"],
+        unix_millis(stored["received_at"].as_str().unwrap())
+    );
 
     let rows = app.get_rows("/status.json").await;
     assert_eq!(
@@ -60,9 +64,13 @@ async fn status_json_lists_the_seed_snapshot_in_full(backend: Backend) {
             "files": [{ "name": "rsyslog.conf" }, { "name": "rsyslog.d/30-lab.conf" }],
             "files_text": "rsyslog.conf, rsyslog.d/30-lab.conf",
             "last_check": rendered(&last_check),
+            "last_check_ms": unix_millis(&last_check),
             "received_at": stored["received_at"],
+            "received_at_ms": stored["received_at_ms"],
             "status_since": rendered(&last_check),
+            "status_since_ms": unix_millis(&last_check),
             "stale_since": null,
+            "stale_since_ms": null,
             "snapshot_id": stored["id"],
             "stale_after_seconds": 600,
             "revision": "3f2c1ab",

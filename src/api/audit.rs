@@ -3,8 +3,11 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::conditional::EntityTag;
 use crate::chain::{Checkpoint, Verification};
 use crate::error::{ApiError, Problem, Result};
 use crate::stats::{StatsParams, StatsRequest, TargetStats};
@@ -54,14 +57,22 @@ pub async fn checkpoints(State(state): State<AppState>) -> Result<Json<Vec<Check
 /// Over the window `[from, to)` (default: the 30 days before now): time in each state, where a
 /// snapshot's status holds until the next one and time beyond its stale-after counts as STALE;
 /// drift episodes (maximal runs of OUT_OF_SYNC snapshots), their mean time to resync and the
-/// longest; the files most episodes drifted. Sorted by repo then server.
+/// longest; the files most episodes drifted. Sorted by repo then server. Carries an `ETag` and
+/// answers a matching `If-None-Match` with 304 (a window that ends now changes with every
+/// request; one with a fixed `to` in the past changes only with the history).
 #[utoipa::path(
     get,
     path = "/api/stats",
     tag = "audit",
-    params(StatsParams),
+    params(
+        StatsParams,
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags of answers the client holds; a match answers 304"),
+    ),
     responses(
-        (status = 200, description = "One object per target with history in or before the window", body = Vec<TargetStats>),
+        (status = 200, description = "One object per target with history in or before the window", body = Vec<TargetStats>,
+         headers(("ETag" = String, description = "Weak tag of the answer's content"))),
+        (status = 304, description = "`If-None-Match` names the current tag: no body",
+         headers(("ETag" = String, description = "The answer's tag"))),
         (status = 400, description = "A query parameter is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -70,9 +81,19 @@ pub async fn checkpoints(State(state): State<AppState>) -> Result<Json<Vec<Check
 pub async fn stats_list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Vec<TargetStats>>> {
+    headers: HeaderMap,
+) -> Result<Response> {
     let now = Timestamp::now();
     let request =
         StatsRequest::from_query(query.as_deref(), now).map_err(ApiError::InvalidQuery)?;
-    Ok(Json(state.stats(&request, now).await?))
+    let stats = state.stats(&request, now).await?;
+    let body = serde_json::to_vec(&stats)
+        .map_err(|error| ApiError::internal(format!("encoding /api/stats: {error}")))?;
+    let tag = EntityTag::of([body.as_slice()]);
+    if tag.is_matched_by(&headers) {
+        return Ok(tag.not_modified());
+    }
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    tag.apply(response.headers_mut());
+    Ok(response)
 }

@@ -2,22 +2,24 @@
 
 use std::borrow::Cow;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 
 use super::AppState;
+use super::paging::PageAnswer;
 use crate::error::{ApiError, Problem, Result};
 use crate::model::{
     Cursor, DEFAULT_HISTORY_LIMIT, ExportFormat, HistoryParams, HistoryRequest, Snapshot,
+    SnapshotPage,
 };
 use crate::store::StoreError;
 
-/// Columns of the CSV export, in order.
-pub const CSV_COLUMNS: [&str; 12] = [
+/// Columns of the CSV export, in order: the SPEC's twelve, then the times' Unix-milliseconds
+/// twins.
+pub const CSV_COLUMNS: [&str; 14] = [
     "id",
     "repo",
     "server",
@@ -30,6 +32,8 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "run_url",
     "message",
     "hash",
+    "last_check_ms",
+    "received_at_ms",
 ];
 
 /// What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
@@ -54,21 +58,31 @@ const EXPORT_CHUNK_ROWS: usize = 256;
 ///
 /// Filters by repo, server, sync_status and a `[from, to)` window on `last_check`; `changes_only`
 /// keeps only transitions. JSON answers one page and, when more rows exist, a
-/// `Link: <...>; rel="next"` header whose cursor stays stable while new snapshots arrive.
+/// `Link: <...>; rel="next"` header whose cursor stays stable while new snapshots arrive;
+/// `envelope=true` wraps the page as `{"items": [...], "next_cursor": ...}`. A JSON page carries
+/// an `ETag` and answers a matching `If-None-Match` with 304.
 /// `format=csv` or `format=ndjson` (or the matching `Accept`) streams the whole selection.
 #[utoipa::path(
     get,
     path = "/history",
     tag = "history",
-    params(HistoryParams),
+    params(
+        HistoryParams,
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags of pages the client holds; a match answers 304 (JSON pages only)"),
+    ),
     responses(
         (status = 200, description = "Snapshots, ordered by last_check then id",
-         headers(("Link" = String, description = "`<...>; rel=\"next\"` when more rows exist (JSON only)")),
+         headers(
+            ("Link" = String, description = "`<...>; rel=\"next\"` when more rows exist (JSON only)"),
+            ("ETag" = String, description = "Weak tag of the JSON page and its `Link`"),
+         ),
          content(
-            (Vec<Snapshot> = "application/json"),
+            (SnapshotPage = "application/json"),
             (String = "text/csv"),
             (Snapshot = "application/x-ndjson")
          )),
+        (status = 304, description = "`If-None-Match` names the page's current tag: no body",
+         headers(("ETag" = String, description = "The page's tag"))),
         (status = 400, description = "A query parameter is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -87,17 +101,20 @@ pub async fn history_list(
         let limit = request.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         // One row more than asked tells whether a next page exists without counting.
         let mut rows = state.store.history_page(&request.filter, limit + 1).await?;
-        let next = (rows.len() > limit).then(|| {
+        let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last().map(Cursor::after)
-        });
-        let mut response = Json(rows).into_response();
-        if let Some(Some(cursor)) = next {
-            if let Ok(link) = HeaderValue::try_from(next_link(query.as_deref(), cursor)) {
-                response.headers_mut().insert(header::LINK, link);
-            }
-        }
-        return Ok(response);
+            rows.last().map(|row| Cursor::after(row).encode())
+        } else {
+            None
+        };
+        let page = PageAnswer {
+            path: "/history",
+            query: query.as_deref(),
+            envelope: request.envelope,
+            rows,
+            next_cursor,
+        };
+        return page.respond(&headers);
     }
 
     // Check the database before committing to a 200 that a failing stream would truncate.
@@ -136,18 +153,6 @@ fn negotiated_format(headers: &HeaderMap) -> ExportFormat {
         }
     }
     ExportFormat::Json
-}
-
-/// The same request with the cursor replaced, as an RFC 8288 link.
-fn next_link(query: Option<&str>, cursor: Cursor) -> String {
-    let mut next = form_urlencoded::Serializer::new(String::new());
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        if key != "cursor" {
-            next.append_pair(&key, &value);
-        }
-    }
-    next.append_pair("cursor", &cursor.encode());
-    format!("</history?{}>; rel=\"next\"", next.finish())
 }
 
 type Chunk = Vec<Result<Snapshot, StoreError>>;
@@ -195,6 +200,8 @@ fn csv_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
             snapshot.run_url.clone().unwrap_or_default(),
             snapshot.message.clone().unwrap_or_default(),
             snapshot.hash.clone(),
+            snapshot.last_check.as_millis().to_string(),
+            snapshot.received_at.as_millis().to_string(),
         ];
         for cell in &record {
             let _ = writer.write_field(spreadsheet_cell(cell).as_bytes());
@@ -216,24 +223,9 @@ fn ndjson_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::timestamp::Timestamp;
+    use axum::http::HeaderValue;
 
-    #[test]
-    fn next_link_keeps_filters_and_replaces_the_cursor() {
-        let cursor = Cursor {
-            last_check: Timestamp::from_millis(5),
-            id: 7,
-        };
-        let link = next_link(Some("repo=rsyslog&cursor=old&limit=2"), cursor);
-        assert_eq!(
-            link,
-            format!(
-                "</history?repo=rsyslog&limit=2&cursor={}>; rel=\"next\"",
-                cursor.encode()
-            )
-        );
-    }
+    use super::*;
 
     #[test]
     fn cells_a_spreadsheet_would_run_get_a_quote_that_one_strip_undoes() {

@@ -2,11 +2,13 @@
 
 pub mod audit;
 pub mod badge;
+pub mod conditional;
 pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod push;
+pub mod paging;
 pub mod snapshots;
 pub mod status;
 
@@ -42,6 +44,8 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Who may write and read; none configured means open.
     pub tokens: Arc<Tokens>,
+    /// `/status.json` answers already written, by entity tag.
+    pub status_bodies: Arc<status::EncodedBodies>,
 }
 
 impl AppState {
@@ -53,6 +57,7 @@ impl AppState {
             settings: Arc::new(settings),
             telemetry: Telemetry::new(),
             tokens: Arc::new(Tokens::none()),
+            status_bodies: Arc::default(),
         }
     }
 

@@ -1,13 +1,15 @@
 //! `GET /history`'s rows, parameters and validated request.
 
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Cursor, FieldError, FileEntry, SyncStatus, query};
+use super::times::time_field;
+use super::{Cursor, FieldError, FileEntry, SyncStatus, page, query};
 use crate::timestamp::Timestamp;
 
 /// One stored snapshot: the reply to `POST /api/status` and a row of `/history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct Snapshot {
     /// Arrival order; unique across all targets.
     #[schema(example = 912)]
@@ -38,11 +40,36 @@ pub struct Snapshot {
     pub hash: String,
 }
 
+/// The fields in the schema's order, each time followed by its `_ms` twin.
+impl Serialize for Snapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Snapshot", 16)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("repo", &self.repo)?;
+        out.serialize_field("server", &self.server)?;
+        out.serialize_field("sync_status", &self.sync_status)?;
+        out.serialize_field("drift_count", &self.drift_count)?;
+        out.serialize_field("files", &self.files)?;
+        out.serialize_field("files_text", &self.files_text)?;
+        time_field(&mut out, "last_check", "last_check_ms", self.last_check)?;
+        time_field(&mut out, "received_at", "received_at_ms", self.received_at)?;
+        out.serialize_field("revision", &self.revision)?;
+        out.serialize_field("run_url", &self.run_url)?;
+        out.serialize_field("message", &self.message)?;
+        out.serialize_field("stale_after_seconds", &self.stale_after_seconds)?;
+        out.serialize_field("hash", &self.hash)?;
+        out.end()
+    }
+}
+
 impl Snapshot {
     pub fn file_names(&self) -> impl Iterator<Item = &str> {
         self.files.iter().map(|file| file.name.as_str())
     }
 }
+
+/// A JSON page of `/history`.
+pub type SnapshotPage = super::JsonPage<Snapshot>;
 
 /// Joins file names the way `files_text` shows them.
 pub fn files_text<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
@@ -113,6 +140,11 @@ pub struct HistoryParams {
     /// same. CSV and NDJSON stream the whole selection.
     #[param(pattern = "^(json|csv|ndjson)$")]
     pub format: Option<String>,
+    /// `true` answers a JSON page as `{"items": [...], "next_cursor": "..." | null}` instead of a
+    /// bare array (the `Link` header is sent either way), and selects JSON whatever `Accept`
+    /// says. Not with `format=csv` or `format=ndjson`.
+    #[param(value_type = Option<bool>)]
+    pub envelope: Option<String>,
 }
 
 /// The filters of `GET /history`, validated.
@@ -136,7 +168,10 @@ pub struct HistoryRequest {
     pub filter: HistoryFilter,
     /// Page size for JSON; for exports, `None` streams everything.
     pub limit: Option<usize>,
+    /// `None`: as `Accept` negotiates.
     pub format: Option<ExportFormat>,
+    /// Wrap a JSON page with its next cursor.
+    pub envelope: bool,
 }
 
 /// Default page size of `/history`.
@@ -155,14 +190,7 @@ impl HistoryRequest {
                 errors.push(FieldError::new("to", "must not be before from"));
             }
         }
-        let changes_only = match params.changes_only.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => {
-                errors.push(FieldError::new("changes_only", "must be true or false"));
-                false
-            }
-        };
+        let changes_only = query::flag("changes_only", params.changes_only, &mut errors);
         let order = match params.order.as_deref() {
             None | Some("desc") => Order::Desc,
             Some("asc") => Order::Asc,
@@ -201,6 +229,15 @@ impl HistoryRequest {
             }
             format
         });
+        let envelope = page::envelope(params.envelope, &mut errors);
+        if envelope && format.is_some_and(|format| format != ExportFormat::Json) {
+            errors.push(FieldError::new(
+                "envelope",
+                "wraps JSON pages only; leave it out of CSV and NDJSON exports",
+            ));
+        }
+        // An envelope is JSON, whatever `Accept` prefers.
+        let format = format.or(envelope.then_some(ExportFormat::Json));
         let filter = HistoryFilter {
             repo: query::name_filter("repo", params.repo, &mut errors),
             server: query::name_filter("server", params.server, &mut errors),
@@ -222,6 +259,7 @@ impl HistoryRequest {
                 filter,
                 limit,
                 format,
+                envelope,
             })
         } else {
             Err(errors)
@@ -243,5 +281,19 @@ mod tests {
             fields(result),
             ["changes_only", "from", "limit", "order", "repo", "sever"]
         );
+    }
+
+    #[test]
+    fn envelope_is_a_boolean_for_json_pages_and_selects_json() {
+        let fields = |query| fields(HistoryRequest::from_query(Some(query)));
+        assert_eq!(fields("envelope=yes"), ["envelope"]);
+        assert_eq!(fields("envelope=true&format=csv"), ["envelope"]);
+        assert_eq!(fields("envelope=true&format=ndjson"), ["envelope"]);
+        let request = HistoryRequest::from_query(Some("envelope=true")).unwrap();
+        assert!(request.envelope);
+        assert_eq!(request.format, Some(ExportFormat::Json));
+        let request = HistoryRequest::from_query(Some("envelope=false&format=csv")).unwrap();
+        assert!(!request.envelope);
+        assert_eq!(request.format, Some(ExportFormat::Csv));
     }
 }

@@ -5,9 +5,11 @@ mod cursor;
 mod history;
 pub mod lenient;
 mod push;
+mod page;
 pub(crate) mod query;
 mod snapshot;
 mod status;
+pub mod times;
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -15,6 +17,7 @@ use utoipa::ToSchema;
 pub use cursor::Cursor;
 pub use history::*;
 pub use push::*;
+pub use page::JsonPage;
 pub use snapshot::*;
 pub use status::*;
 

@@ -141,6 +141,18 @@ pub(crate) fn list<T>(
     parsed
 }
 
+/// A boolean flag: `true` or `false`; absent is false.
+pub(crate) fn flag(name: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> bool {
+    match value.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            errors.push(FieldError::new(name, "must be true or false"));
+            false
+        }
+    }
+}
+
 /// A time: RFC 3339 with an offset, or integer Unix milliseconds.
 pub(crate) fn time(
     name: &str,

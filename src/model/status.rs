@@ -1,8 +1,10 @@
 //! `GET /status.json`'s rows and filters, and the query that names one target.
 
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::times::time_field;
 use super::{FieldError, FileEntry, Snapshot, SyncStatus, query};
 use crate::timestamp::Timestamp;
 
@@ -45,7 +47,7 @@ impl From<SyncStatus> for TargetState {
 }
 
 /// The latest snapshot of one target, as `/status.json` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct StatusRow {
     #[schema(example = "rsyslog")]
     pub repo: String,
@@ -76,6 +78,36 @@ pub struct StatusRow {
     pub revision: Option<String>,
     pub run_url: Option<String>,
     pub message: Option<String>,
+}
+
+/// The fields in the schema's order, each time followed by its `_ms` twin.
+impl Serialize for StatusRow {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("StatusRow", 21)?;
+        out.serialize_field("repo", &self.repo)?;
+        out.serialize_field("server", &self.server)?;
+        out.serialize_field("state", &self.state)?;
+        out.serialize_field("sync_status", &self.sync_status)?;
+        out.serialize_field("stale", &self.stale)?;
+        out.serialize_field("drift_count", &self.drift_count)?;
+        out.serialize_field("files", &self.files)?;
+        out.serialize_field("files_text", &self.files_text)?;
+        time_field(&mut out, "last_check", "last_check_ms", self.last_check)?;
+        time_field(&mut out, "received_at", "received_at_ms", self.received_at)?;
+        time_field(
+            &mut out,
+            "status_since",
+            "status_since_ms",
+            self.status_since,
+        )?;
+        time_field(&mut out, "stale_since", "stale_since_ms", self.stale_since)?;
+        out.serialize_field("snapshot_id", &self.snapshot_id)?;
+        out.serialize_field("stale_after_seconds", &self.stale_after_seconds)?;
+        out.serialize_field("revision", &self.revision)?;
+        out.serialize_field("run_url", &self.run_url)?;
+        out.serialize_field("message", &self.message)?;
+        out.end()
+    }
 }
 
 impl StatusRow {

@@ -243,6 +243,12 @@ pub fn rendered(rfc3339: &str) -> String {
     at.to_offset(time::UtcOffset::UTC).format(&format).unwrap()
 }
 
+/// Unix milliseconds of an RFC 3339 time, as the `_ms` fields carry it.
+pub fn unix_millis(rfc3339: &str) -> i64 {
+    let at = OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap();
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
 /// A snapshot body in the seed's format.
 pub fn snapshot(
     repo: &str,
