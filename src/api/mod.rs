@@ -7,8 +7,8 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
-pub mod push;
 pub mod paging;
+pub mod push;
 pub mod snapshots;
 pub mod status;
 

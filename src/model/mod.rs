@@ -4,8 +4,8 @@
 mod cursor;
 mod history;
 pub mod lenient;
-mod push;
 mod page;
+mod push;
 pub(crate) mod query;
 mod snapshot;
 mod status;
@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 
 pub use cursor::Cursor;
 pub use history::*;
-pub use push::*;
 pub use page::JsonPage;
+pub use push::*;
 pub use snapshot::*;
 pub use status::*;
 

@@ -3,16 +3,14 @@
 
 use std::collections::HashMap;
 
-use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
-use crate::chain::{self, ChainFields, Checkpoint as ChainCheckpoint, Hash, Verification};
-use crate::model::SyncStatus;
+use crate::chain::{self, Checkpoint as ChainCheckpoint, Hash};
 use crate::store::audit::{
-    Checkpoints, LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE, Plan, ResumePoint, TargetHead,
-    Verifier, WalkReads, Walker, checkpoint_map, listed_checkpoints,
+    LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE, Plan, ResumePoint, WalkReads, Walker,
+    listed_checkpoints,
 };
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
@@ -26,11 +24,6 @@ fn chain_rows_sql() -> String {
         "{SNAPSHOT_COLUMNS}, s.target_id from snapshots s join targets t on t.id = s.target_id \
          left join filesets f on f.id = s.fileset_id"
     )
-}
-
-/// The gaps retention cut, by (target, the retained snapshot they follow).
-async fn load_checkpoints(connection: &mut SqliteConnection) -> Result<Checkpoints, StoreError> {
-    Ok(checkpoint_map(WalkReads::checkpoints(connection).await?))
 }
 
 /// Every retention checkpoint, by target then position, for re-checking an export.
@@ -102,102 +95,6 @@ async fn hash_every_snapshot(connection: &mut SqliteConnection) -> Result<(), St
             .await?;
     }
     Ok(())
-}
-
-/// Recomputes every target's chain from the stored rows, in one read transaction, and names the
-/// first snapshot (by id) whose stored hash does not follow.
-pub async fn verify(connection: &mut SqliteConnection) -> Result<Verification, StoreError> {
-    sqlx::query("begin").execute(&mut *connection).await?;
-    let result = verify_in_transaction(connection).await;
-    sqlx::query("rollback").execute(&mut *connection).await?;
-    result
-}
-
-async fn verify_in_transaction(
-    connection: &mut SqliteConnection,
-) -> Result<Verification, StoreError> {
-    let mut verifier = Verifier::new(load_checkpoints(&mut *connection).await?);
-    let targets: Vec<TargetHead> =
-        sqlx::query_as("select id, repo, server, head_id, head_hash from targets")
-            .fetch_all(&mut *connection)
-            .await?;
-    let names: HashMap<i64, (&str, &str)> = targets
-        .iter()
-        .map(|(id, repo, server, _, _)| (*id, (repo.as_str(), server.as_str())))
-        .collect();
-    let filesets = canonical_filesets(&mut *connection).await?;
-    // Raw columns, no join and no `Snapshot`: the encoding is written straight from the row.
-    let mut rows = sqlx::query_as::<_, ChainRow>(CHAIN_ROWS_SQL).fetch(&mut *connection);
-    while let Some(row) = rows.try_next().await? {
-        // As the inner join of the reads: a row whose target is gone is not the target's.
-        let Some(&(repo, server)) = names.get(&row.target_id) else {
-            continue;
-        };
-        let sync_status = SyncStatus::from_code(row.sync_status).ok_or_else(|| {
-            StoreError::corrupt(format!(
-                "snapshot {}: unknown sync_status code {}",
-                row.id, row.sync_status
-            ))
-        })?;
-        let fields = ChainFields {
-            id: row.id,
-            repo,
-            server,
-            sync_status,
-            drift_count: row.drift_count,
-            files_json: row
-                .fileset_id
-                .and_then(|id| filesets.get(&id))
-                .map_or("[]", String::as_str),
-            last_check: Timestamp::from_millis(row.last_check),
-            received_at: Timestamp::from_millis(row.last_check + row.received_delay),
-            revision: row.revision.as_deref(),
-            run_url: row.run_url.as_deref(),
-            message: row.message.as_deref(),
-            stale_after_seconds: row.stale_after,
-        };
-        verifier.push_fields(row.target_id, &fields, row.hash);
-    }
-    drop(rows);
-    Ok(verifier.finish(targets))
-}
-
-/// What verification reads of a snapshot, column for column, in arrival order.
-const CHAIN_ROWS_SQL: &str = "select id, target_id, sync_status, drift_count, fileset_id, \
-     last_check, received_delay, revision, run_url, message, stale_after, hash \
-     from snapshots order by id";
-
-#[derive(Debug, sqlx::FromRow)]
-struct ChainRow {
-    id: i64,
-    target_id: i64,
-    sync_status: i64,
-    drift_count: i64,
-    fileset_id: Option<i64>,
-    last_check: i64,
-    received_delay: i64,
-    revision: Option<String>,
-    run_url: Option<String>,
-    message: Option<String>,
-    stale_after: Option<i64>,
-    hash: Option<Vec<u8>>,
-}
-
-/// Every file set's names as the chain encodes them, by id: read and re-encoded once, however
-/// many snapshots share them, so a stored set is checked by what it says, not by how its JSON is
-/// spaced. Memory follows the number of distinct file sets, not the length of the history.
-async fn canonical_filesets(
-    connection: &mut SqliteConnection,
-) -> Result<HashMap<i64, String>, StoreError> {
-    let mut filesets = HashMap::new();
-    let mut rows =
-        sqlx::query_as::<_, (i64, String)>("select id, files from filesets").fetch(connection);
-    while let Some((id, json)) = rows.try_next().await? {
-        let names: Vec<String> = serde_json::from_str(&json)
-            .map_err(|error| StoreError::corrupt(format!("file set {id}: {error}")))?;
-        filesets.insert(id, chain::files_json(names.iter().map(String::as_str)));
-    }
-    Ok(filesets)
 }
 
 /// A retention run in progress: it walks the snapshots in arrival order, a page per transaction,

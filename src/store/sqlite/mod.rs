@@ -3,10 +3,11 @@
 
 mod audit;
 mod stats;
+mod verify;
 mod writer;
 
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// The database file: verification opens its own read-only connection to it.
+    path: PathBuf,
     readers: SqlitePool,
     latest: SharedLatest,
     jobs: mpsc::Sender<Message>,
@@ -91,6 +94,7 @@ impl SqliteStore {
         let task = tokio::spawn(writer.run(queue, Arc::clone(&shutdown)));
         Ok(Self {
             inner: Arc::new(Inner {
+                path: path.to_path_buf(),
                 readers,
                 latest,
                 jobs,
@@ -163,8 +167,7 @@ impl SqliteStore {
     }
 
     pub async fn verify(&self) -> Result<Verification, StoreError> {
-        let mut reader = self.inner.readers.acquire().await?;
-        audit::verify(&mut reader).await
+        verify::verify(self.inner.path.clone()).await
     }
 
     pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
@@ -198,9 +201,8 @@ impl SqliteStore {
                     .to_owned(),
             ));
         }
-        let verification = audit::verify(&mut connection).await?;
         let _ = connection.close().await;
-        Ok(verification)
+        Ok(verify::verify(path.to_path_buf()).await?)
     }
 
     pub async fn stats_histories(
