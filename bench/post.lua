@@ -6,7 +6,7 @@
 -- ORDER: `random` (the default) picks each request's target from a seeded random sequence, as
 -- uncoordinated CI pipelines on their own crons arrive; `round-robin` visits targets in turn, which
 -- lays consecutive snapshots side by side in the (target_id, last_check) index and flatters the
--- writer. SEED (default 1) fixes the random sequence, so runs are repeatable.
+-- writer. SEED (default 1) fixes the random sequence, so runs are repeatable. START_MS: see init.
 -- Mix: one check in ten reports OUT_OF_SYNC (1-3 files), the rest SYNCED.
 -- Every request carries a distinct last_check, so each one stores a new snapshot.
 
@@ -28,6 +28,11 @@ function init(args)
   offset = tonumber(os.getenv("WRK_GENERATOR") or "0") * threads + thread_index
   -- Start two hours back so a long run never gets more than 5 minutes ahead of the clock.
   base_ms = (tonumber(os.getenv("WRK_EPOCH") or os.time()) - 7200) * 1000
+  -- START_MS: the first check's time instead, for loading onto a history whose checks reach
+  -- about now (every check must be newer than the target's latest to be an append).
+  if os.getenv("START_MS") then
+    base_ms = tonumber(os.getenv("START_MS"))
+  end
   headers = { ["Content-Type"] = "application/json" }
   random_order = (os.getenv("ORDER") or "random") ~= "round-robin"
   math.randomseed(tonumber(os.getenv("SEED") or "1") * 1000 + offset)

@@ -234,12 +234,12 @@ def primed_pushgateway_state(targets):
     return state
 
 
-def wrk(url, script, connections, duration, targets=0, threads=2):
+def wrk(url, script, connections, duration, targets=0, threads=2, start_ms=None):
     """Runs wrk; returns its RESULT line plus the generator's own CPU time."""
-    return wrk_together([url], script, connections, duration, targets, threads)
+    return wrk_together([url], script, connections, duration, targets, threads, start_ms)
 
 
-def wrk_together(urls, script, connections, duration, targets=0, threads=2):
+def wrk_together(urls, script, connections, duration, targets=0, threads=2, start_ms=None):
     """Runs one wrk per URL at once, each with `connections` and `threads`, over one sequence of
     checks (see post.lua). Returns their combined RESULT: requests and errors summed, the rate the
     sum of each one's rate, p50 and p99 the worse of theirs, and the generators' CPU."""
@@ -247,6 +247,7 @@ def wrk_together(urls, script, connections, duration, targets=0, threads=2):
     env = {
         **os.environ, "TARGETS": str(targets), "WRK_THREADS": str(threads),
         "WRK_GENERATORS": str(len(urls)), "WRK_EPOCH": str(int(time.time())),
+        **({"START_MS": str(start_ms)} if start_ms is not None else {}),
     }
     generators = [
         subprocess.Popen(
@@ -317,10 +318,13 @@ def ingest_sqlite(targets, connections, duration, run, history=None):
     if history:
         shutil.copyfile(history, database)
     before = count_snapshots(database) if history else 0
+    # Onto a history, every check must be newer than its target's latest: appends, as in
+    # production, not late checks.
+    start_ms = latest_check(database) + 1 if history else None
     proc = server(sqlite_url(database))
     idle_rss = proc.rss()
     cpu_before = proc.cpu()
-    result = wrk(proc.url(), "post.lua", connections, duration, targets)
+    result = wrk(proc.url(), "post.lua", connections, duration, targets, start_ms=start_ms)
     cpu = proc.cpu() - cpu_before
     result["server_cpu"] = cpu / (result["duration_us"] / 1e6)
     result["idle_rss"] = idle_rss
@@ -395,6 +399,13 @@ def keep_logs(logs, label):
         if lines:
             PROBLEMS.append(f"{label}: the server logged {len(lines)} warning or error lines, "
                             f"see {kept.relative_to(ROOT)}")
+
+
+def latest_check(database):
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        return db.execute("select max(last_check) from snapshots").fetchone()[0]
 
 
 def count_snapshots(database):
