@@ -30,6 +30,13 @@ use crate::timestamp::Timestamp;
 use writer::{Message, SharedLatest, Writer};
 /// Readers open at once.
 const READERS: u32 = 4;
+/// WAL pages past which one of the writer's own commits checkpoints: only a backstop. Normally
+/// `checkpoint_periodically` keeps the WAL far shorter, off the writer's path: with SQLite's
+/// default of 1,000 pages, a commit in every few copied the WAL into the database file and
+/// fsync'd it while every caller waited.
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
+/// How often a reader connection checkpoints the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 use crate::store::sql::{self, SNAPSHOT_COLUMNS, snapshot_from_row};
 
@@ -72,7 +79,8 @@ impl SqliteStore {
         // Every INSERT size up to MAX_STATEMENT_ROWS, for snapshots and targets, stays prepared.
         let writer_options = options
             .clone()
-            .statement_cache_capacity(4 * writer::MAX_STATEMENT_ROWS);
+            .statement_cache_capacity(4 * writer::MAX_STATEMENT_ROWS)
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES);
         let mut writer = SqliteConnection::connect_with(&writer_options)
             .await
             .map_err(|error| open_failure(path, Access::Create, error))?;
@@ -92,6 +100,7 @@ impl SqliteStore {
             .await
             .map_err(|error| ConnectError::Load(error.to_string()))?;
         let task = tokio::spawn(writer.run(queue, Arc::clone(&shutdown)));
+        tokio::spawn(checkpoint_periodically(readers.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -245,6 +254,28 @@ impl SqliteStore {
             if let Err(error) = writer.await {
                 tracing::error!(%error, "the writer task failed");
             }
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file every `CHECKPOINT_EVERY`, from a reader
+/// connection and without waiting on anyone (`passive`), until the readers close.
+async fn checkpoint_periodically(readers: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        if readers.is_closed() {
+            break;
+        }
+        if let Err(error) = sqlx::query("pragma wal_checkpoint(passive)")
+            .execute(&readers)
+            .await
+        {
+            if readers.is_closed() {
+                break;
+            }
+            tracing::debug!(%error, "a WAL checkpoint failed; the next one retries");
         }
     }
 }
