@@ -83,17 +83,7 @@ pub fn encode(fields: &ChainFields<'_>, previous: Option<&Hash>, out: &mut Vec<u
     out.extend_from_slice(b"[\"");
     out.extend_from_slice(VERSION.as_bytes());
     out.extend_from_slice(b"\",");
-    match previous {
-        Some(hash) => {
-            let mut hex = [0u8; 64];
-            // 32 bytes always fit 64 hex digits.
-            let _ = hex::encode_to_slice(hash, &mut hex);
-            out.push(b'"');
-            out.extend_from_slice(&hex);
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+    push_hash(out, previous);
     out.push(b',');
     push_integer(out, fields.id);
     out.push(b',');
@@ -143,6 +133,71 @@ fn push_time(out: &mut Vec<u8>, at: Timestamp) {
     out.push(b'"');
     at.write_rfc3339(out);
     out.push(b'"');
+}
+
+/// The first element of every event's canonical encoding.
+pub const EVENT_VERSION: &str = "gitops-status-event/1";
+
+/// A chained event's fields (an acknowledgement, its end, a silence, its end, a retirement, a
+/// revival): `repo` and `server` are `None` on the fleet chain, which silences go on.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    pub id: i64,
+    pub repo: Option<&'a str>,
+    pub server: Option<&'a str>,
+    pub kind: &'a str,
+    pub at: Timestamp,
+    /// The event's own fields: a compact JSON object, hashed exactly as stored.
+    pub body: &'a str,
+}
+
+/// Writes an event's canonical encoding into `out` (cleared first):
+///
+/// ```text
+/// ["gitops-status-event/1", previous_hash, id, repo, server, kind, at, body]
+/// ```
+///
+/// with `body` the stored JSON object written as it is (it is compact JSON already, so Python's
+/// `json.dumps(json.loads(body), ensure_ascii=False, separators=(",", ":"))` gives it back).
+pub fn encode_event(fields: &EventFields<'_>, previous: Option<&Hash>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(b"[\"");
+    out.extend_from_slice(EVENT_VERSION.as_bytes());
+    out.extend_from_slice(b"\",");
+    push_hash(out, previous);
+    out.push(b',');
+    push_integer(out, fields.id);
+    out.push(b',');
+    push_string(out, fields.repo);
+    out.push(b',');
+    push_string(out, fields.server);
+    out.push(b',');
+    push_string(out, Some(fields.kind));
+    out.push(b',');
+    push_time(out, fields.at);
+    out.push(b',');
+    out.extend_from_slice(fields.body.as_bytes());
+    out.push(b']');
+}
+
+/// The hash of an event linked to `previous`, encoded in `buffer`.
+pub fn link_event(fields: &EventFields<'_>, previous: Option<&Hash>, buffer: &mut Vec<u8>) -> Hash {
+    encode_event(fields, previous, buffer);
+    Sha256::digest(&buffer[..]).into()
+}
+
+fn push_hash(out: &mut Vec<u8>, hash: Option<&Hash>) {
+    match hash {
+        Some(hash) => {
+            let mut hex = [0u8; 64];
+            // 32 bytes always fit 64 hex digits.
+            let _ = hex::encode_to_slice(hash, &mut hex);
+            out.push(b'"');
+            out.extend_from_slice(&hex);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// The canonical encoding of `snapshot` linked to `previous`.
