@@ -4,11 +4,19 @@
 Python standard library only; written from docs/audit.md, not from the server's code.
 
     curl -s 'http://HOST/history?format=ndjson' > trail.ndjson
+    curl -s 'http://HOST/api/chain/events' > events.ndjson         # once chains hold events
     curl -s 'http://HOST/api/checkpoints' > checkpoints.json   # only needed after retention
-    python3 verify_export.py trail.ndjson --checkpoints checkpoints.json
+    python3 verify_export.py trail.ndjson --events events.ndjson --checkpoints checkpoints.json
+
+A target's chain is its snapshots and its events (acknowledgements, retirements, their ends)
+merged by id; silences and their ends form the fleet chain. Once a chain holds events, the
+/history export alone no longer chains: pass the events export too. Events of targets the history
+export does not hold are left out, so a history export filtered by repo or server can be checked
+against the whole events export.
 
 The export must hold whole targets (filter by repo or server, never by time, status or
-changes_only). Prints {"ok", "checked", "first_bad"} as GET /api/verify does; exit code 0 intact,
+changes_only). Prints {"ok", "checked", "first_bad"} as GET /api/verify does (the acknowledgement,
+silence and target rows verify also cross-checks are not in these exports); exit code 0 intact,
 1 broken, 2 on bad input, which includes an export that looks filtered (every row a transition, as
 changes_only=true returns) and does not chain: a filtered export cannot be chain-checked.
 
@@ -26,6 +34,7 @@ import json
 import sys
 
 VERSION = "gitops-status-chain/1"
+EVENT_VERSION = "gitops-status-event/1"
 
 # A CSV cell whose value begins, after any leading "'"s, with one of these was sent with one more
 # leading "'", so a spreadsheet shows it as text (docs/audit.md, "CSV cells").
@@ -39,7 +48,7 @@ def csv_value(cell):
     return cell
 
 
-def canonical(snapshot, previous):
+def canonical_snapshot(snapshot, previous):
     record = [
         VERSION,
         previous,
@@ -57,6 +66,28 @@ def canonical(snapshot, previous):
         snapshot["stale_after_seconds"],
     ]
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def canonical_event(event, previous):
+    # The body is hashed as stored: compact JSON, keys in their stored order, which json.loads
+    # keeps and json.dumps writes back.
+    record = [
+        EVENT_VERSION,
+        previous,
+        event["id"],
+        event["repo"],
+        event["server"],
+        event["kind"],
+        event["at"],
+        event["body"],
+    ]
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def events_from_ndjson(lines):
+    for line in lines:
+        if line.strip():
+            yield json.loads(line)
 
 
 def from_ndjson(lines):
@@ -90,41 +121,65 @@ def from_csv(lines):
         }
 
 
-def verify(snapshots, checkpoints, from_csv_export):
+def verify(snapshots, events, checkpoints, from_csv_export):
     resume = {(c["repo"], c["server"], c["after_id"]): c["resume_hash"] for c in checkpoints}
+    targets = {(s["repo"], s["server"]) for s in snapshots}
+    records = [(s["id"], 0, s) for s in snapshots]
+    # Each event on its chain: its target's, or the fleet chain (repo and server null).
+    records += [
+        (e["id"], 1, e)
+        for e in events
+        if e["repo"] is None or (e["repo"], e["server"]) in targets
+    ]
     previous = {}
     last_id = {}
     checked = 0
     first_bad = None
-    for snapshot in sorted(snapshots, key=lambda s: s["id"]):
+    for _, is_event, record in sorted(records, key=lambda r: (r[0], r[1])):
         checked += 1
-        target = (snapshot["repo"], snapshot["server"])
-        if target not in previous:
-            previous[target] = resume.get(target + (0,))
-        expected = hashlib.sha256(
-            canonical(snapshot, previous[target]).encode("utf-8")
-        ).hexdigest()
-        if expected != snapshot["hash"] and first_bad is None:
-            after = last_id.get(target)
+        chain = (record["repo"], record["server"])
+        fleet = chain == (None, None)
+        if chain not in previous:
+            previous[chain] = None if fleet else resume.get(chain + (0,))
+        if is_event:
+            canonical = canonical_event(record, previous[chain])
+            noun = f"{record['kind']} event"
+        else:
+            canonical = canonical_snapshot(record, previous[chain])
+            noun = "snapshot"
+        expected = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        if expected != record["hash"] and first_bad is None:
+            after = last_id.get(chain)
+            where = "the fleet chain" if fleet else "its target"
             reason = (
-                "the hash does not match the snapshot's fields linked to "
-                + (f"the previous snapshot of its target (id {after})" if after else "its target's start")
-                + ": this snapshot was edited, or one before it was removed or edited"
+                f"the hash does not match the {noun}'s fields linked to "
+                + (f"the previous record of {where} (id {after})" if after else f"the start of {where}")
+                + f": this {noun} was edited, or a record before it was removed or edited"
             )
-            if from_csv_export:
+            if from_csv_export and not is_event:
                 reason += (
                     " (or, from CSV, it carries a stale-after override or a file name with"
                     " ', ' that CSV cannot carry: re-check the NDJSON export)"
                 )
+            if not events and not is_event:
+                reason += (
+                    " (if this trail holds acknowledgements or retirements, also pass the"
+                    " /api/chain/events export with --events)"
+                )
             first_bad = {
-                "id": snapshot["id"],
-                "repo": snapshot["repo"],
-                "server": snapshot["server"],
+                "id": record["id"],
+                "repo": record["repo"] or "",
+                "server": record["server"] or "",
                 "reason": reason,
+                "record": "event" if is_event else "snapshot",
+                "kind": record["kind"] if is_event else None,
             }
-        # Go on from what is stored, so one bad row is reported once.
-        previous[target] = resume.get(target + (snapshot["id"],), snapshot["hash"])
-        last_id[target] = snapshot["id"]
+        # Go on from what is stored, so one bad record is reported once.
+        if fleet:
+            previous[chain] = record["hash"]
+        else:
+            previous[chain] = resume.get(chain + (record["id"],), record["hash"])
+        last_id[chain] = record["id"]
     return {"ok": first_bad is None, "checked": checked, "first_bad": first_bad}
 
 
@@ -147,6 +202,7 @@ def looks_filtered(snapshots):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="a /history export: NDJSON, or CSV (see the limits)")
+    parser.add_argument("--events", help="the NDJSON of GET /api/chain/events")
     parser.add_argument("--checkpoints", help="the JSON of GET /api/checkpoints")
     args = parser.parse_args()
     try:
@@ -155,6 +211,10 @@ def main():
             export.seek(0)
             is_csv = first != "{" and first != ""
             snapshots = list(from_csv(export) if is_csv else from_ndjson(export))
+        events = []
+        if args.events:
+            with open(args.events, encoding="utf-8") as file:
+                events = list(events_from_ndjson(file))
         checkpoints = []
         if args.checkpoints:
             with open(args.checkpoints, encoding="utf-8") as file:
@@ -162,14 +222,14 @@ def main():
     except (OSError, ValueError, KeyError) as error:
         print(f"verify_export.py: cannot read the input: {error}", file=sys.stderr)
         return 2
-    outcome = verify(snapshots, checkpoints, is_csv)
+    outcome = verify(snapshots, events, checkpoints, is_csv)
     if not outcome["ok"] and looks_filtered(snapshots):
         print(
             "verify_export.py: this export looks filtered: every row is a transition, as "
             "/history?changes_only=true returns, and the chain does not run through it. A filtered "
             "export cannot be chain-checked: the chain links every snapshot of a target, so export "
             "whole targets (filter only by repo or server). The chain first does not follow at "
-            f"snapshot {outcome['first_bad']['id']}.",
+            f"record {outcome['first_bad']['id']}.",
             file=sys.stderr,
         )
         return 2

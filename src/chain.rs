@@ -229,29 +229,143 @@ pub fn link_fields(
     Sha256::digest(&buffer[..]).into()
 }
 
-/// The outcome of recomputing every target's chain.
+/// The outcome of recomputing every chain (each target's, and the fleet chain).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Verification {
-    /// True when every stored snapshot's hash follows from its fields and its predecessor's hash.
+    /// True when every stored record's hash follows from its fields and its predecessor's hash,
+    /// and the tables the API reads (acknowledgements, silences, targets) agree with the chained
+    /// events.
     pub ok: bool,
-    /// Snapshots checked.
+    /// Records checked: snapshots and events.
     pub checked: i64,
-    /// The first snapshot (by id) that breaks the chain; null when `ok`.
+    /// The first record (by id) that breaks the chain or disagrees with it; null when `ok`.
     pub first_bad: Option<BadSnapshot>,
 }
 
-/// A snapshot whose stored hash does not follow.
+/// A record whose stored hash does not follow, or a row that disagrees with the chain. (The name
+/// is kept from when only snapshots were chained; `record` says what it is.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct BadSnapshot {
+    /// The record's id: a snapshot's or an event's; for an `ack` or `silence` row, its id (the
+    /// id of the event that made it); for `target`, the event the row disagrees with.
     pub id: i64,
+    /// Its target's repo; empty on the fleet chain.
     pub repo: String,
+    /// Its target's server; empty on the fleet chain.
     pub server: String,
     /// What does not match, and what may have happened.
     pub reason: String,
+    /// What is named: a `snapshot` or an `event` of the chain, or the row of `acks`, `silences`
+    /// or `targets` (its acknowledgement in force, its retirement) that disagrees with the
+    /// chained events.
+    pub record: RecordKind,
+    /// The event's kind (`ack`, `ack_end`, `silence`, `silence_end`, `retire`, `revive`) when
+    /// `record` is `event`; null otherwise.
+    pub kind: Option<String>,
 }
 
-/// A gap retention cut into a target's chain: the snapshot retained after `after_id` (0: the
-/// target's start) was hashed with `resume_hash`, the hash of the last snapshot removed there.
+/// What a [`BadSnapshot`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    Snapshot,
+    Event,
+    Ack,
+    Silence,
+    Target,
+}
+
+impl BadSnapshot {
+    /// What is named, in words: `snapshot`, `ack event`, `acks row`, ...
+    pub fn what(&self) -> String {
+        match (self.record, &self.kind) {
+            (RecordKind::Event, Some(kind)) => format!("{kind} event"),
+            (RecordKind::Event, None) => "event".to_owned(),
+            (RecordKind::Snapshot, _) => "snapshot".to_owned(),
+            (RecordKind::Ack, _) => "acks row".to_owned(),
+            (RecordKind::Silence, _) => "silences row".to_owned(),
+            (RecordKind::Target, _) => "targets row".to_owned(),
+        }
+    }
+}
+
+/// One chained event as `GET /api/chain/events` streams it (NDJSON, by id): what re-checking an
+/// export of a chain with events needs.
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct ChainEvent {
+    #[schema(example = 913)]
+    pub id: i64,
+    /// Its target's repo; null on the fleet chain.
+    #[schema(example = "rsyslog")]
+    pub repo: Option<String>,
+    /// Its target's server; null on the fleet chain.
+    #[schema(example = "rsyslog-lab")]
+    pub server: Option<String>,
+    /// `ack`, `ack_end`, `silence`, `silence_end`, `retire` or `revive`.
+    #[schema(example = "ack")]
+    pub kind: String,
+    /// When it took effect. Also as `at_ms`.
+    #[schema(value_type = String, format = DateTime, example = "2026-04-21T10:35:12.345Z")]
+    pub at: Timestamp,
+    /// The event's own fields, exactly as stored and hashed (docs/audit.md).
+    #[schema(value_type = Object)]
+    pub body: String,
+    /// Hex SHA-256 linking it to the previous record of its chain.
+    #[schema(example = "7bfdf4581bd73ebbf6ce7aab4a6c8e90433afdcae4414ea3943f8cdabce31a14")]
+    pub hash: String,
+}
+
+impl ChainEvent {
+    /// Appends the event as one NDJSON line: `{"id", "repo", "server", "kind", "at", "at_ms",
+    /// "body", "hash"}`, the body written as stored so its bytes (and key order) are the hashed
+    /// ones. A stored body that is not a JSON object (an edited row) is written as a string, so
+    /// the line stays JSON and the re-check fails on it.
+    pub fn write_ndjson(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        push_integer(out, self.id);
+        out.extend_from_slice(b",\"repo\":");
+        push_string(out, self.repo.as_deref());
+        out.extend_from_slice(b",\"server\":");
+        push_string(out, self.server.as_deref());
+        out.extend_from_slice(b",\"kind\":");
+        push_string(out, Some(&self.kind));
+        out.extend_from_slice(b",\"at\":");
+        push_time(out, self.at);
+        out.extend_from_slice(b",\"at_ms\":");
+        push_integer(out, self.at.as_millis());
+        out.extend_from_slice(b",\"body\":");
+        if is_json_object(&self.body) {
+            out.extend_from_slice(self.body.as_bytes());
+        } else {
+            push_string(out, Some(&self.body));
+        }
+        out.extend_from_slice(b",\"hash\":");
+        push_string(out, Some(&self.hash));
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Which chains' events `GET /api/chain/events` reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSelection {
+    /// Only targets of this repo (exact match).
+    pub repo: Option<String>,
+    /// Only targets on this server (exact match).
+    pub server: Option<String>,
+    /// The fleet chain's events too.
+    pub fleet: bool,
+}
+
+/// True when `text` is one JSON object and nothing else.
+fn is_json_object(text: &str) -> bool {
+    text.starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+        && !text.contains(['\n', '\r'])
+}
+
+/// A gap retention cut into a target's chain: the record retained after `after_id` (a snapshot
+/// or an event, which retention never removes; 0: the target's start) was hashed with
+/// `resume_hash`, the hash of the last snapshot removed there.
 #[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct Checkpoint {
     pub repo: String,
@@ -332,6 +446,141 @@ mod tests {
             r#"["gitops-status-chain/1","{}",913,"#,
             hex::encode(hash)
         )));
+    }
+
+    /// The documented event examples (docs/audit.md): an acknowledgement of the snapshot above,
+    /// linked to its hash, and a silence on the fleet chain. Hashes computed independently with
+    /// Python (`json.dumps(record, ensure_ascii=False, separators=(",", ":"))`, `hashlib`).
+    #[test]
+    fn the_documented_event_examples_encode_and_hash_as_written() {
+        let previous = link(&snapshot(), None);
+        let body = r#"{"reason":"hotfix «INC-42» waits for its PR","until":"2026-04-28T10:00:00.000Z","files":["rsyslog.conf","rsyslog.d/*.conf"],"by":"alice"}"#;
+        let ack = EventFields {
+            id: 913,
+            repo: Some("rsyslog"),
+            server: Some("rsyslog-lab"),
+            kind: "ack",
+            at: Timestamp::parse_rfc3339("2026-04-21T10:35:12.345Z").unwrap(),
+            body,
+        };
+        let mut buffer = Vec::new();
+        encode_event(&ack, Some(&previous), &mut buffer);
+        assert_eq!(
+            String::from_utf8(buffer.clone()).unwrap(),
+            format!(
+                r#"["gitops-status-event/1","1fea84a3574e71a194f9a3152f8fa472981d3f3a58b18f129cfa8a800cf4a026",913,"rsyslog","rsyslog-lab","ack","2026-04-21T10:35:12.345Z",{body}]"#
+            )
+        );
+        assert_eq!(
+            hex::encode(link_event(&ack, Some(&previous), &mut buffer)),
+            "7bfdf4581bd73ebbf6ce7aab4a6c8e90433afdcae4414ea3943f8cdabce31a14"
+        );
+
+        let body = r#"{"repos":["rsyslog"],"servers":["*-lab"],"starts_at":"2026-04-22T20:00:00.000Z","ends_at":"2026-04-22T23:00:00.000Z","reason":"kernel upgrades","by":"ops"}"#;
+        let silence = EventFields {
+            id: 914,
+            repo: None,
+            server: None,
+            kind: "silence",
+            at: Timestamp::parse_rfc3339("2026-04-21T11:00:00Z").unwrap(),
+            body,
+        };
+        encode_event(&silence, None, &mut buffer);
+        assert_eq!(
+            String::from_utf8(buffer.clone()).unwrap(),
+            format!(
+                r#"["gitops-status-event/1",null,914,null,null,"silence","2026-04-21T11:00:00.000Z",{body}]"#
+            )
+        );
+        assert_eq!(
+            hex::encode(link_event(&silence, None, &mut buffer)),
+            "31183bf659356bc04d8540a1f2dbd51092eebbb19715403732a2b62c8432feb4"
+        );
+    }
+
+    #[test]
+    fn every_event_field_and_the_link_change_the_hash() {
+        let base = EventFields {
+            id: 5,
+            repo: Some("r"),
+            server: Some("s"),
+            kind: "retire",
+            at: Timestamp::from_millis(1_000),
+            body: r#"{"by":"ops"}"#,
+        };
+        let previous = [7u8; 32];
+        let mut buffer = Vec::new();
+        let reference = link_event(&base, Some(&previous), &mut buffer);
+        let variants = [
+            EventFields { id: 6, ..base },
+            EventFields {
+                repo: Some("x"),
+                ..base
+            },
+            EventFields {
+                server: Some("x"),
+                ..base
+            },
+            EventFields {
+                repo: None,
+                server: None,
+                ..base
+            },
+            EventFields {
+                kind: "revive",
+                ..base
+            },
+            EventFields {
+                at: Timestamp::from_millis(1_001),
+                ..base
+            },
+            EventFields {
+                body: r#"{"by":"eve"}"#,
+                ..base
+            },
+        ];
+        for variant in &variants {
+            assert_ne!(
+                link_event(variant, Some(&previous), &mut buffer),
+                reference,
+                "{variant:?}"
+            );
+        }
+        assert_ne!(link_event(&base, None, &mut buffer), reference);
+        // An event never hashes like a snapshot: the version string differs.
+        encode_event(&base, None, &mut buffer);
+        assert!(buffer.starts_with(b"[\"gitops-status-event/1\","));
+    }
+
+    #[test]
+    fn chain_events_are_written_as_one_ndjson_line_with_the_body_as_stored() {
+        let mut event = ChainEvent {
+            id: 914,
+            repo: None,
+            server: None,
+            kind: "silence_end".to_owned(),
+            at: Timestamp::from_millis(1_776_772_800_000),
+            body: r#"{"silence":913,"by":"ops"}"#.to_owned(),
+            hash: "ab".repeat(32),
+        };
+        let mut out = Vec::new();
+        event.write_ndjson(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "{{\"id\":914,\"repo\":null,\"server\":null,\"kind\":\"silence_end\",\"at\":\"2026-04-21T12:00:00.000Z\",\"at_ms\":1776772800000,\"body\":{{\"silence\":913,\"by\":\"ops\"}},\"hash\":\"{}\"}}\n",
+                "ab".repeat(32)
+            )
+        );
+        // An edited body that is not one JSON object still makes one line of JSON.
+        for body in ["{\"by\":\"ops\"} trailing", "not json", "{\n}"] {
+            event.body = body.to_owned();
+            let mut out = Vec::new();
+            event.write_ndjson(&mut out);
+            let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(line["body"], body);
+            assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+        }
     }
 
     #[test]

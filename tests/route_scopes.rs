@@ -118,6 +118,13 @@ static DECISIONS: &[Decision] = &[
     ),
     decision(
         Method::GET,
+        "/api/chain/events",
+        Needs::Read,
+        "/api/chain/events?repo=rsyslog",
+        true,
+    ),
+    decision(
+        Method::GET,
         "/openapi.json",
         Needs::Read,
         "/openapi.json",

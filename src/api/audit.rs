@@ -1,24 +1,32 @@
-//! `GET /api/verify`, `GET /api/checkpoints` and `GET /api/stats`: what an auditor asks of the
-//! trail.
+//! `GET /api/verify`, `GET /api/checkpoints`, `GET /api/chain/events` and `GET /api/stats`: what
+//! an auditor asks of the trail.
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::conditional::EntityTag;
-use crate::chain::{Checkpoint, Verification};
+use crate::chain::{ChainEvent, Checkpoint, EventSelection, Verification};
 use crate::error::{ApiError, Problem, Result};
+use crate::model::{FieldError, query};
 use crate::stats::{StatsParams, StatsRequest, TargetStats};
 use crate::timestamp::Timestamp;
 
 /// Recompute the integrity chain.
 ///
-/// Recomputes every snapshot's hash from its fields and its target's previous hash (retention
-/// checkpoints included) and names the first snapshot, by id, that does not follow: an edited,
-/// removed or reordered row. Always 200; `ok` says whether the trail is intact. Reads the whole
-/// history: `gitops-status-server verify` does the same offline.
+/// Recomputes every record's hash (snapshots, and events: acknowledgements, silences,
+/// retirements and their ends) from its fields and the previous hash of its chain (retention
+/// checkpoints included), and checks the acknowledgements, silences and targets the API reads
+/// against the chained events. Names the first record, by id, that does not follow or agree: an
+/// edited, removed or reordered row; `record` and `kind` say what it is. Always 200; `ok` says
+/// whether the trail is intact. Reads the whole history: `gitops-status-server verify` does the
+/// same offline.
 #[utoipa::path(
     get,
     path = "/api/verify",
@@ -35,9 +43,10 @@ pub async fn verify(State(state): State<AppState>) -> Result<Json<Verification>>
 
 /// Retention checkpoints of the integrity chain.
 ///
-/// Where retention removed snapshots, the next retained snapshot of the target was hashed with
-/// the last removed one's hash, recorded here as `resume_hash`. Re-checking an export of a pruned
-/// trail (examples/verify_export.py) needs these; an unpruned trail has none.
+/// Where retention removed snapshots, the next retained record of the target's chain (a
+/// snapshot, or an event, which retention never removes) was hashed with the last removed one's
+/// hash, recorded here as `resume_hash` after the retained record `after_id`. Re-checking an
+/// export of a pruned trail (examples/verify_export.py) needs these; an unpruned trail has none.
 #[utoipa::path(
     get,
     path = "/api/checkpoints",
@@ -50,6 +59,97 @@ pub async fn verify(State(state): State<AppState>) -> Result<Json<Verification>>
 )]
 pub async fn checkpoints(State(state): State<AppState>) -> Result<Json<Vec<Checkpoint>>> {
     Ok(Json(state.store.checkpoints().await?))
+}
+
+/// Query parameters of `GET /api/chain/events`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChainEventsParams {
+    /// Only the chains of targets of this repo (exact match).
+    pub repo: Option<String>,
+    /// Only the chains of targets on this server (exact match).
+    pub server: Option<String>,
+    /// `true` or `false`: include the fleet chain (silences and their ends). Default: `true`
+    /// without `repo` and `server`, `false` with either.
+    pub fleet: Option<String>,
+}
+
+impl EventSelection {
+    /// Validates `GET /api/chain/events`'s query.
+    pub fn from_query(raw: Option<&str>) -> std::result::Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let params: ChainEventsParams = query::read_query(raw, &mut errors);
+        let repo = query::name_filter("repo", params.repo, &mut errors);
+        let server = query::name_filter("server", params.server, &mut errors);
+        let fleet = match params.fleet {
+            None => repo.is_none() && server.is_none(),
+            given => query::flag("fleet", given, &mut errors),
+        };
+        if errors.is_empty() {
+            Ok(Self {
+                repo,
+                server,
+                fleet,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Events rendered per chunk of the stream.
+const EVENT_CHUNK: usize = 256;
+
+/// Chained events, for re-checking an export.
+///
+/// Streams the events of the integrity chains (acknowledgements and their ends, retirements,
+/// revivals, and on the fleet chain silences and their ends) as NDJSON, by id, each with its
+/// hash and its body exactly as hashed. A target's chain is its snapshots (`/history`) and these
+/// events merged by id; examples/verify_export.py re-checks the two exports together
+/// (docs/audit.md). `repo` and `server` select targets' chains as `/history` does; `fleet`
+/// adds or leaves out the fleet chain.
+#[utoipa::path(
+    get,
+    path = "/api/chain/events",
+    tag = "audit",
+    params(ChainEventsParams),
+    responses(
+        (status = 200, description = "One event per line, by id", content(
+            (ChainEvent = "application/x-ndjson")
+        )),
+        (status = 400, description = "A query parameter is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn chain_events(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let selection = EventSelection::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
+    // Check the database before committing to a 200 that a failing stream would truncate.
+    state.store.ping().await?;
+    let chunks = state
+        .store
+        .chain_events(selection)
+        .ready_chunks(EVENT_CHUNK)
+        .map(|chunk| {
+            let mut out = Vec::new();
+            for event in chunk {
+                let event = event.map_err(|error| {
+                    // The status line is gone; all that is left is to cut the body short.
+                    tracing::error!(%error, "chain events export failed mid-stream");
+                    std::io::Error::other(error)
+                })?;
+                event.write_ndjson(&mut out);
+            }
+            Ok::<_, std::io::Error>(Bytes::from(out))
+        });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 /// Drift statistics per target.

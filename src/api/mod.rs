@@ -255,6 +255,7 @@ pub fn groups() -> Vec<RouteGroup> {
                 .routes(routes!(history::history_list))
                 .routes(routes!(audit::stats_list))
                 .routes(routes!(audit::checkpoints))
+                .routes(routes!(audit::chain_events))
                 .routes(routes!(openapi::openapi_json))
                 .routes(routes!(metrics::metrics))
                 .routes(routes!(badge::badge)),

@@ -1,31 +1,42 @@
 //! The integrity chain's bookkeeping that does not depend on the database: recomputing every
-//! target's chain from rows read in arrival order (`Verifier`), and the retention walk that
+//! chain from records read in arrival order (`Verifier`, with `lifecycle` re-deriving the rows
+//! the API reads from the chained events), and the retention walk that
 //! decides which rows go and which checkpoints keep the chain verifiable (`Walker`). Each store
 //! feeds them rows and carries out what they decide.
 
+mod lifecycle;
+
 use std::collections::{HashMap, HashSet};
 
-use crate::chain::{self, BadSnapshot, ChainFields, Checkpoint as ChainCheckpoint, Verification};
-use crate::model::Snapshot;
-use crate::store::{PruneReport, StoreError};
-use crate::timestamp::Timestamp;
+pub use lifecycle::{AckRow, SilenceRow};
 
-/// A gap retention cut into a target's chain: the retained snapshots after `after_id` (0: the
-/// target's start) were hashed with `resume`, the hash of the last snapshot removed there.
+use futures_util::stream::BoxStream;
+
+use crate::chain::{
+    self, BadSnapshot, ChainEvent, ChainFields, Checkpoint as ChainCheckpoint, EventFields,
+    EventSelection, Hash, RecordKind, Verification,
+};
+use crate::store::{PruneReport, Store, StoreError};
+use crate::timestamp::Timestamp;
+use lifecycle::Lifecycle;
+
+/// A gap retention cut into a target's chain: the record retained after `after_id` (a snapshot
+/// or an event; 0: the target's start) was hashed with `resume`, the hash of the last snapshot
+/// removed there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
     pub resume: Vec<u8>,
     pub removed: i64,
 }
 
-/// Checkpoints by (target id, the retained snapshot they follow).
+/// Checkpoints by (target id, the retained record they follow).
 pub type Checkpoints = HashMap<(i64, i64), ResumePoint>;
 
 /// What `load_checkpoints` reads: `(target_id, after_id, resume_hash, removed)`.
 pub const CHECKPOINTS_SQL: &str =
     "select target_id, after_id, resume_hash, removed from chain_checkpoints";
 
-/// `CHECKPOINTS_SQL`'s rows by (target, the retained snapshot they follow).
+/// `CHECKPOINTS_SQL`'s rows by (target, the retained record they follow).
 pub fn checkpoint_map(rows: Vec<(i64, i64, Vec<u8>, i64)>) -> Checkpoints {
     rows.into_iter()
         .map(|(target, after, resume, removed)| ((target, after), ResumePoint { resume, removed }))
@@ -57,137 +68,294 @@ pub fn listed_checkpoints(rows: Vec<ListedCheckpoint>) -> Vec<ChainCheckpoint> {
         .collect()
 }
 
-/// A target's recorded chain head: `(id, repo, server, head_id, head_hash)`.
-pub type TargetHead = (i64, String, String, Option<i64>, Option<Vec<u8>>);
-
-/// Where a target's chain stands during verification.
-#[derive(Debug)]
-struct ChainPosition {
-    /// What the next retained snapshot must link to.
-    expected_previous: Option<Vec<u8>>,
-    last_id: Option<i64>,
+/// A target as verification reads it: its recorded chain head, and the lifecycle state the API
+/// reads from its row (`TARGETS_SQL`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TargetHead {
+    pub id: i64,
+    pub repo: String,
+    pub server: String,
+    pub head_id: Option<i64>,
+    pub head_hash: Option<Vec<u8>>,
+    /// The acknowledgement in force (null before the lifecycle schema).
+    pub ack_id: Option<i64>,
+    /// When it was retired (null while active, and before the lifecycle schema).
+    pub retired_at: Option<i64>,
 }
 
-/// Recomputes every target's chain from its rows, fed in arrival order (by id), and names the
-/// first snapshot (by id) whose stored hash does not follow.
+/// Every target as verification reads it, on a database with the lifecycle tables.
+pub const TARGETS_SQL: &str =
+    "select id, repo, server, head_id, head_hash, ack_id, retired_at from targets";
+/// The same on a database from before them (a backup verified by a newer binary).
+pub const TARGETS_BEFORE_LIFECYCLE_SQL: &str = "select id, repo, server, head_id, head_hash, \
+     cast(null as bigint) as ack_id, cast(null as bigint) as retired_at from targets";
+
+/// Every chained event, in arrival order: `(id, target_id, kind, at, body, hash)`.
+pub const EVENTS_SQL: &str = "select id, target_id, kind, at, body, hash from events order by id";
+/// Every acknowledgement as the API reads it, by id (an `AckRow`).
+pub const ACKS_SQL: &str = "select id, target_id, reason, \"by\", files, created_at, until, \
+     ended_at, end_reason, ended_by from acks order by id";
+/// Every silence as the API reads it, by id (a `SilenceRow`).
+pub const SILENCES_SQL: &str = "select id, repos, servers, starts_at, ends_at, reason, \"by\", \
+     created_at, deleted_at, deleted_by from silences order by id";
+
+/// A stored file set's names as the chain encodes them: re-encoded from what the row says, so
+/// a set is checked by its names, not by how its JSON is spaced.
+pub fn canonical_files(id: i64, files: &str) -> Result<String, StoreError> {
+    let names: Vec<String> = serde_json::from_str(files)
+        .map_err(|error| StoreError::corrupt(format!("file set {id}: {error}")))?;
+    Ok(chain::files_json(names.iter().map(String::as_str)))
+}
+
+/// What a chain's last record was: a snapshot, or an event of a kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Last {
+    Snapshot(i64),
+    Event(i64, String),
+}
+
+impl Last {
+    fn id(&self) -> i64 {
+        match self {
+            Self::Snapshot(id) | Self::Event(id, _) => *id,
+        }
+    }
+}
+
+/// Where a chain stands during verification.
+#[derive(Debug, Default)]
+struct ChainPosition {
+    /// What the next retained record must link to.
+    expected_previous: Option<Vec<u8>>,
+    last: Option<Last>,
+}
+
+/// Which chain a record is on: a target's (its id), or the fleet chain (`None`).
+type ChainKey = Option<i64>;
+
+/// A record being checked: its place and what to call it.
+#[derive(Debug, Clone, Copy)]
+struct Pushed<'a> {
+    chain: ChainKey,
+    id: i64,
+    repo: &'a str,
+    server: &'a str,
+    /// The event's kind; `None` for a snapshot.
+    kind: Option<&'a str>,
+}
+
+impl Pushed<'_> {
+    /// "snapshot", or "ack event".
+    fn noun(&self) -> String {
+        match self.kind {
+            None => "snapshot".to_owned(),
+            Some(kind) => format!("{kind} event"),
+        }
+    }
+
+    fn bad(&self, reason: String) -> BadSnapshot {
+        BadSnapshot {
+            id: self.id,
+            repo: self.repo.to_owned(),
+            server: self.server.to_owned(),
+            reason,
+            record: if self.kind.is_some() {
+                RecordKind::Event
+            } else {
+                RecordKind::Snapshot
+            },
+            kind: self.kind.map(str::to_owned),
+        }
+    }
+}
+
+/// Recomputes every chain from its records, fed in arrival order (by id: a target's snapshots
+/// and events merged, and the fleet chain's events), and names the first record (by id) whose
+/// stored hash does not follow. It also re-derives, from the chained events, what the `acks`,
+/// `silences` and `targets` rows must say ([`Lifecycle`]), and names a row that says otherwise.
 #[derive(Debug)]
 pub struct Verifier {
     checkpoints: Checkpoints,
-    chains: HashMap<i64, ChainPosition>,
+    targets: Vec<TargetHead>,
+    chains: HashMap<ChainKey, ChainPosition>,
     checked: i64,
     bad: Option<BadSnapshot>,
+    lifecycle: Lifecycle,
     /// Each record's canonical encoding, written over and over into one allocation.
     buffer: Vec<u8>,
 }
 
 impl Verifier {
-    pub fn new(checkpoints: Checkpoints) -> Self {
+    pub fn new(checkpoints: Checkpoints, targets: Vec<TargetHead>) -> Self {
         Self {
             checkpoints,
+            targets,
             chains: HashMap::new(),
             checked: 0,
             bad: None,
+            lifecycle: Lifecycle::default(),
             buffer: Vec::with_capacity(512),
         }
     }
 
-    /// Checks the next snapshot by id, of target `target`, whose stored hash is `stored`.
-    pub fn push(&mut self, target: i64, snapshot: &Snapshot, stored: Option<Vec<u8>>) {
-        let files = chain::files_json(snapshot.file_names());
-        self.push_fields(target, &ChainFields::of(snapshot, &files), stored);
+    /// Checks the next stored snapshot by id, of target `target`, from its fields as stored.
+    pub fn push_fields(&mut self, target: i64, fields: &ChainFields<'_>, stored: Option<Vec<u8>>) {
+        let pushed = Pushed {
+            chain: Some(target),
+            id: fields.id,
+            repo: fields.repo,
+            server: fields.server,
+            kind: None,
+        };
+        self.link(pushed, stored, |previous, buffer| {
+            chain::link_fields(fields, previous, buffer)
+        });
     }
 
-    /// Checks the next stored record by id, of target `target`, from its fields as stored.
-    pub fn push_fields(&mut self, target: i64, fields: &ChainFields<'_>, stored: Option<Vec<u8>>) {
+    /// Checks the next stored event by id: of target `target`, or of the fleet chain (`None`,
+    /// with `fields.repo` and `fields.server` null).
+    pub fn push_event(
+        &mut self,
+        target: Option<i64>,
+        fields: &EventFields<'_>,
+        stored: Option<Vec<u8>>,
+    ) {
+        let pushed = Pushed {
+            chain: target,
+            id: fields.id,
+            repo: fields.repo.unwrap_or_default(),
+            server: fields.server.unwrap_or_default(),
+            kind: Some(fields.kind),
+        };
+        self.link(pushed, stored, |previous, buffer| {
+            chain::link_event(fields, previous, buffer)
+        });
+        if let Err(reason) = self.lifecycle.observe(target, fields) {
+            let bad = pushed.bad(reason);
+            self.report(bad);
+        }
+    }
+
+    /// Checks one record against its chain's position, then moves the position on to it.
+    fn link(
+        &mut self,
+        pushed: Pushed<'_>,
+        stored: Option<Vec<u8>>,
+        hash: impl FnOnce(Option<&Hash>, &mut Vec<u8>) -> Hash,
+    ) {
         self.checked += 1;
         let checkpoints = &self.checkpoints;
-        let position = self.chains.entry(target).or_insert_with(|| ChainPosition {
-            expected_previous: checkpoints
-                .get(&(target, 0))
-                .map(|checkpoint| checkpoint.resume.clone()),
-            last_id: None,
-        });
-        if self.bad.is_none() {
+        let position = self
+            .chains
+            .entry(pushed.chain)
+            .or_insert_with(|| ChainPosition {
+                expected_previous: pushed
+                    .chain
+                    .and_then(|target| checkpoints.get(&(target, 0)))
+                    .map(|checkpoint| checkpoint.resume.clone()),
+                last: None,
+            });
+        // A later record can never be named before an earlier one: hash only until one is bad.
+        let reason = if self.bad.is_some() {
+            None
+        } else {
             let previous = position
                 .expected_previous
                 .as_deref()
                 .map(|bytes| chain::from_bytes(bytes).ok_or(bytes));
             let buffer = &mut self.buffer;
-            let reason = match (&stored, previous) {
-                (None, _) => Some("the snapshot has no hash".to_owned()),
-                (Some(_), Some(Err(_))) => Some(
-                    "the hash this snapshot follows (its predecessor's or a retention \
-                     checkpoint's) is malformed"
-                        .to_owned(),
-                ),
-                (Some(stored), Some(Ok(previous))) => {
-                    (chain::link_fields(fields, Some(&previous), buffer)[..] != stored[..])
-                        .then(|| mismatch(position.last_id))
-                }
-                (Some(stored), None) => (chain::link_fields(fields, None, buffer)[..]
+            match (&stored, previous) {
+                (None, _) => Some(format!("the {} has no hash", pushed.noun())),
+                (Some(_), Some(Err(_))) => Some(format!(
+                    "the hash this {} follows (its predecessor's or a retention checkpoint's) is \
+                     malformed",
+                    pushed.noun()
+                )),
+                (Some(stored), Some(Ok(previous))) => (hash(Some(&previous), buffer)[..]
                     != stored[..])
-                    .then(|| mismatch(None)),
-            };
-            if let Some(reason) = reason {
-                self.bad = Some(BadSnapshot {
-                    id: fields.id,
-                    repo: fields.repo.to_owned(),
-                    server: fields.server.to_owned(),
+                    .then(|| mismatch(&pushed, position.last.as_ref().map(Last::id))),
+                (Some(stored), None) => {
+                    (hash(None, buffer)[..] != stored[..]).then(|| mismatch(&pushed, None))
+                }
+            }
+        };
+        // Go on from what is stored, so one bad row is reported once, not for every row after it.
+        position.expected_previous = pushed
+            .chain
+            .and_then(|target| checkpoints.get(&(target, pushed.id)))
+            .map(|checkpoint| checkpoint.resume.clone())
+            .or(stored);
+        position.last = Some(match pushed.kind {
+            None => Last::Snapshot(pushed.id),
+            Some(kind) => Last::Event(pushed.id, kind.to_owned()),
+        });
+        if let Some(reason) = reason {
+            self.bad = Some(pushed.bad(reason));
+        }
+    }
+
+    /// Keeps `bad` if it comes before (by id) what is already named.
+    fn report(&mut self, bad: BadSnapshot) {
+        if self.bad.as_ref().is_none_or(|known| bad.id < known.id) {
+            self.bad = Some(bad);
+        }
+    }
+
+    /// Checks the next `acks` row (by id) against the `ack` and `ack_end` events seen: call
+    /// after every record was pushed.
+    pub fn check_ack(&mut self, row: AckRow) {
+        if let Some((target, reason)) = self.lifecycle.check_ack(&row) {
+            self.report_row(row.id, target, RecordKind::Ack, reason);
+        }
+    }
+
+    /// Checks the next `silences` row (by id) against the `silence` and `silence_end` events
+    /// seen: call after every record was pushed.
+    pub fn check_silence(&mut self, row: SilenceRow) {
+        if let Some(reason) = self.lifecycle.check_silence(&row) {
+            self.report_row(row.id, None, RecordKind::Silence, reason);
+        }
+    }
+
+    fn report_row(&mut self, id: i64, target: Option<i64>, record: RecordKind, reason: String) {
+        let (repo, server) = target
+            .and_then(|target| self.targets.iter().find(|head| head.id == target))
+            .map(|head| (head.repo.clone(), head.server.clone()))
+            .unwrap_or_default();
+        self.report(BadSnapshot {
+            id,
+            repo,
+            server,
+            reason,
+            record,
+            kind: None,
+        });
+    }
+
+    /// Checks every target's recorded head against the records seen (removing a target's newest
+    /// records leaves no row to fail, but its head says what it was), its acknowledgement in
+    /// force and retirement against its events, and that every acknowledgement and silence
+    /// event has its row.
+    pub fn finish(mut self) -> Verification {
+        let targets = std::mem::take(&mut self.targets);
+        for target in &targets {
+            if let Some(bad) = self.check_head(target) {
+                self.report(bad);
+            }
+            if let Some((id, reason)) = self.lifecycle.check_target(target) {
+                self.report(BadSnapshot {
+                    id,
+                    repo: target.repo.clone(),
+                    server: target.server.clone(),
                     reason,
+                    record: RecordKind::Target,
+                    kind: None,
                 });
             }
         }
-        // Go on from what is stored, so one bad row is reported once, not for every row after it.
-        position.expected_previous = checkpoints
-            .get(&(target, fields.id))
-            .map(|checkpoint| checkpoint.resume.clone())
-            .or(stored);
-        position.last_id = Some(fields.id);
-    }
-
-    /// Checks every target's recorded head against the rows seen: removing a target's newest
-    /// snapshots leaves no row to fail, but its head says what it was.
-    pub fn finish(mut self, targets: Vec<TargetHead>) -> Verification {
-        for (target, repo, server, head_id, head_hash) in targets {
-            let position = self.chains.get(&target);
-            let last_id = position.and_then(|position| position.last_id);
-            let reason = match (head_id, last_id) {
-                (Some(head), Some(last)) if head < last => Some((
-                    last,
-                    format!(
-                        "the snapshot comes after its target's recorded chain head (id {head}): \
-                         it was added to or moved into this target behind the server's back"
-                    ),
-                )),
-                (Some(head), last) if last != Some(head) => Some((
-                    head,
-                    format!(
-                        "the target's newest snapshot (id {head}) is missing; the newest stored \
-                         is {}",
-                        last.map_or("none".to_owned(), |id| format!("id {id}"))
-                    ),
-                )),
-                (Some(head), _)
-                    if head_hash != position.and_then(|p| p.expected_previous.clone()) =>
-                {
-                    Some((
-                        head,
-                        "the target's recorded chain head hash differs from its newest snapshot's"
-                            .to_owned(),
-                    ))
-                }
-                _ => None,
-            };
-            if let Some((id, reason)) = reason {
-                if self.bad.as_ref().is_none_or(|bad| id < bad.id) {
-                    self.bad = Some(BadSnapshot {
-                        id,
-                        repo,
-                        server,
-                        reason,
-                    });
-                }
-            }
+        self.targets = targets;
+        for (id, target, record, reason) in self.lifecycle.rows_missing() {
+            self.report_row(id, target, record, reason);
         }
         Verification {
             ok: self.bad.is_none(),
@@ -195,33 +363,208 @@ impl Verifier {
             first_bad: self.bad,
         }
     }
-}
 
-fn mismatch(previous_id: Option<i64>) -> String {
-    match previous_id {
-        Some(previous) => format!(
-            "the hash does not match the snapshot's fields linked to the previous stored snapshot \
-             of its target (id {previous}): this snapshot was edited, or one between them was \
-             removed or edited"
-        ),
-        None => "the hash does not match the snapshot's fields as its target's first: this \
-                 snapshot was edited, or one before it was removed or edited"
-            .to_owned(),
+    fn check_head(&self, target: &TargetHead) -> Option<BadSnapshot> {
+        let position = self.chains.get(&Some(target.id));
+        let last = position.and_then(|position| position.last.as_ref());
+        let named = |id, record, kind: Option<&str>, reason| BadSnapshot {
+            id,
+            repo: target.repo.clone(),
+            server: target.server.clone(),
+            reason,
+            record,
+            kind: kind.map(str::to_owned),
+        };
+        let head = target.head_id?;
+        match last {
+            Some(last) if head < last.id() => {
+                let (record, kind, noun) = match last {
+                    Last::Snapshot(_) => (RecordKind::Snapshot, None, "snapshot".to_owned()),
+                    Last::Event(_, kind) => (
+                        RecordKind::Event,
+                        Some(kind.as_str()),
+                        format!("{kind} event"),
+                    ),
+                };
+                Some(named(
+                    last.id(),
+                    record,
+                    kind,
+                    format!(
+                        "the {noun} comes after its target's recorded chain head (id {head}): it \
+                         was added to or moved into this target behind the server's back"
+                    ),
+                ))
+            }
+            last if last.map(Last::id) != Some(head) => Some(named(
+                head,
+                RecordKind::Target,
+                None,
+                format!(
+                    "the target's newest record (id {head}) is missing; the newest stored is {}",
+                    last.map_or("none".to_owned(), |last| format!("id {}", last.id()))
+                ),
+            )),
+            _ if target.head_hash != position.and_then(|p| p.expected_previous.clone()) => {
+                Some(named(
+                    head,
+                    RecordKind::Target,
+                    None,
+                    "the target's recorded chain head hash differs from its newest record's"
+                        .to_owned(),
+                ))
+            }
+            _ => None,
+        }
     }
 }
 
-/// A snapshot as the retention walk sees it (`WALK_PAGE_SQL`).
+fn mismatch(pushed: &Pushed<'_>, previous_id: Option<i64>) -> String {
+    let noun = pushed.noun();
+    let chain = if pushed.chain.is_some() {
+        "its target"
+    } else {
+        "the fleet chain"
+    };
+    match previous_id {
+        Some(previous) => format!(
+            "the hash does not match the {noun}'s fields linked to the previous stored record of \
+             {chain} (id {previous}): this {noun} was edited, or a record between them was \
+             removed or edited"
+        ),
+        None => format!(
+            "the hash does not match the {noun}'s fields as the first record of {chain}: this \
+             {noun} was edited, or one before it was removed or edited"
+        ),
+    }
+}
+
+/// A page of `GET /api/chain/events`: after id `$1`, the events of targets matching the repo
+/// (`$2`, null: any) and server (`$3`) and, when `$4`, of the fleet chain; at most `$5`, by id.
+/// An event whose target is gone is no target's, as in verification.
+pub const CHAIN_EVENTS_PAGE_SQL: &str = "select e.id, t.repo, t.server, e.kind, e.at, e.body, \
+     e.hash from events e left join targets t on t.id = e.target_id where e.id > $1 \
+     and ((e.target_id is not null and t.id is not null and ($2 is null or t.repo = $2) \
+           and ($3 is null or t.server = $3)) \
+          or (e.target_id is null and $4)) \
+     order by e.id limit $5";
+
+/// A row of `CHAIN_EVENTS_PAGE_SQL`.
+type ChainEventRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    String,
+    Vec<u8>,
+);
+
+/// Reads a page of chained events, on either database's pool.
+#[allow(
+    async_fn_in_trait,
+    reason = "crate-private; callers know the concrete store"
+)]
+pub trait ChainEventReads {
+    /// At most `limit` events `selection` picks after id `after`, by id.
+    async fn chain_events_page(
+        self,
+        selection: &EventSelection,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ChainEvent>, StoreError>;
+}
+
+macro_rules! chain_event_reads_for {
+    ($pool:ty) => {
+        impl ChainEventReads for &$pool {
+            async fn chain_events_page(
+                self,
+                selection: &EventSelection,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<ChainEvent>, StoreError> {
+                let rows: Vec<ChainEventRow> = sqlx::query_as(CHAIN_EVENTS_PAGE_SQL)
+                    .bind(after)
+                    .bind(selection.repo.as_deref())
+                    .bind(selection.server.as_deref())
+                    .bind(selection.fleet)
+                    .bind(limit)
+                    .fetch_all(self)
+                    .await?;
+                Ok(rows.into_iter().map(chain_event).collect())
+            }
+        }
+    };
+}
+
+chain_event_reads_for!(sqlx::SqlitePool);
+chain_event_reads_for!(sqlx::PgPool);
+
+fn chain_event((id, repo, server, kind, at, body, hash): ChainEventRow) -> ChainEvent {
+    ChainEvent {
+        id,
+        repo,
+        server,
+        kind,
+        at: Timestamp::from_millis(at),
+        body,
+        hash: hex::encode(hash),
+    }
+}
+
+/// Every event `selection` picks, by id, read a page at a time so memory stays flat.
+pub fn chain_events(
+    store: Store,
+    selection: EventSelection,
+) -> BoxStream<'static, Result<ChainEvent, StoreError>> {
+    const EVENTS_PAGE: i64 = 1000;
+    let pages = futures_util::stream::try_unfold(Some(0), move |after| {
+        let store = store.clone();
+        let selection = selection.clone();
+        async move {
+            let Some(after) = after else {
+                return Ok::<_, StoreError>(None);
+            };
+            let page = match &store {
+                Store::Sqlite(store) => {
+                    store
+                        .chain_events_page(&selection, after, EVENTS_PAGE)
+                        .await?
+                }
+                Store::Postgres(store) => {
+                    store
+                        .chain_events_page(&selection, after, EVENTS_PAGE)
+                        .await?
+                }
+            };
+            let next = (page.len() as i64 == EVENTS_PAGE)
+                .then(|| page.last().map(|event| event.id))
+                .flatten();
+            Ok(Some((
+                futures_util::stream::iter(page.into_iter().map(Ok)),
+                next,
+            )))
+        }
+    });
+    Box::pin(futures_util::TryStreamExt::try_flatten(pages))
+}
+
+/// A record as the retention walk sees it (`WALK_PAGE_SQL`): a snapshot, or an event of a
+/// target's chain (`change` -1), which is never removed but is where a gap can end.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WalkRow {
     pub id: i64,
     #[sqlx(rename = "target_id")]
     pub target: i64,
+    /// A snapshot's `last_check`; an event's `at`.
     pub last_check: i64,
+    /// A snapshot's transition flags; -1 for an event.
     pub change: i64,
     pub hash: Option<Vec<u8>>,
 }
 
-/// Snapshots walked per page (one transaction).
+/// Records walked per page (one transaction).
 pub const PAGE: i64 = 5_000;
 
 /// The reads a retention run needs, answered by each store on its connection. Both databases
@@ -239,7 +582,7 @@ pub trait WalkReads {
     async fn kept(&mut self, cutoff: i64) -> Result<Vec<(Option<i64>, Option<i64>)>, StoreError>;
     /// The rows of `CHECKPOINTS_SQL`.
     async fn checkpoints(&mut self) -> Result<Vec<(i64, i64, Vec<u8>, i64)>, StoreError>;
-    /// The rows of `WALK_PAGE_SQL`: at most `PAGE` snapshots after `after`, up to `until`.
+    /// The rows of `WALK_PAGE_SQL`: at most `PAGE` records after `after`, up to `until`.
     async fn page(&mut self, after: i64, until: i64) -> Result<Vec<WalkRow>, StoreError>;
 }
 
@@ -250,9 +593,16 @@ pub const PROBE_SQL: &str =
 /// per target on snapshots_target_time.
 pub const KEEP_SQL: &str = "select (select s.id from snapshots s where s.target_id = t.id \
      and s.last_check < $1 order by s.last_check desc limit 1), t.head_id from targets t";
-/// A page of the walk: after id `$1`, up to id `$2`, at most `$3` rows.
-pub const WALK_PAGE_SQL: &str = "select id, target_id, last_check, change, hash from snapshots \
-     where id > $1 and id <= $2 order by id limit $3";
+/// A page of the walk: the records of targets' chains after id `$1`, up to id `$2`, at most `$3`
+/// of them in id order. Events go through the walk, never removed, so a gap that a removal cuts
+/// starts after the record (snapshot or event) retained before it and ends at the next one:
+/// that is the record hashed with the gap's `resume_hash`. Each side takes its own first `$3`
+/// rows by its primary key, so a page reads no more than it returns.
+pub const WALK_PAGE_SQL: &str = "select * from (select id, target_id, last_check, change, hash \
+     from snapshots where id > $1 and id <= $2 order by id limit $3) as s \
+     union all select * from (select id, target_id, at, -1, hash from events \
+     where target_id is not null and id > $1 and id <= $2 order by id limit $3) as e \
+     order by id limit $3";
 
 /// A planned retention run: where its walk stops, and the walker that decides each page.
 #[derive(Debug)]
@@ -317,7 +667,7 @@ pub struct PageActions {
 /// One target's side of the walk.
 #[derive(Debug, Default)]
 struct Walk {
-    /// The last retained snapshot walked (0: none yet).
+    /// The last retained record (snapshot or event) walked (0: none yet).
     last_kept: i64,
     /// The gap after it, if any.
     gap: Option<Gap>,
@@ -342,10 +692,10 @@ impl Gap {
     }
 }
 
-/// A retention run's walk over the snapshots in arrival order. It removes snapshots with
+/// A retention run's walk over the targets' chains in arrival order. It removes snapshots with
 /// `last_check` before the cutoff, except transitions (`change != 0`) and the ids in `keep`
-/// (each target's last snapshot before the cutoff, and each chain head), and records the gaps
-/// it cuts as checkpoints, so every page leaves a chain that verifies.
+/// (each target's last snapshot before the cutoff, and each chain head), never events, and
+/// records the gaps it cuts as checkpoints, so every page leaves a chain that verifies.
 #[derive(Debug)]
 pub struct Walker {
     cutoff: i64,

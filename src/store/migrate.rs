@@ -1,5 +1,6 @@
 //! `migrate-to`: copies a SQLite history into an empty PostgreSQL database unchanged (ids,
-//! hashes, derived transition flags, retention checkpoints), in one PostgreSQL transaction, then
+//! hashes, derived transition flags, retention checkpoints, chained events and the
+//! acknowledgements, silences and retirements they record), in one PostgreSQL transaction, then
 //! verifies both and compares them target by target.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection};
 
+use super::audit::{ACKS_SQL, AckRow, SILENCES_SQL, SilenceRow};
 use super::postgres::{INSERT_SNAPSHOTS_SQL, connect_once};
 use super::sqlite::{Access, open_failure};
 use super::{ConnectError, DatabaseKind, DatabaseUrl, Store};
@@ -29,6 +31,10 @@ pub struct MigrateReport {
     pub filesets: i64,
     pub snapshots: i64,
     pub checkpoints: i64,
+    /// Chained events (acknowledgements, silences, retirements, their ends).
+    pub events: i64,
+    pub acks: i64,
+    pub silences: i64,
     /// The source's chain verification, before copying.
     pub source: Verification,
     /// The copy's, after.
@@ -37,13 +43,15 @@ pub struct MigrateReport {
     pub differences: Vec<String>,
 }
 
-/// What a target's chain and latest state rest on.
+/// What a target's chain, latest state and lifecycle rest on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Head {
     head_id: Option<i64>,
     head_hash: Option<Vec<u8>>,
     latest_id: Option<i64>,
     status_since: Option<i64>,
+    ack_id: Option<i64>,
+    retired_at: Option<i64>,
 }
 
 /// Every target's `Head`, by (repo, server).
@@ -59,6 +67,8 @@ struct TargetRow {
     head_hash: Option<Vec<u8>>,
     latest_id: Option<i64>,
     status_since: Option<i64>,
+    ack_id: Option<i64>,
+    retired_at: Option<i64>,
 }
 
 /// A file set, column for column.
@@ -97,16 +107,38 @@ struct CheckpointRow {
     pruned_at: i64,
 }
 
-/// Every target with its chain head, and its latest snapshot and status_since as computed from
-/// its history (on SQLite these live in the writer's memory, not in the table).
+/// Every target with its chain head, its latest snapshot and status_since as computed from its
+/// history (on SQLite these live in the writer's memory, not in the table), its acknowledgement
+/// in force and when it was retired.
 const TARGETS_SQL: &str = "select t.id, t.repo, t.server, t.head_id, t.head_hash, \
      (select l.id from snapshots l where l.target_id = t.id \
       order by l.last_check desc limit 1) as latest_id, \
      coalesce((select c.last_check from snapshots c where c.target_id = t.id and c.change <> 0 \
                and (c.change & 1) = 1 order by c.last_check desc limit 1), \
               (select max(l.last_check) from snapshots l where l.target_id = t.id)) \
-     as status_since \
+     as status_since, t.ack_id, t.retired_at \
      from targets t";
+
+/// `TARGETS_SQL` on a source from before the lifecycle tables.
+const TARGETS_BEFORE_LIFECYCLE_SQL: &str = "select t.id, t.repo, t.server, t.head_id, \
+     t.head_hash, (select l.id from snapshots l where l.target_id = t.id \
+      order by l.last_check desc limit 1) as latest_id, \
+     coalesce((select c.last_check from snapshots c where c.target_id = t.id and c.change <> 0 \
+               and (c.change & 1) = 1 order by c.last_check desc limit 1), \
+              (select max(l.last_check) from snapshots l where l.target_id = t.id)) \
+     as status_since, cast(null as bigint) as ack_id, cast(null as bigint) as retired_at \
+     from targets t";
+
+/// A chained event, column for column.
+#[derive(Debug, sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    target_id: Option<i64>,
+    kind: String,
+    at: i64,
+    body: String,
+    hash: Vec<u8>,
+}
 
 /// Why `migrate-to` copied nothing, and which of its two databases is to blame.
 #[derive(Debug, thiserror::Error)]
@@ -138,9 +170,13 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Mig
         .map_err(MigrateError::Source)?;
     if let Some(bad) = &source_verification.first_bad {
         return Err(MigrateError::Source(ConnectError::Unusable(format!(
-            "the source's integrity chain does not verify (snapshot {} of {}/{}: {}); run \
-             `verify` on it and settle that before copying",
-            bad.id, bad.repo, bad.server, bad.reason
+            "the source's integrity chain does not verify ({} {} of {}/{}: {}); run `verify` \
+             on it and settle that before copying",
+            bad.what(),
+            bad.id,
+            bad.repo,
+            bad.server,
+            bad.reason
         ))));
     }
 
@@ -175,20 +211,24 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Mig
         .map_err(|error| MigrateError::Source(error.into()))?;
     let mut tx = postgres.begin().await.map_err(target_error)?;
     // No server may write while the copy runs.
-    sqlx::query("lock table targets, filesets, snapshots, chain_checkpoints in exclusive mode")
-        .execute(&mut *tx)
-        .await
-        .map_err(target_error)?;
+    sqlx::query(
+        "lock table targets, filesets, snapshots, chain_checkpoints, events, acks, silences \
+         in exclusive mode",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(target_error)?;
     let occupied: bool = sqlx::query_scalar(
-        "select exists (select 1 from targets) or exists (select 1 from snapshots)",
+        "select exists (select 1 from targets) or exists (select 1 from snapshots) \
+         or exists (select 1 from events)",
     )
     .fetch_one(&mut *tx)
     .await
     .map_err(target_error)?;
     if occupied {
         return Err(MigrateError::Target(ConnectError::Unusable(
-            "the target database already holds targets or snapshots; migrate-to only copies \
-             into an empty one"
+            "the target database already holds targets, snapshots or events; migrate-to only \
+             copies into an empty one"
                 .to_owned(),
         )));
     }
@@ -208,7 +248,8 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Mig
         .map_err(target_error)?;
     let copy_pointers = heads(
         &mut postgres,
-        "select id, repo, server, head_id, head_hash, latest_id, status_since from targets",
+        "select id, repo, server, head_id, head_hash, latest_id, status_since, ack_id, \
+         retired_at from targets",
     )
     .await
     .map_err(target_error)?;
@@ -217,7 +258,7 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Mig
     let mut differences = Vec::new();
     if source_verification.checked != copy_verification.checked {
         differences.push(format!(
-            "the source holds {} snapshots, the copy {}",
+            "the source holds {} chained records, the copy {}",
             source_verification.checked, copy_verification.checked
         ));
     }
@@ -231,7 +272,8 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Mig
         match copy_heads.get(key) {
             None => differences.push(format!("{}/{} is missing from the copy", key.0, key.1)),
             Some(copied) if copied != head => differences.push(format!(
-                "{}/{}: chain head, latest or status_since differs in the copy",
+                "{}/{}: chain head, latest, status_since, acknowledgement in force or \
+                 retirement differs in the copy",
                 key.0, key.1
             )),
             Some(_) => {}
@@ -255,6 +297,9 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Mig
         filesets: copied.filesets,
         snapshots: copied.snapshots,
         checkpoints: copied.checkpoints,
+        events: copied.events,
+        acks: copied.acks,
+        silences: copied.silences,
         source: source_verification,
         copy: copy_verification,
         differences,
@@ -267,6 +312,9 @@ struct Copied {
     filesets: i64,
     snapshots: i64,
     checkpoints: i64,
+    events: i64,
+    acks: i64,
+    silences: i64,
 }
 
 /// Copies every table.
@@ -274,12 +322,23 @@ async fn copy(
     sqlite: &mut SqliteConnection,
     postgres: &mut PgConnection,
 ) -> Result<Copied, ConnectError> {
-    let targets: Vec<TargetRow> = sqlx::query_as(TARGETS_SQL).fetch_all(&mut *sqlite).await?;
+    let lifecycle: bool = sqlx::query_scalar(
+        "select exists (select 1 from sqlite_master where type = 'table' and name = 'events')",
+    )
+    .fetch_one(&mut *sqlite)
+    .await?;
+    let targets_sql = if lifecycle {
+        TARGETS_SQL
+    } else {
+        TARGETS_BEFORE_LIFECYCLE_SQL
+    };
+    let targets: Vec<TargetRow> = sqlx::query_as(targets_sql).fetch_all(&mut *sqlite).await?;
     for chunk in targets.chunks(PAGE) {
         sqlx::query(
-            "insert into targets (id, repo, server, head_id, head_hash, latest_id, status_since) \
+            "insert into targets (id, repo, server, head_id, head_hash, latest_id, status_since, \
+             ack_id, retired_at) \
              select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
-             $5::bytea[], $6::bigint[], $7::bigint[])",
+             $5::bytea[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])",
         )
         .bind(chunk.iter().map(|row| row.id).collect::<Vec<_>>())
         .bind(
@@ -303,6 +362,8 @@ async fn copy(
         )
         .bind(chunk.iter().map(|row| row.latest_id).collect::<Vec<_>>())
         .bind(chunk.iter().map(|row| row.status_since).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.ack_id).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|row| row.retired_at).collect::<Vec<_>>())
         .execute(&mut *postgres)
         .await?;
     }
@@ -373,9 +434,16 @@ async fn copy(
         .await?;
     }
 
-    // New rows continue after the copied ones.
+    let (events, acks, silences) = if lifecycle {
+        copy_lifecycle(sqlite, postgres).await?
+    } else {
+        (0, 0, 0)
+    };
+
+    // New rows continue after the copied ones; snapshots and events share one id sequence.
     sqlx::query(
-        "select setval('snapshots_id_seq', coalesce((select max(id) from snapshots), 0) + 1, false), \
+        "select setval('snapshots_id_seq', greatest(coalesce((select max(id) from snapshots), 0), \
+                coalesce((select max(id) from events), 0)) + 1, false), \
          setval(pg_get_serial_sequence('targets', 'id'), \
                 coalesce((select max(id) from targets), 0) + 1, false), \
          setval(pg_get_serial_sequence('filesets', 'id'), \
@@ -388,7 +456,105 @@ async fn copy(
         filesets: filesets.len() as i64,
         snapshots,
         checkpoints: checkpoints.len() as i64,
+        events,
+        acks,
+        silences,
     })
+}
+
+/// Copies the chained events and the acknowledgements and silences they record: `(events,
+/// acks, silences)` copied.
+async fn copy_lifecycle(
+    sqlite: &mut SqliteConnection,
+    postgres: &mut PgConnection,
+) -> Result<(i64, i64, i64), ConnectError> {
+    let mut events = 0;
+    let mut rows = sqlx::query_as::<_, EventRow>(
+        "select id, target_id, kind, at, body, hash from events order by id",
+    )
+    .fetch(&mut *sqlite);
+    let mut page = Vec::with_capacity(PAGE);
+    loop {
+        let row = rows.try_next().await?;
+        let end = row.is_none();
+        page.extend(row);
+        if page.len() == PAGE || (end && !page.is_empty()) {
+            sqlx::query(
+                "insert into events (id, target_id, kind, at, body, hash) \
+                 select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], \
+                 $5::text[], $6::bytea[])",
+            )
+            .bind(page.iter().map(|row: &EventRow| row.id).collect::<Vec<_>>())
+            .bind(page.iter().map(|row| row.target_id).collect::<Vec<_>>())
+            .bind(page.iter().map(|row| row.kind.as_str()).collect::<Vec<_>>())
+            .bind(page.iter().map(|row| row.at).collect::<Vec<_>>())
+            .bind(page.iter().map(|row| row.body.as_str()).collect::<Vec<_>>())
+            .bind(
+                page.iter()
+                    .map(|row| row.hash.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *postgres)
+            .await?;
+            events += page.len() as i64;
+            page.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    drop(rows);
+
+    let acks: Vec<AckRow> = sqlx::query_as(ACKS_SQL).fetch_all(&mut *sqlite).await?;
+    for chunk in acks.chunks(PAGE) {
+        fn column<'a, T>(rows: &'a [AckRow], pick: impl Fn(&'a AckRow) -> T) -> Vec<T> {
+            rows.iter().map(pick).collect()
+        }
+        sqlx::query(
+            "insert into acks (id, target_id, reason, \"by\", files, created_at, until, \
+             ended_at, end_reason, ended_by) \
+             select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], \
+             $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])",
+        )
+        .bind(column(chunk, |row| row.id))
+        .bind(column(chunk, |row| row.target_id))
+        .bind(column(chunk, |row| row.reason.as_str()))
+        .bind(column(chunk, |row| row.by.as_str()))
+        .bind(column(chunk, |row| row.files.as_deref()))
+        .bind(column(chunk, |row| row.created_at))
+        .bind(column(chunk, |row| row.until))
+        .bind(column(chunk, |row| row.ended_at))
+        .bind(column(chunk, |row| row.end_reason.as_deref()))
+        .bind(column(chunk, |row| row.ended_by.as_deref()))
+        .execute(&mut *postgres)
+        .await?;
+    }
+
+    let silences: Vec<SilenceRow> = sqlx::query_as(SILENCES_SQL).fetch_all(&mut *sqlite).await?;
+    for chunk in silences.chunks(PAGE) {
+        fn column<'a, T>(rows: &'a [SilenceRow], pick: impl Fn(&'a SilenceRow) -> T) -> Vec<T> {
+            rows.iter().map(pick).collect()
+        }
+        sqlx::query(
+            "insert into silences (id, repos, servers, starts_at, ends_at, reason, \"by\", \
+             created_at, deleted_at, deleted_by) \
+             select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+             $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[])",
+        )
+        .bind(column(chunk, |row| row.id))
+        .bind(column(chunk, |row| row.repos.as_str()))
+        .bind(column(chunk, |row| row.servers.as_str()))
+        .bind(column(chunk, |row| row.starts_at))
+        .bind(column(chunk, |row| row.ends_at))
+        .bind(column(chunk, |row| row.reason.as_str()))
+        .bind(column(chunk, |row| row.by.as_str()))
+        .bind(column(chunk, |row| row.created_at))
+        .bind(column(chunk, |row| row.deleted_at))
+        .bind(column(chunk, |row| row.deleted_by.as_deref()))
+        .execute(&mut *postgres)
+        .await?;
+    }
+    Ok((events, acks.len() as i64, silences.len() as i64))
 }
 
 async fn insert_snapshots(
@@ -431,6 +597,8 @@ fn into_heads(rows: Vec<TargetRow>) -> Heads {
                 head_hash: row.head_hash,
                 latest_id: row.latest_id,
                 status_since: row.status_since,
+                ack_id: row.ack_id,
+                retired_at: row.retired_at,
             };
             ((row.repo, row.server), head)
         })

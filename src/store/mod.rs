@@ -389,6 +389,15 @@ impl Store {
             Self::Postgres(store) => store.close().await,
         }
     }
+
+    /// The chained events `selection` picks, by id, read page by page so memory stays flat
+    /// (`GET /api/chain/events`).
+    pub fn chain_events(
+        &self,
+        selection: crate::chain::EventSelection,
+    ) -> BoxStream<'static, Result<crate::chain::ChainEvent, StoreError>> {
+        audit::chain_events(self.clone(), selection)
+    }
 }
 
 /// Why the store could not be opened at start. The message leaves out the setting and the URL:

@@ -330,3 +330,19 @@ pub(in crate::store) async fn connect_once(
         source: error,
     })
 }
+
+/// The audit trail's reads that are not the history's (src/store/audit.rs).
+impl PostgresStore {
+    /// A page of `GET /api/chain/events`.
+    pub async fn chain_events_page(
+        &self,
+        selection: &crate::chain::EventSelection,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::chain::ChainEvent>, StoreError> {
+        use crate::store::audit::ChainEventReads;
+        (&self.inner.pool)
+            .chain_events_page(selection, after, limit)
+            .await
+    }
+}

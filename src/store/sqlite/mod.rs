@@ -384,3 +384,19 @@ fn writable_directory(directory: &Path) -> std::io::Result<()> {
         Err(error) => Err(error),
     }
 }
+
+/// The audit trail's reads that are not the history's (src/store/audit.rs).
+impl SqliteStore {
+    /// A page of `GET /api/chain/events`.
+    pub async fn chain_events_page(
+        &self,
+        selection: &crate::chain::EventSelection,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::chain::ChainEvent>, StoreError> {
+        use crate::store::audit::ChainEventReads;
+        (&self.inner.readers)
+            .chain_events_page(selection, after, limit)
+            .await
+    }
+}

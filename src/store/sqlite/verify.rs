@@ -1,7 +1,9 @@
 //! Verification of an SQLite history at the speed of the file: one read-only connection of its
 //! own on a blocking thread, in one read transaction, every row's columns borrowed straight from
 //! SQLite into the chain encoding. Through sqlx each row crossed to the async side as an owned
-//! row; here nothing per row is allocated but the stored hash.
+//! row; here nothing per snapshot is allocated but the stored hash. Snapshots and events are
+//! read by two cursors in id order and merged, so each target's chain comes out in order and
+//! memory stays flat.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,10 +11,14 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::chain::{self, ChainFields, Verification};
+use crate::chain::{ChainFields, EventFields, Verification};
 use crate::model::SyncStatus;
 use crate::store::StoreError;
-use crate::store::audit::{CHECKPOINTS_SQL, TargetHead, Verifier, checkpoint_map};
+use crate::store::audit::{
+    ACKS_SQL, AckRow, CHECKPOINTS_SQL, EVENTS_SQL, SILENCES_SQL, SilenceRow,
+    TARGETS_BEFORE_LIFECYCLE_SQL, TARGETS_SQL, TargetHead, Verifier, canonical_files,
+    checkpoint_map,
+};
 use crate::timestamp::Timestamp;
 
 /// What verification reads of a snapshot, column for column, in arrival order.
@@ -20,9 +26,9 @@ const CHAIN_ROWS_SQL: &str = "select id, target_id, sync_status, drift_count, fi
      last_check, received_delay, revision, run_url, message, stale_after, hash \
      from snapshots order by id";
 
-/// Recomputes every target's chain in the database file at `path` and names the first snapshot
-/// (by id) whose stored hash does not follow. Memory follows the number of targets and file
-/// sets, not the length of the history.
+/// Recomputes every chain in the database file at `path` and names the first record (by id)
+/// whose stored hash does not follow, or row that disagrees with the chain. Memory follows the
+/// number of targets, file sets, acknowledgements and silences, not the length of the history.
 pub async fn verify(path: PathBuf) -> Result<Verification, StoreError> {
     tokio::task::spawn_blocking(move || verify_file(&path))
         .await
@@ -48,40 +54,64 @@ fn verify_file(path: &Path) -> Result<Verification, StoreError> {
 fn verify_in_transaction(
     connection: &Connection,
 ) -> Result<Result<Verification, StoreError>, rusqlite::Error> {
+    let lifecycle: bool = connection.query_row(HAS_LIFECYCLE_SQL, [], |row| row.get(0))?;
     let checkpoints = connection
         .prepare(CHECKPOINTS_SQL)?
         .query_map([], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut verifier = Verifier::new(checkpoint_map(checkpoints));
+    let targets_sql = if lifecycle {
+        TARGETS_SQL
+    } else {
+        TARGETS_BEFORE_LIFECYCLE_SQL
+    };
     let targets: Vec<TargetHead> = connection
-        .prepare("select id, repo, server, head_id, head_hash from targets")?
+        .prepare(targets_sql)?
         .query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
+            Ok(TargetHead {
+                id: row.get(0)?,
+                repo: row.get(1)?,
+                server: row.get(2)?,
+                head_id: row.get(3)?,
+                head_hash: row.get(4)?,
+                ack_id: row.get(5)?,
+                retired_at: row.get(6)?,
+            })
         })?
         .collect::<Result<_, _>>()?;
-    let names: HashMap<i64, (&str, &str)> = targets
+    let names: HashMap<i64, (String, String)> = targets
         .iter()
-        .map(|(id, repo, server, _, _)| (*id, (repo.as_str(), server.as_str())))
+        .map(|target| (target.id, (target.repo.clone(), target.server.clone())))
         .collect();
+    let mut verifier = Verifier::new(checkpoint_map(checkpoints), targets);
     let filesets = match canonical_filesets(connection)? {
         Ok(filesets) => filesets,
         Err(error) => return Ok(Err(error)),
     };
+
+    // Two cursors in id order, merged: each target's snapshots and events form its chain.
+    let mut events_statement = if lifecycle {
+        Some(connection.prepare(EVENTS_SQL)?)
+    } else {
+        None
+    };
+    let mut events = events_statement
+        .as_mut()
+        .map(|statement| statement.query([]))
+        .transpose()?;
+    let mut next_event = read_event(&mut events)?;
     let mut statement = connection.prepare(CHAIN_ROWS_SQL)?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
+        while let Some(event) = next_event.take_if(|event| event.id < id) {
+            push_event(&mut verifier, &names, event);
+            next_event = read_event(&mut events)?;
+        }
         let target_id: i64 = row.get(1)?;
         // As the inner join of the reads: a row whose target is gone is not the target's.
-        let Some(&(repo, server)) = names.get(&target_id) else {
+        let Some((repo, server)) = names.get(&target_id) else {
             continue;
         };
         let code: i64 = row.get(2)?;
@@ -113,7 +143,102 @@ fn verify_in_transaction(
         verifier.push_fields(target_id, &fields, stored);
     }
     drop(rows);
-    Ok(Ok(verifier.finish(targets)))
+    while let Some(event) = next_event.take() {
+        push_event(&mut verifier, &names, event);
+        next_event = read_event(&mut events)?;
+    }
+    drop(events);
+
+    if lifecycle {
+        let mut acks = connection.prepare(ACKS_SQL)?;
+        let mut rows = acks.query([])?;
+        while let Some(row) = rows.next()? {
+            verifier.check_ack(AckRow {
+                id: row.get(0)?,
+                target_id: row.get(1)?,
+                reason: row.get(2)?,
+                by: row.get(3)?,
+                files: row.get(4)?,
+                created_at: row.get(5)?,
+                until: row.get(6)?,
+                ended_at: row.get(7)?,
+                end_reason: row.get(8)?,
+                ended_by: row.get(9)?,
+            });
+        }
+        let mut silences = connection.prepare(SILENCES_SQL)?;
+        let mut rows = silences.query([])?;
+        while let Some(row) = rows.next()? {
+            verifier.check_silence(SilenceRow {
+                id: row.get(0)?,
+                repos: row.get(1)?,
+                servers: row.get(2)?,
+                starts_at: row.get(3)?,
+                ends_at: row.get(4)?,
+                reason: row.get(5)?,
+                by: row.get(6)?,
+                created_at: row.get(7)?,
+                deleted_at: row.get(8)?,
+                deleted_by: row.get(9)?,
+            });
+        }
+    }
+    Ok(Ok(verifier.finish()))
+}
+
+/// Whether the database has the lifecycle tables (migration 0003): a backup from before them
+/// verifies as it did.
+const HAS_LIFECYCLE_SQL: &str =
+    "select exists (select 1 from sqlite_master where type = 'table' and name = 'events')";
+
+/// An event as the merge holds it: owned, since events are few beside snapshots.
+#[derive(Debug)]
+struct EventRow {
+    id: i64,
+    target_id: Option<i64>,
+    kind: String,
+    at: i64,
+    body: String,
+    hash: Option<Vec<u8>>,
+}
+
+/// The next event of `EVENTS_SQL`, if any (none without the lifecycle tables).
+fn read_event(rows: &mut Option<rusqlite::Rows<'_>>) -> Result<Option<EventRow>, rusqlite::Error> {
+    let Some(rows) = rows else {
+        return Ok(None);
+    };
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(EventRow {
+        id: row.get(0)?,
+        target_id: row.get(1)?,
+        kind: row.get(2)?,
+        at: row.get(3)?,
+        body: row.get(4)?,
+        hash: row.get_ref(5)?.as_blob_or_null()?.map(<[u8]>::to_vec),
+    }))
+}
+
+/// Checks an event: of its target's chain (skipped, as the snapshots' inner join skips them,
+/// when its target is gone), or of the fleet chain.
+fn push_event(verifier: &mut Verifier, names: &HashMap<i64, (String, String)>, event: EventRow) {
+    let (target, repo, server) = match event.target_id {
+        None => (None, None, None),
+        Some(target) => match names.get(&target) {
+            Some((repo, server)) => (Some(target), Some(repo.as_str()), Some(server.as_str())),
+            None => return,
+        },
+    };
+    let fields = EventFields {
+        id: event.id,
+        repo,
+        server,
+        kind: &event.kind,
+        at: Timestamp::from_millis(event.at),
+        body: &event.body,
+    };
+    verifier.push_event(target, &fields, event.hash);
 }
 
 /// Every file set's names as the chain encodes them, by id: read and re-encoded once, however
@@ -127,11 +252,10 @@ fn canonical_filesets(
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
-        let names: Vec<String> = match serde_json::from_str(row.get_ref(1)?.as_str()?) {
-            Ok(names) => names,
-            Err(error) => return Ok(Err(StoreError::corrupt(format!("file set {id}: {error}")))),
+        match canonical_files(id, row.get_ref(1)?.as_str()?) {
+            Ok(files) => filesets.insert(id, files),
+            Err(error) => return Ok(Err(error)),
         };
-        filesets.insert(id, chain::files_json(names.iter().map(String::as_str)));
     }
     Ok(Ok(filesets))
 }
