@@ -179,7 +179,12 @@ pub struct Verifier {
     targets: Vec<TargetHead>,
     chains: HashMap<ChainKey, ChainPosition>,
     checked: i64,
+    /// The first record (by id) that breaks a chain: named before any row.
     bad: Option<BadSnapshot>,
+    /// The first row (by id) of `acks`, `silences` or `targets` that disagrees with the chain:
+    /// named when every chain is intact (a broken chain makes its events untrustworthy, so a
+    /// row's disagreement with them says less than the break).
+    bad_row: Option<BadSnapshot>,
     lifecycle: Lifecycle,
     /// Each record's canonical encoding, written over and over into one allocation.
     buffer: Vec<u8>,
@@ -193,6 +198,7 @@ impl Verifier {
             chains: HashMap::new(),
             checked: 0,
             bad: None,
+            bad_row: None,
             lifecycle: Lifecycle::default(),
             buffer: Vec::with_capacity(512),
         }
@@ -294,11 +300,9 @@ impl Verifier {
         }
     }
 
-    /// Keeps `bad` if it comes before (by id) what is already named.
+    /// Keeps `bad`, a broken chain, if it comes before (by id) what is already named.
     fn report(&mut self, bad: BadSnapshot) {
-        if self.bad.as_ref().is_none_or(|known| bad.id < known.id) {
-            self.bad = Some(bad);
-        }
+        earliest(&mut self.bad, bad);
     }
 
     /// Checks the next `acks` row (by id) against the `ack` and `ack_end` events seen: call
@@ -322,14 +326,17 @@ impl Verifier {
             .and_then(|target| self.targets.iter().find(|head| head.id == target))
             .map(|head| (head.repo.clone(), head.server.clone()))
             .unwrap_or_default();
-        self.report(BadSnapshot {
-            id,
-            repo,
-            server,
-            reason,
-            record,
-            kind: None,
-        });
+        earliest(
+            &mut self.bad_row,
+            BadSnapshot {
+                id,
+                repo,
+                server,
+                reason,
+                record,
+                kind: None,
+            },
+        );
     }
 
     /// Checks every target's recorded head against the records seen (removing a target's newest
@@ -337,30 +344,28 @@ impl Verifier {
     /// force and retirement against its events, and that every acknowledgement and silence
     /// event has its row.
     pub fn finish(mut self) -> Verification {
-        let targets = std::mem::take(&mut self.targets);
-        for target in &targets {
-            if let Some(bad) = self.check_head(target) {
-                self.report(bad);
-            }
+        let mut heads = Vec::new();
+        let mut rows = Vec::new();
+        for target in &self.targets {
+            heads.extend(self.check_head(target));
             if let Some((id, reason)) = self.lifecycle.check_target(target) {
-                self.report(BadSnapshot {
-                    id,
-                    repo: target.repo.clone(),
-                    server: target.server.clone(),
-                    reason,
-                    record: RecordKind::Target,
-                    kind: None,
-                });
+                rows.push((id, Some(target.id), RecordKind::Target, reason));
             }
         }
-        self.targets = targets;
+        for bad in heads {
+            self.report(bad);
+        }
+        for (id, target, record, reason) in rows {
+            self.report_row(id, target, record, reason);
+        }
         for (id, target, record, reason) in self.lifecycle.rows_missing() {
             self.report_row(id, target, record, reason);
         }
+        let first_bad = self.bad.or(self.bad_row);
         Verification {
-            ok: self.bad.is_none(),
+            ok: first_bad.is_none(),
             checked: self.checked,
-            first_bad: self.bad,
+            first_bad,
         }
     }
 
@@ -416,6 +421,13 @@ impl Verifier {
             }
             _ => None,
         }
+    }
+}
+
+/// Keeps in `slot` whichever of it and `bad` has the smaller id (the one already there on a tie).
+fn earliest(slot: &mut Option<BadSnapshot>, bad: BadSnapshot) {
+    if slot.as_ref().is_none_or(|known| bad.id < known.id) {
+        *slot = Some(bad);
     }
 }
 

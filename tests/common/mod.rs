@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod chain_builder;
 mod database;
 pub mod tools;
 
@@ -73,6 +74,20 @@ impl TestApp {
             postgres: None,
         };
         Self::serve(database, settings).await
+    }
+
+    /// On a fresh database of `backend` that holds what `statements` store (run after the
+    /// schema is created, before the service opens it).
+    pub async fn on_history(backend: Backend, statements: &[String]) -> Self {
+        let database = TestDatabase::create(backend).await;
+        Store::connect(&database.url)
+            .await
+            .unwrap_or_else(|error| panic!("open store {}: {error}", database.url))
+            .close()
+            .await;
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        database.execute_all(&statements).await;
+        Self::serve(database, Settings::default()).await
     }
 
     async fn serve(database: TestDatabase, settings: Settings) -> Self {
