@@ -840,3 +840,452 @@ macro_rules! walk_reads_for {
 
 walk_reads_for!(sqlx::sqlite::SqliteConnection);
 walk_reads_for!(sqlx::postgres::PgConnection);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SyncStatus;
+
+    /// One record of a hand-built history: a snapshot of target `target` (`r`/`s<target>`), or
+    /// an event on a target's chain or the fleet chain (`None`).
+    #[derive(Debug, Clone)]
+    enum Record {
+        Snapshot {
+            id: i64,
+            target: i64,
+        },
+        Event {
+            id: i64,
+            target: Option<i64>,
+            kind: &'static str,
+            body: String,
+        },
+    }
+
+    use Record::{Event, Snapshot};
+
+    fn server(target: i64) -> String {
+        format!("s{target}")
+    }
+
+    fn snapshot_fields<'a>(id: i64, server: &'a str) -> ChainFields<'a> {
+        ChainFields {
+            id,
+            repo: "r",
+            server,
+            sync_status: SyncStatus::Synced,
+            drift_count: 0,
+            files_json: "[]",
+            last_check: Timestamp::from_millis(id * 1000),
+            received_at: Timestamp::from_millis(id * 1000 + 5),
+            revision: None,
+            run_url: None,
+            message: None,
+            stale_after_seconds: None,
+        }
+    }
+
+    fn event_fields<'a>(
+        id: i64,
+        server: Option<&'a str>,
+        kind: &'a str,
+        body: &'a str,
+    ) -> EventFields<'a> {
+        EventFields {
+            id,
+            repo: server.map(|_| "r"),
+            server,
+            kind,
+            at: Timestamp::from_millis(id * 1000),
+            body,
+        }
+    }
+
+    /// Each record's hash, linked as the writers link them: to the previous record of its chain.
+    fn hashes(records: &[Record]) -> HashMap<i64, Hash> {
+        let mut heads: HashMap<Option<i64>, Hash> = HashMap::new();
+        let mut hashes = HashMap::new();
+        let mut buffer = Vec::new();
+        for record in records {
+            let (id, chain, hash) = match record {
+                Snapshot { id, target } => {
+                    let server = server(*target);
+                    let fields = snapshot_fields(*id, &server);
+                    let previous = heads.get(&Some(*target));
+                    (
+                        *id,
+                        Some(*target),
+                        chain::link_fields(&fields, previous, &mut buffer),
+                    )
+                }
+                Event {
+                    id,
+                    target,
+                    kind,
+                    body,
+                } => {
+                    let server = target.map(server);
+                    let fields = event_fields(*id, server.as_deref(), kind, body);
+                    let previous = heads.get(target);
+                    (
+                        *id,
+                        *target,
+                        chain::link_event(&fields, previous, &mut buffer),
+                    )
+                }
+            };
+            heads.insert(chain, hash);
+            hashes.insert(id, hash);
+        }
+        hashes
+    }
+
+    fn target(id: i64, head: Option<(i64, Hash)>) -> TargetHead {
+        TargetHead {
+            id,
+            repo: "r".to_owned(),
+            server: server(id),
+            head_id: head.map(|(id, _)| id),
+            head_hash: head.map(|(_, hash)| hash.to_vec()),
+            ack_id: None,
+            retired_at: None,
+        }
+    }
+
+    /// Feeds `records` in the order given, with the hashes of `hashed`.
+    fn feed(verifier: &mut Verifier, records: &[Record], hashed: &HashMap<i64, Hash>) {
+        for record in records {
+            match record {
+                Snapshot { id, target } => {
+                    let server = server(*target);
+                    let stored = hashed.get(id).map(|hash| hash.to_vec());
+                    verifier.push_fields(*target, &snapshot_fields(*id, &server), stored);
+                }
+                Event {
+                    id,
+                    target,
+                    kind,
+                    body,
+                } => {
+                    let server = target.map(server);
+                    let stored = hashed.get(id).map(|hash| hash.to_vec());
+                    let fields = event_fields(*id, server.as_deref(), kind, body);
+                    verifier.push_event(*target, &fields, stored);
+                }
+            }
+        }
+    }
+
+    fn silence_body() -> String {
+        r#"{"repos":["r"],"servers":["*"],"starts_at":"2026-01-01T00:00:00.000Z","ends_at":"2026-01-02T00:00:00.000Z","reason":"window","by":"ops"}"#.to_owned()
+    }
+
+    fn silence_row(id: i64, deleted: Option<(i64, &str)>) -> SilenceRow {
+        SilenceRow {
+            id,
+            repos: r#"["r"]"#.to_owned(),
+            servers: r#"["*"]"#.to_owned(),
+            starts_at: 1_767_225_600_000,
+            ends_at: 1_767_312_000_000,
+            reason: "window".to_owned(),
+            by: "ops".to_owned(),
+            created_at: id * 1000,
+            deleted_at: deleted.map(|(at, _)| at),
+            deleted_by: deleted.map(|(_, by)| by.to_owned()),
+        }
+    }
+
+    /// Two targets and the fleet chain, interleaved by id.
+    fn interleaved() -> Vec<Record> {
+        vec![
+            Snapshot { id: 1, target: 1 },
+            Event {
+                id: 2,
+                target: Some(1),
+                kind: "retire",
+                body: r#"{"by":"ops"}"#.to_owned(),
+            },
+            Snapshot { id: 3, target: 2 },
+            Event {
+                id: 4,
+                target: None,
+                kind: "silence",
+                body: silence_body(),
+            },
+            Snapshot { id: 5, target: 1 },
+            Event {
+                id: 6,
+                target: Some(1),
+                kind: "revive",
+                body: r#"{"snapshot":5}"#.to_owned(),
+            },
+            Event {
+                id: 7,
+                target: None,
+                kind: "silence_end",
+                body: r#"{"silence":4,"by":"ops"}"#.to_owned(),
+            },
+            Snapshot { id: 8, target: 2 },
+        ]
+    }
+
+    fn verify(
+        records: &[Record],
+        hashed: &HashMap<i64, Hash>,
+        targets: Vec<TargetHead>,
+    ) -> Verification {
+        let mut verifier = Verifier::new(Checkpoints::new(), targets);
+        feed(&mut verifier, records, hashed);
+        verifier.check_silence(silence_row(4, Some((7000, "ops"))));
+        verifier.finish()
+    }
+
+    #[test]
+    fn snapshots_and_events_of_a_target_form_one_chain_and_the_fleet_chain_its_own() {
+        let records = interleaved();
+        let hashed = hashes(&records);
+        let targets = || {
+            vec![
+                target(1, Some((6, hashed[&6]))),
+                target(2, Some((8, hashed[&8]))),
+            ]
+        };
+        assert_eq!(
+            verify(&records, &hashed, targets()),
+            Verification {
+                ok: true,
+                checked: 8,
+                first_bad: None
+            }
+        );
+
+        // Hashed as if each chain were snapshots only: the records after an event do not follow.
+        let snapshots_only: Vec<Record> = records
+            .iter()
+            .filter(|record| matches!(record, Snapshot { .. }))
+            .cloned()
+            .collect();
+        let mut unlinked = hashes(&snapshots_only);
+        unlinked.extend(records.iter().filter_map(|record| match record {
+            Event { id, .. } => Some((*id, hashed[id])),
+            Snapshot { .. } => None,
+        }));
+        let outcome = verify(&records, &unlinked, targets());
+        let bad = outcome.first_bad.unwrap();
+        assert_eq!(
+            (bad.id, bad.record, bad.kind),
+            (5, RecordKind::Snapshot, None),
+            "{}",
+            bad.reason
+        );
+
+        // An event fed on another chain than the one it was hashed on is named, as an event.
+        let mut moved = records.clone();
+        moved[1] = Event {
+            id: 2,
+            target: Some(2),
+            kind: "retire",
+            body: r#"{"by":"ops"}"#.to_owned(),
+        };
+        let bad = verify(&moved, &hashed, targets()).first_bad.unwrap();
+        assert_eq!(
+            (bad.id, bad.record, bad.kind.as_deref(), bad.server.as_str()),
+            (2, RecordKind::Event, Some("retire"), "s2"),
+            "{}",
+            bad.reason
+        );
+
+        // On the fleet chain: named with no repo or server.
+        let mut edited = records.clone();
+        edited[6] = Event {
+            id: 7,
+            target: None,
+            kind: "silence_end",
+            body: r#"{"silence":4,"by":"eve"}"#.to_owned(),
+        };
+        let bad = verify(&edited, &hashed, targets()).first_bad.unwrap();
+        assert_eq!(
+            (
+                bad.id,
+                bad.record,
+                bad.kind.as_deref(),
+                bad.repo.as_str(),
+                bad.server.as_str()
+            ),
+            (7, RecordKind::Event, Some("silence_end"), "", ""),
+            "{}",
+            bad.reason
+        );
+    }
+
+    #[test]
+    fn a_broken_chain_is_named_before_a_row_that_disagrees_with_it() {
+        let records = interleaved();
+        let hashed = hashes(&records);
+        let targets = || {
+            vec![
+                target(1, Some((6, hashed[&6]))),
+                target(2, Some((8, hashed[&8]))),
+            ]
+        };
+        let rows_only = |verifier: &mut Verifier| {
+            verifier.check_silence(silence_row(4, Some((7000, "mallory"))));
+        };
+        let mut verifier = Verifier::new(Checkpoints::new(), targets());
+        feed(&mut verifier, &records, &hashed);
+        rows_only(&mut verifier);
+        let bad = verifier.finish().first_bad.unwrap();
+        assert_eq!(
+            (bad.id, bad.record),
+            (4, RecordKind::Silence),
+            "{}",
+            bad.reason
+        );
+        assert!(bad.reason.contains("deleted_by"), "{}", bad.reason);
+
+        let mut broken = hashed.clone();
+        broken.insert(8, [0; 32]);
+        let mut verifier = Verifier::new(Checkpoints::new(), targets());
+        feed(&mut verifier, &records, &broken);
+        rows_only(&mut verifier);
+        let bad = verifier.finish().first_bad.unwrap();
+        assert_eq!(
+            (bad.id, bad.record),
+            (8, RecordKind::Snapshot),
+            "{}",
+            bad.reason
+        );
+    }
+
+    #[test]
+    fn events_that_end_nothing_and_rows_without_events_are_named() {
+        let ack_end = |id, ack| Event {
+            id,
+            target: Some(1),
+            kind: "ack_end",
+            body: format!(r#"{{"ack":{ack},"reason":"deleted","by":"ops","snapshot":null}}"#),
+        };
+        let records = vec![
+            Snapshot { id: 1, target: 1 },
+            Event {
+                id: 2,
+                target: Some(1),
+                kind: "ack",
+                body: r#"{"reason":"known","until":"2026-02-01T00:00:00.000Z","files":null,"by":"ops"}"#.to_owned(),
+            },
+            ack_end(3, 2),
+            ack_end(4, 2),
+        ];
+        let hashed = hashes(&records);
+        let ack_row = AckRow {
+            id: 2,
+            target_id: 1,
+            reason: "known".to_owned(),
+            by: "ops".to_owned(),
+            files: None,
+            created_at: 2000,
+            until: 1_769_904_000_000,
+            ended_at: Some(3000),
+            end_reason: Some("deleted".to_owned()),
+            ended_by: Some("ops".to_owned()),
+        };
+        let run = |records: &[Record], ack_row: Option<AckRow>, head: i64| {
+            let mut verifier = Verifier::new(
+                Checkpoints::new(),
+                vec![target(1, Some((head, hashed[&head])))],
+            );
+            feed(&mut verifier, records, &hashed);
+            if let Some(row) = ack_row {
+                verifier.check_ack(row);
+            }
+            verifier.finish()
+        };
+        assert!(run(&records[..3], Some(ack_row.clone()), 3).ok);
+        let bad = run(&records, Some(ack_row.clone()), 4).first_bad.unwrap();
+        assert_eq!(
+            (bad.id, bad.kind.as_deref()),
+            (4, Some("ack_end")),
+            "{}",
+            bad.reason
+        );
+        assert!(bad.reason.contains("second time"), "{}", bad.reason);
+        let bad = run(&records[..3], None, 3).first_bad.unwrap();
+        assert_eq!((bad.id, bad.record), (2, RecordKind::Ack), "{}", bad.reason);
+        let mut open = ack_row;
+        open.ended_at = None;
+        let bad = run(&records[..3], Some(open), 3).first_bad.unwrap();
+        assert_eq!((bad.id, bad.record), (2, RecordKind::Ack), "{}", bad.reason);
+        assert!(
+            bad.reason.contains("ended_at") && !bad.reason.contains("reason,"),
+            "{}",
+            bad.reason
+        );
+    }
+
+    #[test]
+    fn retention_cuts_gaps_that_follow_events_and_the_rest_verifies() {
+        let records = vec![
+            Snapshot { id: 1, target: 1 },
+            Snapshot { id: 2, target: 1 },
+            Event {
+                id: 3,
+                target: Some(1),
+                kind: "retire",
+                body: r#"{"by":"ops"}"#.to_owned(),
+            },
+            Snapshot { id: 4, target: 1 },
+            Snapshot { id: 5, target: 1 },
+        ];
+        let hashed = hashes(&records);
+        let row = |id: i64, change: i64| WalkRow {
+            id,
+            target: 1,
+            last_check: id * 1000,
+            change,
+            hash: Some(hashed[&id].to_vec()),
+        };
+        // The first is a transition, 5 the chain head; 2 and 4 go, on either side of the event.
+        let mut walker = Walker::new(
+            Timestamp::from_millis(10_000),
+            HashSet::from([5]),
+            Checkpoints::new(),
+        );
+        let actions = walker.page([row(1, 3), row(2, 0), row(3, -1), row(4, 0), row(5, 0)]);
+        assert_eq!(actions.remove, [2, 4]);
+        let written: Vec<(i64, i64, Vec<u8>)> = actions
+            .write
+            .iter()
+            .map(|(target, after, checkpoint)| (*target, *after, checkpoint.resume.clone()))
+            .collect();
+        assert_eq!(
+            written,
+            [(1, 1, hashed[&2].to_vec()), (1, 3, hashed[&4].to_vec())]
+        );
+
+        let checkpoints: Checkpoints = actions
+            .write
+            .into_iter()
+            .map(|(target, after, checkpoint)| ((target, after), checkpoint))
+            .collect();
+        let retained = [records[0].clone(), records[2].clone(), records[4].clone()];
+        let mut head = target(1, Some((5, hashed[&5])));
+        head.retired_at = Some(3000);
+        let mut verifier = Verifier::new(checkpoints.clone(), vec![head.clone()]);
+        feed(&mut verifier, &retained, &hashed);
+        assert_eq!(
+            verifier.finish(),
+            Verification {
+                ok: true,
+                checked: 3,
+                first_bad: None
+            }
+        );
+
+        // Without the checkpoint that follows the event, the snapshot after the gap is named.
+        let mut partial = checkpoints;
+        partial.remove(&(1, 3));
+        let mut verifier = Verifier::new(partial, vec![head]);
+        feed(&mut verifier, &retained, &hashed);
+        assert_eq!(verifier.finish().first_bad.map(|bad| bad.id), Some(5));
+    }
+}

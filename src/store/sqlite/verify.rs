@@ -275,3 +275,191 @@ fn read_error(error: rusqlite::Error) -> StoreError {
         _ => StoreError::corrupt(error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+    use crate::chain::{self, Hash, RecordKind};
+
+    const MIGRATIONS: [&str; 3] = [
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../../migrations/sqlite/0002_audit_chain.sql"),
+        include_str!("../../../migrations/sqlite/0003_lifecycle.sql"),
+    ];
+
+    /// A database file with the first `migrations` applied, and its chains' heads so far.
+    struct File {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        connection: Connection,
+        heads: HashMap<Option<i64>, Hash>,
+    }
+
+    impl File {
+        fn new(migrations: usize) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("verify.db");
+            let connection = Connection::open(&path).unwrap();
+            for migration in &MIGRATIONS[..migrations] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection
+                .execute_batch(
+                    "insert into targets (id, repo, server) values (1, 'r', 'a'), (2, 'r', 'b')",
+                )
+                .unwrap();
+            Self {
+                _dir: dir,
+                path,
+                connection,
+                heads: HashMap::new(),
+            }
+        }
+
+        fn snapshot(&mut self, id: i64, target: i64) {
+            let server = if target == 1 { "a" } else { "b" };
+            let fields = ChainFields {
+                id,
+                repo: "r",
+                server,
+                sync_status: SyncStatus::Synced,
+                drift_count: 0,
+                files_json: "[]",
+                last_check: Timestamp::from_millis(id * 1000),
+                received_at: Timestamp::from_millis(id * 1000),
+                revision: None,
+                run_url: None,
+                message: None,
+                stale_after_seconds: None,
+            };
+            let hash = chain::link_fields(&fields, self.heads.get(&Some(target)), &mut Vec::new());
+            self.connection
+                .execute(
+                    "insert into snapshots (id, target_id, last_check, received_delay, \
+                     sync_status, drift_count, change, hash) values (?1, ?2, ?3, 0, 0, 0, 0, ?4)",
+                    params![id, target, id * 1000, &hash[..]],
+                )
+                .unwrap();
+            self.heads.insert(Some(target), hash);
+        }
+
+        /// An event of a kind no row the API reads depends on (as a newer server's would be).
+        fn event(&mut self, id: i64, target: Option<i64>) {
+            let server = target.map(|target| if target == 1 { "a" } else { "b" });
+            let body = r#"{"snapshot":null}"#;
+            let fields = EventFields {
+                id,
+                repo: server.map(|_| "r"),
+                server,
+                kind: "note",
+                at: Timestamp::from_millis(id * 1000),
+                body,
+            };
+            let hash = chain::link_event(&fields, self.heads.get(&target), &mut Vec::new());
+            self.connection
+                .execute(
+                    "insert into events (id, target_id, kind, at, body, hash) \
+                     values (?1, ?2, 'note', ?3, ?4, ?5)",
+                    params![id, target, id * 1000, body, &hash[..]],
+                )
+                .unwrap();
+            self.heads.insert(target, hash);
+        }
+
+        fn verify(&self) -> Verification {
+            verify_file(&self.path).unwrap()
+        }
+    }
+
+    #[test]
+    fn the_two_cursors_merge_each_targets_snapshots_and_events_in_id_order() {
+        let mut file = File::new(3);
+        // Events before the first snapshot, between, in runs, and after the last.
+        file.event(1, None);
+        file.snapshot(2, 1);
+        file.event(3, Some(1));
+        file.event(4, Some(1));
+        file.snapshot(5, 2);
+        file.event(6, None);
+        file.snapshot(7, 1);
+        file.event(8, Some(2));
+        file.snapshot(9, 2);
+        file.event(10, Some(1));
+        file.event(11, None);
+        let verification = file.verify();
+        assert_eq!(
+            verification,
+            Verification {
+                ok: true,
+                checked: 11,
+                first_bad: None
+            }
+        );
+
+        // Each record checked in its place: an event edited after the last snapshot, then one
+        // between two snapshots of its target.
+        file.connection
+            .execute("update events set at = at + 1 where id = 10", [])
+            .unwrap();
+        let bad = file.verify().first_bad.unwrap();
+        assert_eq!((bad.id, bad.kind.as_deref()), (10, Some("note")));
+        file.connection
+            .execute(
+                "update events set body = '{\"snapshot\":1}' where id = 4",
+                [],
+            )
+            .unwrap();
+        assert_eq!(file.verify().first_bad.unwrap().id, 4);
+        file.connection
+            .execute("delete from events where id = 3", [])
+            .unwrap();
+        assert_eq!(file.verify().first_bad.unwrap().id, 4);
+        file.connection
+            .execute("delete from events where id in (4, 10)", [])
+            .unwrap();
+        let bad = file.verify().first_bad.unwrap();
+        assert_eq!(
+            (bad.id, bad.record),
+            (7, RecordKind::Snapshot),
+            "{}",
+            bad.reason
+        );
+    }
+
+    #[test]
+    fn an_event_whose_target_is_gone_is_no_chains() {
+        let mut file = File::new(3);
+        file.snapshot(1, 1);
+        file.event(2, Some(1));
+        file.connection
+            .execute_batch(
+                "pragma foreign_keys = off; insert into events (id, target_id, kind, at, body, \
+                 hash) values (3, 9, 'retire', 0, '{}', x'00')",
+            )
+            .unwrap();
+        assert_eq!(file.verify().checked, 2);
+        assert!(file.verify().ok);
+    }
+
+    #[test]
+    fn a_database_from_before_the_lifecycle_tables_verifies_as_before() {
+        let mut file = File::new(2);
+        file.snapshot(1, 1);
+        file.snapshot(2, 2);
+        file.snapshot(3, 1);
+        assert_eq!(
+            file.verify(),
+            Verification {
+                ok: true,
+                checked: 3,
+                first_bad: None
+            }
+        );
+        file.connection
+            .execute("update snapshots set drift_count = 1 where id = 3", [])
+            .unwrap();
+        assert_eq!(file.verify().first_bad.unwrap().id, 3);
+    }
+}
