@@ -208,3 +208,104 @@ async fn migrate_to_copies_an_sqlite_history_that_answers_and_verifies_the_same(
         json!({"ok": true, "checked": history.len() + 5, "first_bad": null})
     );
 }
+
+/// A history with chained events on both kinds of chain, pruned around them, moves to
+/// PostgreSQL with its events, acknowledgements, silences and retirements: every export is the
+/// same byte for byte, both verify, and new records get ids after every copied event.
+#[tokio::test]
+async fn migrate_to_copies_chained_events_and_the_rows_they_record() {
+    use common::chain_builder::ChainBuilder;
+    use gitops_status_server::model::SyncStatus::{OutOfSync, Synced};
+
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let mut history = ChainBuilder::new(Backend::Sqlite);
+    let mut ack = 0;
+    for (step, seconds) in (-3600..0).step_by(120).enumerate() {
+        history.snapshot("app", "web-1", seconds, Synced, &[]);
+        history.snapshot("app", "web-2", seconds, Synced, &[]);
+        match step {
+            4 => {
+                ack = history.ack(
+                    "app",
+                    "web-1",
+                    seconds + 1,
+                    "known «drift»",
+                    86_400,
+                    Some(&["*.conf"]),
+                    "ops",
+                );
+            }
+            6 => {
+                history.silence(seconds + 1, &["app"], &["web-*"], (0, 600), "patching", "ops");
+            }
+            9 => {
+                history.ack_end("app", "web-1", seconds + 1, ack, "deleted", Some("ops"), None);
+            }
+            12 => {
+                history.retire("app", "web-2", seconds + 1, "ops");
+            }
+            _ => {}
+        }
+    }
+    history.snapshot("app", "web-1", 0, OutOfSync, &["a.conf"]);
+    history.ack("app", "web-1", 1, "hotfix", 86_400, None, "ci");
+    let silence = history.silence(2, &["*"], &["db-*"], (0, 3600), "reboots", "ops");
+    history.silence_end(3, silence, "ops");
+    let last_event = history.last_id();
+    let sqlite = TestApp::on_history(Backend::Sqlite, &history.statements()).await;
+    let report = sqlite.store.prune(Timestamp::from_millis(T0)).await.unwrap();
+    assert!(report.removed > 0 && report.checkpoints > 0, "{report:?}");
+    sqlite.store.close().await;
+
+    let postgres = TestDatabase::create(backend).await;
+    let output = migrate_to(&postgres.url, &sqlite.database_url);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (&report["events"], &report["acks"], &report["silences"]),
+        (&json!(7), &json!(2), &json!(2)),
+        "{report}"
+    );
+    assert_eq!(report["ok"], true, "{report}");
+
+    let client = reqwest::Client::new();
+    let from_sqlite = serve(&sqlite.database_url, sqlite.dir.path());
+    let from_postgres = serve(&postgres.url, postgres.dir.path());
+    for path in [
+        "/history?format=ndjson",
+        "/api/chain/events",
+        "/api/chain/events?server=web-1",
+        "/api/checkpoints",
+        "/api/verify",
+    ] {
+        assert_eq!(
+            get(&client, &from_postgres, path).await,
+            get(&client, &from_sqlite, path).await,
+            "{path}"
+        );
+    }
+    let (_, verified) = get(&client, &from_postgres, "/api/verify").await;
+    let verified: Value = serde_json::from_str(&verified).unwrap();
+    let (_, trail) = get(&client, &from_postgres, "/history?format=ndjson").await;
+    assert_eq!(
+        verified,
+        json!({"ok": true, "checked": trail.lines().count() + 7, "first_bad": null})
+    );
+
+    // The id sequence goes on after every copied event, and the chains with it.
+    let response = client
+        .post(from_postgres.url("/api/status"))
+        .json(&check("app", "web-1", 120, "OUT_OF_SYNC", &["a.conf"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let stored: Value = response.json().await.unwrap();
+    assert!(stored["id"].as_i64().unwrap() > last_event, "{stored}");
+    let (_, verified) = get(&client, &from_postgres, "/api/verify").await;
+    let verified: Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+}
