@@ -40,10 +40,10 @@ pub enum Command {
     /// Print the OpenAPI document generated from the handlers.
     Openapi,
     /// Recompute the integrity chain of a database and print the outcome as JSON. Exit code 0:
-    /// intact; 1: broken (`first_bad` names the snapshot); 2: the database cannot be read.
+    /// intact; 1: broken (`first_bad` names the record); 2: the database cannot be read.
     Verify(VerifyArgs),
     /// Copy a SQLite history into an empty PostgreSQL database, unchanged (ids, hashes,
-    /// retention checkpoints), then verify the copy and compare it with the source target by
+    /// retention checkpoints, chained events), then verify the copy and compare it with the source target by
     /// target. Prints a JSON report. Exit code 0: copied and verified; 1: copied, but the copy
     /// differs or does not verify; 2: nothing copied (bad URL, unreadable source, broken source
     /// chain, or a target database that already holds history).

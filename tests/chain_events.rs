@@ -52,8 +52,7 @@ fn lifecycle_history(backend: Backend) -> ChainBuilder {
     history.snapshot("r", "b", 0, Synced, &[]);
     history.snapshot("r", "a", 120, OutOfSync, &["x.conf"]);
     let ack = history.ack(
-        "r",
-        "a",
+        ("r", "a"),
         150,
         "hotfix «INC-7»\n'quoted'",
         86_400,
@@ -64,13 +63,13 @@ fn lifecycle_history(backend: Backend) -> ChainBuilder {
     history.snapshot("r", "a", 240, OutOfSync, &["x.conf"]);
     history.snapshot("r", "b", 120, Error, &[]);
     let synced = history.snapshot("r", "a", 360, Synced, &[]);
-    history.ack_end("r", "a", 361, ack, "resolved", None, Some(synced));
+    history.ack_end(("r", "a"), 361, ack, "resolved", None, Some(synced));
     history.silence_end(400, silence, "ops");
     history.retire("r", "b", 500, "ops");
     let late = history.snapshot("r", "b", 600, Synced, &[]);
     history.revive("r", "b", 601, late);
     history.snapshot("r", "a", 720, OutOfSync, &["y.conf"]);
-    history.ack("r", "a", 730, "second", 172_800, None, "bob");
+    history.ack(("r", "a"), 730, "second", 172_800, None, "bob");
     history.snapshot("r", "a", 840, OutOfSync, &["y.conf"]);
     history.silence(900, &["*"], &["db-*"], (1000, 2000), "reboots", "ops");
     assert_eq!(history.last_id(), 17);
@@ -508,13 +507,13 @@ fn prunable_history(backend: Backend) -> ChainBuilder {
         history.snapshot("r", "a", seconds, Synced, &[]);
         history.snapshot("r", "b", seconds, Synced, &[]);
         match step {
-            3 => ack = Some(history.ack("r", "a", seconds + 1, "known", 86_400, None, "ops")),
+            3 => ack = Some(history.ack(("r", "a"), seconds + 1, "known", 86_400, None, "ops")),
             5 => {
                 history.silence(seconds + 2, &["r"], &["*"], (0, 600), "window", "ops");
             }
             8 => {
                 let ack = ack.unwrap();
-                history.ack_end("r", "a", seconds + 3, ack, "deleted", Some("ops"), None);
+                history.ack_end(("r", "a"), seconds + 3, ack, "deleted", Some("ops"), None);
             }
             11 => {
                 history.retire("r", "b", seconds + 4, "ops");

@@ -228,8 +228,7 @@ async fn migrate_to_copies_chained_events_and_the_rows_they_record() {
         match step {
             4 => {
                 ack = history.ack(
-                    "app",
-                    "web-1",
+                    ("app", "web-1"),
                     seconds + 1,
                     "known «drift»",
                     86_400,
@@ -238,10 +237,24 @@ async fn migrate_to_copies_chained_events_and_the_rows_they_record() {
                 );
             }
             6 => {
-                history.silence(seconds + 1, &["app"], &["web-*"], (0, 600), "patching", "ops");
+                history.silence(
+                    seconds + 1,
+                    &["app"],
+                    &["web-*"],
+                    (0, 600),
+                    "patching",
+                    "ops",
+                );
             }
             9 => {
-                history.ack_end("app", "web-1", seconds + 1, ack, "deleted", Some("ops"), None);
+                history.ack_end(
+                    ("app", "web-1"),
+                    seconds + 1,
+                    ack,
+                    "deleted",
+                    Some("ops"),
+                    None,
+                );
             }
             12 => {
                 history.retire("app", "web-2", seconds + 1, "ops");
@@ -250,12 +263,16 @@ async fn migrate_to_copies_chained_events_and_the_rows_they_record() {
         }
     }
     history.snapshot("app", "web-1", 0, OutOfSync, &["a.conf"]);
-    history.ack("app", "web-1", 1, "hotfix", 86_400, None, "ci");
+    history.ack(("app", "web-1"), 1, "hotfix", 86_400, None, "ci");
     let silence = history.silence(2, &["*"], &["db-*"], (0, 3600), "reboots", "ops");
     history.silence_end(3, silence, "ops");
     let last_event = history.last_id();
     let sqlite = TestApp::on_history(Backend::Sqlite, &history.statements()).await;
-    let report = sqlite.store.prune(Timestamp::from_millis(T0)).await.unwrap();
+    let report = sqlite
+        .store
+        .prune(Timestamp::from_millis(T0))
+        .await
+        .unwrap();
     assert!(report.removed > 0 && report.checkpoints > 0, "{report:?}");
     sqlite.store.close().await;
 

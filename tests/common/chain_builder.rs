@@ -236,8 +236,7 @@ impl ChainBuilder {
     /// An acknowledgement of the target's drift at `seconds`, until `until` (seconds).
     pub fn ack(
         &mut self,
-        repo: &str,
-        server: &str,
+        (repo, server): (&str, &str),
         seconds: i64,
         reason: &str,
         until: i64,
@@ -271,8 +270,7 @@ impl ChainBuilder {
     /// The end of acknowledgement `ack` at `seconds`.
     pub fn ack_end(
         &mut self,
-        repo: &str,
-        server: &str,
+        (repo, server): (&str, &str),
         seconds: i64,
         ack: i64,
         reason: &str,
