@@ -216,14 +216,13 @@ impl SilenceIn {
             |field: &str, value: Lenient<Vec<Lenient<String>>>, errors: &mut Vec<FieldError>| {
                 match value.optional(field, errors) {
                     Some(Some(items)) => {
-                        let items = globs(field, items, errors);
                         if items.is_empty() {
                             errors.push(FieldError::new(
                                 field,
                                 "must hold at least one pattern (\"*\" for all)",
                             ));
                         }
-                        items
+                        globs(field, items, errors)
                     }
                     _ => vec!["*".to_owned()],
                 }
