@@ -783,3 +783,52 @@ pub fn report(
         .map(|(key, tally)| tally.into_row(key, request.from, request.to))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_rounds_half_up_to_thousandths_and_keeps_partial_shares_off_the_ends() {
+        for (part, total, expected) in [
+            (1, 3, 33.333),
+            (2, 3, 66.667),
+            (1, 8, 12.5),
+            (1, 200_000, 0.001),
+            (0, 5, 0.0),
+            (5, 5, 100.0),
+            // Rounded, these would claim none and all of the time.
+            (1, 1_000_000_000, 0.001),
+            (999_999_999, 1_000_000_000, 99.999),
+            // A quarter, in milliseconds: no overflow.
+            (7_948_799_999, 7_948_800_000, 99.999),
+        ] {
+            assert_eq!(percent(part, total), expected, "{part} of {total}");
+        }
+    }
+
+    fn span(start: i64, end: i64) -> Span {
+        Span { start, end }
+    }
+
+    #[test]
+    fn unions_merge_overlapping_and_touching_spans_and_drop_empty_ones() {
+        let merged = union([span(5, 7), span(0, 2), span(2, 3), span(6, 9), span(4, 4)]);
+        assert_eq!(merged, [span(0, 3), span(5, 9)]);
+        assert_eq!(covered(span(1, 6), &merged), 2 + 1);
+        assert_eq!(uncovered(span(1, 10), &merged), [span(3, 5), span(9, 10)]);
+        assert_eq!(uncovered(span(5, 9), &merged), []);
+        assert_eq!(uncovered(span(3, 5), &merged), [span(3, 5)]);
+    }
+
+    #[test]
+    fn spans_end_at_the_earliest_of_their_ends_and_never_before_they_begin() {
+        assert_eq!(Span::acknowledged(10, 50, None), span(10, 50));
+        assert_eq!(Span::acknowledged(10, 50, Some(30)), span(10, 30));
+        assert_eq!(Span::acknowledged(10, 50, Some(70)), span(10, 50));
+        assert_eq!(Span::silenced(10, 50, Some(5)), span(10, 10));
+        assert_eq!(Span::retired(10, Some(40)), span(10, 40));
+        assert_eq!(Span::retired(10, Some(5)), span(10, 10));
+        assert_eq!(Span::retired(10, None), span(10, i64::MAX));
+    }
+}
