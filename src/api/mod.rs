@@ -31,7 +31,6 @@ use crate::auth::{Access, Tokens};
 use crate::config::ServeArgs;
 use crate::error::Problem;
 use crate::model::{FieldError, StatusFilter, StatusRow};
-use crate::stats::{self, StatsRequest, TargetStats};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 use crate::timestamp::Timestamp;
@@ -92,22 +91,6 @@ impl AppState {
                 )
             })
             .filter(|row| filter.selects(row))
-            .collect())
-    }
-
-    /// Each selected target's statistics over the request's window, judged at `now`.
-    pub async fn stats(
-        &self,
-        request: &StatsRequest,
-        now: Timestamp,
-    ) -> Result<Vec<TargetStats>, StoreError> {
-        let histories = self.store.stats_histories(request).await?;
-        let default_stale_after = self.settings.stale_after_seconds();
-        Ok(histories
-            .into_iter()
-            .map(|history| {
-                stats::compute(history, request.from, request.to, now, default_stale_after)
-            })
             .collect())
     }
 }
