@@ -4,6 +4,7 @@
 mod cursor;
 mod history;
 pub mod lenient;
+pub mod lifecycle;
 mod page;
 mod push;
 pub(crate) mod query;

@@ -541,11 +541,13 @@ pub fn chain_events(
             let page = match &store {
                 Store::Sqlite(store) => {
                     store
+                        .readers()
                         .chain_events_page(&selection, after, EVENTS_PAGE)
                         .await?
                 }
                 Store::Postgres(store) => {
                     store
+                        .pool()
                         .chain_events_page(&selection, after, EVENTS_PAGE)
                         .await?
                 }
