@@ -10,9 +10,10 @@ mod common;
 
 use std::process::Command;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
 use common::chain_builder::{ChainBuilder, T0, millis};
-use common::{Backend, TestApp};
+use common::{Backend, TestApp, TestResponse, at_offset};
 use gitops_status_server::model::SyncStatus::{Error, OutOfSync, Synced};
 use gitops_status_server::timestamp::Timestamp;
 use serde_json::{Value, json};
@@ -23,6 +24,7 @@ backend_tests! {
     chain_events_export_selects_chains_in_id_order,
     the_independent_script_rechecks_snapshots_and_events_together,
     pruning_around_events_keeps_every_chain_verifiable,
+    events_the_api_records_verify_export_recheck_and_survive_retention,
 }
 
 /// Targets r/a and r/b and the fleet chain, ids in arrival order:
@@ -582,4 +584,155 @@ async fn pruning_around_events_keeps_every_chain_verifiable(backend: Backend) {
     .await;
     let outcome = verification(&app).await;
     assert_eq!(outcome["first_bad"]["kind"], "ack", "{outcome}");
+}
+
+async fn send(app: &TestApp, method: Method, uri: &str, body: Option<Value>) -> TestResponse {
+    let mut request = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app.request(request.body(body).unwrap()).await;
+    assert!(response.status.is_success(), "{uri}: {}", response.text());
+    response
+}
+
+async fn check(app: &TestApp, server: &str, seconds: i64, status: &str, files: &[&str]) -> Value {
+    let files: Vec<Value> = files.iter().map(|name| json!({ "name": name })).collect();
+    app.record(&json!({
+        "repo": "rsyslog", "server": server, "sync_status": status, "files": files,
+        "last_check": at_offset(seconds),
+    }))
+    .await
+}
+
+/// The same through the API and the write pipeline: every kind of event, each end reason but
+/// expiry, both chains.
+async fn events_the_api_records_verify_export_recheck_and_survive_retention(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let until = Timestamp::now().plus_millis(86_400_000).to_string();
+    for seconds in (-7200..-3600).step_by(120) {
+        check(&app, "lab", seconds, "SYNCED", &[]).await;
+        check(&app, "old", seconds, "SYNCED", &[]).await;
+    }
+    check(&app, "lab", -3000, "OUT_OF_SYNC", &["rsyslog.conf"]).await;
+    let ack = json!({"repo": "rsyslog", "server": "lab", "reason": "hotfix «INC-1»",
+                     "until": until, "files": ["rsyslog.*"]});
+    send(&app, Method::POST, "/api/acks", Some(ack.clone())).await;
+    check(&app, "lab", -2880, "OUT_OF_SYNC", &["rsyslog.conf"]).await;
+    // Replaces the first.
+    let second = send(&app, Method::POST, "/api/acks", Some(ack))
+        .await
+        .json();
+    let silence = send(
+        &app,
+        Method::POST,
+        "/api/silences",
+        Some(json!({"servers": ["l*"], "ends_at": until, "reason": "upgrade"})),
+    )
+    .await
+    .json();
+    check(&app, "lab", -2760, "SYNCED", &[]).await;
+    send(
+        &app,
+        Method::DELETE,
+        &format!("/api/silences/{}", silence["id"]),
+        None,
+    )
+    .await;
+    send(&app, Method::DELETE, "/api/targets/rsyslog/old", None).await;
+    check(&app, "old", -2640, "OUT_OF_SYNC", &["a.conf"]).await;
+    let third = send(
+        &app,
+        Method::POST,
+        "/api/acks",
+        Some(json!({"repo": "rsyslog", "server": "old", "reason": "known", "until": until})),
+    )
+    .await
+    .json();
+    send(
+        &app,
+        Method::DELETE,
+        &format!("/api/acks/{}", third["id"]),
+        None,
+    )
+    .await;
+    send(
+        &app,
+        Method::POST,
+        "/api/silences",
+        Some(json!({"repos": ["*"], "ends_at": until, "reason": "open"})),
+    )
+    .await;
+    check(&app, "lab", -2520, "OUT_OF_SYNC", &["x.conf"]).await;
+
+    let events = app.get("/api/chain/events").await.text();
+    let kinds: Vec<String> = events_of(&events)
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ack",
+            "ack_end",
+            "ack",
+            "silence",
+            "ack_end",
+            "silence_end",
+            "retire",
+            "revive",
+            "ack",
+            "ack_end",
+            "silence"
+        ],
+        "{events}"
+    );
+    let snapshots = app.all_history().await.len() as i64;
+    assert_eq!(
+        verification(&app).await,
+        json!({"ok": true, "checked": snapshots + 11, "first_bad": null})
+    );
+    assert_eq!(
+        verify_cli(&app.database_url),
+        (Some(0), verification(&app).await)
+    );
+    let (code, outcome, stderr) = recheck(&app, "", Some("")).await;
+    assert_eq!(
+        (code, outcome),
+        (Some(0), verification(&app).await),
+        "{stderr}"
+    );
+
+    // Retention removes heartbeats from around the events; everything still verifies, and the
+    // pipeline goes on from the heads.
+    let report = app
+        .store
+        .prune(Timestamp::now().plus_millis(-3_500_000))
+        .await
+        .unwrap();
+    assert!(report.removed > 0, "{report:?}");
+    assert_eq!(verification(&app).await["ok"], true);
+    let (code, outcome, stderr) = recheck(&app, "", Some("")).await;
+    assert_eq!(
+        (code, outcome),
+        (Some(0), verification(&app).await),
+        "{stderr}"
+    );
+    check(&app, "lab", -2400, "SYNCED", &[]).await;
+    send(&app, Method::DELETE, "/api/targets/rsyslog/lab", None).await;
+    assert_eq!(verification(&app).await["ok"], true);
+
+    // An edit of what /api/acks reads is named.
+    app.execute_all(&["update acks set reason = 'approved' where reason = 'known'"])
+        .await;
+    let outcome = verification(&app).await;
+    assert_eq!(
+        (&outcome["first_bad"]["id"], &outcome["first_bad"]["record"]),
+        (&third["id"], &json!("ack")),
+        "{outcome}"
+    );
 }
