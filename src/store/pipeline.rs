@@ -374,6 +374,7 @@ pub async fn place(
 /// acknowledgement in force (both recorded on the chain after the snapshot).
 async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Outcome, StoreError> {
     {
+        // The tip as placement leaves it (settled): what the lifecycle follows from.
         let mut tip = steps.tip(&new.repo, &new.server).await?;
         let late = tip
             .latest
@@ -389,8 +390,10 @@ async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Out
             Ok(recorded)
         };
         if let Ok(recorded) = &outcome {
-            if !recorded.replayed {
-                follow_snapshot(steps, new, &recorded.snapshot, late).await?;
+            let revives = tip.retired_at.is_some();
+            let resolves = !late && tip.ack.is_some() && new.sync_status == SyncStatus::Synced;
+            if !recorded.replayed && (revives || resolves) {
+                follow_snapshot(steps, new, &recorded.snapshot, late, tip).await?;
             }
         }
         Ok(outcome.map(Placed::Snapshot))
@@ -404,10 +407,8 @@ async fn follow_snapshot(
     new: &NewSnapshot,
     snapshot: &Snapshot,
     late: bool,
+    mut tip: Tip,
 ) -> Result<(), StoreError> {
-    let Some(mut tip) = steps.existing_tip(&new.repo, &new.server).await? else {
-        return Ok(());
-    };
     let key = (new.repo.as_str(), new.server.as_str());
     let mut changed = false;
     if tip.retired_at.is_some() {
