@@ -18,6 +18,7 @@ backend_tests! {
     silences_are_recorded_once_listed_and_deleted,
     silence_rules_name_the_field_and_store_nothing,
     retirement_hides_a_target_until_its_next_snapshot,
+    the_outbox_holds_every_transition_written_with_its_cause,
 }
 
 fn until_in(millis: i64) -> String {
@@ -372,4 +373,53 @@ async fn retirement_hides_a_target_until_its_next_snapshot(backend: Backend) {
         all.iter()
             .all(|target| target["server"] != "old" || target["retired_at"].is_null())
     );
+}
+
+/// Status changes and acknowledgements land in the notifications' outbox in the transaction
+/// of the record that caused them; checks that change nothing, and late checks, add nothing.
+async fn the_outbox_holds_every_transition_written_with_its_cause(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let post = |status: &str, offset: i64| {
+        json!({"repo": "rsyslog", "server": "lab", "sync_status": status,
+               "files": if status == "OUT_OF_SYNC" { json!([{"name": "a"}]) } else { json!([]) },
+               "last_check": at_offset(offset)})
+    };
+    app.record(&post("SYNCED", -600)).await;
+    let drifted = app.record(&post("OUT_OF_SYNC", -500)).await;
+    app.record(&post("OUT_OF_SYNC", -400)).await;
+    let made = ack(&app, "lab", json!({})).await.json();
+    let failed = app.record(&post("ERROR", -300)).await;
+    let synced = app.record(&post("SYNCED", -200)).await;
+    // Late, into the past: history only.
+    app.record(&post("ERROR", -550)).await;
+    let ended = app.get(&format!("/api/acks/{}", made["id"])).await.json();
+    assert_eq!(ended["end_reason"], "resolved");
+
+    let id = |value: &Value| value["id"].as_i64().unwrap();
+    let ack_end = app
+        .query_i64("select id from events where kind = 'ack_end'")
+        .await;
+    let expected = [
+        ("entered", "OUT_OF_SYNC", id(&drifted)),
+        ("ack", "OUT_OF_SYNC", id(&made)),
+        ("left", "OUT_OF_SYNC", id(&failed)),
+        ("entered", "ERROR", id(&failed)),
+        ("left", "ERROR", id(&synced)),
+        ("ack_end", "SYNCED", ack_end),
+    ];
+    assert_eq!(
+        app.query_i64("select count(*) from transitions").await,
+        expected.len() as i64
+    );
+    let mut previous = 0;
+    for (kind, state, record) in expected {
+        let row = app
+            .query_i64(&format!(
+                "select id from transitions where kind = '{kind}' and state = '{state}' \
+                 and record_id = {record}"
+            ))
+            .await;
+        assert!(row > previous, "{kind} {state} out of order");
+        previous = row;
+    }
 }

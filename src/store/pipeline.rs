@@ -304,6 +304,18 @@ pub enum Effect {
     },
 }
 
+/// A transition for the notifications' outbox, written with the record that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionRow {
+    pub target_id: i64,
+    /// `entered`, `left`, `ack` or `ack_end`.
+    pub kind: &'static str,
+    /// The state entered or left; for `ack`/`ack_end`, the target's sync_status.
+    pub state: &'static str,
+    pub at: i64,
+    pub record_id: Option<i64>,
+}
+
 /// The steps placement takes inside one database transaction. Rows pushed wait in the
 /// implementation until `flush`; every read step sees what was flushed before it.
 pub trait Steps {
@@ -342,6 +354,8 @@ pub trait Steps {
     async fn existing_tip(&mut self, repo: &str, server: &str) -> Result<Option<Tip>, StoreError>;
     /// Writes an event and its effect now (after every queued row).
     async fn event(&mut self, row: EventRow) -> Result<(), StoreError>;
+    /// Writes a transition to the notifications' outbox now (after every queued row).
+    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError>;
     /// The fleet chain's head (held for this transaction).
     async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError>;
     /// The fleet chain's head after an event was written on it.
@@ -374,6 +388,7 @@ pub async fn place(
 /// acknowledgement in force (both recorded on the chain after the snapshot).
 async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Outcome, StoreError> {
     {
+        // The tip as placement leaves it (settled): what the lifecycle follows from.
         let mut tip = steps.tip(&new.repo, &new.server).await?;
         let late = tip
             .latest
@@ -384,17 +399,69 @@ async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Out
             steps.flush().await?;
             place_out_of_order(steps, new, &mut tip).await?
         } else {
+            let previous = tip.latest.map(|latest| latest.sync_status);
             let recorded = append(steps, new, &mut tip).await?;
             steps.settle(&new.repo, &new.server, tip, Some(&recorded.snapshot));
+            status_transitions(steps, &tip, previous, &recorded.snapshot).await?;
             Ok(recorded)
         };
         if let Ok(recorded) = &outcome {
-            if !recorded.replayed {
-                follow_snapshot(steps, new, &recorded.snapshot, late).await?;
+            let revives = tip.retired_at.is_some();
+            let resolves = !late && tip.ack.is_some() && new.sync_status == SyncStatus::Synced;
+            if !recorded.replayed && (revives || resolves) {
+                follow_snapshot(steps, new, &recorded.snapshot, late, tip).await?;
             }
         }
         Ok(outcome.map(Placed::Snapshot))
     }
+}
+
+/// The outbox rows of an appended snapshot that changed its target's sync_status: leaving
+/// OUT_OF_SYNC or ERROR, entering one of them. (A late check joins history without changing what
+/// the target is now, so it notifies nothing.)
+async fn status_transitions(
+    steps: &mut impl Steps,
+    tip: &Tip,
+    previous: Option<i64>,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    let now = snapshot.sync_status;
+    let before = previous.and_then(SyncStatus::from_code);
+    if before == Some(now) {
+        return Ok(());
+    }
+    let at = snapshot.last_check.as_millis();
+    let notable = |status: SyncStatus| status != SyncStatus::Synced;
+    if let Some(before) = before.filter(|status| notable(*status)) {
+        steps
+            .transition(TransitionRow {
+                target_id: tip.target_id,
+                kind: "left",
+                state: before.as_str(),
+                at,
+                record_id: Some(snapshot.id),
+            })
+            .await?;
+    }
+    if notable(now) {
+        steps
+            .transition(TransitionRow {
+                target_id: tip.target_id,
+                kind: "entered",
+                state: now.as_str(),
+                at,
+                record_id: Some(snapshot.id),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The sync_status of the target's latest snapshot, as a state name.
+fn latest_state(tip: &Tip) -> &'static str {
+    tip.latest
+        .and_then(|latest| SyncStatus::from_code(latest.sync_status))
+        .map_or("SYNCED", SyncStatus::as_str)
 }
 
 /// What a stored snapshot changes in its target's lifecycle: a retired target comes back, and
@@ -404,10 +471,8 @@ async fn follow_snapshot(
     new: &NewSnapshot,
     snapshot: &Snapshot,
     late: bool,
+    mut tip: Tip,
 ) -> Result<(), StoreError> {
-    let Some(mut tip) = steps.existing_tip(&new.repo, &new.server).await? else {
-        return Ok(());
-    };
     let key = (new.repo.as_str(), new.server.as_str());
     let mut changed = false;
     if tip.retired_at.is_some() {
@@ -488,6 +553,15 @@ async fn end_ack(
     )
     .await?;
     tip.ack = None;
+    steps
+        .transition(TransitionRow {
+            target_id,
+            kind: "ack_end",
+            state: latest_state(tip),
+            at,
+            record_id: Some(id),
+        })
+        .await?;
     Ok(id)
 }
 
@@ -562,6 +636,15 @@ async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome
             )
             .await?;
             tip.ack = Some((id, until.as_millis()));
+            steps
+                .transition(TransitionRow {
+                    target_id,
+                    kind: "ack",
+                    state: latest_state(&tip),
+                    at,
+                    record_id: Some(id),
+                })
+                .await?;
             Some(id)
         }
         EventKind::EndAck { ack, by } => match tip.ack {

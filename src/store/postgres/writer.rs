@@ -20,7 +20,8 @@ use crate::chain::{self, Hash};
 use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::store::StoreError;
 use crate::store::pipeline::{
-    self, Backend, Batch, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, WriteJob,
+    self, Backend, Batch, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TransitionRow,
+    WriteJob,
 };
 use crate::store::rules;
 use crate::store::sql::{self, Neighbour, snapshot_from_row};
@@ -427,18 +428,21 @@ impl Steps for PgSteps<'_> {
         let flushed = self.write_rows().await;
         self.check(flushed)?;
         for (statement, values) in sql::event_statements(&row) {
-            let mut query = sqlx::query(statement);
-            for value in values {
-                query = match value {
-                    sql::Value::Integer(value) => query.bind(value),
-                    sql::Value::Text(value) => query.bind(value),
-                    sql::Value::Bytes(value) => query.bind(value),
-                };
-            }
+            let query = bind(sqlx::query(statement), values);
             let done = query.execute(&mut *self.connection).await;
             self.check(done)?;
         }
         Ok(())
+    }
+
+    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError> {
+        let flushed = self.write_rows().await;
+        self.check(flushed)?;
+        let (statement, values) = sql::transition_statement(&row);
+        let done = bind(sqlx::query(statement), values)
+            .execute(&mut *self.connection)
+            .await;
+        self.check(done).map(drop)
     }
 
     async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError> {
@@ -657,4 +661,18 @@ async fn fileset_ids(
         }
     }
     Ok((known, inserted))
+}
+/// Binds a shared statement's values (`sql::Value`) in order.
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    values: Vec<sql::Value>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for value in values {
+        query = match value {
+            sql::Value::Integer(value) => query.bind(value),
+            sql::Value::Text(value) => query.bind(value),
+            sql::Value::Bytes(value) => query.bind(value),
+        };
+    }
+    query
 }

@@ -22,7 +22,8 @@ use crate::chain::{self, Hash};
 use crate::model::lifecycle::Ack;
 use crate::model::{Order, Snapshot};
 use crate::store::pipeline::{
-    self, Backend, Batch, Effect, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, WriteJob,
+    self, Backend, Batch, Effect, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip,
+    TransitionRow, WriteJob,
 };
 use crate::store::rules;
 use crate::store::sql::{self, Neighbour};
@@ -476,14 +477,7 @@ impl Steps for SqliteSteps<'_> {
         self.flush().await?;
         self.begin().await?;
         for (statement, values) in sql::event_statements(&row) {
-            let mut query = sqlx::query(statement);
-            for value in values {
-                query = match value {
-                    sql::Value::Integer(value) => query.bind(value),
-                    sql::Value::Text(value) => query.bind(value),
-                    sql::Value::Bytes(value) => query.bind(value),
-                };
-            }
+            let query = bind(sqlx::query(statement), values);
             query.execute(&mut *self.connection).await?;
         }
         match row.effect {
@@ -495,6 +489,16 @@ impl Steps for SqliteSteps<'_> {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.begin().await?;
+        let (statement, values) = sql::transition_statement(&row);
+        bind(sqlx::query(statement), values)
+            .execute(&mut *self.connection)
+            .await?;
         Ok(())
     }
 
@@ -640,6 +644,21 @@ async fn fleet_head(connection: &mut SqliteConnection) -> Result<Option<(i64, Ha
         .fetch_optional(connection)
         .await?;
     Ok(head.and_then(|(id, hash)| Some((id, chain::from_bytes(&hash)?))))
+}
+
+/// Binds a shared statement's values (`sql::Value`) in order.
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    values: Vec<sql::Value>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for value in values {
+        query = match value {
+            sql::Value::Integer(value) => query.bind(value),
+            sql::Value::Text(value) => query.bind(value),
+            sql::Value::Bytes(value) => query.bind(value),
+        };
+    }
+    query
 }
 
 #[cfg(test)]
