@@ -801,7 +801,7 @@ async fn running_and_coming_silences_are_listed_and_the_rows_they_cover_marked(b
     assert_eq!(
         text_of(row),
         format!(
-            "Silenced running PostgreSQL 17 upgrade * db-* {} to {} (ends in 1h 59m) 2 alice",
+            "Running PostgreSQL 17 upgrade * db-* {} to {} (ends in 1h 59m) 2 alice",
             human(&running_from),
             human(&running_to)
         )
@@ -869,7 +869,7 @@ async fn the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones
         };
         let body = snapshot("rsyslog", "lab", status, files, &at_offset(offset));
         async move {
-            send(&app, Method::POST, "/api/status", CI, Some(body))
+            send(app, Method::POST, "/api/status", CI, Some(body))
                 .await
                 .json()
         }
@@ -881,7 +881,7 @@ async fn the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones
             body[key] = value.clone();
         }
         async move {
-            send(&app, Method::POST, "/api/acks", CI, Some(body))
+            send(app, Method::POST, "/api/acks", CI, Some(body))
                 .await
                 .json()
         }
@@ -894,7 +894,7 @@ async fn the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones
     let first = ack("first look", json!({})).await;
     let second = ack("wrong ticket", json!({})).await;
     send(
-        &app,
+        app,
         Method::DELETE,
         &format!("/api/acks/{}", second["id"]),
         ALICE,
@@ -917,7 +917,7 @@ async fn the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones
     assert_eq!(
         in_force,
         format!(
-            "Acknowledged Acknowledged by ci-hotfix since {} Reason hotfix \
+            "Acknowledged By ci-hotfix on {} Reason hotfix \
              for INC-4711 PR #312 brings it into the repo Until {} (in 2d 23h) Files \
              rsyslog.d/*, extra.conf Id {}",
             human(third["created_at"].as_str().unwrap()),

@@ -166,11 +166,6 @@ fn ack_tag() -> Markup {
     html! { span.tag.tag-ack { "Acknowledged" } }
 }
 
-/// The tag of a running maintenance silence, and of the targets it covers.
-fn silenced_tag() -> Markup {
-    html! { span.tag.tag-silenced { "Silenced" } }
-}
-
 /// Who accepted a target's drift, until when and why: `Acknowledged by alice until
 /// 2026-04-22 10:30:00 UTC (in 23h 59m) “hotfix INC-1”`.
 fn ack_note(ack: &AckSummary, now: Timestamp) -> Markup {
@@ -187,7 +182,7 @@ fn ack_note(ack: &AckSummary, now: Timestamp) -> Markup {
 fn silence_note(silence: &Silence, list: &str, now: Timestamp) -> Markup {
     html! {
         span.note data-silence=(silence.id) {
-            (silenced_tag()) " until " (time_ahead(silence.effective_end(), now)) " "
+            span.tag.tag-silenced { "Silenced" } " until " (time_ahead(silence.effective_end(), now)) " "
             a href={ (list) "#silence-" (silence.id) } { (short_reason(&silence.reason)) }
         }
     }
@@ -200,7 +195,7 @@ fn glob_list(patterns: Option<&[String]>) -> Markup {
             None => span.muted { "any" },
             Some(patterns) => @for (index, pattern) in patterns.iter().enumerate() {
                 @if index > 0 { ", " }
-                code { (pattern) }
+                code.glob { (pattern) }
             },
         }
     }
@@ -238,7 +233,8 @@ fn time_ahead(at: Timestamp, now: Timestamp) -> Markup {
     let ahead = at.as_millis() - now.as_millis();
     html! {
         time datetime=(at) { (human_time(at)) }
-        @if ahead > 0 { " (in " (age(ahead)) ")" } @else { " (passed)" }
+        " "
+        @if ahead > 0 { span.nowrap { "(in " (age(ahead)) ")" } } @else { "(passed)" }
     }
 }
 
@@ -316,8 +312,11 @@ a.more { white-space: nowrap; }
 .tag-ack { background: #3a6ea5; }
 .tag-silenced { background: #6a4c93; }
 .tag-coming { color: var(--fg); border-color: var(--muted); }
-.note { display: block; font-size: 0.85rem; margin-top: 0.3rem; overflow-wrap: anywhere; }
+.note { display: block; font-size: 0.85rem; margin-top: 0.3rem; max-width: 22rem; overflow-wrap: anywhere; }
 q.reason { color: var(--muted); overflow-wrap: anywhere; }
+th q.reason { color: inherit; }
+.prose { white-space: pre-wrap; }
+.nowrap, td.name, code.glob, #targets tbody th a { white-space: nowrap; }
 h1 .tag { vertical-align: middle; }
 .muted, time { color: var(--muted); }
 time, td.when { white-space: nowrap; }
@@ -347,7 +346,8 @@ pre { white-space: pre-wrap; margin: 0; }
   table.cards td.files { flex-wrap: wrap; }
   .last { white-space: normal; }
   table.cards td.wide { display: none; }
-  table.cards time { white-space: normal; }
+  dl.ack { grid-template-columns: 1fr; gap: 0; }
+  code.glob, #targets tbody th a { white-space: normal; overflow-wrap: anywhere; }
 }
 "#;
 

@@ -5,8 +5,8 @@ use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
 use super::{
-    ack_note, glob_list, human_time, label, layout, row_state, short_files, short_message,
-    short_reason, silence_note, silenced_tag, state_chip, target_href, time_ago,
+    ack_note, age, glob_list, human_time, label, layout, row_state, short_files, short_message,
+    short_reason, silence_note, state_chip, target_href, time_ago,
 };
 use crate::api::AppState;
 use crate::error::{ApiError, Result};
@@ -15,7 +15,8 @@ use crate::model::{FieldError, StatusFilter, StatusRow, SyncStatus, TargetState}
 use crate::store::Activity;
 use crate::timestamp::Timestamp;
 
-/// Most silences listed (the newest among those running or to come); the API lists them all.
+/// Most silences read (the newest among those running or to come), listed and matched against the
+/// targets; `GET /api/silences` lists more.
 const SILENCES_LISTED: i64 = 100;
 
 /// The status page. Takes `/status.json`'s `repo`, `server` and `state` filters, `state` also
@@ -229,7 +230,12 @@ fn silence_table(silences: &[Silence], rows: &[StatusRow], now: Timestamp) -> Ma
             }
             div.scroll {
                 table id="silences" class="cards" {
-                    caption.muted { "Silences running now or to come, newest first" }
+                    caption.muted {
+                        "Silences running now or to come, newest first"
+                        @if silences.len() as i64 >= SILENCES_LISTED {
+                            " (the " (SILENCES_LISTED) " newest; " code { "GET /api/silences?active=true" } " lists more)"
+                        }
+                    }
                     thead {
                         tr {
                             th scope="col" { "Status" }
@@ -248,7 +254,7 @@ fn silence_table(silences: &[Silence], rows: &[StatusRow], now: Timestamp) -> Ma
                             tr id={ "silence-" (silence.id) } data-running=(running) {
                                 td data-label="Status" {
                                     span {
-                                        @if running { (silenced_tag()) " running" }
+                                        @if running { span.tag.tag-silenced { "Running" } }
                                         @else { span.tag.tag-coming { "Coming" } }
                                     }
                                 }
@@ -274,10 +280,13 @@ fn silence_window(silence: &Silence, now: Timestamp) -> Markup {
         time datetime=(starts) { (human_time(starts)) }
         " to "
         time datetime=(ends) { (human_time(ends)) }
-        @if starts > now {
-            " (starts in " (super::age(starts.as_millis() - now.as_millis())) ")"
-        } @else {
-            " (ends in " (super::age(ends.as_millis() - now.as_millis())) ")"
+        " "
+        span.nowrap {
+            @if starts > now {
+                "(starts in " (age(starts.as_millis() - now.as_millis())) ")"
+            } @else {
+                "(ends in " (age(ends.as_millis() - now.as_millis())) ")"
+            }
         }
     }
 }

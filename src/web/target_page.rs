@@ -8,7 +8,7 @@ use maud::{Markup, html};
 
 use super::{
     ack_tag, age, glob_list, human_time, is_web_link, layout, row_state, short_files,
-    short_message, silence_note, state_chip, time_ago, time_ahead,
+    short_message, short_reason, silence_note, state_chip, time_ago, time_ahead,
 };
 use crate::api::AppState;
 use crate::error::{ApiError, Result};
@@ -122,19 +122,7 @@ fn latest_check(
                 dt id="acknowledged" { "Acknowledged" } dd { (ack_in_force(row, ack, now)) }
             }
             @if !silences.is_empty() {
-                dt { "Silences" }
-                dd {
-                    @for silence in silences {
-                        @if silence.is_active(now) { (silence_note(silence, "/", now)) }
-                        @else {
-                            span.note data-silence=(silence.id) {
-                                span.tag.tag-coming { "Coming" } " from " (time_ahead(silence.starts_at, now))
-                                " to " time datetime=(silence.ends_at) { (human_time(silence.ends_at)) } " "
-                                a href={ "/#silence-" (silence.id) } { (super::short_reason(&silence.reason)) }
-                            }
-                        }
-                    }
-                }
+                dt { "Silences" } dd { @for silence in silences { (target_silence(silence, now)) } }
             }
             @if let Some(stale_since) = row.stale_since {
                 dt { "Stale since" } dd { (human_time(stale_since)) " (" (time_ago(stale_since, now)) ")" }
@@ -147,6 +135,21 @@ fn latest_check(
             @if let Some(revision) = &row.revision { dt { "Revision" } dd { code { (revision) } } }
             @if let Some(run_url) = &row.run_url { dt { "CI run" } dd { (run_link(run_url)) } }
             @if let Some(message) = &row.message { dt { "Message" } dd { pre { (message) } } }
+        }
+    }
+}
+
+/// A silence that covers the target: until when if it runs, its window if it is to come, and why,
+/// linking to it on the status page.
+fn target_silence(silence: &Silence, now: Timestamp) -> Markup {
+    if silence.is_active(now) {
+        return silence_note(silence, "/", now);
+    }
+    html! {
+        span.note data-silence=(silence.id) {
+            span.tag.tag-coming { "Coming" } " from " (time_ahead(silence.starts_at, now))
+            " to " time datetime=(silence.ends_at) { (human_time(silence.ends_at)) } " "
+            a href={ "/#silence-" (silence.id) } { (short_reason(&silence.reason)) }
         }
     }
 }
@@ -168,7 +171,7 @@ fn ack_in_force(row: &StatusRow, ack: &Ack, now: Timestamp) -> Markup {
         .unwrap_or_default();
     html! {
         @if row.acknowledged.is_some() {
-            (ack_tag()) " by " strong.by { (ack.by) } " since " (human_time(ack.created_at))
+            "By " strong.by { (ack.by) } " on " (human_time(ack.created_at))
         } @else {
             span.muted { "In force, made by " strong.by { (ack.by) } " on " (human_time(ack.created_at)) ", but it does not cover the current drift" }
             @if !outside.is_empty() {
@@ -181,7 +184,7 @@ fn ack_in_force(row: &StatusRow, ack: &Ack, now: Timestamp) -> Markup {
         }
         " "
         dl.ack {
-            dt { "Reason" } dd { pre { (ack.reason) } }
+            dt { "Reason" } dd.prose { (ack.reason) }
             dt { "Until" } dd { (time_ahead(ack.until, now)) }
             dt { "Files" } dd { (glob_list(ack.files.as_deref())) }
             dt { "Id" } dd { code { (ack.id) } }
@@ -365,8 +368,8 @@ fn ack_table(acks: &[Ack], now: Timestamp) -> Markup {
                         @for ack in acks {
                             tr data-ack=(ack.id) {
                                 td.when { (human_time(ack.created_at)) }
-                                td { (ack.by) }
-                                td { (super::short_reason(&ack.reason)) }
+                                td.name { (ack.by) }
+                                td { (short_reason(&ack.reason)) }
                                 td.files { (glob_list(ack.files.as_deref())) }
                                 td.when { time datetime=(ack.until) { (human_time(ack.until)) } }
                                 td { (ack_end(ack, now)) }
@@ -391,7 +394,7 @@ fn ack_end(ack: &Ack, now: Timestamp) -> Markup {
         (Some(other), _) => other.to_owned(),
         // Past `until`, before the expiry timer has recorded its end.
         (None, _) if !ack.in_force(now) => "Expired".to_owned(),
-        (None, _) => return html! { strong { "In force" } },
+        (None, _) => return html! { strong.nowrap { "In force" } },
     };
     let at = ack.ended_at.unwrap_or(ack.until);
     html! { (how) ", " (human_time(at)) }
