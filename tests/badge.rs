@@ -1,11 +1,13 @@
-//! `GET /badge.svg`: well-formed SVG with the target's state and color, cache headers, a grey
-//! "unknown" badge, and problem+json for a missing parameter.
+//! `GET /badge.svg`: well-formed SVG with the target's state and color, acknowledged drift in a
+//! color of its own, cache headers, a grey "unknown" badge, and problem+json for a missing
+//! parameter.
 
 mod common;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use common::*;
+use serde_json::{Value, json};
 
 backend_tests! {
     badges_show_each_state_in_its_color,
@@ -14,6 +16,7 @@ backend_tests! {
     badge_parameters_are_required_and_checked_by_name,
     a_stale_badge_says_what_the_last_check_found,
     the_label_can_name_the_repo_or_the_whole_target,
+    an_acknowledged_drift_says_so_in_a_color_of_its_own,
 }
 
 /// The badge's visible texts (each drawn twice: shadow and text) and the fill of its right half.
@@ -189,4 +192,112 @@ async fn the_label_can_name_the_repo_or_the_whole_target(backend: Backend) {
         assert_eq!(texts, [text, text, "synced", "synced"], "{label}");
         assert_eq!(title, format!("{text}: synced"));
     }
+}
+
+/// `method uri` with a JSON body, as the open (tokenless) server takes writes; asserts a 2xx.
+async fn send(app: &TestApp, method: Method, uri: &str, body: Option<Value>) -> TestResponse {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    let body = body.map_or_else(Body::empty, |body| Body::from(body.to_string()));
+    let response = app.request(request.body(body).unwrap()).await;
+    assert!(response.status.is_success(), "{uri}: {}", response.text());
+    response
+}
+
+async fn an_acknowledged_drift_says_so_in_a_color_of_its_own(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let recent = at_offset(-30);
+    app.record(&snapshot("r", "drift", "OUT_OF_SYNC", &["a.conf"], &recent))
+        .await;
+    app.record(&snapshot("r", "broken", "ERROR", &[], &recent))
+        .await;
+    app.record(&snapshot(
+        "r",
+        "narrow",
+        "OUT_OF_SYNC",
+        &["b.conf"],
+        &recent,
+    ))
+    .await;
+    app.record(&snapshot(
+        "r",
+        "quiet",
+        "OUT_OF_SYNC",
+        &["a.conf"],
+        &at_offset(-7200),
+    ))
+    .await;
+    let until = at_offset(86_400);
+    let mut acks = Vec::new();
+    for (server, files) in [
+        ("drift", Value::Null),
+        ("broken", Value::Null),
+        ("narrow", json!(["a*"])),
+        ("quiet", Value::Null),
+    ] {
+        let body = json!({"repo": "r", "server": server, "until": until, "files": files,
+                          "reason": "hotfix INC-4711\nuntil PR #312 <merges>"});
+        acks.push(
+            send(&app, Method::POST, "/api/acks", Some(body))
+                .await
+                .json(),
+        );
+    }
+
+    let colors = ["#2e7d32", "#e65100", "#c62828", "#8d6e00", "#6e6e6e"];
+    for (server, text) in [("drift", "out of sync (ack)"), ("broken", "error (ack)")] {
+        let svg = app
+            .get(&format!("/badge.svg?repo=r&server={server}"))
+            .await
+            .text();
+        let (texts, fill, title) = parse(&svg);
+        assert_eq!(texts, [server, server, text, text]);
+        assert_eq!(fill, "#3a6ea5", "{server}");
+        assert!(
+            !colors.contains(&fill.as_str()),
+            "unlike every state's color"
+        );
+        assert_eq!(
+            title,
+            format!(
+                "{server}: {text}, acknowledged by anonymous until {}: hotfix INC-4711 until PR \
+                 #312 <merges>",
+                rendered(&until)
+            )
+        );
+        assert!(
+            svg.contains(&format!(r#"aria-label="{server}: {text}""#)),
+            "{svg}"
+        );
+    }
+    // Unchanged where the acknowledgement does not apply: a file outside its globs, and a stale
+    // target (no acknowledgement accepts a silent reporter).
+    for (server, text, fill) in [
+        ("narrow", "out of sync", "#e65100"),
+        ("quiet", "stale (last: out of sync, 1 file)", "#8d6e00"),
+    ] {
+        let (texts, shown, title) = parse(
+            &app.get(&format!("/badge.svg?repo=r&server={server}"))
+                .await
+                .text(),
+        );
+        assert_eq!(texts[2], text, "{server}");
+        assert_eq!(shown, fill, "{server}");
+        assert_eq!(title, format!("{server}: {text}"));
+    }
+    // Deleted: the badge is back to plain drift.
+    send(
+        &app,
+        Method::DELETE,
+        &format!("/api/acks/{}", acks[0]["id"]),
+        None,
+    )
+    .await;
+    let (texts, fill, _) = parse(&app.get("/badge.svg?repo=r&server=drift").await.text());
+    assert_eq!(
+        (texts[2].as_str(), fill.as_str()),
+        ("out of sync", "#e65100")
+    );
 }

@@ -1,10 +1,15 @@
 //! The built-in status pages and `/docs`, in-process: what they contain, that they escape what CI
-//! sent, and how they answer unknown targets. The headless-browser test drives the same pages.
+//! sent, how they answer unknown targets, and how they show acknowledged drift and maintenance
+//! silences. The headless-browser test drives the same pages.
 
 mod common;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
 use common::*;
+use gitops_status_server::auth::Tokens;
+use gitops_status_server::{AppState, Settings};
+use serde_json::{Value, json};
 
 backend_tests! {
     the_status_page_lists_every_target_with_its_state,
@@ -20,6 +25,74 @@ backend_tests! {
     the_counts_at_the_top_respect_the_filters,
     the_index_sorts_by_severity,
     a_favicon_is_served_from_the_binary,
+    an_acknowledged_drift_shows_who_why_and_until_when_beside_its_unchanged_state,
+    running_and_coming_silences_are_listed_and_the_rows_they_cover_marked,
+    the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones_ended,
+}
+
+/// A CI job's write token and an operator's admin token; reads stay open.
+const PEOPLE: &str = r#"
+[[tokens]]
+name = "ci-hotfix"
+token = "ci-hotfix-write-token"
+scopes = ["write"]
+
+[[tokens]]
+name = "alice"
+token = "alice-admin-token"
+scopes = ["admin"]
+"#;
+const CI: &str = "ci-hotfix-write-token";
+const ALICE: &str = "alice-admin-token";
+
+/// The app with [`PEOPLE`]' tokens, so acknowledgements and silences record who made them.
+async fn app_with_people(backend: Backend) -> TestApp {
+    let mut app = TestApp::on(backend).await;
+    app.app = gitops_status_server::app(
+        AppState::new(app.store.clone(), Settings::default())
+            .with_tokens(Tokens::parse(PEOPLE).unwrap()),
+    );
+    app
+}
+
+/// `method uri` with `token`, and `body` as JSON when given; asserts a 2xx and returns the reply.
+async fn send(
+    app: &TestApp,
+    method: Method,
+    uri: &str,
+    token: &str,
+    body: Option<Value>,
+) -> TestResponse {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json");
+    let body = body.map_or_else(Body::empty, |body| Body::from(body.to_string()));
+    let response = app.request(request.body(body).unwrap()).await;
+    assert!(
+        response.status.is_success(),
+        "{uri}: {} {}",
+        response.status,
+        response.text()
+    );
+    response
+}
+
+/// An RFC 3339 time as the pages show it: `2026-04-22 10:30:00 UTC`.
+fn human(rfc3339: &str) -> String {
+    format!("{} UTC", rendered(rfc3339)[..19].replacen('T', " ", 1))
+}
+
+/// The markup after the tag that holds `marker` (an attribute, or a whole tag), up to the next
+/// `end`.
+fn part<'a>(html: &'a str, marker: &str, end: &str) -> &'a str {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {html}"));
+    let start = html[start..].find('>').unwrap() + start + 1;
+    let stop = html[start..].find(end).unwrap() + start;
+    &html[start..stop]
 }
 
 /// The `<tr>` of one target on the index.
@@ -599,4 +672,324 @@ async fn a_favicon_is_served_from_the_binary(backend: Backend) {
     }
     let html = app.get("/").await.text();
     assert!(html.contains(r#"<link rel="icon" type="image/svg+xml" href="/favicon.svg">"#));
+}
+
+async fn an_acknowledged_drift_shows_who_why_and_until_when_beside_its_unchanged_state(
+    backend: Backend,
+) {
+    let app = app_with_people(backend).await;
+    for server in ["lab", "prod"] {
+        let drift = snapshot(
+            "rsyslog",
+            server,
+            "OUT_OF_SYNC",
+            &["rsyslog.conf"],
+            &at_offset(-60),
+        );
+        send(&app, Method::POST, "/api/status", CI, Some(drift)).await;
+    }
+    let until = at_offset(2 * 86_400 + 3600);
+    let made = send(
+        &app,
+        Method::POST,
+        "/api/acks",
+        CI,
+        Some(json!({"repo": "rsyslog", "server": "lab", "until": until,
+                    "reason": "hotfix for INC-4711 <urgent>, PR #312 brings it into the repo"})),
+    )
+    .await
+    .json();
+
+    let html = app.get("/").await.text();
+    let row = index_row(&html, "lab");
+    assert!(
+        row.contains(&format!(
+            r#"data-state="OUT_OF_SYNC" data-sync-status="OUT_OF_SYNC" data-acknowledged="{}""#,
+            made["id"]
+        )),
+        "{row}"
+    );
+    assert!(
+        row.contains(&format!(
+            r#"<time datetime="{}">{}</time>"#,
+            rendered(&until),
+            human(&until)
+        )),
+        "{row}"
+    );
+    assert!(
+        text_of(row).contains(&format!(
+            "≠ Out of sync Acknowledged by ci-hotfix until {} (in 2d 0h) hotfix for INC-4711 \
+             &lt;urgent&gt;, PR #312 brings it into the repo",
+            human(&until)
+        )),
+        "{}",
+        text_of(row)
+    );
+    assert!(!html.contains("<urgent>"), "the reason is escaped");
+    let other = index_row(&html, "prod");
+    assert!(
+        !other.contains("Acknowledged") && !other.contains("data-acknowledged"),
+        "{other}"
+    );
+    // The state is unchanged: the filter still finds both as OUT_OF_SYNC.
+    assert_eq!(
+        listed(&app.get("/?state=OUT_OF_SYNC").await.text()),
+        ["lab", "prod"]
+    );
+    assert!(!html.contains("id=\"silences\""), "no silence, no list");
+}
+
+async fn running_and_coming_silences_are_listed_and_the_rows_they_cover_marked(backend: Backend) {
+    let app = app_with_people(backend).await;
+    for (repo, server) in [
+        ("postgres", "db-1"),
+        ("postgres", "db-2"),
+        ("nginx", "web-1"),
+    ] {
+        let synced = snapshot(repo, server, "SYNCED", &[], &at_offset(-60));
+        send(&app, Method::POST, "/api/status", CI, Some(synced)).await;
+    }
+    let silence = |body: Value| send(&app, Method::POST, "/api/silences", ALICE, Some(body));
+    let (running_from, running_to) = (at_offset(-60), at_offset(7200));
+    let running = silence(json!({"servers": ["db-*"], "starts_at": running_from,
+                                 "ends_at": running_to, "reason": "PostgreSQL 17 upgrade"}))
+    .await
+    .json();
+    let (coming_from, coming_to) = (at_offset(86_400), at_offset(90_000));
+    let coming = silence(json!({"repos": ["nginx"], "starts_at": coming_from,
+                                "ends_at": coming_to, "reason": "nginx reload"}))
+    .await
+    .json();
+    let cancelled = silence(json!({"servers": ["web-*"], "ends_at": at_offset(3600),
+                                   "reason": "cancelled window"}))
+    .await
+    .json();
+    send(
+        &app,
+        Method::DELETE,
+        &format!("/api/silences/{}", cancelled["id"]),
+        ALICE,
+        None,
+    )
+    .await;
+
+    let html = app.get("/").await.text();
+    let table = part(&html, "id=\"silences\"", "</table>");
+    assert!(
+        !html.contains("cancelled window"),
+        "a deleted silence is over"
+    );
+    let ids: Vec<String> = table
+        .split("<tr id=\"silence-")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        [coming["id"].to_string(), running["id"].to_string()],
+        "newest first"
+    );
+    for (silence, running) in [(&running, true), (&coming, false)] {
+        let tag = format!(
+            "<tr id=\"silence-{}\" data-running=\"{running}\">",
+            silence["id"]
+        );
+        assert!(table.contains(&tag), "{tag} in {table}");
+    }
+    let row = part(table, &format!("silence-{}\"", running["id"]), "</tr>");
+    assert_eq!(
+        text_of(row),
+        format!(
+            "Running PostgreSQL 17 upgrade * db-* {} to {} (ends in 1h 59m) 2 alice",
+            human(&running_from),
+            human(&running_to)
+        )
+    );
+    let row = part(table, &format!("silence-{}\"", coming["id"]), "</tr>");
+    assert_eq!(
+        text_of(row),
+        format!(
+            "Coming nginx reload nginx * {} to {} (starts in 23h 59m) 1 alice",
+            human(&coming_from),
+            human(&coming_to)
+        )
+    );
+    assert!(row.contains(&format!("<time datetime=\"{}\">", rendered(&coming_from))));
+
+    // Only a running silence marks the rows it covers, and links to itself.
+    for server in ["db-1", "db-2"] {
+        let row = index_row(&html, server);
+        assert!(row.contains("data-silenced=\"true\""), "{row}");
+        assert!(
+            row.contains(&format!("href=\"#silence-{}\"", running["id"])),
+            "{row}"
+        );
+        assert!(
+            text_of(row).contains(&format!(
+                "✓ Synced Silenced until {} (in 1h 59m) PostgreSQL 17 upgrade",
+                human(&running_to)
+            )),
+            "{}",
+            text_of(row)
+        );
+    }
+    let web = index_row(&html, "web-1");
+    assert!(
+        !web.contains("data-silenced") && !web.contains("Silenced"),
+        "{web}"
+    );
+    // The target's own page names the silences that concern it, running or coming.
+    let page = app.get("/target?repo=nginx&server=web-1").await.text();
+    let facts = text_of(part(&page, "<dl>", "</dl>"));
+    assert!(
+        facts.contains(&format!(
+            "Silences Coming from {} (in 23h 59m) to {} nginx reload",
+            human(&coming_from),
+            human(&coming_to)
+        )),
+        "{facts}"
+    );
+    let page = app.get("/target?repo=postgres&server=db-1").await.text();
+    assert!(
+        page.contains(&format!("href=\"/#silence-{}\"", running["id"])),
+        "{page}"
+    );
+}
+
+async fn the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones_ended(
+    backend: Backend,
+) {
+    let app = &app_with_people(backend).await;
+    let record = |files: &[&str], offset: i64| {
+        let status = if files.is_empty() {
+            "SYNCED"
+        } else {
+            "OUT_OF_SYNC"
+        };
+        let body = snapshot("rsyslog", "lab", status, files, &at_offset(offset));
+        async move {
+            send(app, Method::POST, "/api/status", CI, Some(body))
+                .await
+                .json()
+        }
+    };
+    let ack = |reason: &str, extra: Value| {
+        let mut body = json!({"repo": "rsyslog", "server": "lab", "reason": reason,
+                              "until": at_offset(3 * 86_400)});
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        async move {
+            send(app, Method::POST, "/api/acks", CI, Some(body))
+                .await
+                .json()
+        }
+    };
+    let fetch = |ack: &Value| {
+        let uri = format!("/api/acks/{}", ack["id"]);
+        async move { app.get(&uri).await.json() }
+    };
+    record(&["rsyslog.d/10-a.conf"], -300).await;
+    let first = ack("first look", json!({})).await;
+    let second = ack("wrong ticket", json!({})).await;
+    send(
+        app,
+        Method::DELETE,
+        &format!("/api/acks/{}", second["id"]),
+        ALICE,
+        None,
+    )
+    .await;
+    let third = ack(
+        "hotfix for INC-4711\nPR #312 brings it into the repo",
+        json!({"files": ["rsyslog.d/*", "extra.conf"]}),
+    )
+    .await;
+    let until = third["until"].as_str().unwrap().to_owned();
+
+    let page = app.get("/target?repo=rsyslog&server=lab").await.text();
+    assert_eq!(
+        text_of(part(&page, "<h1>", "</h1>")),
+        "rsyslog / lab ≠ Out of sync Acknowledged"
+    );
+    let in_force = text_of(part(&page, "id=\"acknowledged\"", "</dl>"));
+    assert_eq!(
+        in_force,
+        format!(
+            "Acknowledged By ci-hotfix on {} Reason hotfix \
+             for INC-4711 PR #312 brings it into the repo Until {} (in 2d 23h) Files \
+             rsyslog.d/*, extra.conf Id {}",
+            human(third["created_at"].as_str().unwrap()),
+            human(&until),
+            third["id"]
+        )
+    );
+    assert!(page.contains(&format!("<time datetime=\"{}\">", rendered(&until))));
+    let acks = part(&page, "id=\"acks\"", "</table>");
+    let ended = |ack: &Value| -> String {
+        text_of(part(acks, &format!("data-ack=\"{}\"", ack["id"]), "</tr>"))
+    };
+    assert!(
+        ended(&third).ends_with(&format!(
+            "rsyslog.d/*, extra.conf {} In force",
+            human(&until)
+        )),
+        "{}",
+        ended(&third)
+    );
+    let second = fetch(&second).await;
+    assert!(
+        ended(&second).ends_with(&format!(
+            "wrong ticket any {} Deleted by alice, {}",
+            human(second["until"].as_str().unwrap()),
+            human(second["ended_at"].as_str().unwrap())
+        )),
+        "{}",
+        ended(&second)
+    );
+    let first = fetch(&first).await;
+    assert!(
+        ended(&first).contains(&format!(
+            "Replaced by a newer one, {}",
+            human(first["ended_at"].as_str().unwrap())
+        )),
+        "{}",
+        ended(&first)
+    );
+    let order: Vec<&str> = acks.matches("<tr data-ack=").collect();
+    assert_eq!(order.len(), 3);
+
+    // A drifted file outside the globs: still in force, but it covers nothing, and says why.
+    record(&["rsyslog.d/10-a.conf", "rsyslog.conf"], -200).await;
+    let page = app.get("/target?repo=rsyslog&server=lab").await.text();
+    assert_eq!(
+        text_of(part(&page, "<h1>", "</h1>")),
+        "rsyslog / lab ≠ Out of sync"
+    );
+    let in_force = text_of(part(&page, "id=\"acknowledged\"", "</dl>"));
+    assert!(
+        in_force.contains(
+            "but it does not cover the current drift: outside its files: rsyslog.conf Reason"
+        ),
+        "{in_force}"
+    );
+
+    // SYNCED again: resolved, recorded with the check that resolved it.
+    let synced = record(&[], -100).await;
+    let page = app.get("/target?repo=rsyslog&server=lab").await.text();
+    assert!(!page.contains("id=\"acknowledged\""));
+    let acks = part(&page, "id=\"acks\"", "</table>");
+    let row = text_of(part(
+        acks,
+        &format!("data-ack=\"{}\"", third["id"]),
+        "</tr>",
+    ));
+    assert!(
+        row.ends_with(&format!(
+            "Resolved: synced again, {}",
+            human(synced["last_check"].as_str().unwrap())
+        )),
+        "{row}"
+    );
 }

@@ -1,4 +1,5 @@
-//! The status page in a real browser: the release-like binary on a fresh database, seeded over HTTP,
+//! The status page in a real browser: the release-like binary on a fresh database, seeded over HTTP
+//! (snapshots, an acknowledgement and two silences, with tokens so each records who made it),
 //! driven by headless Chromium through `tests/browser/status_page.mjs` (playwright-core). Needs
 //! `node`, `/usr/bin/chromium` and `npm ci --prefix tests/browser`; `./test.sh` installs them,
 //! and without them the test says it did NOT run (fails under `CI=true`).
@@ -10,19 +11,39 @@ use std::process::Command;
 
 use common::binary::Binary;
 use common::tools;
-use common::{at_offset, snapshot};
-use serde_json::json;
+use common::{at_offset, rendered, snapshot};
+use serde_json::{Value, json};
 
 /// What the script saves under `target/screenshots/`, to be looked at.
-const SCREENSHOTS: [&str; 7] = [
+const SCREENSHOTS: [&str; 9] = [
     "status-page.png",
     "status-page-phone.png",
+    "status-page-dark.png",
     "status-page-filtered.png",
     "target-page.png",
     "target-page-phone.png",
     "stale-target-page.png",
     "docs.png",
+    "badge-acknowledged.png",
 ];
+
+/// The tokens the seed writes with: reads stay open for the browser.
+const TOKENS: &str = r#"
+[[tokens]]
+name = "ci-hotfix"
+token = "ci-hotfix-write-token"
+scopes = ["write"]
+
+[[tokens]]
+name = "alice"
+token = "alice-admin-token"
+scopes = ["admin"]
+"#;
+
+/// An RFC 3339 time as the pages show it: `2026-04-22 10:30:00 UTC`.
+fn human(rfc3339: &str) -> String {
+    format!("{} UTC", rendered(rfc3339)[..19].replacen('T', " ", 1))
+}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -40,8 +61,25 @@ async fn the_status_page_works_in_headless_chromium() {
     };
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}", dir.path().join("browser.db").display());
-    let server = Binary::start(dir.path(), &["--database-url", &database_url], &[]);
+    std::fs::write(dir.path().join("tokens.toml"), TOKENS).unwrap();
+    let server = Binary::start(
+        dir.path(),
+        &[
+            "--database-url",
+            &database_url,
+            "--tokens-file",
+            "tokens.toml",
+        ],
+        &[],
+    );
     let client = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: &Value| {
+        client
+            .post(server.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+    };
     let t = |minutes: i64| at_offset(-60 * (90 - minutes));
     let seed = [
         snapshot("nginx", "edge-1", "SYNCED", &[], &t(88)),
@@ -86,13 +124,41 @@ async fn the_status_page_works_in_headless_chromium() {
         ),
     ];
     for body in &seed {
-        let response = client
-            .post(format!("{}/api/status", server.url("")))
-            .json(body)
-            .send()
+        let response = post("/api/status", "ci-hotfix-write-token", body)
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    // The drift on rsyslog-lab is accepted; the rsyslog servers are in maintenance now, the
+    // nginx ones tomorrow.
+    let until = at_offset(3 * 86_400);
+    let ack_reason = "Hotfix for INC-4711: PR #312 brings rsyslog.d/30-lab.conf into the repo";
+    let (running_to, coming_from, coming_to) =
+        (at_offset(2 * 3600), at_offset(86_400), at_offset(90_000));
+    let mut lifecycle = Vec::new();
+    for (path, token, body) in [
+        (
+            "/api/acks",
+            "ci-hotfix-write-token",
+            json!({"repo": "rsyslog", "server": "rsyslog-lab", "reason": ack_reason,
+                   "until": until}),
+        ),
+        (
+            "/api/silences",
+            "alice-admin-token",
+            json!({"servers": ["rsyslog-*"], "ends_at": running_to,
+                   "reason": "Kernel upgrade of the rsyslog hosts"}),
+        ),
+        (
+            "/api/silences",
+            "alice-admin-token",
+            json!({"repos": ["nginx"], "starts_at": coming_from, "ends_at": coming_to,
+                   "reason": "nginx 1.27 rollout"}),
+        ),
+    ] {
+        let response = post(path, token, &body).await.unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        lifecycle.push(response.json::<Value>().await.unwrap());
     }
     // The binary serves its global registry: what the POSTs above counted shows in /metrics.
     let metrics = client
@@ -110,17 +176,31 @@ async fn the_status_page_works_in_headless_chromium() {
         )),
         "{metrics}"
     );
-    // The writer times every commit: at least one batch per POST above, at most one each.
+    // The writer times every commit, events' too: at least one batch for the POSTs above, at most
+    // one each.
     let commits: usize = metrics
         .lines()
         .find_map(|line| line.strip_prefix("gitops_status_store_commit_duration_seconds_count "))
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or_else(|| panic!("no commit latency histogram: {metrics}"));
-    assert!((1..=seed.len()).contains(&commits), "{metrics}");
+    assert!(
+        (1..=seed.len() + lifecycle.len()).contains(&commits),
+        "{metrics}"
+    );
+    let silenced = "Kernel upgrade of the rsyslog hosts";
+    let ack = json!({"id": lifecycle[0]["id"], "reason": ack_reason, "by": "ci-hotfix",
+                     "until": rendered(&until), "until_text": human(&until)});
+    let silences = json!([
+        { "id": lifecycle[2]["id"], "reason": "nginx 1.27 rollout", "by": "alice",
+          "running": false, "repos": "nginx", "servers": "*" },
+        { "id": lifecycle[1]["id"], "reason": silenced, "by": "alice", "running": true,
+          "repos": "*", "servers": "rsyslog-*" },
+    ]);
     let expected = json!([
         { "repo": "nginx", "server": "edge-1", "state": "SYNCED" },
-        { "repo": "rsyslog", "server": "rsyslog-lab", "state": "OUT_OF_SYNC" },
-        { "repo": "rsyslog", "server": "rsyslog-prod", "state": "ERROR" },
+        { "repo": "rsyslog", "server": "rsyslog-lab", "state": "OUT_OF_SYNC", "ack": ack,
+          "silenced": silenced },
+        { "repo": "rsyslog", "server": "rsyslog-prod", "state": "ERROR", "silenced": silenced },
         { "repo": "team/app & co", "server": "web #1", "state": "OUT_OF_SYNC" },
         { "repo": "zz-legacy", "server": "old-box", "state": "STALE", "last": "SYNCED" },
         { "repo": "zz-legacy", "server": "old-drift", "state": "STALE", "last": "OUT_OF_SYNC" },
@@ -135,6 +215,7 @@ async fn the_status_page_works_in_headless_chromium() {
         .arg(server.url(""))
         .arg(expected.to_string())
         .arg(&screenshots)
+        .arg(silences.to_string())
         .env("CHROMIUM_PATH", chromium)
         .current_dir(browser_dir())
         .output()

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::error::{ApiError, Problem, Result};
+use crate::model::lifecycle::AckSummary;
 use crate::model::{BadgeLabel, BadgeParams, StatusRow, SyncStatus, TargetState};
 
 /// Media type of the badge.
@@ -18,9 +19,13 @@ pub const SVG: &str = "image/svg+xml";
 ///
 /// A flat, shields-style SVG: the server's name on the left (or, with `label`, the repo or both),
 /// the target's state on the right in its color (green synced, orange out of sync, red error,
-/// yellow stale, grey unknown for a target that never reported). A stale badge also says what the
-/// last check found: `stale (last: out of sync, 2 files)`. Answers `Cache-Control: no-cache` with an `ETag`, so image proxies
-/// revalidate on every view and get `304` while the state is unchanged.
+/// yellow stale, grey unknown for a target that never reported). Drift or an error that someone
+/// acknowledged (`POST /api/acks`) says so, `out of sync (ack)` or `error (ack)`, in steel blue
+/// (`#3a6ea5`) while the acknowledgement applies; its title (the tooltip) names who acknowledged
+/// it, until when and why. A stale badge also says what the last check
+/// found, `stale (last: out of sync, 2 files)`, acknowledged or not: an acknowledgement accepts
+/// drift, not a silent reporter. Answers `Cache-Control: no-cache` with an `ETag`, so image
+/// proxies revalidate on every view and get `304` while the state is unchanged.
 #[utoipa::path(
     get,
     path = "/badge.svg",
@@ -71,12 +76,19 @@ fn hex(bytes: &[u8]) -> String {
 /// Longest label shown, in characters; longer names are cut with an ellipsis.
 const MAX_LABEL_CHARS: usize = 40;
 
+/// Color of a badge whose drift or error is acknowledged: calmer than orange and red, and
+/// unlike any state's.
+const ACKNOWLEDGED_COLOR: &str = "#3a6ea5";
+
 /// Text and color of the right half for a target; `None` is a target that never reported.
 fn message(row: Option<&StatusRow>) -> (String, &'static str) {
     let Some(row) = row else {
         return ("unknown".to_owned(), "#6e6e6e");
     };
     let (text, color) = state_text(row.state);
+    if shown_ack(row).is_some() {
+        return (format!("{text} (ack)"), ACKNOWLEDGED_COLOR);
+    }
     if !row.stale {
         return (text.to_owned(), color);
     }
@@ -87,6 +99,12 @@ fn message(row: Option<&StatusRow>) -> (String, &'static str) {
         _ => format!("{text} (last: {last})"),
     };
     (text, color)
+}
+
+/// The acknowledgement the badge shows: the one that applies, unless the target is stale (stale
+/// says the reporter is silent, which no acknowledgement accepts).
+fn shown_ack(row: &StatusRow) -> Option<&AckSummary> {
+    row.acknowledged.as_ref().filter(|_| !row.stale)
 }
 
 fn state_text(state: TargetState) -> (&'static str, &'static str) {
@@ -114,13 +132,22 @@ fn render(label: &str, row: Option<&StatusRow>) -> String {
     let (text, color) = message(row);
     let (left, right) = (text_width(&label), text_width(&text));
     let width = left + right;
-    let title = xml_escape(&format!("{label}: {text}"));
+    let name = xml_escape(&format!("{label}: {text}"));
+    let title = match row.and_then(shown_ack) {
+        Some(ack) => xml_escape(&format!(
+            "{label}: {text}, acknowledged by {} until {}: {}",
+            ack.by,
+            ack.until,
+            ack.reason.split_whitespace().collect::<Vec<_>>().join(" ")
+        )),
+        None => name.clone(),
+    };
     let (label, text) = (xml_escape(&label), xml_escape(&text));
     // Centers are in tenths of a pixel with the text scaled down, as shields does, so half
     // pixels land exactly.
     let (left_center, right_center) = (left * 5, left * 10 + right * 5);
     format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" aria-label="{title}"><title>{title}</title><linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient><clipPath id="r"><rect width="{width}" height="20" rx="3" fill="#fff"/></clipPath><g clip-path="url(#r)"><rect width="{left}" height="20" fill="#555"/><rect x="{left}" width="{right}" height="20" fill="{color}"/><rect width="{width}" height="20" fill="url(#s)"/></g><g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="110" transform="scale(.1)"><text x="{left_center}" y="150" fill="#010101" fill-opacity=".3">{label}</text><text x="{left_center}" y="140">{label}</text><text x="{right_center}" y="150" fill="#010101" fill-opacity=".3">{text}</text><text x="{right_center}" y="140">{text}</text></g></svg>"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" aria-label="{name}"><title>{title}</title><linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient><clipPath id="r"><rect width="{width}" height="20" rx="3" fill="#fff"/></clipPath><g clip-path="url(#r)"><rect width="{left}" height="20" fill="#555"/><rect x="{left}" width="{right}" height="20" fill="{color}"/><rect width="{width}" height="20" fill="url(#s)"/></g><g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="110" transform="scale(.1)"><text x="{left_center}" y="150" fill="#010101" fill-opacity=".3">{label}</text><text x="{left_center}" y="140">{label}</text><text x="{right_center}" y="150" fill="#010101" fill-opacity=".3">{text}</text><text x="{right_center}" y="140">{text}</text></g></svg>"##
     )
 }
 

@@ -13,6 +13,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::api::AppState;
+use crate::model::lifecycle::{AckSummary, Silence};
 use crate::model::{FileEntry, StatusRow, SyncStatus, TargetKey, TargetState};
 use crate::timestamp::Timestamp;
 
@@ -136,19 +137,68 @@ const MESSAGE_CHARS: usize = 80;
 
 /// A check's `message`, cut to [`MESSAGE_CHARS`] on one line, with the whole text on hover.
 fn short_message(message: &str) -> Markup {
-    let one_line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let shown = if one_line.chars().count() > MESSAGE_CHARS {
-        let cut: String = one_line.chars().take(MESSAGE_CHARS - 1).collect();
-        // Whole words when a space is near the end; a long token is cut where it must be.
-        let cut = match cut.rfind(' ') {
-            Some(space) if space > cut.len() * 3 / 4 => &cut[..space],
-            _ => cut.as_str(),
-        };
-        format!("{}…", cut.trim_end())
-    } else {
-        one_line
+    html! { span.message title=(message) { (one_short_line(message)) } }
+}
+
+/// Why someone acknowledged or silenced, cut as [`short_message`] cuts, in quotes, with the
+/// whole text on hover.
+fn short_reason(reason: &str) -> Markup {
+    html! { q.reason title=(reason) { (one_short_line(reason)) } }
+}
+
+/// `text` on one line, cut to [`MESSAGE_CHARS`] with an ellipsis.
+fn one_short_line(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= MESSAGE_CHARS {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(MESSAGE_CHARS - 1).collect();
+    // Whole words when a space is near the end; a long token is cut where it must be.
+    let cut = match cut.rfind(' ') {
+        Some(space) if space > cut.len() * 3 / 4 => &cut[..space],
+        _ => cut.as_str(),
     };
-    html! { span.message title=(message) { (shown) } }
+    format!("{}…", cut.trim_end())
+}
+
+/// The tag beside the state chip of a target whose drift someone accepted; the chip is unchanged.
+fn ack_tag() -> Markup {
+    html! { span.tag.tag-ack { "Acknowledged" } }
+}
+
+/// Who accepted a target's drift, until when and why: `Acknowledged by alice until
+/// 2026-04-22 10:30:00 UTC (in 23h 59m) “hotfix INC-1”`.
+fn ack_note(ack: &AckSummary, now: Timestamp) -> Markup {
+    html! {
+        span.note data-ack=(ack.id) {
+            (ack_tag()) " by " strong.by { (ack.by) } " until " (time_ahead(ack.until, now))
+            " " (short_reason(&ack.reason))
+        }
+    }
+}
+
+/// A running silence that covers a target: until when, and why, linking to the silence in the
+/// status page's list of silences (`list`: that page's path, empty on the page itself).
+fn silence_note(silence: &Silence, list: &str, now: Timestamp) -> Markup {
+    html! {
+        span.note data-silence=(silence.id) {
+            span.tag.tag-silenced { "Silenced" } " until " (time_ahead(silence.effective_end(), now)) " "
+            a href={ (list) "#silence-" (silence.id) } { (short_reason(&silence.reason)) }
+        }
+    }
+}
+
+/// Glob patterns as code, comma-separated; `any` for none (a missing `files` list).
+fn glob_list(patterns: Option<&[String]>) -> Markup {
+    html! {
+        @match patterns {
+            None => span.muted { "any" },
+            Some(patterns) => @for (index, pattern) in patterns.iter().enumerate() {
+                @if index > 0 { ", " }
+                code.glob { (pattern) }
+            },
+        }
+    }
 }
 
 /// File names shown in a table cell before "and N more".
@@ -174,6 +224,17 @@ fn short_files(files: &[FileEntry], drift_count: i64, more: &str) -> Markup {
 fn time_ago(at: Timestamp, now: Timestamp) -> Markup {
     html! {
         time datetime=(at) title=(human_time(at)) { (age(now.as_millis() - at.as_millis())) " ago" }
+    }
+}
+
+/// An instant to come as a `<time>` for people, and how far off it is:
+/// `2026-04-22 10:30:00 UTC (in 23h 59m)`.
+fn time_ahead(at: Timestamp, now: Timestamp) -> Markup {
+    let ahead = at.as_millis() - now.as_millis();
+    html! {
+        time datetime=(at) { (human_time(at)) }
+        " "
+        @if ahead > 0 { span.nowrap { "(in " (age(ahead)) ")" } } @else { "(passed)" }
     }
 }
 
@@ -247,6 +308,16 @@ td.num { text-align: right; }
 .last .state { font-size: 0.75rem; padding: 0 0.35rem; }
 .message { display: block; color: var(--muted); font-size: 0.85rem; overflow-wrap: anywhere; }
 a.more { white-space: nowrap; }
+.tag { display: inline-block; padding: 0 0.4rem; border-radius: 0.25rem; color: #fff; font-weight: 600; font-size: 0.8rem; white-space: nowrap; border: 1px solid transparent; }
+.tag-ack { background: #3a6ea5; }
+.tag-silenced { background: #6a4c93; }
+.tag-coming { color: var(--fg); border-color: var(--muted); }
+.note { display: block; font-size: 0.85rem; margin-top: 0.3rem; max-width: 22rem; overflow-wrap: anywhere; }
+q.reason { color: var(--muted); overflow-wrap: anywhere; }
+th q.reason { color: inherit; }
+.prose { white-space: pre-wrap; }
+.nowrap, td.name, code.glob, #targets tbody th a { white-space: nowrap; }
+h1 .tag { vertical-align: middle; }
 .muted, time { color: var(--muted); }
 time, td.when { white-space: nowrap; }
 form { display: flex; flex-wrap: wrap; gap: 0.5rem 1rem; align-items: end; margin: 0.75rem 0; }
@@ -268,13 +339,15 @@ pre { white-space: pre-wrap; margin: 0; }
   body { font-size: 15px; padding: 0.5rem; }
   th, td { padding: 0.3rem; }
   .wide { display: none; }
-  #targets thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
-  #targets tr { display: block; border-bottom: 1px solid var(--line); padding: 0.3rem 0; }
-  #targets td, #targets tbody th { display: flex; gap: 1rem; justify-content: space-between; border: none; text-align: right; }
-  #targets td::before, #targets tbody th::before { content: attr(data-label); font-weight: 600; text-align: left; flex: none; white-space: nowrap; overflow-wrap: normal; }
-  #targets td.files { flex-wrap: wrap; }
+  table.cards thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+  table.cards tr { display: block; border-bottom: 1px solid var(--line); padding: 0.3rem 0; }
+  table.cards td, table.cards tbody th { display: flex; gap: 1rem; justify-content: space-between; border: none; text-align: right; }
+  table.cards td::before, table.cards tbody th::before { content: attr(data-label); font-weight: 600; text-align: left; flex: none; white-space: nowrap; overflow-wrap: normal; }
+  table.cards td.files { flex-wrap: wrap; }
   .last { white-space: normal; }
-  #targets td.wide { display: none; }
+  table.cards td.wide { display: none; }
+  dl.ack { grid-template-columns: 1fr; gap: 0; }
+  code.glob, #targets tbody th a { white-space: normal; overflow-wrap: anywhere; }
 }
 "#;
 

@@ -1,16 +1,23 @@
 //! `GET /`: every target with its state, drift and age, filterable by repo and state, sortable by
-//! severity.
+//! severity; which drift is acknowledged, and the maintenance silences running now or coming.
 
 use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
 use super::{
-    label, layout, row_state, short_files, short_message, state_chip, target_href, time_ago,
+    ack_note, age, glob_list, human_time, label, layout, row_state, short_files, short_message,
+    short_reason, silence_note, state_chip, target_href, time_ago,
 };
 use crate::api::AppState;
 use crate::error::{ApiError, Result};
+use crate::model::lifecycle::Silence;
 use crate::model::{FieldError, StatusFilter, StatusRow, SyncStatus, TargetState};
+use crate::store::Activity;
 use crate::timestamp::Timestamp;
+
+/// Most silences read (the newest among those running or to come), listed and matched against the
+/// targets; `GET /api/silences` lists more.
+const SILENCES_LISTED: i64 = 100;
 
 /// The status page. Takes `/status.json`'s `repo`, `server` and `state` filters, `state` also
 /// repeated as the form's checkboxes send it, and `sort=severity`; empty values (an untouched form
@@ -34,17 +41,26 @@ pub async fn status_page(
     let mut repos: Vec<&str> = rows.iter().map(|row| row.repo.as_str()).collect();
     repos.dedup();
     let now = Timestamp::now();
+    let silences = state
+        .store
+        .silences(Activity::Active, now, SILENCES_LISTED)
+        .await?;
+    let running: Vec<&Silence> = silences
+        .iter()
+        .filter(|silence| silence.is_active(now))
+        .collect();
     Ok(layout(
         "Status",
         html! {
             h1 { "Drift status of every target" }
             (summary(&in_scope, filter))
+            @if !silences.is_empty() { (silence_table(&silences, &rows, now)) }
             (filter_form(&request, &repos))
             @if rows.is_empty() {
                 p { "No target has reported yet. CI posts snapshots to " code { "POST /api/status" } "." }
             } @else {
                 p.muted role="status" { "Showing " (shown.len()) " of " (rows.len()) " targets." }
-                (target_table(&shown, request.sort, now))
+                (target_table(&shown, &running, request.sort, now))
             }
         },
     ))
@@ -203,10 +219,84 @@ fn filter_form(request: &PageRequest, repos: &[&str]) -> Markup {
     }
 }
 
-fn target_table(rows: &[&StatusRow], sort: Sort, now: Timestamp) -> Markup {
+/// The silences running now or to come: what they cover, when, why and who made them. Each row is
+/// the anchor the silenced targets' notes link to.
+fn silence_table(silences: &[Silence], rows: &[StatusRow], now: Timestamp) -> Markup {
+    html! {
+        section aria-labelledby="silences-heading" {
+            h2 id="silences-heading" { "Maintenance silences" }
+            p.muted {
+                "Notifications for the targets a silence covers stay quiet during its window; their states show as they are."
+            }
+            div.scroll {
+                table id="silences" class="cards" {
+                    caption.muted {
+                        "Silences running now or to come, newest first"
+                        @if silences.len() as i64 >= SILENCES_LISTED {
+                            " (the " (SILENCES_LISTED) " newest; " code { "GET /api/silences?active=true" } " lists more)"
+                        }
+                    }
+                    thead {
+                        tr {
+                            th scope="col" { "Status" }
+                            th scope="col" { "Reason" }
+                            th scope="col" { "Repos" }
+                            th scope="col" { "Servers" }
+                            th scope="col" { "Window" }
+                            th scope="col" { "Targets" }
+                            th scope="col" { "By" }
+                        }
+                    }
+                    tbody {
+                        @for silence in silences {
+                            @let running = silence.is_active(now);
+                            @let covered = rows.iter().filter(|row| silence.covers(&row.repo, &row.server)).count();
+                            tr id={ "silence-" (silence.id) } data-running=(running) {
+                                td data-label="Status" {
+                                    span {
+                                        @if running { span.tag.tag-silenced { "Running" } }
+                                        @else { span.tag.tag-coming { "Coming" } }
+                                    }
+                                }
+                                th scope="row" data-label="Reason" { span { (short_reason(&silence.reason)) } }
+                                td data-label="Repos" { span { (glob_list(Some(&silence.repos))) } }
+                                td data-label="Servers" { span { (glob_list(Some(&silence.servers))) } }
+                                td data-label="Window" { span { (silence_window(silence, now)) } }
+                                td.num data-label="Targets" { (covered) }
+                                td data-label="By" { span { (silence.by) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `2026-04-22 02:00:00 UTC to 2026-04-22 04:00:00 UTC (ends in 1h 59m)`, each a `<time>`.
+fn silence_window(silence: &Silence, now: Timestamp) -> Markup {
+    let (starts, ends) = (silence.starts_at, silence.effective_end());
+    html! {
+        time datetime=(starts) { (human_time(starts)) }
+        " to "
+        time datetime=(ends) { (human_time(ends)) }
+        " "
+        span.nowrap {
+            @if starts > now {
+                "(starts in " (age(starts.as_millis() - now.as_millis())) ")"
+            } @else {
+                "(ends in " (age(ends.as_millis() - now.as_millis())) ")"
+            }
+        }
+    }
+}
+
+/// The target table. A row whose drift is acknowledged says by whom, until when and why beside its
+/// state; a row a running silence covers says until when and links to the silence.
+fn target_table(rows: &[&StatusRow], running: &[&Silence], sort: Sort, now: Timestamp) -> Markup {
     html! {
         div.scroll {
-            table id="targets" {
+            table id="targets" class="cards" {
                 caption.muted {
                     @match sort {
                         Sort::Name => "Latest check of each target, by repo then server",
@@ -227,12 +317,21 @@ fn target_table(rows: &[&StatusRow], sort: Sort, now: Timestamp) -> Markup {
                 tbody {
                     @for row in rows {
                         @let href = target_href(&row.repo, &row.server);
-                        tr data-repo=(row.repo) data-server=(row.server) data-state=(row.state.as_str()) data-sync-status=(row.sync_status.as_str()) {
+                        @let silenced: Vec<&&Silence> = running.iter().filter(|silence| silence.covers(&row.repo, &row.server)).collect();
+                        tr data-repo=(row.repo) data-server=(row.server) data-state=(row.state.as_str()) data-sync-status=(row.sync_status.as_str())
+                            data-acknowledged=[row.acknowledged.as_ref().map(|ack| ack.id)]
+                            data-silenced=[(!silenced.is_empty()).then_some("true")] {
                             td data-label="Repo" { (row.repo) }
                             th scope="row" data-label="Server" {
                                 a href=(href) { (row.server) }
                             }
-                            td data-label="State" { span { (row_state(row)) } }
+                            td data-label="State" {
+                                span {
+                                    (row_state(row))
+                                    @if let Some(ack) = &row.acknowledged { " " (ack_note(ack, now)) }
+                                    @for silence in silenced { " " (silence_note(silence, "", now)) }
+                                }
+                            }
                             td.num data-label="Drift" { (row.drift_count) }
                             td.files data-label="Files" {
                                 span {

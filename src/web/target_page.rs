@@ -1,5 +1,5 @@
-//! `GET /target?repo=&server=`: one target's latest check, a timeline of its transitions, and its
-//! recent checks.
+//! `GET /target?repo=&server=`: one target's latest check, the acknowledgement and silences that
+//! concern it, a timeline of its transitions, its recent checks and its recent acknowledgements.
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -7,12 +7,14 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::{
-    age, human_time, is_web_link, layout, row_state, short_files, short_message, state_chip,
-    time_ago,
+    ack_tag, age, glob_list, human_time, is_web_link, layout, row_state, short_files,
+    short_message, short_reason, silence_note, state_chip, time_ago, time_ahead,
 };
 use crate::api::AppState;
 use crate::error::{ApiError, Result};
+use crate::model::lifecycle::{Ack, Silence, matches_any};
 use crate::model::{HistoryFilter, Snapshot, StatusRow, SyncStatus, TargetKey, TargetState};
+use crate::store::Activity;
 use crate::timestamp::Timestamp;
 
 /// Transitions read for the timeline and its table.
@@ -21,6 +23,10 @@ const TRANSITIONS: usize = 50;
 const RECENT_CHECKS: usize = 20;
 /// Drifted files of the latest check listed before the rest fold away.
 const FILES_LISTED: usize = 20;
+/// Acknowledgements listed under "Acknowledgements".
+const RECENT_ACKS: i64 = 20;
+/// Silences running or to come read to find those that cover the target.
+const SILENCES_READ: i64 = 100;
 
 /// One target's page; an HTML 404 page for a target that never reported.
 pub async fn target_page(
@@ -51,18 +57,40 @@ pub async fn target_page(
         .history_page(&history(false), RECENT_CHECKS)
         .await?;
     let now = Timestamp::now();
+    let acks = state
+        .store
+        .acks(
+            Some(&target.repo),
+            Some(&target.server),
+            Activity::All,
+            now,
+            RECENT_ACKS,
+        )
+        .await?;
+    let silences: Vec<Silence> = state
+        .store
+        .silences(Activity::Active, now, SILENCES_READ)
+        .await?
+        .into_iter()
+        .filter(|silence| silence.covers(&row.repo, &row.server))
+        .collect();
     let title = format!("{} / {}", row.repo, row.server);
     Ok(layout(
         &title,
         html! {
-            h1 { (row.repo) " / " (row.server) " " (row_state(&row)) }
-            (latest_check(&row, now))
+            h1 {
+                (row.repo) " / " (row.server) " " (row_state(&row))
+                @if row.acknowledged.is_some() { " " (ack_tag()) }
+            }
+            (latest_check(&row, acks.iter().find(|ack| ack.in_force(now)), &silences, now))
             h2 id="timeline-heading" { "Timeline" }
             (timeline(&transitions, &row, now))
             h2 { "Transitions" }
             (transition_table(&transitions, now))
             h2 { "Recent checks" }
             (check_table(&recent))
+            h2 { "Acknowledgements" }
+            (ack_table(&acks, now))
         },
     )
     .into_response())
@@ -79,10 +107,23 @@ fn unknown_target(target: &TargetKey) -> Markup {
     )
 }
 
-fn latest_check(row: &StatusRow, now: Timestamp) -> Markup {
+/// The latest check's facts, with the acknowledgement in force (`in_force`) and the silences
+/// running or to come that cover the target.
+fn latest_check(
+    row: &StatusRow,
+    in_force: Option<&Ack>,
+    silences: &[Silence],
+    now: Timestamp,
+) -> Markup {
     html! {
         dl {
             dt { "State" } dd { (state_chip(row.state)) }
+            @if let Some(ack) = in_force {
+                dt id="acknowledged" { "Acknowledged" } dd { (ack_in_force(row, ack, now)) }
+            }
+            @if !silences.is_empty() {
+                dt { "Silences" } dd { @for silence in silences { (target_silence(silence, now)) } }
+            }
             @if let Some(stale_since) = row.stale_since {
                 dt { "Stale since" } dd { (human_time(stale_since)) " (" (time_ago(stale_since, now)) ")" }
             }
@@ -94,6 +135,59 @@ fn latest_check(row: &StatusRow, now: Timestamp) -> Markup {
             @if let Some(revision) = &row.revision { dt { "Revision" } dd { code { (revision) } } }
             @if let Some(run_url) = &row.run_url { dt { "CI run" } dd { (run_link(run_url)) } }
             @if let Some(message) = &row.message { dt { "Message" } dd { pre { (message) } } }
+        }
+    }
+}
+
+/// A silence that covers the target: until when if it runs, its window if it is to come, and why,
+/// linking to it on the status page.
+fn target_silence(silence: &Silence, now: Timestamp) -> Markup {
+    if silence.is_active(now) {
+        return silence_note(silence, "/", now);
+    }
+    html! {
+        span.note data-silence=(silence.id) {
+            span.tag.tag-coming { "Coming" } " from " (time_ahead(silence.starts_at, now))
+            " to " time datetime=(silence.ends_at) { (human_time(silence.ends_at)) } " "
+            a href={ "/#silence-" (silence.id) } { (short_reason(&silence.reason)) }
+        }
+    }
+}
+
+/// The acknowledgement in force: who, why, until when and for which files. When a drifted file
+/// is outside its globs it is in force without covering the drift, and the files that stop it are
+/// named.
+fn ack_in_force(row: &StatusRow, ack: &Ack, now: Timestamp) -> Markup {
+    let outside: Vec<&str> = ack
+        .files
+        .as_ref()
+        .map(|globs| {
+            row.files
+                .iter()
+                .map(|file| file.name.as_str())
+                .filter(|name| !matches_any(globs, name))
+                .collect()
+        })
+        .unwrap_or_default();
+    html! {
+        @if row.acknowledged.is_some() {
+            "By " strong.by { (ack.by) } " on " (human_time(ack.created_at))
+        } @else {
+            span.muted { "In force, made by " strong.by { (ack.by) } " on " (human_time(ack.created_at)) ", but it does not cover the current drift" }
+            @if !outside.is_empty() {
+                span.muted { ": outside its files: " }
+                @for (index, name) in outside.iter().enumerate() {
+                    @if index > 0 { ", " }
+                    code { (name) }
+                }
+            }
+        }
+        " "
+        dl.ack {
+            dt { "Reason" } dd.prose { (ack.reason) }
+            dt { "Until" } dd { (time_ahead(ack.until, now)) }
+            dt { "Files" } dd { (glob_list(ack.files.as_deref())) }
+            dt { "Id" } dd { code { (ack.id) } }
         }
     }
 }
@@ -258,6 +352,52 @@ fn check_table(checks: &[Snapshot]) -> Markup {
             }
         }
     }
+}
+
+/// The target's recent acknowledgements, newest first, and how each ended.
+fn ack_table(acks: &[Ack], now: Timestamp) -> Markup {
+    html! {
+        @if acks.is_empty() {
+            p.muted { "No one has acknowledged this target's drift. " code { "POST /api/acks" } " accepts it with a reason and an expiry." }
+        } @else {
+            div.scroll {
+                table id="acks" {
+                    caption.muted { "The latest acknowledgements of this target, newest first" }
+                    thead { tr { th scope="col" { "Made" } th scope="col" { "By" } th scope="col" { "Reason" } th scope="col" { "Files" } th scope="col" { "Until" } th scope="col" { "Ended" } } }
+                    tbody {
+                        @for ack in acks {
+                            tr data-ack=(ack.id) {
+                                td.when { (human_time(ack.created_at)) }
+                                td.name { (ack.by) }
+                                td { (short_reason(&ack.reason)) }
+                                td.files { (glob_list(ack.files.as_deref())) }
+                                td.when { time datetime=(ack.until) { (human_time(ack.until)) } }
+                                td { (ack_end(ack, now)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How an acknowledgement ended: `Resolved (synced again) 2026-...`, `Deleted by alice ...`, or
+/// `In force` while it lasts.
+fn ack_end(ack: &Ack, now: Timestamp) -> Markup {
+    let how = match (ack.end_reason.as_deref(), ack.ended_by.as_deref()) {
+        (Some("resolved"), _) => "Resolved: synced again".to_owned(),
+        (Some("expired"), _) => "Expired".to_owned(),
+        (Some("deleted"), Some(by)) => format!("Deleted by {by}"),
+        (Some("deleted"), None) => "Deleted".to_owned(),
+        (Some("replaced"), _) => "Replaced by a newer one".to_owned(),
+        (Some(other), _) => other.to_owned(),
+        // Past `until`, before the expiry timer has recorded its end.
+        (None, _) if !ack.in_force(now) => "Expired".to_owned(),
+        (None, _) => return html! { strong.nowrap { "In force" } },
+    };
+    let at = ack.ended_at.unwrap_or(ack.until);
+    html! { (how) ", " (human_time(at)) }
 }
 
 #[cfg(test)]

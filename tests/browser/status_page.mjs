@@ -1,18 +1,22 @@
-// Drives headless Chromium through the status page, a target's page and /docs.
-// Usage: node status_page.mjs BASE_URL EXPECTED_JSON SCREENSHOT_DIR
-// EXPECTED_JSON: [{"repo", "server", "state", "last"?}] in the order the page lists them; "last" is
-// the last result a STALE target must still show.
+// Drives headless Chromium through the status page, a target's page, a badge and /docs.
+// Usage: node status_page.mjs BASE_URL EXPECTED_JSON SCREENSHOT_DIR SILENCES_JSON
+// EXPECTED_JSON: [{"repo", "server", "state", "last"?, "ack"?, "silenced"?}] in the order the page
+// lists them; "last" is the last result a STALE target must still show, "ack" the acknowledgement
+// that applies ({id, reason, by, until, until_text}), "silenced" the reason of the running silence
+// that covers it.
+// SILENCES_JSON: [{id, reason, by, running, repos, servers}] as the page lists them, newest first.
 // Exits non-zero with a message on the first failed check. Run by tests/status_page_browser.rs.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [base, expectedJson, screenshots] = process.argv.slice(2);
-if (!base || !expectedJson || !screenshots) {
-  console.error('usage: node status_page.mjs BASE_URL EXPECTED_JSON SCREENSHOT_DIR');
+const [base, expectedJson, screenshots, silencesJson] = process.argv.slice(2);
+if (!base || !expectedJson || !screenshots || !silencesJson) {
+  console.error('usage: node status_page.mjs BASE_URL EXPECTED_JSON SCREENSHOT_DIR SILENCES_JSON');
   process.exit(2);
 }
 const expected = JSON.parse(expectedJson);
+const silences = JSON.parse(silencesJson);
 mkdirSync(screenshots, { recursive: true });
 
 function check(condition, message) {
@@ -24,7 +28,8 @@ function same(actual, wanted, what) {
   check(a === w, `${what}: expected ${w}, got ${a}`);
 }
 
-/** The target table's rows as {repo, server, state, label, color, stateText, files}. */
+/** The target table's rows as {repo, server, state, last, acknowledged, silenced, label, color,
+ * stateText, files}. */
 async function listedTargets(page) {
   return page.locator('table#targets tbody tr').evaluateAll((rows) =>
     rows.map((row) => {
@@ -34,6 +39,8 @@ async function listedTargets(page) {
         server: row.querySelector('th a').textContent.trim(),
         state: row.dataset.state,
         last: row.dataset.syncStatus,
+        acknowledged: row.dataset.acknowledged ?? null,
+        silenced: row.dataset.silenced === 'true',
         label: chip.textContent.trim(),
         color: getComputedStyle(chip).backgroundColor,
         stateText: row.cells[2].innerText.replace(/\s+/g, ' ').trim(),
@@ -48,7 +55,7 @@ async function brokenWords(page) {
   return page.evaluate(() => {
     const broken = [];
     const scopes = document.querySelectorAll(
-      '.state, .last, ul.summary li, form label, legend, button, caption, thead th, dt, h1',
+      '.state, .tag, .last, ul.summary li, form label, legend, button, caption, thead th, dt, h1',
     );
     for (const scope of scopes) {
       const walker = document.createTreeWalker(scope, NodeFilter.SHOW_TEXT);
@@ -133,12 +140,69 @@ try {
   check(error.files.includes('Connection refused'), `ERROR row shows "${error.files}"`);
   const title = await page.locator('tr[data-state="ERROR"] .message').getAttribute('title');
   check(title.includes('port 22: Connection refused'), `message title: ${title}`);
+  // Acknowledged drift: the tag, by whom, until when (a <time> with the exact instant) and why,
+  // beside a state chip that is unchanged. A row a running silence covers says so and why.
+  for (const [index, wanted] of expected.entries()) {
+    const target = targets[index];
+    const row = page.locator('table#targets tbody tr').nth(index);
+    const name = `${wanted.repo}/${wanted.server}`;
+    if (wanted.ack) {
+      same(target.acknowledged, String(wanted.ack.id), `data-acknowledged of ${name}`);
+      for (const part of ['Acknowledged', `by ${wanted.ack.by}`, `until ${wanted.ack.until_text}`, wanted.ack.reason]) {
+        check(target.stateText.includes(part), `${name} shows "${target.stateText}", without "${part}"`);
+      }
+      check(await row.locator('.tag-ack').isVisible(), `the Acknowledged tag of ${name} is visible`);
+      same(await row.locator('[data-ack] time').getAttribute('datetime'), wanted.ack.until, `until of ${name}`);
+      const tag = await row.locator('.tag-ack').evaluate((el) => getComputedStyle(el).backgroundColor);
+      check(![...colors.values()].includes(tag), `the Acknowledged tag (${tag}) has a color no state has`);
+    } else {
+      check(
+        target.acknowledged === null && !target.stateText.includes('Acknowledged'),
+        `${name} is not acknowledged: "${target.stateText}"`,
+      );
+    }
+    if (wanted.silenced) {
+      check(target.silenced, `${name} is marked silenced`);
+      check(
+        target.stateText.includes('Silenced until') && target.stateText.includes(wanted.silenced),
+        `silenced ${name} shows "${target.stateText}"`,
+      );
+    } else {
+      check(!target.silenced && !target.stateText.includes('Silenced'), `${name} is not silenced: "${target.stateText}"`);
+    }
+  }
+  // The silences running now and coming, newest first: what they cover, who made them and why.
+  check(await page.getByRole('heading', { name: 'Maintenance silences' }).isVisible(), 'the silences heading');
+  const listedSilences = await page.locator('table#silences tbody tr').evaluateAll((rows) =>
+    rows.map((row) => ({ id: row.id, running: row.dataset.running, text: row.innerText.replace(/\s+/g, ' ').trim() })),
+  );
+  same(
+    listedSilences.map(({ id, running }) => [id, running]),
+    silences.map(({ id, running }) => [`silence-${id}`, String(running)]),
+    'silences listed',
+  );
+  for (const [index, wanted] of silences.entries()) {
+    const { text } = listedSilences[index];
+    for (const part of [wanted.running ? 'Running' : 'Coming', wanted.reason, wanted.repos, wanted.servers, wanted.by]) {
+      check(text.includes(part), `silence ${wanted.id} shows "${text}", without "${part}"`);
+    }
+  }
+  const running = silences.find((silence) => silence.running);
+  same(
+    await page.locator('table#targets tbody tr[data-silenced] [data-silence] a').first().getAttribute('href'),
+    `#silence-${running.id}`,
+    'a silenced row links to its silence',
+  );
   // The favicon the page links is served.
   const icon = await page.locator('link[rel=icon]').getAttribute('href');
   const iconResponse = await page.request.get(`${base}${icon}`);
   same(iconResponse.status(), 200, `GET ${icon}`);
   same(await brokenWords(page), [], 'words broken across lines at desktop width');
   await page.screenshot({ path: join(screenshots, 'status-page.png'), fullPage: true });
+  // Dark mode: the tags stay legible on the dark background.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: join(screenshots, 'status-page-dark.png'), fullPage: true });
+  await page.emulateMedia({ colorScheme: 'light' });
 
   // Readable on a phone: the page itself does not scroll sideways, and no label breaks mid-word.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -219,6 +283,25 @@ try {
   check(checks >= transitions, `target page lists ${checks} recent checks`);
   const segments = await page.locator('.timeline span').count();
   same(segments, transitions, 'timeline segments');
+  // Its acknowledgement in force, its acknowledgements' list, and the silence that covers it.
+  if (drifting.ack) {
+    check(heading.includes('Acknowledged'), `target page heading "${heading}" says Acknowledged`);
+    const facts = (await page.locator('#acknowledged + dd').innerText()).replace(/\s+/g, ' ');
+    for (const part of [`By ${drifting.ack.by}`, drifting.ack.reason, drifting.ack.until_text, 'Files any']) {
+      check(facts.includes(part), `acknowledgement in force shows "${facts}", without "${part}"`);
+    }
+    const acks = await page.locator('table#acks tbody tr').evaluateAll((rows) =>
+      rows.map((row) => row.innerText.replace(/\s+/g, ' ').trim()),
+    );
+    check(
+      acks.length === 1 && acks[0].includes('In force') && acks[0].includes(drifting.ack.by),
+      `acknowledgements: ${JSON.stringify(acks)}`,
+    );
+  }
+  if (drifting.silenced) {
+    const facts = (await page.locator('dl').first().innerText()).replace(/\s+/g, ' ');
+    check(facts.includes('Silenced until') && facts.includes(drifting.silenced), `target facts: ${facts}`);
+  }
   await page.screenshot({ path: join(screenshots, 'target-page.png'), fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
   const targetOverflow = await page.evaluate(
@@ -236,6 +319,15 @@ try {
   const facts = (await page.locator('dl').first().innerText()).replace(/\s+/g, ' ');
   check(facts.includes('Stale since'), `stale target facts: ${facts}`);
   await page.screenshot({ path: join(screenshots, 'stale-target-page.png'), fullPage: true });
+
+  // The badge of an acknowledged drift says so, in its own color.
+  const acknowledged = expected.find((t) => t.ack);
+  await page.goto(
+    `${base}/badge.svg?repo=${encodeURIComponent(acknowledged.repo)}&server=${encodeURIComponent(acknowledged.server)}&label=target`,
+  );
+  const badge = await page.locator('svg').textContent();
+  check(badge.includes('out of sync (ack)'), `badge says "${badge}"`);
+  await page.locator('svg').screenshot({ path: join(screenshots, 'badge-acknowledged.png') });
   same(foreign, [], 'requests to other hosts');
   await plain.close();
 
