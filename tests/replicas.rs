@@ -566,3 +566,123 @@ async fn retention_on_both_replicas_while_they_write_keeps_what_it_must() {
         .unwrap();
     assert!(cli.status.success(), "{cli:?}");
 }
+
+/// Both replicas acknowledge, delete acknowledgements, retire and revive targets while clients
+/// post checks to both: every chain (events included) still verifies, and the replicas tell the
+/// same story byte for byte: history, acknowledgements, targets, status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_acknowledging_and_retiring_while_writing_agree() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let database = TestDatabase::create(backend).await;
+    let replicas = start_replicas(&database);
+    let urls = [replicas[0].url(""), replicas[1].url("")];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let servers = ["lc-1", "lc-2", "lc-3"];
+    let base_ms = (OffsetDateTime::now_utc().unix_timestamp() - 600) * 1000;
+    let until = rendered_ms((OffsetDateTime::now_utc().unix_timestamp() + 86_400) * 1000);
+
+    let writers: Vec<_> = (0..2i64)
+        .map(|writer| {
+            let (client, urls) = (client.clone(), urls.clone());
+            tokio::spawn(async move {
+                for round in 0..40i64 {
+                    for (index, server) in servers.iter().enumerate() {
+                        let ms = base_ms + (round * 2 + writer) * 1000 + index as i64;
+                        let mut body = check(server, ms);
+                        // Mostly drifting, so acknowledgements have something to cover.
+                        if round % 5 == 4 {
+                            body["sync_status"] = json!("SYNCED");
+                            body["files"] = json!([]);
+                            body["drift_count"] = json!(0);
+                        }
+                        post(&client, &urls[(round + writer) as usize % 2], &body).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let lifecycle = {
+        let (client, urls) = (client.clone(), urls.clone());
+        tokio::spawn(async move {
+            let mut made = 0;
+            for round in 0..30usize {
+                let url = &urls[round % 2];
+                let server = servers[round % servers.len()];
+                let response = client
+                    .post(format!("{url}/api/acks"))
+                    .json(&json!({"repo": "replicated", "server": server,
+                                  "reason": format!("round {round}"), "until": until}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                // 404 before the first check, 409 while SYNCED or retired: both tell the truth.
+                assert!(matches!(status, 201 | 404 | 409), "ack: {status}");
+                if status == 201 {
+                    made += 1;
+                    if round % 3 == 0 {
+                        let ack: Value = response.json().await.unwrap();
+                        let other = &urls[(round + 1) % 2];
+                        let deleted = client
+                            .delete(format!("{other}/api/acks/{}", ack["id"]))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(deleted.status().as_u16(), 204);
+                    }
+                }
+                if round % 7 == 6 {
+                    let retired = client
+                        .delete(format!("{url}/api/targets/replicated/{server}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(matches!(retired.status().as_u16(), 204 | 404));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            made
+        })
+    };
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let made = lifecycle.await.unwrap();
+    assert!(made > 0, "no acknowledgement was made");
+
+    for path in [
+        "/history?format=ndjson&order=asc",
+        "/api/acks",
+        "/api/targets?include_retired=true",
+        "/status.json",
+    ] {
+        let answers = [
+            get_text(&client, &urls[0], path).await,
+            get_text(&client, &urls[1], path).await,
+        ];
+        assert!(
+            answers[0] == answers[1],
+            "the replicas answer {path} differently"
+        );
+    }
+    for url in &urls {
+        let verify = get_json(&client, url, "/api/verify").await;
+        assert_eq!(verify["ok"], true, "{url}: {verify}");
+    }
+    let output = std::process::Command::new(BINARY)
+        .args(["verify", "--database-url", &database.url])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
