@@ -80,18 +80,19 @@ pub async fn run_ack(args: AckArgs) -> Outcome {
                 sender
                     .exchange(Method::POST, &url, Some(&body))
                     .await
-                    .map(|reply| {
-                        (
-                            serde_json::from_str(&reply.text).unwrap_or(Value::Null),
-                            false,
-                        )
-                    })
+                    .map(|reply| (Answer::from(reply.text), false))
             },
         )
         .await;
     match made {
-        Ok((ack, earlier)) => {
-            println!("{ack}");
+        Ok((
+            Answer {
+                text: printed,
+                value: ack,
+            },
+            earlier,
+        )) => {
+            println!("{printed}");
             let earlier = if earlier {
                 " (recorded by an earlier attempt)"
             } else {
@@ -100,8 +101,8 @@ pub async fn run_ack(args: AckArgs) -> Outcome {
             eprintln!(
                 "  {target}: acknowledgement {} until {} by {}{earlier}",
                 ack["id"],
-                text(&ack["until"]),
-                text(&ack["by"])
+                plain(&ack["until"]),
+                plain(&ack["by"])
             );
             Outcome::Recorded
         }
@@ -135,14 +136,17 @@ pub async fn run_unack(args: UnackArgs) -> Outcome {
     }
     // Deleting one that had ended already also answers 204: the record says how it ended.
     match read(&sender, &url).await {
-        Some(ack) => {
-            println!("{ack}");
+        Some(Answer {
+            text: printed,
+            value: ack,
+        }) => {
+            println!("{printed}");
             eprintln!(
                 "  acknowledgement {id} of {}/{}: ended ({}) at {}",
-                text(&ack["repo"]),
-                text(&ack["server"]),
-                text(&ack["end_reason"]),
-                text(&ack["ended_at"])
+                plain(&ack["repo"]),
+                plain(&ack["server"]),
+                plain(&ack["end_reason"]),
+                plain(&ack["ended_at"])
             );
         }
         None => eprintln!("  acknowledgement {id}: ended"),
@@ -162,30 +166,49 @@ fn refuse_missing(missing: Vec<String>) -> Option<Outcome> {
 }
 
 /// The target's acknowledgement in force, when it is the one `request` makes.
-async fn recorded_earlier(sender: &Sender, request: &AckRequest) -> Option<Value> {
+async fn recorded_earlier(sender: &Sender, request: &AckRequest) -> Option<Answer> {
     let mut url = sender.url("/api/acks");
     url.query_pairs_mut()
         .append_pair("repo", &request.repo)
         .append_pair("server", &request.server)
         .append_pair("active", "true")
         .append_pair("limit", "1");
-    let Value::Array(mut acks) = read(sender, &url).await? else {
+    let Value::Array(mut acks) = read(sender, &url).await?.value else {
         return None;
     };
     let newest = acks.pop()?;
-    request.made(&newest).then_some(newest)
+    request
+        .made(&newest)
+        .then(|| Answer::from(newest.to_string()))
 }
 
-/// One GET, read as JSON; `None` when it fails in any way.
-async fn read(sender: &Sender, url: &Url) -> Option<Value> {
+/// One GET; `None` when it fails in any way.
+async fn read(sender: &Sender, url: &Url) -> Option<Answer> {
     match sender.exchange(Method::GET, url, None).await {
-        Attempt::Done(reply) => serde_json::from_str(&reply.text).ok(),
+        Attempt::Done(reply) => Some(Answer::from(reply.text)),
         _ => None,
     }
 }
 
+/// A JSON answer: printed as the server wrote it, read through `value`.
+#[derive(Debug)]
+struct Answer {
+    text: String,
+    value: Value,
+}
+
+impl From<String> for Answer {
+    fn from(text: String) -> Self {
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            text: text.trim().to_owned(),
+            value,
+        }
+    }
+}
+
 /// A JSON string as its text, anything else as JSON.
-fn text(value: &Value) -> String {
+fn plain(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         other => other.to_string(),
