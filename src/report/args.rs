@@ -1,6 +1,6 @@
-//! The `report` subcommand's flags and environment (and those of `report import-pushgateway`), the
-//! exit codes `report --help` lists, and where the snapshots go: `GITOPS_STATUS_SERVER_URL` may be
-//! the server's base URL or the full endpoint.
+//! The `report` subcommand's flags and environment (and those of `report import-pushgateway`,
+//! `report ack` and `report unack`), the exit codes their `--help` lists, and where requests go:
+//! `GITOPS_STATUS_SERVER_URL` may be the server's base URL or the full `/api/status` endpoint.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use reqwest::Url;
 
 use crate::flag_values::{Secret, positive_duration};
+use crate::timestamp::Timestamp;
 
 /// The exit codes, as `report --help` lists them.
 pub const EXIT_CODES_HELP: &str = "\
@@ -91,17 +92,144 @@ pub enum ReportAction {
     /// Exit codes: 0 every target recorded; 1 one was not (refused, unreachable, or a value
     /// other than 0, 1 or 2); 2 bad flags or environment; 3 the Pushgateway could not be read.
     ImportPushgateway(Box<ImportArgs>),
+
+    /// Accept a target's current drift until a given time (a hotfix waiting for its PR).
+    ///
+    /// POSTs /api/acks for --repo / REPO_NAME and --server / SERVER_NAME. While it applies,
+    /// /status.json shows the target as acknowledged (its state unchanged). It ends at --until,
+    /// when the target is SYNCED again, when it is deleted (`report unack ID`), or when a newer
+    /// acknowledgement of the target replaces it. Prints the acknowledgement as JSON on stdout.
+    #[command(after_help = ACK_EXIT_CODES_HELP)]
+    Ack(Box<AckArgs>),
+
+    /// End an acknowledgement now (DELETE /api/acks/ID). Ending one that had ended already
+    /// succeeds too.
+    #[command(after_help = ACK_EXIT_CODES_HELP)]
+    Unack(UnackArgs),
 }
 
-/// Where snapshots go and how hard to try: shared by `report` and `report import-pushgateway`.
+/// The exit codes of `report ack` and `report unack`, as their `--help` lists them.
+pub const ACK_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  done
+  1  not done: the server rejected the request (4xx, e.g. an unknown target or a bad --until),
+     or it stayed unreachable or failing (5xx) through every retry
+  2  bad flags or environment";
+
+/// Options of `report ack`.
+#[derive(Debug, Clone, Args)]
+pub struct AckArgs {
+    #[command(flatten)]
+    pub delivery: Delivery,
+
+    /// Repository of the target whose drift is accepted (required).
+    #[arg(long, env = "REPO_NAME")]
+    pub repo: Option<String>,
+
+    /// Server of the target whose drift is accepted (required).
+    #[arg(long, env = "SERVER_NAME")]
+    pub server: Option<String>,
+
+    /// Why the drift is accepted (1 to 1000 characters), e.g. the incident and the PR that brings
+    /// the change into the repository.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+
+    /// When it expires: an RFC 3339 time (2026-12-10T00:00:00Z) or a duration from now (24h, 3d,
+    /// 1h 30m); in the future and at most 90 days ahead.
+    #[arg(long, value_name = "WHEN", value_parser = until_value)]
+    pub until: Until,
+
+    /// A glob (`*`, `?`) of the drifted files it accepts; repeat for more. Every drifted file
+    /// must match one for it to apply. Absent: whatever files drift.
+    #[arg(long = "files", value_name = "GLOB")]
+    pub files: Vec<String>,
+}
+
+impl AckArgs {
+    /// What clap cannot require (an environment variable may give it): one line per missing
+    /// setting, naming the flag and the variable.
+    pub fn missing(&self) -> Vec<String> {
+        let blank = |value: &Option<String>| value.as_deref().is_none_or(|v| v.trim().is_empty());
+        let mut missing: Vec<String> = self.delivery.missing_url(false).into_iter().collect();
+        if blank(&self.repo) {
+            missing.push(
+                "no repository name: set --repo / REPO_NAME to the repository of the target \
+                 whose drift is accepted, e.g. rsyslog"
+                    .to_owned(),
+            );
+        }
+        if blank(&self.server) {
+            missing.push(
+                "no server name: set --server / SERVER_NAME to the server whose drift is \
+                 accepted, e.g. rsyslog-lab"
+                    .to_owned(),
+            );
+        }
+        missing
+    }
+}
+
+/// Options of `report unack`.
+#[derive(Debug, Clone, Args)]
+pub struct UnackArgs {
+    /// The acknowledgement's id, as `report ack` printed it.
+    #[arg(value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+
+    #[command(flatten)]
+    pub delivery: Delivery,
+}
+
+impl UnackArgs {
+    /// What clap cannot require: one line per missing setting.
+    pub fn missing(&self) -> Vec<String> {
+        self.delivery.missing_url(false).into_iter().collect()
+    }
+}
+
+/// `--until`: a time, or a duration counted from when the request is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    At(Timestamp),
+    In(Duration),
+}
+
+impl Until {
+    /// The instant it names, `now` being when the request is made.
+    pub fn at(self, now: Timestamp) -> Timestamp {
+        match self {
+            Self::At(at) => at,
+            Self::In(duration) => {
+                now.plus_millis(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
+            }
+        }
+    }
+}
+
+/// Parses `--until`: RFC 3339 with an offset, or a humantime duration (`24h`, `3d`).
+pub fn until_value(text: &str) -> Result<Until, String> {
+    let text = text.trim();
+    if let Some(at) = Timestamp::parse_rfc3339(text) {
+        return Ok(Until::At(at));
+    }
+    humantime::parse_duration(text).map(Until::In).map_err(|_| {
+        "must be an RFC 3339 time with an offset (2026-12-10T00:00:00Z) or a duration from now \
+         (24h, 3d, 1h 30m)"
+            .to_owned()
+    })
+}
+
+/// Where requests go and how hard to try: shared by `report` and its subcommands.
 #[derive(Debug, Clone, Args)]
 pub struct Delivery {
     /// The server's base URL (http://host:80, http://host/prefix/) or the full endpoint
-    /// (http://host/api/status); snapshots go to BASE/api/status. Required unless --dry-run.
+    /// (http://host/api/status); snapshots go to BASE/api/status, acknowledgements to
+    /// BASE/api/acks. Required unless --dry-run.
     #[arg(long, env = "GITOPS_STATUS_SERVER_URL", value_parser = status_endpoint)]
     pub url: Option<Url>,
 
-    /// Bearer token for POST /api/status; prefer the environment variable to the flag.
+    /// Bearer token the server's writes need; prefer the environment variable to the flag.
     #[arg(long, env = "GITOPS_STATUS_TOKEN", hide_env_values = true)]
     pub token: Option<Secret>,
 
@@ -216,6 +344,16 @@ pub fn status_endpoint(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// The server's endpoint at `path` (`/api/acks`), given its `/api/status` endpoint (as
+/// `status_endpoint` makes it): both share the base URL and its path prefix.
+pub fn api_url(status_endpoint: &Url, path: &str) -> Url {
+    let base = status_endpoint.path();
+    let base = base.strip_suffix("/api/status").unwrap_or(base);
+    let mut url = status_endpoint.clone();
+    url.set_path(&format!("{base}{path}"));
+    url
+}
+
 /// A Pushgateway's URL to its `GET /api/v1/metrics`: a base URL (with or without a path prefix)
 /// gets `/api/v1/metrics` appended; a URL that already ends in it is kept. Query and fragment are
 /// dropped.
@@ -290,6 +428,93 @@ mod tests {
             ),
         ] {
             assert_eq!(endpoint(given).as_deref(), Ok(expected), "{given}");
+        }
+    }
+
+    #[test]
+    fn other_endpoints_share_the_base_of_api_status() {
+        for (given, expected) in [
+            ("http://gitops:80", "http://gitops/api/acks"),
+            ("http://gitops/api/status", "http://gitops/api/acks"),
+            (
+                "https://ops.example.org/gitops/",
+                "https://ops.example.org/gitops/api/acks",
+            ),
+            (
+                "https://ops.example.org/gitops/api/status",
+                "https://ops.example.org/gitops/api/acks",
+            ),
+        ] {
+            let endpoint = status_endpoint(given).unwrap();
+            assert_eq!(
+                api_url(&endpoint, "/api/acks").as_str(),
+                expected,
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn until_is_a_time_or_a_duration_from_now() {
+        let now = Timestamp::from_millis(1_776_767_400_000);
+        let at = |text: &str| until_value(text).map(|until| until.at(now).to_string());
+        assert_eq!(at("24h").as_deref(), Ok("2026-04-22T10:30:00.000Z"));
+        assert_eq!(at("3d").as_deref(), Ok("2026-04-24T10:30:00.000Z"));
+        assert_eq!(at("1h 30m").as_deref(), Ok("2026-04-21T12:00:00.000Z"));
+        assert_eq!(
+            at("2026-05-01T12:00:00.123456+02:00").as_deref(),
+            Ok("2026-05-01T10:00:00.123Z")
+        );
+        for bad in ["soon", "2026-05-01", "2026-05-01T12:00:00", "", "-3d"] {
+            assert!(
+                until_value(bad)
+                    .unwrap_err()
+                    .starts_with("must be an RFC 3339 time"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ack_needs_a_server_a_repo_and_a_target() {
+        let parse = |extra: &[&str]| {
+            let base = ["report", "ack", "--reason", "INC-1", "--until", "1d"];
+            Report::try_parse_from(base.iter().chain(extra))
+        };
+        let Some(ReportAction::Ack(ack)) = parse(&[]).unwrap().args.action else {
+            panic!("not ack");
+        };
+        assert_eq!(ack.missing().len(), 3);
+        let Some(ReportAction::Ack(ack)) = parse(&[
+            "--url",
+            "http://gitops",
+            "--repo",
+            "rsyslog",
+            "--server",
+            "lab",
+            "--files",
+            "a*",
+            "--files",
+            "b?",
+        ])
+        .unwrap()
+        .args
+        .action
+        else {
+            panic!("not ack");
+        };
+        assert!(ack.missing().is_empty());
+        assert_eq!(ack.files, ["a*", "b?"]);
+        assert_eq!(ack.until, Until::In(Duration::from_secs(86_400)));
+        for bad in [
+            &["report", "ack", "--until", "1d"][..],
+            &["report", "ack", "--reason", "x"],
+            &["report", "ack", "--reason", "x", "--until", "soon"],
+            &["report", "unack", "0"],
+            &["report", "unack"],
+        ] {
+            let error = Report::try_parse_from(bad).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{bad:?}: {error}");
         }
     }
 

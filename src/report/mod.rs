@@ -1,8 +1,10 @@
 //! The `report` subcommand: the CI-side client that replaces the seed's `update-gitops-status.sh`.
 //! It runs the drift-check playbook (or reads its output), parses the markers per host, and POSTs
 //! one snapshot per host, printing the seed's four steps on stderr and the snapshots, one JSON
-//! object a line, on stdout. `report import-pushgateway` posts the state a Pushgateway holds.
+//! object a line, on stdout. `report import-pushgateway` posts the state a Pushgateway holds;
+//! `report ack` and `report unack` accept a target's drift until a given time, and end that.
 
+pub mod ack;
 pub mod args;
 pub mod capture;
 pub mod import;
@@ -40,9 +42,12 @@ impl From<Outcome> for ExitCode {
 }
 
 /// Runs the four steps (or the import) and maps the result to an exit code.
-pub async fn run(args: ReportArgs) -> Outcome {
-    if let Some(ReportAction::ImportPushgateway(import)) = args.action {
-        return import::run(*import).await;
+pub async fn run(mut args: ReportArgs) -> Outcome {
+    match args.action.take() {
+        Some(ReportAction::ImportPushgateway(import)) => return import::run(*import).await,
+        Some(ReportAction::Ack(ack)) => return ack::run_ack(*ack).await,
+        Some(ReportAction::Unack(unack)) => return ack::run_unack(unack).await,
+        None => {}
     }
     let missing = args.missing();
     if !missing.is_empty() {

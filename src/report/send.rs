@@ -1,15 +1,16 @@
-//! POSTs a snapshot to `/api/status`: a timeout per attempt, bounded retries with exponential
-//! backoff on connection errors, timeouts and 5xx (honouring `Retry-After`), never on 4xx.
+//! Talks to the server for the `report` client: a timeout per attempt, bounded retries with
+//! exponential backoff on connection errors, timeouts and 5xx (honouring `Retry-After`), never on
+//! 4xx. Snapshots go to `/api/status`; the other operations to its sibling endpoints.
 
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap};
-use reqwest::{StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-use super::args::Delivery;
+use super::args::{Delivery, api_url};
 use super::payload::Report;
 use crate::flag_values::Secret;
 
@@ -18,7 +19,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The longest pause between two attempts when the server names none.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Sends snapshots to one server.
+/// Sends snapshots (and acknowledgements) to one server.
 #[derive(Debug)]
 pub struct Sender {
     client: reqwest::Client,
@@ -46,16 +47,38 @@ pub enum SendError {
     GaveUp { attempts: u32, last: String },
 }
 
-enum Attempt {
-    Done(Delivered),
+/// A 2xx answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+/// How one attempt ended.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    Done(T),
+    /// A 4xx: the same request cannot succeed later.
     Rejected {
         status: u16,
         detail: String,
     },
+    /// Worth another try: a connection error, a timeout or a 5xx.
     Retry {
         reason: String,
         after: Option<Duration>,
     },
+}
+
+impl<T> Attempt<T> {
+    pub fn map<U>(self, done: impl FnOnce(T) -> U) -> Attempt<U> {
+        match self {
+            Self::Done(value) => Attempt::Done(done(value)),
+            Self::Rejected { status, detail } => Attempt::Rejected { status, detail },
+            Self::Retry { reason, after } => Attempt::Retry { reason, after },
+        }
+    }
 }
 
 impl Sender {
@@ -102,33 +125,54 @@ impl Sender {
         &self.endpoint
     }
 
+    /// The server's endpoint at `path` (`/api/acks`), beside `/api/status` under the same base.
+    pub fn url(&self, path: &str) -> Url {
+        api_url(&self.endpoint, path)
+    }
+
     /// POSTs `report`, retrying what may succeed later; `note` hears about every retry.
     pub async fn send(
         &self,
         report: &Report,
-        mut note: impl FnMut(&str),
+        note: impl FnMut(&str),
     ) -> Result<Delivered, SendError> {
         let body = serde_json::to_vec(report).unwrap_or_default();
-        let mut attempt = 0;
+        self.with_retries(note, async |_| {
+            self.exchange(Method::POST, &self.endpoint, Some(&body))
+                .await
+                .map(|reply| delivered(&reply))
+        })
+        .await
+    }
+
+    /// Runs `attempt` (given its number, from 1) until it is done, rejected, or out of retries,
+    /// pausing between attempts as the server asks or with a growing backoff; `note` hears about
+    /// every retry.
+    pub async fn with_retries<T>(
+        &self,
+        mut note: impl FnMut(&str),
+        mut attempt: impl AsyncFnMut(u32) -> Attempt<T>,
+    ) -> Result<T, SendError> {
+        let mut number = 0;
         loop {
-            attempt += 1;
-            let (reason, after) = match self.attempt(&body).await {
-                Attempt::Done(delivered) => return Ok(delivered),
+            number += 1;
+            let (reason, after) = match attempt(number).await {
+                Attempt::Done(done) => return Ok(done),
                 Attempt::Rejected { status, detail } => {
                     return Err(SendError::Rejected { status, detail });
                 }
                 Attempt::Retry { reason, after } => (reason, after),
             };
-            if attempt > self.retries {
+            if number > self.retries {
                 return Err(SendError::GaveUp {
-                    attempts: attempt,
+                    attempts: number,
                     last: reason,
                 });
             }
             let wait = match after {
                 Some(after) if after > MAX_RETRY_AFTER => {
                     return Err(SendError::GaveUp {
-                        attempts: attempt,
+                        attempts: number,
                         last: format!(
                             "{reason}; the server asks to retry after {}s, longer than the {}s \
                              this client waits",
@@ -138,24 +182,26 @@ impl Sender {
                     });
                 }
                 Some(after) => after,
-                None => backoff(self.first_backoff, attempt),
+                None => backoff(self.first_backoff, number),
             };
             note(&format!(
                 "{reason}; retrying in {}s (attempt {} of {})",
                 wait.as_secs_f64(),
-                attempt + 1,
+                number + 1,
                 self.retries + 1
             ));
             tokio::time::sleep(wait).await;
         }
     }
 
-    async fn attempt(&self, body: &[u8]) -> Attempt {
-        let mut request = self
-            .client
-            .post(self.endpoint.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
+    /// One request, with a JSON `body` when given, and the bearer token when there is one.
+    pub async fn exchange(&self, method: Method, url: &Url, body: Option<&[u8]>) -> Attempt<Reply> {
+        let mut request = self.client.request(method, url.clone());
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.expose());
         }
@@ -184,7 +230,11 @@ impl Sender {
             }
         };
         if status.is_success() {
-            return Attempt::Done(delivered(status, &headers, &text));
+            return Attempt::Done(Reply {
+                status,
+                headers,
+                text,
+            });
         }
         let detail = problem_detail(&text);
         if status.is_server_error() {
@@ -206,16 +256,17 @@ impl Sender {
     }
 }
 
-fn delivered(status: StatusCode, headers: &HeaderMap, text: &str) -> Delivered {
-    let replayed = headers
+fn delivered(reply: &Reply) -> Delivered {
+    let replayed = reply
+        .headers
         .get("idempotent-replayed")
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.eq_ignore_ascii_case("true"));
-    let snapshot_id = serde_json::from_str::<Value>(text)
+    let snapshot_id = serde_json::from_str::<Value>(&reply.text)
         .ok()
         .and_then(|snapshot| snapshot.get("id").and_then(Value::as_i64));
     Delivered {
-        status: status.as_u16(),
+        status: reply.status.as_u16(),
         replayed,
         snapshot_id,
     }
