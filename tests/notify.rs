@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
 use common::binary::command;
 use common::{Backend, TestApp, at_offset, snapshot};
@@ -239,7 +239,36 @@ async fn stale_is_found_by_the_clock(backend: Backend) {
     assert_eq!(events[1]["state"], "STALE");
 }
 
+async fn an_acknowledged_target_stays_quiet(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let (url, inbox) = receiver(0).await;
+    app.record(&snapshot(
+        "rsyslog",
+        "lab",
+        "OUT_OF_SYNC",
+        &["a"],
+        &at_offset(-30),
+    ))
+    .await;
+    let body = json!({
+        "repo": "rsyslog", "server": "lab", "reason": "hotfix INC-1", "until": at_offset(3600),
+    });
+    let request = Request::post("/api/acks")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    assert_eq!(app.request(request).await.status, StatusCode::CREATED);
+    notify_to(&app, &url, "");
+    inbox.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = inbox.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "acknowledged");
+    assert_eq!(events[0]["state"], "OUT_OF_SYNC");
+}
+
 backend_tests! {
+    an_acknowledged_target_stays_quiet,
     episode_sends_one_started_and_one_resolved,
     flap_shorter_than_for_sends_nothing,
     a_retry_carries_the_same_event_id,
