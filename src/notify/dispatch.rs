@@ -4,7 +4,8 @@
 //! acknowledgement that applies, a silence, a retired target). Decisions are rows, so replicas
 //! and restarts never decide twice; the cursor only passes transitions decided for every route.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use crate::model::lifecycle::Silence;
 use crate::model::{HistoryFilter, Order, StatusFilter};
@@ -19,6 +20,32 @@ const BATCH: i64 = 500;
 /// history) are not announced.
 const TOO_OLD_MS: i64 = 3600 * 1000;
 
+/// How long a hole in the transition ids may be waited for: on PostgreSQL a transaction that took
+/// a lower id can commit after one that took a higher id, and the cursor must not pass its row.
+/// A hole older than this is a rolled-back transaction's.
+const GAP_GRACE: Duration = Duration::from_secs(30);
+
+/// Holes in the transition ids the dispatcher has seen, and since when.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    first_seen: HashMap<i64, Instant>,
+}
+
+impl Gaps {
+    /// Whether the cursor may pass the missing ids starting at `missing`.
+    fn may_pass(&mut self, missing: i64) -> bool {
+        self.first_seen
+            .entry(missing)
+            .or_insert_with(Instant::now)
+            .elapsed()
+            >= GAP_GRACE
+    }
+
+    fn forget_before(&mut self, position: i64) {
+        self.first_seen.retain(|missing, _| *missing > position);
+    }
+}
+
 /// What to do about one (transition, receiver).
 enum Decision {
     /// Not decidable yet: the route's `for` has not passed, or the entering it ends is undecided.
@@ -31,6 +58,7 @@ enum Decision {
 pub async fn dispatch(
     store: &Store,
     config: &NotifyConfig,
+    gaps: &mut Gaps,
     now: Timestamp,
 ) -> Result<usize, StoreError> {
     let cursor = store.notify_cursor().await?;
@@ -49,6 +77,9 @@ pub async fn dispatch(
     let mut through = cursor;
     let mut blocked = false;
     for row in &rows {
+        if row.id > through + 1 && !blocked && !gaps.may_pass(through + 1) {
+            blocked = true;
+        }
         let mut complete = true;
         for (route, receiver) in routes_of(config, row) {
             if decided.contains(&(row.id, receiver.name.clone())) {
@@ -89,6 +120,7 @@ pub async fn dispatch(
     }
     if through > cursor {
         store.advance_notify_cursor(through).await?;
+        gaps.forget_before(through);
     }
     Ok(written)
 }

@@ -51,13 +51,14 @@ pub fn spawn(store: Store, config: NotifyConfig, options: NotifyOptions) -> Vec<
     let mut tasks = Vec::new();
     {
         let (store, config, options) = (store.clone(), Arc::clone(&config), options.clone());
+        let gaps = Arc::new(tokio::sync::Mutex::new(dispatch::Gaps::default()));
         tasks.push(every(options.every, "deciding notifications", move || {
-            let (store, config) = (store.clone(), Arc::clone(&config));
+            let (store, config, gaps) = (store.clone(), Arc::clone(&config), Arc::clone(&gaps));
             let stale_after = options.stale_after_seconds;
             async move {
                 let now = Timestamp::now();
                 stale::record_stale(&store, stale_after, now).await?;
-                dispatch::dispatch(&store, &config, now).await?;
+                dispatch::dispatch(&store, &config, &mut *gaps.lock().await, now).await?;
                 deliver::report_backlog(&store, &config).await
             }
         }));
