@@ -150,6 +150,17 @@ pub struct ServeArgs {
     )]
     pub tokens_file: Option<Setting<PathBuf>>,
 
+    /// TOML file of notification receivers ([[receivers]]: name, kind webhook|slack|alertmanager,
+    /// url, headers, secret) and the routes to them ([[routes]]: receiver, repos, servers,
+    /// states, for, repeat). Unset: no notifications are sent.
+    #[arg(
+        long,
+        env = "GITOPS_STATUS_NOTIFY_FILE",
+        value_name = "FILE",
+        value_parser = SettingParser(path_setting)
+    )]
+    pub notify_file: Option<Setting<PathBuf>>,
+
     /// One bearer token that may write every repo; prefer the environment variable to the flag.
     #[arg(long, env = "GITOPS_STATUS_WRITE_TOKEN", hide_env_values = true)]
     pub write_token: Option<Secret>,
@@ -376,6 +387,7 @@ impl fmt::Debug for ServeArgs {
             .field("retention", &self.retention)
             .field("retention_interval", &self.retention_interval)
             .field("tokens_file", &self.tokens_file)
+            .field("notify_file", &self.notify_file)
             .field("write_token", &self.write_token)
             .field("max_in_flight", &self.max_in_flight)
             .finish()

@@ -9,6 +9,7 @@ pub mod error;
 pub mod expiry;
 pub mod flag_values;
 pub mod model;
+pub mod notify;
 pub mod report;
 pub mod retention;
 pub mod stats;

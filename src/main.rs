@@ -8,6 +8,7 @@ use gitops_status_server::auth::{Tokens, TokensError};
 use gitops_status_server::config::{
     Cli, Command, LogArgs, LogFormat, MigrateToArgs, Problem, ServeArgs, VerifyArgs,
 };
+use gitops_status_server::notify::{self, NotifyConfig, NotifyOptions};
 use gitops_status_server::retention::{self, Policy};
 use gitops_status_server::store::{MigrateError, Store};
 use gitops_status_server::telemetry::Telemetry;
@@ -119,6 +120,16 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let notify = match &args.notify_file {
+        Some(file) => match NotifyConfig::load(&file.value, &file.name) {
+            Ok(config) => Some(config),
+            Err(error) => {
+                tracing::error!("{error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     for warning in tokens.warnings() {
         tracing::warn!("{warning}");
     }
@@ -157,6 +168,19 @@ async fn run_server(args: ServeArgs) -> ExitCode {
         Err(error) => tracing::warn!(%error, "listening on an unknown address"),
     }
     gitops_status_server::expiry::spawn(store.clone());
+    let settings = Settings::from(&args);
+    if let Some(config) = notify {
+        tracing::info!(
+            receivers = config.receivers.len(),
+            routes = config.routes.len(),
+            "notifications on"
+        );
+        notify::spawn(
+            store.clone(),
+            config,
+            NotifyOptions::new(settings.stale_after_seconds()),
+        );
+    }
     if let Some(keep) = args.retention {
         retention::spawn(
             store.clone(),
@@ -166,7 +190,7 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             },
         );
     }
-    let state = AppState::new(store.clone(), Settings::from(&args))
+    let state = AppState::new(store.clone(), settings)
         .with_telemetry(telemetry)
         .with_tokens(tokens);
     let app = gitops_status_server::app(state);

@@ -181,6 +181,13 @@ static DECISIONS: &[Decision] = &[
     ),
     decision(
         Method::GET,
+        "/api/notifications",
+        Needs::Read,
+        "/api/notifications",
+        true,
+    ),
+    decision(
+        Method::GET,
         "/api/silences/{id}",
         Needs::Read,
         "/api/silences/3",

@@ -7,6 +7,7 @@ pub mod health;
 pub mod history;
 pub mod lifecycle;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod paging;
 pub mod push;
@@ -249,7 +250,8 @@ pub fn groups() -> Vec<RouteGroup> {
                 .routes(routes!(openapi::openapi_json))
                 .routes(routes!(metrics::metrics))
                 .routes(routes!(badge::badge))
-                .merge(lifecycle::read_routes()),
+                .merge(lifecycle::read_routes())
+                .merge(notifications::read_routes()),
         ),
     ]
 }

@@ -3,6 +3,7 @@
 mod audit;
 mod lifecycle;
 mod migrate;
+mod notify;
 mod pipeline;
 mod postgres;
 mod rules;
@@ -24,6 +25,7 @@ use pipeline::{Outcome, Placed, Record};
 
 pub use lifecycle::Activity;
 pub use migrate::{MigrateError, MigrateReport, migrate_to};
+pub use notify::{DeliveryRow, LeasedDelivery, NewDelivery, PendingBacklog, Transition};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use url::{DatabaseKind, DatabaseUrl, redact_url};

@@ -26,6 +26,7 @@ pub fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
         .env_remove("DATABASE_URL")
         .env_remove("GITOPS_STATUS_LISTEN")
         .env_remove("GITOPS_STATUS_TOKENS_FILE")
+        .env_remove("GITOPS_STATUS_NOTIFY_FILE")
         .env_remove("GITOPS_STATUS_WRITE_TOKEN")
         .env_remove("PGDATABASE")
         .env("RUST_LOG", "info")
