@@ -330,3 +330,22 @@ pub(in crate::store) async fn connect_once(
         source: error,
     })
 }
+
+/// `/api/episodes` (src/store/episodes.rs).
+impl PostgresStore {
+    /// One page of episodes and whether more follow, read in one read transaction.
+    pub async fn episodes_page(
+        &self,
+        filter: &crate::model::EpisodeFilter,
+        clock: crate::model::EpisodeClock,
+        limit: usize,
+    ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
+        let mut connection = self.inner.pool.acquire().await?;
+        sqlx::query("begin isolation level repeatable read read only")
+            .execute(&mut *connection)
+            .await?;
+        let result = super::episodes::page(&mut *connection, filter, clock, limit).await;
+        sqlx::query("rollback").execute(&mut *connection).await?;
+        result
+    }
+}

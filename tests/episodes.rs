@@ -1,0 +1,901 @@
+//! `/api/episodes`: runs of one state per target by the rules of `/api/stats`, with which it
+//! agrees on every window; filters, open episodes, cursors, exports, retirement and
+//! acknowledgements.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use gitops_status_server::timestamp::Timestamp;
+use serde_json::{Value, json};
+
+backend_tests! {
+    an_episode_holds_its_checks_files_and_snapshots,
+    episodes_and_stats_agree_on_every_window,
+    stale_time_is_an_episode_of_its_own_and_a_late_check_moves_boundaries,
+    open_episodes_are_each_targets_current_one,
+    filters_select_states_and_the_episodes_overlapping_a_window,
+    cursor_pages_cover_every_episode_once_in_both_orders,
+    csv_and_ndjson_export_the_whole_selection,
+    bad_episode_parameters_are_named,
+    an_unchanged_page_answers_304,
+    retirement_ends_the_last_episode_and_a_later_snapshot_starts_anew,
+    an_acknowledgement_covers_the_drift_it_was_made_for,
+}
+
+const MINUTE: i64 = 60_000;
+
+/// A time as the API takes and writes it.
+fn at(millis: i64) -> String {
+    Timestamp::from_millis(millis).to_string()
+}
+
+/// A whole minute a few days ago: histories are laid out from here.
+fn base() -> i64 {
+    let now = Timestamp::now().as_millis();
+    (now - 3 * 24 * 60 * MINUTE) / MINUTE * MINUTE
+}
+
+/// Posts one check of `r/{server}` at `millis`, with its own stale-after when given.
+async fn check(
+    app: &TestApp,
+    server: &str,
+    status: &str,
+    files: &[&str],
+    millis: i64,
+    stale_after_seconds: Option<i64>,
+) -> Value {
+    let mut body = snapshot("r", server, status, files, &at(millis));
+    if let Some(seconds) = stale_after_seconds {
+        body["stale_after_seconds"] = json!(seconds);
+    }
+    app.record(&body).await
+}
+
+fn id(row: &Value) -> i64 {
+    row["id"].as_i64().unwrap()
+}
+
+/// The episodes' (state, started_at, ended_at) in milliseconds.
+fn spans(episodes: &[Value]) -> Vec<(String, i64, Option<i64>)> {
+    episodes
+        .iter()
+        .map(|episode| {
+            (
+                episode["state"].as_str().unwrap().to_owned(),
+                episode["started_at_ms"].as_i64().unwrap(),
+                episode["ended_at_ms"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn span(state: &str, start: i64, end: Option<i64>) -> (String, i64, Option<i64>) {
+    (state.to_owned(), start, end)
+}
+
+async fn an_episode_holds_its_checks_files_and_snapshots(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let t = base();
+    let synced = check(&app, "lab", "SYNCED", &[], t, None).await;
+    let drift = check(
+        &app,
+        "lab",
+        "OUT_OF_SYNC",
+        &["b.conf"],
+        t + 2 * MINUTE,
+        None,
+    )
+    .await;
+    check(
+        &app,
+        "lab",
+        "OUT_OF_SYNC",
+        &["a.conf", "b.conf"],
+        t + 4 * MINUTE,
+        None,
+    )
+    .await;
+    let last = check(
+        &app,
+        "lab",
+        "OUT_OF_SYNC",
+        &["a.conf"],
+        t + 6 * MINUTE,
+        None,
+    )
+    .await;
+    let resync = check(&app, "lab", "SYNCED", &[], t + 8 * MINUTE, None).await;
+    check(&app, "lab", "SYNCED", &[], t + 10 * MINUTE, None).await;
+
+    let episodes = app.get_rows("/api/episodes?order=asc").await;
+    assert_eq!(
+        episodes[1],
+        json!({
+            "repo": "r",
+            "server": "lab",
+            "state": "OUT_OF_SYNC",
+            "started_at": at(t + 2 * MINUTE),
+            "started_at_ms": t + 2 * MINUTE,
+            "ended_at": at(t + 8 * MINUTE),
+            "ended_at_ms": t + 8 * MINUTE,
+            "duration_seconds": 360.0,
+            "checks": 3,
+            "files": [{ "name": "a.conf" }, { "name": "b.conf" }],
+            "files_text": "a.conf, b.conf",
+            "first_snapshot_id": id(&drift),
+            "last_snapshot_id": id(&last),
+            "acknowledged": null,
+        })
+    );
+    assert_eq!(
+        (
+            episodes[0]["checks"].clone(),
+            episodes[0]["first_snapshot_id"].clone()
+        ),
+        (json!(1), json!(id(&synced)))
+    );
+    assert_eq!(episodes[0]["files"], json!([]));
+    // The last check went stale 10 minutes after it: the SYNCED run ends there, and STALE is
+    // still open.
+    assert_eq!(
+        spans(&episodes),
+        [
+            span("SYNCED", t, Some(t + 2 * MINUTE)),
+            span("OUT_OF_SYNC", t + 2 * MINUTE, Some(t + 8 * MINUTE)),
+            span("SYNCED", t + 8 * MINUTE, Some(t + 20 * MINUTE)),
+            span("STALE", t + 20 * MINUTE, None),
+        ]
+    );
+    assert_eq!(episodes[2]["first_snapshot_id"], id(&resync));
+    assert_eq!(episodes[2]["checks"], 2);
+    let stale = &episodes[3];
+    assert_eq!(stale["checks"], 0);
+    assert_eq!(stale["first_snapshot_id"], stale["last_snapshot_id"]);
+    assert_eq!(stale["ended_at"], Value::Null);
+    let open_for = Timestamp::now().as_millis() - (t + 20 * MINUTE);
+    let duration = stale["duration_seconds"].as_f64().unwrap() * 1000.0;
+    assert!((duration - open_for as f64).abs() < 60_000.0, "{stale}");
+    // Newest first by default.
+    let mut descending = app.get_rows("/api/episodes").await;
+    descending.reverse();
+    assert_eq!(spans(&descending), spans(&episodes));
+}
+
+/// A history with every rule in it, on four targets of repo `r` (see the comments); returns
+/// the times worth cutting windows at.
+async fn varied_history(app: &TestApp) -> Vec<i64> {
+    let t = base();
+    let mut times = vec![t - 60 * MINUTE, t, t + 1];
+    // one: drift whose files change, a stale gap inside the drift, ERROR, and a late check
+    // that lands inside the first SYNCED run; then checks with a stale-after of their own.
+    for (minute, status, files, stale_after) in [
+        (0, "SYNCED", &[][..], None),
+        (2, "SYNCED", &[], None),
+        (4, "OUT_OF_SYNC", &["x"][..], None),
+        (6, "OUT_OF_SYNC", &["x", "y"], None),
+        (30, "OUT_OF_SYNC", &["y"], None),
+        (32, "ERROR", &[], None),
+        (34, "ERROR", &[], None),
+        (36, "SYNCED", &[], None),
+        (100, "SYNCED", &[], Some(60)),
+        (102, "SYNCED", &[], Some(60)),
+        (104, "OUT_OF_SYNC", &["z"], None),
+        (3, "OUT_OF_SYNC", &["late"], None),
+    ] {
+        check(app, "one", status, files, t + minute * MINUTE, stale_after).await;
+        times.push(t + minute * MINUTE);
+    }
+    times.extend([
+        t + 16 * MINUTE,
+        t + 46 * MINUTE,
+        t + 101 * MINUTE,
+        t + 114 * MINUTE,
+    ]);
+    // two: checks every 2 minutes up to now, an ERROR among them: the current run is fresh.
+    let now = Timestamp::now().as_millis() / 1000 * 1000;
+    for step in 0..15 {
+        let status = if step == 7 { "ERROR" } else { "SYNCED" };
+        check(
+            app,
+            "two",
+            status,
+            &[],
+            now - 30 * MINUTE + step * 2 * MINUTE,
+            None,
+        )
+        .await;
+    }
+    times.extend([now - 31 * MINUTE, now - 16 * MINUTE, now - 15 * MINUTE]);
+    // three: one drifted check with a one-hour stale-after, stale for good after it.
+    check(
+        app,
+        "three",
+        "OUT_OF_SYNC",
+        &["a"],
+        t + 10 * MINUTE,
+        Some(3600),
+    )
+    .await;
+    times.push(t + 70 * MINUTE);
+    // four: ERROR with a gap between two ERRORs, then SYNCED after a gap; a late OUT_OF_SYNC
+    // lands in the second gap and closes it.
+    for minute in [0, 5, 20, 22, 40, 30] {
+        let status = match minute {
+            40 => "SYNCED",
+            30 => "OUT_OF_SYNC",
+            _ => "ERROR",
+        };
+        let files: &[&str] = if minute == 30 { &["b"] } else { &[] };
+        check(
+            app,
+            "four",
+            status,
+            files,
+            t + 200 * MINUTE + minute * MINUTE,
+            None,
+        )
+        .await;
+        times.push(t + 200 * MINUTE + minute * MINUTE);
+    }
+    times.extend([t + 215 * MINUTE, t + 250 * MINUTE]);
+    times.sort_unstable();
+    times.dedup();
+    times
+}
+
+/// Milliseconds of each state within `[from, to)`, summed over episodes, an open episode
+/// counted up to `now`; also checks that each episode overlaps the window.
+fn clipped(episodes: &[Value], from: i64, to: i64, now: i64) -> BTreeMap<(String, String), i64> {
+    let mut sums = BTreeMap::new();
+    for episode in episodes {
+        let start = episode["started_at_ms"].as_i64().unwrap();
+        let end = episode["ended_at_ms"].as_i64().unwrap_or(i64::MAX);
+        assert!(
+            start < to && end > from,
+            "{episode} is outside [{from}, {to})"
+        );
+        let held = end.min(to).min(now) - start.max(from);
+        let key = (
+            episode["server"].as_str().unwrap().to_owned(),
+            episode["state"].as_str().unwrap().to_owned(),
+        );
+        *sums.entry(key).or_default() += held.max(0);
+    }
+    sums
+}
+
+/// `/api/stats`' seconds per (server, state), in milliseconds, zeros left out.
+fn stats_millis(stats: &[Value]) -> BTreeMap<(String, String), i64> {
+    let mut millis = BTreeMap::new();
+    for target in stats {
+        for (state, seconds) in target["seconds"].as_object().unwrap() {
+            let value = (seconds.as_f64().unwrap() * 1000.0).round() as i64;
+            if value != 0 {
+                millis.insert(
+                    (target["server"].as_str().unwrap().to_owned(), state.clone()),
+                    value,
+                );
+            }
+        }
+    }
+    millis
+}
+
+async fn episodes_and_stats_agree_on_every_window(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let mut times = varied_history(&app).await;
+    let now = Timestamp::now().as_millis();
+    times.push(now);
+    let mut windows = 0;
+    for (index, &from) in times.iter().enumerate() {
+        for &to in &times[index + 1..] {
+            let window = format!("repo=r&from={from}&to={to}");
+            let stats = app.get_rows(&format!("/api/stats?{window}")).await;
+            let episodes = app
+                .get_rows(&format!("/api/episodes?{window}&limit=10000"))
+                .await;
+            let mut sums = clipped(&episodes, from, to, now);
+            sums.retain(|_, millis| *millis != 0);
+            assert_eq!(sums, stats_millis(&stats), "window [{from}, {to})");
+            windows += 1;
+        }
+    }
+    assert!(windows > 300, "{windows}");
+    // A window that reaches past now: the open episodes run up to the moment each answer was
+    // made, which differ by little.
+    let window = format!("repo=r&from={}&to={}", times[0], now + 86_400_000);
+    let stats = stats_millis(&app.get_rows(&format!("/api/stats?{window}")).await);
+    let episodes = app.get_rows(&format!("/api/episodes?{window}")).await;
+    let sums = clipped(
+        &episodes,
+        times[0],
+        now + 86_400_000,
+        Timestamp::now().as_millis(),
+    );
+    assert_eq!(
+        sums.keys().collect::<Vec<_>>(),
+        stats.keys().collect::<Vec<_>>()
+    );
+    for (key, millis) in sums {
+        assert!((millis - stats[&key]).abs() < 10_000, "{key:?}");
+    }
+
+    // Over the whole history: every snapshot is in exactly one episode, and each target's
+    // episodes follow one another without gap or overlap, never twice the same state.
+    let all = app.get_rows("/api/episodes?order=asc&limit=10000").await;
+    let mut checks: BTreeMap<String, i64> = BTreeMap::new();
+    for episode in &all {
+        *checks
+            .entry(episode["server"].as_str().unwrap().to_owned())
+            .or_default() += episode["checks"].as_i64().unwrap();
+    }
+    let history = app.all_history().await;
+    for (server, count) in checks {
+        let snapshots = history.iter().filter(|row| row["server"] == server).count();
+        assert_eq!(count, snapshots as i64, "{server}");
+    }
+    for server in ["one", "two", "three", "four"] {
+        let mine: Vec<&Value> = all.iter().filter(|e| e["server"] == server).collect();
+        for pair in mine.windows(2) {
+            assert_eq!(pair[0]["ended_at_ms"], pair[1]["started_at_ms"], "{server}");
+            assert_ne!(pair[0]["state"], pair[1]["state"], "{server}");
+        }
+        assert!(mine.last().unwrap()["ended_at"].is_null(), "{server}");
+    }
+}
+
+async fn stale_time_is_an_episode_of_its_own_and_a_late_check_moves_boundaries(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    varied_history(&app).await;
+    let t = base();
+    let one = app
+        .get_rows("/api/episodes?server=one&order=asc&limit=10000")
+        .await;
+    assert_eq!(
+        spans(&one),
+        [
+            span("SYNCED", t, Some(t + 3 * MINUTE)),
+            // The late check at minute 3 split the SYNCED run and started the drift early.
+            span("OUT_OF_SYNC", t + 3 * MINUTE, Some(t + 16 * MINUTE)),
+            span("STALE", t + 16 * MINUTE, Some(t + 30 * MINUTE)),
+            span("OUT_OF_SYNC", t + 30 * MINUTE, Some(t + 32 * MINUTE)),
+            span("ERROR", t + 32 * MINUTE, Some(t + 36 * MINUTE)),
+            span("SYNCED", t + 36 * MINUTE, Some(t + 46 * MINUTE)),
+            span("STALE", t + 46 * MINUTE, Some(t + 100 * MINUTE)),
+            // A stale-after of 60 s: two minutes between checks leave one minute STALE.
+            span("SYNCED", t + 100 * MINUTE, Some(t + 101 * MINUTE)),
+            span("STALE", t + 101 * MINUTE, Some(t + 102 * MINUTE)),
+            span("SYNCED", t + 102 * MINUTE, Some(t + 103 * MINUTE)),
+            span("STALE", t + 103 * MINUTE, Some(t + 104 * MINUTE)),
+            span("OUT_OF_SYNC", t + 104 * MINUTE, Some(t + 114 * MINUTE)),
+            span("STALE", t + 114 * MINUTE, None),
+        ]
+    );
+    let files: Vec<&Value> = one.iter().map(|episode| &episode["files_text"]).collect();
+    assert_eq!(files[1], "late, x, y");
+    assert_eq!(files[3], "y");
+    assert_eq!(files[2], "");
+    let checks: Vec<i64> = one.iter().map(|e| e["checks"].as_i64().unwrap()).collect();
+    assert_eq!(checks, [2, 3, 0, 1, 2, 1, 0, 1, 0, 1, 0, 1, 0]);
+
+    let four = app.get_rows("/api/episodes?server=four&order=asc").await;
+    let t = t + 200 * MINUTE;
+    assert_eq!(
+        spans(&four),
+        [
+            span("ERROR", t, Some(t + 15 * MINUTE)),
+            span("STALE", t + 15 * MINUTE, Some(t + 20 * MINUTE)),
+            span("ERROR", t + 20 * MINUTE, Some(t + 30 * MINUTE)),
+            span("OUT_OF_SYNC", t + 30 * MINUTE, Some(t + 40 * MINUTE)),
+            span("SYNCED", t + 40 * MINUTE, Some(t + 50 * MINUTE)),
+            span("STALE", t + 50 * MINUTE, None),
+        ]
+    );
+}
+
+async fn open_episodes_are_each_targets_current_one(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    varied_history(&app).await;
+    let open = app.get_rows("/api/episodes?open=true").await;
+    let servers: Vec<(&str, &str)> = open
+        .iter()
+        .map(|e| (e["server"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    // Latest first: two's fresh SYNCED run started 14 minutes ago.
+    assert_eq!(
+        servers,
+        [
+            ("two", "SYNCED"),
+            ("four", "STALE"),
+            ("one", "STALE"),
+            ("three", "STALE"),
+        ]
+    );
+    assert!(open.iter().all(|episode| episode["ended_at"].is_null()));
+    let two = &open[0];
+    let since = Timestamp::now().as_millis() - two["started_at_ms"].as_i64().unwrap();
+    let duration = (two["duration_seconds"].as_f64().unwrap() * 1000.0) as i64;
+    assert!((since - duration).abs() < 10_000, "{two}");
+    assert_eq!(two["checks"], 7);
+
+    let closed = app.get_rows("/api/episodes?open=false&limit=10000").await;
+    let all = app.get_rows("/api/episodes?limit=10000").await;
+    assert_eq!(closed.len() + open.len(), all.len());
+    assert!(closed.iter().all(|episode| !episode["ended_at"].is_null()));
+    let open_asc = app
+        .get_rows("/api/episodes?open=true&order=asc&server=two")
+        .await;
+    assert_eq!(keys(&open_asc), keys(&open[..1]));
+    let stale = app.get_rows("/api/episodes?open=true&state=STALE").await;
+    assert_eq!(stale.len(), 3);
+}
+
+async fn filters_select_states_and_the_episodes_overlapping_a_window(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    varied_history(&app).await;
+    let all = app.get_rows("/api/episodes?limit=10000").await;
+    for states in [
+        "OUT_OF_SYNC",
+        "STALE",
+        "ERROR,STALE",
+        "SYNCED,OUT_OF_SYNC,ERROR,STALE",
+    ] {
+        let wanted: BTreeSet<&str> = states.split(',').collect();
+        let expected: Vec<Value> = all
+            .iter()
+            .filter(|e| wanted.contains(e["state"].as_str().unwrap()))
+            .cloned()
+            .collect();
+        let selected = app
+            .get_rows(&format!("/api/episodes?state={states}&limit=10000"))
+            .await;
+        assert_eq!(keys(&selected), keys(&expected), "{states}");
+        for order in ["asc", "desc"] {
+            let (paged, _) = follow(
+                &app,
+                &format!("/api/episodes?state={states}&order={order}&limit=2"),
+            )
+            .await;
+            assert_eq!(paged.len(), expected.len(), "{states} {order}");
+        }
+    }
+    let t = base();
+    // [from, to) selects what overlaps it: an episode ending at `from` or starting at `to` is
+    // out; one spanning the whole window is in.
+    let window = app
+        .get_rows(&format!(
+            "/api/episodes?server=one&order=asc&from={}&to={}",
+            at(t + 16 * MINUTE),
+            at(t + 32 * MINUTE)
+        ))
+        .await;
+    assert_eq!(
+        spans(&window),
+        [
+            span("STALE", t + 16 * MINUTE, Some(t + 30 * MINUTE)),
+            span("OUT_OF_SYNC", t + 30 * MINUTE, Some(t + 32 * MINUTE)),
+        ]
+    );
+    let inside = app
+        .get_rows(&format!(
+            "/api/episodes?server=one&from={}&to={}",
+            t + 50 * MINUTE,
+            t + 60 * MINUTE
+        ))
+        .await;
+    assert_eq!(
+        spans(&inside),
+        [span("STALE", t + 46 * MINUTE, Some(t + 100 * MINUTE))]
+    );
+    let empty = app
+        .get_rows(&format!("/api/episodes?from={}&to={}", t - 10, t - 10))
+        .await;
+    assert_eq!(empty, Vec::<Value>::new());
+    let nothing = app.get_rows("/api/episodes?repo=none").await;
+    assert_eq!(nothing, Vec::<Value>::new());
+}
+
+/// Follows `Link: <...>; rel="next"` from `first` to the end, returning every row seen.
+async fn follow(app: &TestApp, first: &str) -> (Vec<Value>, usize) {
+    let mut rows = Vec::new();
+    let mut pages = 0;
+    let mut next = Some(first.to_owned());
+    while let Some(uri) = next {
+        let response = app.get(&uri).await;
+        assert_eq!(response.status.as_u16(), 200, "{}", response.text());
+        pages += 1;
+        rows.extend(response.json().as_array().unwrap().iter().cloned());
+        next = response.header("link").map(|link| {
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            link.trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_owned()
+        });
+    }
+    (rows, pages)
+}
+
+/// What identifies an episode across answers made at different moments.
+fn keys(rows: &[Value]) -> Vec<(String, i64, i64)> {
+    rows.iter()
+        .map(|row| {
+            (
+                row["server"].as_str().unwrap().to_owned(),
+                row["started_at_ms"].as_i64().unwrap(),
+                row["first_snapshot_id"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn cursor_pages_cover_every_episode_once_in_both_orders(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    varied_history(&app).await;
+    // Two targets whose episodes start at the same instants: the id breaks the tie.
+    let t = base();
+    for server in ["twin-a", "twin-b"] {
+        for (minute, status) in [(0, "SYNCED"), (2, "ERROR"), (4, "SYNCED")] {
+            check(&app, server, status, &[], t + minute * MINUTE, None).await;
+        }
+    }
+    let all = app.get_rows("/api/episodes?limit=10000").await;
+    let sorted = {
+        let mut sorted = keys(&all);
+        sorted.sort_by(|a, b| (b.1, b.2).cmp(&(a.1, a.2)));
+        sorted
+    };
+    assert_eq!(
+        keys(&all),
+        sorted,
+        "latest first, then by first_snapshot_id"
+    );
+    for limit in [1, 3, 7, 100] {
+        let (rows, pages) = follow(&app, &format!("/api/episodes?limit={limit}")).await;
+        assert_eq!(keys(&rows), keys(&all), "limit={limit}");
+        assert_eq!(pages, all.len().div_ceil(limit), "limit={limit}");
+        let (rows, _) = follow(&app, &format!("/api/episodes?limit={limit}&order=asc")).await;
+        let mut ascending = keys(&rows);
+        ascending.reverse();
+        assert_eq!(ascending, keys(&all), "asc limit={limit}");
+    }
+    let (rows, _) = follow(&app, "/api/episodes?server=one&limit=4&order=asc").await;
+    assert_eq!(
+        keys(&rows),
+        keys(
+            &app.get_rows("/api/episodes?server=one&order=asc&limit=100")
+                .await
+        )
+    );
+    // Pages from a window and a state keep both.
+    let window = format!("from={}&to={}", t + 10 * MINUTE, t + 220 * MINUTE);
+    let (rows, _) = follow(&app, &format!("/api/episodes?{window}&state=STALE&limit=2")).await;
+    assert_eq!(
+        keys(&rows),
+        keys(
+            &app.get_rows(&format!("/api/episodes?{window}&state=STALE"))
+                .await
+        )
+    );
+    assert!(rows.len() > 3);
+
+    // The envelope carries the same cursor in the body.
+    let mut cursor: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let uri = match &cursor {
+            None => "/api/episodes?envelope=true&limit=5".to_owned(),
+            Some(cursor) => format!("/api/episodes?envelope=true&limit=5&cursor={cursor}"),
+        };
+        let page = app.get(&uri).await.json();
+        seen.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(keys(&seen), keys(&all));
+    let link = app.get("/api/episodes?limit=2&repo=r").await;
+    let link = link.header("link").unwrap();
+    assert!(
+        link.starts_with("</api/episodes?limit=2&repo=r&cursor="),
+        "{link}"
+    );
+}
+
+async fn csv_and_ndjson_export_the_whole_selection(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    varied_history(&app).await;
+    // A file whose name a spreadsheet would run.
+    let t = base();
+    check(&app, "five", "OUT_OF_SYNC", &["=cmd.conf"], t, None).await;
+    let all = app.get_rows("/api/episodes?limit=10000").await;
+
+    let response = app.get("/api/episodes?format=ndjson").await;
+    assert_eq!(response.status.as_u16(), 200);
+    assert_eq!(response.content_type(), "application/x-ndjson");
+    let lines: Vec<Value> = response
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(keys(&lines), keys(&all));
+    assert!(lines.len() > 20);
+
+    let response = app
+        .request(
+            axum::http::Request::get("/api/episodes?server=five")
+                .header("accept", "text/csv")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.content_type(), "text/csv; charset=utf-8");
+    assert_eq!(response.header("link"), None);
+    let mut reader = csv::Reader::from_reader(response.body.as_ref());
+    let headers: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "repo",
+            "server",
+            "state",
+            "started_at",
+            "ended_at",
+            "duration_seconds",
+            "checks",
+            "files",
+            "first_snapshot_id",
+            "last_snapshot_id",
+            "acknowledged_id",
+            "acknowledged_reason",
+            "acknowledged_by",
+            "acknowledged_until",
+            "started_at_ms",
+            "ended_at_ms",
+            "acknowledged_until_ms",
+        ]
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let five = app.get_rows("/api/episodes?server=five&order=asc").await;
+    assert_eq!(records.len(), five.len());
+    // Newest first: the open STALE, then the drift.
+    let drift = &records[1];
+    assert_eq!(&drift[2], "OUT_OF_SYNC");
+    assert_eq!(&drift[3], five[0]["started_at"].as_str().unwrap());
+    assert_eq!(&drift[4], five[0]["ended_at"].as_str().unwrap());
+    assert_eq!(&drift[6], "1");
+    assert_eq!(&drift[7], "'=cmd.conf", "a formula is quoted");
+    assert_eq!(&drift[14], t.to_string());
+    assert_eq!(&drift[15], five[0]["ended_at_ms"].to_string());
+    assert_eq!(&records[0][4], "", "open: no end");
+
+    let response = app
+        .get("/api/episodes?format=csv&limit=3&state=STALE")
+        .await;
+    assert_eq!(
+        csv::Reader::from_reader(response.body.as_ref())
+            .records()
+            .count(),
+        3
+    );
+}
+
+async fn bad_episode_parameters_are_named(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    for (query, field) in [
+        ("order=newest", "order"),
+        ("open=yes", "open"),
+        ("from=yesterday", "from"),
+        ("to=2026-04-21T10:30:00", "to"),
+        ("state=LATE", "state"),
+        ("format=xml", "format"),
+        ("cursor=bm9wZQ", "cursor"),
+        ("cursor=djEuMS4y", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=10001", "limit"),
+        ("page=2", "page"),
+        ("server=a&server=b", "server"),
+        ("repo=", "repo"),
+        ("envelope=true&format=csv", "envelope"),
+    ] {
+        app.get(&format!("/api/episodes?{query}"))
+            .await
+            .assert_problem(400, &[field]);
+    }
+    app.get("/api/episodes?from=2026-05-01T00:00:00Z&to=2026-04-01T00:00:00Z")
+        .await
+        .assert_problem(400, &["to"]);
+    app.get("/api/episodes?limit=0&order=up&state=x")
+        .await
+        .assert_problem(400, &["limit", "order", "state"]);
+}
+
+async fn an_unchanged_page_answers_304(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let t = base();
+    check(&app, "lab", "SYNCED", &[], t, None).await;
+    check(&app, "lab", "ERROR", &[], t + MINUTE, None).await;
+    // Only ended episodes: the answer does not change with the clock.
+    let uri = format!("/api/episodes?open=false&to={}", t + 5 * MINUTE);
+    let first = app.get(&uri).await;
+    let tag = first.header("etag").unwrap().to_owned();
+    assert!(tag.starts_with("W/\""), "{tag}");
+    let again = app
+        .request(
+            axum::http::Request::get(&uri)
+                .header("if-none-match", &tag)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(again.status.as_u16(), 304);
+    assert!(again.body.is_empty());
+    check(&app, "lab", "SYNCED", &[], t + 2 * MINUTE, None).await;
+    let changed = app
+        .request(
+            axum::http::Request::get(&uri)
+                .header("if-none-match", &tag)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(changed.status.as_u16(), 200);
+    assert_ne!(changed.header("etag").unwrap(), tag);
+}
+
+/// Records a `retire` event for `r/{server}` at `millis`, as the lifecycle pipeline does, and
+/// marks the target retired when `current`.
+async fn retire(app: &TestApp, server: &str, millis: i64, current: bool) {
+    let target = format!("(select id from targets where repo = 'r' and server = '{server}')");
+    let hash = match app.backend {
+        Backend::Sqlite => format!("x'{}'", "00".repeat(32)),
+        Backend::Postgres => format!("decode('{}', 'hex')", "00".repeat(32)),
+    };
+    let id = 1_000_000 + millis % 1_000_000;
+    app.execute(&format!(
+        "insert into events (id, target_id, kind, at, body, hash) values \
+         ({id}, {target}, 'retire', {millis}, '{{\"by\":\"ops\"}}', {hash})"
+    ))
+    .await;
+    let retired_at = if current {
+        millis.to_string()
+    } else {
+        "null".to_owned()
+    };
+    app.execute(&format!(
+        "update targets set retired_at = {retired_at} where id = {target}"
+    ))
+    .await;
+}
+
+async fn retirement_ends_the_last_episode_and_a_later_snapshot_starts_anew(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let t = base();
+    check(&app, "old", "SYNCED", &[], t, None).await;
+    check(&app, "old", "OUT_OF_SYNC", &["a"], t + 2 * MINUTE, None).await;
+    // Retired 5 minutes after its last check, while the drift was still fresh: no STALE after.
+    retire(&app, "old", t + 7 * MINUTE, true).await;
+    assert_eq!(
+        spans(&app.get_rows("/api/episodes?server=old&order=asc").await),
+        [
+            span("SYNCED", t, Some(t + 2 * MINUTE)),
+            span("OUT_OF_SYNC", t + 2 * MINUTE, Some(t + 7 * MINUTE)),
+        ]
+    );
+    assert_eq!(
+        app.get_rows("/api/episodes?server=old&open=true").await,
+        Vec::<Value>::new()
+    );
+
+    // Revived by a check an hour later, in the same state: a new episode, nothing between.
+    check(&app, "old", "OUT_OF_SYNC", &["a"], t + 67 * MINUTE, None).await;
+    app.execute("update targets set retired_at = null where server = 'old'")
+        .await;
+    check(&app, "old", "OUT_OF_SYNC", &["b"], t + 69 * MINUTE, None).await;
+    // Retired again after it went stale: STALE up to the retirement only.
+    retire(&app, "old", t + 100 * MINUTE, true).await;
+    let episodes = app.get_rows("/api/episodes?server=old&order=asc").await;
+    assert_eq!(
+        spans(&episodes),
+        [
+            span("SYNCED", t, Some(t + 2 * MINUTE)),
+            span("OUT_OF_SYNC", t + 2 * MINUTE, Some(t + 7 * MINUTE)),
+            span("OUT_OF_SYNC", t + 67 * MINUTE, Some(t + 79 * MINUTE)),
+            span("STALE", t + 79 * MINUTE, Some(t + 100 * MINUTE)),
+        ]
+    );
+    assert_eq!(episodes[2]["checks"], 2);
+    assert_eq!(episodes[2]["files_text"], "a, b");
+    let (desc, _) = follow(&app, "/api/episodes?server=old&limit=1").await;
+    let mut desc = spans(&desc);
+    desc.reverse();
+    assert_eq!(desc, spans(&episodes));
+    // Windows inside and across the retired span.
+    let inside = app
+        .get_rows(&format!(
+            "/api/episodes?server=old&from={}&to={}",
+            t + 10 * MINUTE,
+            t + 60 * MINUTE
+        ))
+        .await;
+    assert_eq!(inside, Vec::<Value>::new());
+    let (from_inside, _) = follow(
+        &app,
+        &format!(
+            "/api/episodes?server=old&order=asc&limit=1&from={}",
+            t + 10 * MINUTE
+        ),
+    )
+    .await;
+    assert_eq!(spans(&from_inside), spans(&episodes[2..]));
+    let (to_inside, _) = follow(
+        &app,
+        &format!("/api/episodes?server=old&limit=1&to={}", t + 200 * MINUTE),
+    )
+    .await;
+    assert_eq!(to_inside.len(), 4);
+}
+
+async fn an_acknowledgement_covers_the_drift_it_was_made_for(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let t = base();
+    for (minute, status) in [
+        (0, "OUT_OF_SYNC"),
+        (2, "ERROR"),
+        (4, "SYNCED"),
+        (6, "OUT_OF_SYNC"),
+        (8, "SYNCED"),
+    ] {
+        let files: &[&str] = if status == "OUT_OF_SYNC" { &["a"] } else { &[] };
+        check(&app, "lab", status, files, t + minute * MINUTE, None).await;
+    }
+    let target = "(select id from targets where server = 'lab')";
+    // Made during the first drift, resolved when the target synced at minute 4.
+    app.execute(&format!(
+        "insert into acks (id, target_id, reason, \"by\", files, created_at, \"until\", \
+         ended_at, end_reason, ended_by) values (5000000, {target}, 'hotfix, PR #88', 'ci', \
+         null, {}, {}, {}, 'resolved', null)",
+        t + MINUTE,
+        t + 86_400_000,
+        t + 4 * MINUTE
+    ))
+    .await;
+    let episodes = app.get_rows("/api/episodes?order=asc").await;
+    let acknowledged: Vec<&Value> = episodes.iter().map(|e| &e["acknowledged"]).collect();
+    let ack = json!({
+        "id": 5000000,
+        "reason": "hotfix, PR #88",
+        "by": "ci",
+        "until": at(t + 86_400_000),
+        "until_ms": t + 86_400_000,
+    });
+    assert_eq!(
+        acknowledged,
+        [
+            &ack,
+            &ack,
+            &Value::Null,
+            &Value::Null,
+            &Value::Null,
+            &Value::Null
+        ]
+    );
+    let response = app.get("/api/episodes?format=csv&order=asc").await;
+    let records: Vec<csv::StringRecord> = csv::Reader::from_reader(response.body.as_ref())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(&records[0][10], "5000000");
+    assert_eq!(&records[0][11], "hotfix, PR #88");
+    assert_eq!(&records[0][16], (t + 86_400_000).to_string());
+    assert_eq!(&records[2][10], "");
+}
