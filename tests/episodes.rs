@@ -22,6 +22,7 @@ backend_tests! {
     an_unchanged_page_answers_304,
     retirement_ends_the_last_episode_and_a_later_snapshot_starts_anew,
     an_acknowledgement_covers_the_drift_it_was_made_for,
+    random_histories_match_a_brute_force_model_on_every_selection,
 }
 
 const MINUTE: i64 = 60_000;
@@ -898,4 +899,337 @@ async fn an_acknowledgement_covers_the_drift_it_was_made_for(backend: Backend) {
     assert_eq!(&records[0][11], "hotfix, PR #88");
     assert_eq!(&records[0][16], (t + 86_400_000).to_string());
     assert_eq!(&records[2][10], "");
+}
+
+/// A small deterministic generator (xorshift64*), so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> i64 {
+        (self.next() % n) as i64
+    }
+
+    fn percent(&mut self, p: i64) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// An episode as the model and the API both describe it (durations aside).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Modelled {
+    start: i64,
+    first: i64,
+    server: String,
+    state: String,
+    end: Option<i64>,
+    checks: i64,
+    last: i64,
+    files: Vec<String>,
+}
+
+impl Modelled {
+    fn of(episode: &Value) -> Self {
+        Self {
+            start: episode["started_at_ms"].as_i64().unwrap(),
+            first: episode["first_snapshot_id"].as_i64().unwrap(),
+            server: episode["server"].as_str().unwrap().to_owned(),
+            state: episode["state"].as_str().unwrap().to_owned(),
+            end: episode["ended_at_ms"].as_i64(),
+            checks: episode["checks"].as_i64().unwrap(),
+            last: episode["last_snapshot_id"].as_i64().unwrap(),
+            files: episode["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|file| file["name"].as_str().unwrap().to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// One snapshot as the model reads it.
+#[derive(Debug, Clone)]
+struct Stored {
+    id: i64,
+    at: i64,
+    status: String,
+    files: Vec<String>,
+    stale_after: i64,
+}
+
+/// The episodes of one target, straight from the rules: every snapshot's state holds from its
+/// check until the next check (or a retirement), its stale-after's worth and STALE beyond it;
+/// equal neighbours merge. Retirement at R removes `[R, first check at or after R)`, for good
+/// while the target is retired; a past retirement with no check after it removes nothing.
+fn model(
+    server: &str,
+    mut snapshots: Vec<Stored>,
+    retirements: &[i64],
+    retired_at: Option<i64>,
+    now: i64,
+) -> Vec<Modelled> {
+    snapshots.sort_by_key(|snapshot| snapshot.at);
+    let mut cuts: Vec<(i64, Option<i64>)> = retirements
+        .iter()
+        .filter_map(|&at| {
+            let resumed = snapshots.iter().map(|s| s.at).find(|&t| t >= at)?;
+            (resumed > at).then_some((at, Some(resumed)))
+        })
+        .chain(retired_at.map(|at| (at, None)))
+        .collect();
+    cuts.sort();
+    let hidden = |at: i64| {
+        cuts.iter()
+            .any(|&(from, until)| from <= at && until.is_none_or(|until| at < until))
+    };
+    let mut pieces: Vec<Modelled> = Vec::new();
+    let piece = |snapshot: &Stored, state: &str, start, end, checks| Modelled {
+        start,
+        first: snapshot.id,
+        server: server.to_owned(),
+        state: state.to_owned(),
+        end,
+        checks,
+        last: snapshot.id,
+        files: if checks == 0 {
+            Vec::new()
+        } else {
+            snapshot.files.clone()
+        },
+    };
+    for (index, snapshot) in snapshots.iter().enumerate() {
+        if hidden(snapshot.at) {
+            continue;
+        }
+        let next = snapshots.get(index + 1).map(|next| next.at);
+        let cut = cuts
+            .iter()
+            .map(|&(from, _)| from)
+            .find(|&from| from > snapshot.at);
+        let bound = match (next, cut) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let fresh_end = snapshot.at + snapshot.stale_after;
+        let state = snapshot.status.as_str();
+        match bound {
+            Some(bound) if fresh_end < bound => {
+                pieces.push(piece(snapshot, state, snapshot.at, Some(fresh_end), 1));
+                pieces.push(piece(snapshot, "STALE", fresh_end, Some(bound), 0));
+            }
+            Some(bound) => pieces.push(piece(snapshot, state, snapshot.at, Some(bound), 1)),
+            None if fresh_end < now => {
+                pieces.push(piece(snapshot, state, snapshot.at, Some(fresh_end), 1));
+                pieces.push(piece(snapshot, "STALE", fresh_end, None, 0));
+            }
+            None => pieces.push(piece(snapshot, state, snapshot.at, None, 1)),
+        }
+    }
+    let mut episodes: Vec<Modelled> = Vec::new();
+    for piece in pieces {
+        match episodes.last_mut() {
+            Some(last) if last.state == piece.state && last.end == Some(piece.start) => {
+                last.end = piece.end;
+                last.checks += piece.checks;
+                last.last = piece.last;
+                let files: BTreeSet<String> = last.files.drain(..).chain(piece.files).collect();
+                last.files = files.into_iter().collect();
+            }
+            _ => episodes.push(piece),
+        }
+    }
+    episodes
+}
+
+/// Builds a random history of three targets on `app`; returns the model of every episode.
+async fn random_history(app: &TestApp, rng: &mut Rng) -> Vec<Modelled> {
+    let now = Timestamp::now().as_millis();
+    let base = (now - 20 * 24 * 60 * MINUTE) / 1000 * 1000;
+    let mut event_id = 10_000_000;
+    let mut modelled = Vec::new();
+    for server in ["a", "b", "c"] {
+        let mut stored: Vec<Stored> = Vec::new();
+        let mut retirements = Vec::new();
+        let mut retired_at: Option<i64> = None;
+        let mut t = base + rng.below(3_600) * 1000;
+        let mut status = "SYNCED";
+        let snapshots = 12 + rng.below(30);
+        for _ in 0..snapshots {
+            t += match rng.below(100) {
+                0..70 => 2 * MINUTE + rng.below(30) * 1000,
+                70..85 => 11 * MINUTE + rng.below(600) * 1000,
+                85..95 => 60 * MINUTE + rng.below(7200) * 1000,
+                _ => 30_000,
+            };
+            if rng.percent(25) {
+                status = *rng.pick(&["SYNCED", "OUT_OF_SYNC", "ERROR"]);
+            }
+            let late = !stored.is_empty() && rng.percent(10);
+            let at = if late {
+                // Between two stored checks, on an odd second none of them has.
+                let earlier = stored[rng.below(stored.len() as u64) as usize].at;
+                earlier + 1000 + 2 * rng.below(40) * 1000 + 17_000
+            } else {
+                t
+            };
+            if stored.iter().any(|snapshot| snapshot.at == at) || at >= t && late {
+                continue;
+            }
+            let status = if late {
+                *rng.pick(&["SYNCED", "OUT_OF_SYNC", "ERROR"])
+            } else {
+                status
+            };
+            let files: Vec<&str> = match status {
+                "OUT_OF_SYNC" => {
+                    let mut files: Vec<&str> = ["a.conf", "b.conf", "c.conf"]
+                        .into_iter()
+                        .filter(|_| rng.percent(50))
+                        .collect();
+                    if files.is_empty() {
+                        files.push("a.conf");
+                    }
+                    files
+                }
+                "ERROR" if rng.percent(30) => vec!["e.conf"],
+                _ => Vec::new(),
+            };
+            let stale_after = rng.percent(20).then(|| *rng.pick(&[60, 300, 900, 3600]));
+            let row = check(app, server, status, &files, at, stale_after).await;
+            stored.push(Stored {
+                id: id(&row),
+                at,
+                status: status.to_owned(),
+                files: files.iter().map(|file| (*file).to_owned()).collect(),
+                stale_after: stale_after.unwrap_or(600) * 1000,
+            });
+            if retired_at.take().is_some() {
+                // A snapshot revives a retired target.
+                app.execute(&format!(
+                    "update targets set retired_at = null where server = '{server}'"
+                ))
+                .await;
+            }
+            if !late && rng.percent(8) {
+                let at = t + rng.below(40 * 60) * 1000 + 1000;
+                retire_with_id(app, server, at, event_id).await;
+                event_id += 1;
+                retirements.push(at);
+                retired_at = Some(at);
+                t = at;
+            }
+        }
+        if retired_at.is_none() && rng.percent(20) {
+            let at = t + rng.below(40 * 60) * 1000 + 1000;
+            retire_with_id(app, server, at, event_id).await;
+            event_id += 1;
+            retirements.push(at);
+            retired_at = Some(at);
+        }
+        modelled.extend(model(server, stored, &retirements, retired_at, now));
+    }
+    modelled
+}
+
+async fn retire_with_id(app: &TestApp, server: &str, millis: i64, id: i64) {
+    let target = format!("(select id from targets where server = '{server}')");
+    let hash = match app.backend {
+        Backend::Sqlite => format!("x'{}'", "00".repeat(32)),
+        Backend::Postgres => format!("decode('{}', 'hex')", "00".repeat(32)),
+    };
+    app.execute_all(&[
+        &format!(
+            "insert into events (id, target_id, kind, at, body, hash) values \
+             ({id}, {target}, 'retire', {millis}, '{{\"by\":\"ops\"}}', {hash})"
+        ),
+        &format!("update targets set retired_at = {millis} where id = {target}"),
+    ])
+    .await;
+}
+
+async fn random_histories_match_a_brute_force_model_on_every_selection(backend: Backend) {
+    for seed in [7, 1_234_567, 99_991, 31_337] {
+        let mut rng = Rng(seed);
+        let app = TestApp::on(backend).await;
+        let mut modelled = random_history(&app, &mut rng).await;
+        modelled.sort();
+        let all: Vec<Modelled> = app
+            .get_rows("/api/episodes?order=asc&limit=10000")
+            .await
+            .iter()
+            .map(Modelled::of)
+            .collect();
+        assert_eq!(all, modelled, "seed {seed}");
+        for episode in app.get_rows("/api/episodes?open=false&limit=10000").await {
+            let length = episode["ended_at_ms"].as_i64().unwrap()
+                - episode["started_at_ms"].as_i64().unwrap();
+            assert_eq!(
+                (episode["duration_seconds"].as_f64().unwrap() * 1000.0).round() as i64,
+                length
+            );
+        }
+
+        let (earliest, latest) = (modelled[0].start, modelled.last().unwrap().start);
+        for round in 0..30 {
+            let mut query = Vec::new();
+            let time = |rng: &mut Rng| {
+                earliest - MINUTE + rng.below((latest - earliest) as u64 + 2 * MINUTE as u64)
+            };
+            let from = rng.percent(50).then(|| time(&mut rng));
+            let to = rng
+                .percent(50)
+                .then(|| time(&mut rng))
+                .map(|to| to.max(from.unwrap_or(i64::MIN)));
+            if let Some(from) = from {
+                query.push(format!("from={from}"));
+            }
+            if let Some(to) = to {
+                query.push(format!("to={to}"));
+            }
+            let states: Vec<&str> = ["SYNCED", "OUT_OF_SYNC", "ERROR", "STALE"]
+                .into_iter()
+                .filter(|_| rng.percent(40))
+                .collect();
+            if !states.is_empty() && rng.percent(60) {
+                query.push(format!("state={}", states.join(",")));
+            }
+            let open = *rng.pick(&[None, None, Some(true), Some(false)]);
+            if let Some(open) = open {
+                query.push(format!("open={open}"));
+            }
+            let order = *rng.pick(&["asc", "desc"]);
+            let limit = *rng.pick(&[1, 2, 3, 5, 50]);
+            query.push(format!("order={order}&limit={limit}"));
+            let query = query.join("&");
+            let wanted_states = query.contains("state=");
+            let mut expected: Vec<&Modelled> = modelled
+                .iter()
+                .filter(|e| !wanted_states || states.contains(&e.state.as_str()))
+                .filter(|e| to.is_none_or(|to| e.start < to))
+                .filter(|e| from.is_none_or(|from| e.end.is_none_or(|end| end > from)))
+                .filter(|e| open.is_none_or(|open| open == e.end.is_none()))
+                .collect();
+            if order == "desc" {
+                expected.reverse();
+            }
+            let (rows, _) = follow(&app, &format!("/api/episodes?{query}")).await;
+            let rows: Vec<Modelled> = rows.iter().map(Modelled::of).collect();
+            assert_eq!(
+                rows.iter().collect::<Vec<_>>(),
+                expected,
+                "seed {seed} round {round}: {query}"
+            );
+        }
+    }
 }
