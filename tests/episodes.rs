@@ -494,6 +494,18 @@ async fn filters_select_states_and_the_episodes_overlapping_a_window(backend: Ba
         .get_rows(&format!("/api/episodes?from={}&to={}", t - 10, t - 10))
         .await;
     assert_eq!(empty, Vec::<Value>::new());
+    // `from` = `to`: the episode in force at that instant, one per target.
+    let instant = t + 31 * MINUTE;
+    let at_instant = app
+        .get_rows(&format!("/api/episodes?from={instant}&to={instant}"))
+        .await;
+    assert_eq!(
+        spans(&at_instant),
+        [
+            span("OUT_OF_SYNC", t + 30 * MINUTE, Some(t + 32 * MINUTE)),
+            span("OUT_OF_SYNC", t + 10 * MINUTE, Some(t + 70 * MINUTE)),
+        ]
+    );
     let nothing = app.get_rows("/api/episodes?repo=none").await;
     assert_eq!(nothing, Vec::<Value>::new());
 }
@@ -546,7 +558,7 @@ async fn cursor_pages_cover_every_episode_once_in_both_orders(backend: Backend) 
     let all = app.get_rows("/api/episodes?limit=10000").await;
     let sorted = {
         let mut sorted = keys(&all);
-        sorted.sort_by(|a, b| (b.1, b.2).cmp(&(a.1, a.2)));
+        sorted.sort_by_key(|key| std::cmp::Reverse((key.1, key.2)));
         sorted
     };
     assert_eq!(

@@ -137,7 +137,8 @@ pub struct EpisodeParams {
     #[param(example = "2026-04-01T00:00:00.000Z")]
     pub from: Option<String>,
     /// Only episodes that overlap the window up to here (exclusive): an episode that starts at or
-    /// after `to` is left out. RFC 3339 or integer Unix milliseconds.
+    /// after `to` is left out. RFC 3339 or integer Unix milliseconds. `to` equal to `from` selects
+    /// the episode in force at that instant.
     #[param(example = "1777593600000")]
     pub to: Option<String>,
     /// `true`: only open episodes (each target's current one); `false`: only ended ones.

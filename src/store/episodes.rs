@@ -101,22 +101,25 @@ pub fn point_sql(seek: Seek) -> &'static str {
     }
 }
 
-/// The `last_check` of a target's (`$1`) status change nearest a time (`$2`), on
-/// snapshots_target_changes: the rows whose status differs from the previous snapshot's (bit 1
-/// of `change`; a target's first snapshot has it too).
+/// A target's (`$1`) status change nearest a time (`$2`), on snapshots_target_changes: the
+/// snapshots whose status differs from the previous one's (bit 1 of `change`; a target's first
+/// snapshot has it too).
 pub fn status_change_sql(seek: Seek) -> &'static str {
     match seek {
         Seek::AtOrBefore => {
-            "select last_check from snapshots where target_id = $1 and change != 0 \
-             and (change & 1) = 1 and last_check <= $2 order by last_check desc limit 1"
+            "select id, last_check, sync_status, stale_after, fileset_id from snapshots \
+             where target_id = $1 and change != 0 and (change & 1) = 1 and last_check <= $2 \
+             order by last_check desc limit 1"
         }
         Seek::Before => {
-            "select last_check from snapshots where target_id = $1 and change != 0 \
-             and (change & 1) = 1 and last_check < $2 order by last_check desc limit 1"
+            "select id, last_check, sync_status, stale_after, fileset_id from snapshots \
+             where target_id = $1 and change != 0 and (change & 1) = 1 and last_check < $2 \
+             order by last_check desc limit 1"
         }
         Seek::After => {
-            "select last_check from snapshots where target_id = $1 and change != 0 \
-             and (change & 1) = 1 and last_check > $2 order by last_check limit 1"
+            "select id, last_check, sync_status, stale_after, fileset_id from snapshots \
+             where target_id = $1 and change != 0 and (change & 1) = 1 and last_check > $2 \
+             order by last_check limit 1"
         }
     }
 }
@@ -220,7 +223,7 @@ pub trait EpisodeReads {
         target: i64,
         seek: Seek,
         at: i64,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Option<SnapshotPoint>, StoreError>;
     /// See [`gap_sql_sqlite`]: `range` is `[$2, $3)`, `held` is `($4, $5)`.
     async fn gap(
         &mut self,
@@ -487,13 +490,19 @@ impl Timeline {
             .filter_map(|span| span.until)
             .filter(|until| *until <= at)
             .max();
-        let Some(start) = change.max(revival) else {
-            return Ok(None);
+        // The later of the two starts the block.
+        let start = match (change, revival) {
+            (Some(change), Some(revival)) if revival > change.last_check => {
+                self.at(reads, revival).await?
+            }
+            (Some(change), _) => self.point(change)?,
+            (None, Some(revival)) => self.at(reads, revival).await?,
+            (None, None) => return Ok(None),
         };
-        let start = self.at(reads, start).await?;
         let next_change = reads
             .status_change(self.target, Seek::After, start.at)
-            .await?;
+            .await?
+            .map(|change| change.last_check);
         let retirement = self
             .retired
             .iter()
@@ -982,13 +991,16 @@ impl Filesets {
         reads: &mut impl EpisodeReads,
         id: i64,
     ) -> Result<&[String], StoreError> {
-        if !self.0.contains_key(&id) {
-            let json = reads.fileset(id).await?;
-            let names: Vec<String> = serde_json::from_str(&json)
-                .map_err(|error| StoreError::corrupt(format!("file set {id}: {error}")))?;
-            self.0.insert(id, names);
-        }
-        Ok(self.0.get(&id).map_or(&[], Vec::as_slice))
+        let names = match self.0.entry(id) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(unknown) => {
+                let json = reads.fileset(id).await?;
+                let names: Vec<String> = serde_json::from_str(&json)
+                    .map_err(|error| StoreError::corrupt(format!("file set {id}: {error}")))?;
+                unknown.insert(names)
+            }
+        };
+        Ok(names)
     }
 }
 
@@ -1171,8 +1183,8 @@ macro_rules! episode_reads_for {
                 target: i64,
                 seek: Seek,
                 at: i64,
-            ) -> Result<Option<i64>, StoreError> {
-                Ok(sqlx::query_scalar(status_change_sql(seek))
+            ) -> Result<Option<SnapshotPoint>, StoreError> {
+                Ok(sqlx::query_as(status_change_sql(seek))
                     .bind(target)
                     .bind(at)
                     .fetch_optional(self)
