@@ -35,6 +35,9 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("the snapshot breaks the schema or its rules")]
     InvalidSnapshot(Vec<FieldError>),
+    /// A request body (other than a snapshot) that breaks its schema or rules.
+    #[error("the request breaks the schema or its rules")]
+    InvalidBody(Vec<FieldError>),
     /// A Pushgateway-style push whose path or body cannot be a snapshot.
     #[error("the push cannot be recorded")]
     InvalidPush(Vec<FieldError>),
@@ -85,7 +88,7 @@ impl ApiError {
             | Self::InvalidPush(_)
             | Self::InvalidQuery(_)
             | Self::InvalidForm(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidSnapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidSnapshot(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -106,6 +109,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "/problems/malformed-json",
             Self::InvalidSnapshot(_) => "/problems/invalid-snapshot",
+            Self::InvalidBody(_) => "/problems/invalid-request",
             Self::InvalidPush(_) => "/problems/invalid-push",
             Self::InvalidQuery(_) => "/problems/invalid-query",
             Self::InvalidForm(_) => "/problems/invalid-form",
@@ -127,6 +131,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "Malformed JSON",
             Self::InvalidSnapshot(_) => "Invalid snapshot",
+            Self::InvalidBody(_) => "Invalid request body",
             Self::InvalidPush(_) => "Invalid push",
             Self::InvalidQuery(_) => "Invalid query parameters",
             Self::InvalidForm(_) => "Invalid form fields",
@@ -147,6 +152,7 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             Self::InvalidSnapshot(errors)
+            | Self::InvalidBody(errors)
             | Self::InvalidPush(errors)
             | Self::InvalidQuery(errors)
             | Self::InvalidForm(errors) => {
@@ -185,6 +191,7 @@ impl ApiError {
                 tracing::warn!(status, millis, detail = ?self.detail(), "request not served");
             }
             Self::InvalidSnapshot(errors)
+            | Self::InvalidBody(errors)
             | Self::InvalidPush(errors)
             | Self::InvalidQuery(errors)
             | Self::InvalidForm(errors) => {
@@ -259,6 +266,7 @@ impl IntoResponse for ApiError {
             detail: self.detail(),
             errors: match &self {
                 Self::InvalidSnapshot(errors)
+                | Self::InvalidBody(errors)
                 | Self::InvalidPush(errors)
                 | Self::InvalidQuery(errors)
                 | Self::InvalidForm(errors) => errors.clone(),
@@ -287,6 +295,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(detail) => Self::Conflict(detail),
+            StoreError::NotFound(detail) => Self::NotFound(detail),
             StoreError::Unavailable(_) => Self::DatabaseUnavailable(error),
             StoreError::Closed => {
                 Self::Unavailable("the server is shutting down; retry shortly".to_owned())

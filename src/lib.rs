@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chain;
 pub mod config;
 pub mod error;
+pub mod expiry;
 pub mod flag_values;
 pub mod model;
 pub mod report;

@@ -156,6 +156,7 @@ async fn run_server(args: ServeArgs) -> ExitCode {
         Ok(address) => tracing::info!(%address, "listening"),
         Err(error) => tracing::warn!(%error, "listening on an unknown address"),
     }
+    gitops_status_server::expiry::spawn(store.clone());
     if let Some(keep) = args.retention {
         retention::spawn(
             store.clone(),

@@ -303,19 +303,24 @@ fn expected_stats() -> Value {
     let (from_ms, to_ms) = (T0, T0 + 3_600_000);
     json!([
         {
-            "repo": "r", "server": "clean", "from": from, "from_ms": from_ms,
+            "repo": "r", "server": "clean", "targets": 1, "from": from, "from_ms": from_ms,
             "to": to, "to_ms": to_ms,
             "checks": 30,
             "seconds": {"SYNCED": 3600.0, "OUT_OF_SYNC": 0.0, "ERROR": 0.0, "STALE": 0.0},
+            "percent": {"SYNCED": 100.0, "OUT_OF_SYNC": 0.0, "ERROR": 0.0, "STALE": 0.0},
+            "acknowledged_seconds": 0.0, "silenced_seconds": 0.0,
             "drift_episodes": 0, "mean_time_to_resync_seconds": null,
             "longest_drift_seconds": null, "top_files": []
         },
         {
-            "repo": "r", "server": "drifty", "from": from, "from_ms": from_ms,
+            "repo": "r", "server": "drifty", "targets": 1, "from": from, "from_ms": from_ms,
             "to": to, "to_ms": to_ms,
             "checks": 10,
             // SYNCED 0-600, 900-1200, 1200-1800 (then stale until 2400), 3000-3120, 3300-3600.
             "seconds": {"SYNCED": 1920.0, "OUT_OF_SYNC": 900.0, "ERROR": 180.0, "STALE": 600.0},
+            // Of 3600 s: 1920 is 53.333 %, 600 is 16.667 %.
+            "percent": {"SYNCED": 53.333, "OUT_OF_SYNC": 25.0, "ERROR": 5.0, "STALE": 16.667},
+            "acknowledged_seconds": 0.0, "silenced_seconds": 0.0,
             // 600 -> 900 and 2400 -> 3000.
             "drift_episodes": 2, "mean_time_to_resync_seconds": 450.0,
             "longest_drift_seconds": 600.0,
@@ -326,10 +331,12 @@ fn expected_stats() -> Value {
             ]
         },
         {
-            "repo": "r", "server": "open", "from": from, "from_ms": from_ms,
+            "repo": "r", "server": "open", "targets": 1, "from": from, "from_ms": from_ms,
             "to": to, "to_ms": to_ms,
             "checks": 12,
             "seconds": {"SYNCED": 0.0, "OUT_OF_SYNC": 3600.0, "ERROR": 0.0, "STALE": 0.0},
+            "percent": {"SYNCED": 0.0, "OUT_OF_SYNC": 100.0, "ERROR": 0.0, "STALE": 0.0},
+            "acknowledged_seconds": 0.0, "silenced_seconds": 0.0,
             // Began at -900, unresolved at `to`: 4500 s, and no resolved episode for the mean.
             "drift_episodes": 1, "mean_time_to_resync_seconds": null,
             "longest_drift_seconds": 4500.0,
@@ -413,9 +420,12 @@ async fn stats_seconds_are_whole_milliseconds_without_float_noise(backend: Backe
     assert_eq!(
         response.json(),
         json!([{
-            "repo": "r", "server": "s", "from": at_millis(0), "from_ms": T0,
+            "repo": "r", "server": "s", "targets": 1, "from": at_millis(0), "from_ms": T0,
             "to": at_millis(1100), "to_ms": T0 + 1100, "checks": 7,
             "seconds": {"SYNCED": 0.8, "OUT_OF_SYNC": 0.3, "ERROR": 0.0, "STALE": 0.0},
+            // 8/11 and 3/11, rounded half up to thousandths.
+            "percent": {"SYNCED": 72.727, "OUT_OF_SYNC": 27.273, "ERROR": 0.0, "STALE": 0.0},
+            "acknowledged_seconds": 0.0, "silenced_seconds": 0.0,
             "drift_episodes": 2, "mean_time_to_resync_seconds": 0.15,
             "longest_drift_seconds": 0.2,
             "top_files": [{"name": "a.conf", "episodes": 2}]
@@ -430,6 +440,9 @@ async fn stats_reject_bad_parameters_by_name(backend: Backend) {
         ("to=2026-13-01T00:00:00Z", "to"),
         ("from=2000&to=1000", "to"),
         ("limit=5", "limit"),
+        ("group_by=fleet", "group_by"),
+        ("group_by=", "group_by"),
+        ("format=ndjson", "format"),
     ] {
         let response = app.get(&format!("/api/stats?{query}")).await;
         response.assert_problem(400, &[field]);

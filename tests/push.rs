@@ -337,21 +337,52 @@ async fn a_push_needs_the_token_post_api_status_needs() {
     assert_eq!(history.as_array().unwrap().len(), 2);
 }
 
-/// Retirement (`DELETE` on the same path) is not built yet: until it is, a delete is refused
-/// loudly rather than answered as if it had worked.
+/// `DELETE` on the push path retires the target, answered 202 like Pushgateway (also for a
+/// target that never reported); the target leaves `/status.json` and its next push revives it.
 #[tokio::test]
-async fn delete_is_not_served_until_retirement_exists() {
+async fn delete_retires_the_target_and_a_push_revives_it() {
     let app = TestApp::new().await;
-    let response = push(
+    let path = "/metrics/job/j/repo/rsyslog/server/lab";
+    let pushed = push(
+        &app,
+        Method::PUT,
+        path,
+        &[],
+        Body::from("gitops_sync_status 1\n"),
+    )
+    .await;
+    assert_eq!(pushed.status, 200);
+    assert_eq!(status_of(&app.get_rows("/status.json").await).len(), 1);
+    for _ in 0..2 {
+        let deleted = push(&app, Method::DELETE, path, &[], Body::empty()).await;
+        assert_eq!(deleted.status, 202, "{}", deleted.text());
+    }
+    assert!(app.get_rows("/status.json").await.is_empty());
+    let targets = app.get_rows("/api/targets?include_retired=true").await;
+    assert_eq!(targets.len(), 1);
+    assert!(targets[0]["retired_at"].is_string(), "{targets:?}");
+    let unknown = push(
         &app,
         Method::DELETE,
-        "/metrics/job/j/repo/rsyslog/server/lab",
+        "/metrics/job/j/repo/rsyslog/server/never",
         &[],
         Body::empty(),
     )
     .await;
-    response.assert_problem(405, &[]);
-    assert_eq!(response.header("allow"), Some("PUT,POST"));
+    assert_eq!(unknown.status, 202);
+    let pushed = push(
+        &app,
+        Method::PUT,
+        path,
+        &[],
+        Body::from("gitops_sync_status 0\n"),
+    )
+    .await;
+    assert_eq!(pushed.status, 200);
+    assert_eq!(
+        status_of(&app.get_rows("/status.json").await),
+        [("rsyslog".into(), "lab".into(), "SYNCED".into())]
+    );
 }
 
 /// Runs `command` to completion on a blocking thread, so the in-process server keeps serving.
@@ -446,7 +477,7 @@ async fn prometheus_client_push_and_pushadd_are_recorded() {
         return;
     };
     // The token may write rsyslog only: nginx is refused, as POST /api/status would refuse it.
-    // A body without gitops_sync_status is refused first; DELETE waits for retirement.
+    // A body without gitops_sync_status is refused first; DELETE retires rsyslog-lab.
     assert_eq!(
         lines(&run(command).await),
         [
@@ -454,7 +485,7 @@ async fn prometheus_client_push_and_pushadd_are_recorded() {
             "pushadd ok",
             "gzip HTTP Error 403: Forbidden",
             "no-status HTTP Error 400: Bad Request",
-            "delete HTTP Error 405: Method Not Allowed",
+            "delete ok",
         ]
     );
     let Some(command) = prometheus_client(test, &server.url(""), "") else {
@@ -484,15 +515,15 @@ async fn prometheus_client_push_and_pushadd_are_recorded() {
             "pushadd ok",
             "gzip ok",
             "no-status HTTP Error 400: Bad Request",
-            "delete HTTP Error 405: Method Not Allowed",
+            "delete ok",
         ]
     );
+    // The delete retired rsyslog-lab: it left the view.
     assert_eq!(
         status_of(&app.get_rows("/status.json").await),
         [
             ("nginx".into(), "web-1".into(), "SYNCED".into()),
             ("rsyslog".into(), "rack/lab 2".into(), "ERROR".into()),
-            ("rsyslog".into(), "rsyslog-lab".into(), "OUT_OF_SYNC".into()),
         ]
     );
     server.stop().await;

@@ -12,6 +12,7 @@ use axum::middleware;
 use axum::routing::post;
 use common::{TestApp, TestResponse, at_offset, snapshot};
 use gitops_status_server::auth::{self, Access, Admin, Guard, Tokens};
+use gitops_status_server::timestamp::Timestamp;
 use gitops_status_server::{AppState, Settings};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -44,6 +45,7 @@ enum Needs {
     Open,
     Read,
     Write,
+    Admin,
 }
 
 /// One route's decision, and a request to it that succeeds with the right token.
@@ -89,14 +91,14 @@ static DECISIONS: &[Decision] = &[
         Method::PUT,
         "/metrics/job/{job}/repo/{repo}/server/{server}",
         Needs::Write,
-        "/metrics/job/ci/repo/rsyslog/server/lab",
+        "/metrics/job/ci/repo/rsyslog/server/pushed",
         true,
     ),
     decision(
         Method::POST,
         "/metrics/job/{job}/repo/{repo}/server/{server}",
         Needs::Write,
-        "/metrics/job@base64/Y2k/repo/rsyslog/server@base64/bGFi",
+        "/metrics/job@base64/Y2k/repo/rsyslog/server@base64/cHVzaGVk",
         true,
     ),
     decision(
@@ -138,6 +140,66 @@ static DECISIONS: &[Decision] = &[
         "/badge.svg?repo=rsyslog&server=lab",
         true,
     ),
+    decision(
+        Method::DELETE,
+        "/metrics/job/{job}/repo/{repo}/server/{server}",
+        Needs::Write,
+        "/metrics/job/ci/repo/rsyslog/server/gone",
+        true,
+    ),
+    // The lifecycle, in an order where each call can succeed: `seed` reported rsyslog/lab
+    // OUT_OF_SYNC (id 1) and acknowledged it (id 2), and made silence 3.
+    decision(Method::POST, "/api/acks", Needs::Write, "/api/acks", true),
+    decision(Method::GET, "/api/acks", Needs::Read, "/api/acks", true),
+    decision(
+        Method::GET,
+        "/api/acks/{id}",
+        Needs::Read,
+        "/api/acks/2",
+        true,
+    ),
+    decision(
+        Method::DELETE,
+        "/api/acks/{id}",
+        Needs::Write,
+        "/api/acks/2",
+        true,
+    ),
+    decision(
+        Method::POST,
+        "/api/silences",
+        Needs::Admin,
+        "/api/silences",
+        true,
+    ),
+    decision(
+        Method::GET,
+        "/api/silences",
+        Needs::Read,
+        "/api/silences",
+        true,
+    ),
+    decision(
+        Method::GET,
+        "/api/silences/{id}",
+        Needs::Read,
+        "/api/silences/3",
+        true,
+    ),
+    decision(
+        Method::DELETE,
+        "/api/silences/{id}",
+        Needs::Admin,
+        "/api/silences/3",
+        true,
+    ),
+    decision(
+        Method::GET,
+        "/api/targets",
+        Needs::Read,
+        "/api/targets",
+        true,
+    ),
     decision(Method::GET, "/", Needs::Read, "/", false),
     decision(
         Method::GET,
@@ -163,6 +225,14 @@ static DECISIONS: &[Decision] = &[
         Needs::Read,
         "/favicon.ico",
         false,
+    ),
+    // Last: it takes rsyslog/lab out of the pages.
+    decision(
+        Method::DELETE,
+        "/api/targets/{repo}/{server}",
+        Needs::Write,
+        "/api/targets/rsyslog/lab",
+        true,
     ),
 ];
 
@@ -194,7 +264,22 @@ async fn call(app: &TestApp, decision: &Decision, credential: Credential<'_>) ->
         }
         Credential::Browser => request.header("accept", "text/html,*/*;q=0.8"),
     };
-    let body = if decision.path.starts_with("/metrics/job/") {
+    let until = Timestamp::now().plus_millis(86_400_000);
+    let body = if decision.method == Method::DELETE {
+        Body::empty()
+    } else if decision.path == "/api/acks" && decision.method == Method::POST {
+        request = request.header("content-type", "application/json");
+        Body::from(
+            serde_json::json!({"repo": "rsyslog", "server": "lab", "reason": "hotfix",
+                               "until": until.to_string()})
+            .to_string(),
+        )
+    } else if decision.path == "/api/silences" && decision.method == Method::POST {
+        request = request.header("content-type", "application/json");
+        Body::from(
+            serde_json::json!({"ends_at": until.to_string(), "reason": "maintenance"}).to_string(),
+        )
+    } else if decision.path.starts_with("/metrics/job/") {
         request = request.header("content-type", "text/plain; version=0.0.4");
         Body::from("gitops_sync_status 0\n")
     } else if decision.needs == Needs::Write {
@@ -257,7 +342,7 @@ fn every_documented_operation_has_a_decision_and_documents_it() {
                 assert!(security.contains("bearer"), "{method} {path}");
                 assert!(security.contains("session"), "{method} {path}");
             }
-            Needs::Write => {
+            Needs::Write | Needs::Admin => {
                 assert!(responses.contains_key("401"), "{method} {path}");
                 assert!(responses.contains_key("403"), "{method} {path}");
                 assert!(security.contains("bearer"), "{method} {path}");
@@ -283,6 +368,7 @@ fn every_documented_operation_has_a_decision_and_documents_it() {
 #[tokio::test]
 async fn every_route_needs_the_scope_its_group_decides() {
     let app = app().await;
+    seed(&app).await;
     for decision in DECISIONS {
         let what = format!("{} {}", decision.method, decision.uri);
         match decision.needs {
@@ -341,7 +427,51 @@ async fn every_route_needs_the_scope_its_group_decides() {
                     assert_success(&response, &format!("{what} with {token}"));
                 }
             }
+            Needs::Admin => {
+                call(&app, decision, Credential::None)
+                    .await
+                    .assert_problem(401, &[]);
+                for token in [READ, WRITE] {
+                    call(&app, decision, Credential::Bearer(token))
+                        .await
+                        .assert_problem(403, &[]);
+                }
+                call(&app, decision, Credential::Cookie(ADMIN))
+                    .await
+                    .assert_problem(401, &[]);
+                let response = call(&app, decision, Credential::Bearer(ADMIN)).await;
+                assert_success(&response, &format!("{what} with the admin token"));
+            }
         }
+    }
+}
+
+/// What the lifecycle's decisions act on: rsyslog/lab drifted now (id 1), acknowledged (id 2),
+/// and silence 3.
+async fn seed(app: &TestApp) {
+    let until = Timestamp::now().plus_millis(86_400_000).to_string();
+    let calls = [
+        (
+            "/api/status",
+            snapshot("rsyslog", "lab", "OUT_OF_SYNC", &["a.conf"], &at_offset(-1)),
+        ),
+        (
+            "/api/acks",
+            serde_json::json!({"repo": "rsyslog", "server": "lab", "reason": "r", "until": until}),
+        ),
+        (
+            "/api/silences",
+            serde_json::json!({"ends_at": until, "reason": "maintenance"}),
+        ),
+    ];
+    for (path, body) in calls {
+        let request = Request::post(path)
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app.request(request).await;
+        assert_success(&response, path);
     }
 }
 

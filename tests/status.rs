@@ -76,6 +76,7 @@ async fn status_json_lists_the_seed_snapshot_in_full(backend: Backend) {
             "revision": "3f2c1ab",
             "run_url": "https://ci.example.org/repos/7/pipeline/912",
             "message": null,
+            "acknowledged": null,
         })]
     );
     let response = app.get("/status.json").await;

@@ -8,9 +8,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::conditional::EntityTag;
+use super::history::spreadsheet_cell;
 use crate::chain::{Checkpoint, Verification};
 use crate::error::{ApiError, Problem, Result};
-use crate::stats::{StatsParams, StatsRequest, TargetStats};
+use crate::stats::{
+    self, GroupBy, StatePercent, StatsFormat, StatsParams, StatsRequest, TargetStats,
+};
 use crate::timestamp::Timestamp;
 
 /// Recompute the integrity chain.
@@ -52,14 +55,18 @@ pub async fn checkpoints(State(state): State<AppState>) -> Result<Json<Vec<Check
     Ok(Json(state.store.checkpoints().await?))
 }
 
-/// Drift statistics per target.
+/// Drift statistics per target, repo, server or fleet: the compliance report.
 ///
-/// Over the window `[from, to)` (default: the 30 days before now): time in each state, where a
-/// snapshot's status holds until the next one and time beyond its stale-after counts as STALE;
-/// drift episodes (maximal runs of OUT_OF_SYNC snapshots), their mean time to resync and the
-/// longest; the files most episodes drifted. Sorted by repo then server. Carries an `ETag` and
-/// answers a matching `If-None-Match` with 304 (a window that ends now changes with every
-/// request; one with a fixed `to` in the past changes only with the history).
+/// Over the window `[from, to)` (default: the 30 days before now): time in each state and each
+/// state's share in percent, where a snapshot's status holds until the next one and time beyond
+/// its stale-after counts as STALE; of that time, how much an acknowledgement covered and how
+/// much a matching silence did; drift episodes (maximal runs of OUT_OF_SYNC snapshots), their
+/// mean time to resync and the longest; the files most episodes drifted. A retired target counts
+/// no time from its retirement until the snapshot that revives it. `group_by` sums targets per
+/// repo, per server or over all of them; rows are sorted by repo then server. `format=csv` answers
+/// the same rows as CSV. Carries an `ETag` and answers a matching `If-None-Match` with 304 (a
+/// window that ends now changes with every request; one with a fixed `to` in the past changes
+/// only with the history).
 #[utoipa::path(
     get,
     path = "/api/stats",
@@ -69,8 +76,12 @@ pub async fn checkpoints(State(state): State<AppState>) -> Result<Json<Vec<Check
         ("If-None-Match" = Option<String>, Header, description = "Entity tags of answers the client holds; a match answers 304"),
     ),
     responses(
-        (status = 200, description = "One object per target with history in or before the window", body = Vec<TargetStats>,
-         headers(("ETag" = String, description = "Weak tag of the answer's content"))),
+        (status = 200, description = "One row per target (or group) with history in the window, by repo then server",
+         headers(("ETag" = String, description = "Weak tag of the answer's content")),
+         content(
+            (Vec<TargetStats> = "application/json"),
+            (String = "text/csv", example = "server,targets,from,to,checks,synced_seconds,out_of_sync_seconds,error_seconds,stale_seconds,synced_percent,out_of_sync_percent,error_percent,stale_percent,acknowledged_seconds,silenced_seconds,drift_episodes,mean_time_to_resync_seconds,longest_drift_seconds,top_files,from_ms,to_ms\nrsyslog-lab,2,2026-07-01T00:00:00.000Z,2026-10-01T00:00:00.000Z,132480,15804864.0,92736.0,0.0,0.0,99.417,0.583,0.0,0.0,3600.0,0.0,3,1800.0,7200.0,rsyslog.conf (3),1782864000000,1790812800000\n")
+         )),
         (status = 304, description = "`If-None-Match` names the current tag: no body",
          headers(("ETag" = String, description = "The answer's tag"))),
         (status = 400, description = "A query parameter is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
@@ -86,14 +97,108 @@ pub async fn stats_list(
     let now = Timestamp::now();
     let request =
         StatsRequest::from_query(query.as_deref(), now).map_err(ApiError::InvalidQuery)?;
-    let stats = state.stats(&request, now).await?;
-    let body = serde_json::to_vec(&stats)
-        .map_err(|error| ApiError::internal(format!("encoding /api/stats: {error}")))?;
+    let histories = state.store.stats_histories(&request).await?;
+    let stale_after = state.settings.stale_after_seconds();
+    let rows = stats::report(&histories, &request, now, stale_after);
+    let (content_type, body) = match request.format {
+        StatsFormat::Json => (
+            "application/json",
+            serde_json::to_vec(&rows)
+                .map_err(|error| ApiError::internal(format!("encoding /api/stats: {error}")))?,
+        ),
+        StatsFormat::Csv => (
+            "text/csv; charset=utf-8",
+            stats_csv(&rows, request.group_by),
+        ),
+    };
     let tag = EntityTag::of([body.as_slice()]);
     if tag.is_matched_by(&headers) {
         return Ok(tag.not_modified());
     }
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     tag.apply(response.headers_mut());
     Ok(response)
+}
+
+/// The CSV columns after the row's name (`repo` and/or `server`, as `group_by` names rows): the
+/// JSON fields flattened, then the times' Unix-milliseconds twins.
+pub const STATS_CSV_COLUMNS: [&str; 20] = [
+    "targets",
+    "from",
+    "to",
+    "checks",
+    "synced_seconds",
+    "out_of_sync_seconds",
+    "error_seconds",
+    "stale_seconds",
+    "synced_percent",
+    "out_of_sync_percent",
+    "error_percent",
+    "stale_percent",
+    "acknowledged_seconds",
+    "silenced_seconds",
+    "drift_episodes",
+    "mean_time_to_resync_seconds",
+    "longest_drift_seconds",
+    "top_files",
+    "from_ms",
+    "to_ms",
+];
+
+/// The rows as CSV: a header, then a line per row. Numbers are written as in the JSON answer,
+/// null as an empty cell, `top_files` as `name (episodes), ...`; every cell passes the
+/// spreadsheet guard `/history`'s export uses.
+fn stats_csv(rows: &[TargetStats], group_by: GroupBy) -> Vec<u8> {
+    let names = [
+        group_by.names_repo().then_some("repo"),
+        group_by.names_server().then_some("server"),
+    ];
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = writer.write_record(names.into_iter().flatten().chain(STATS_CSV_COLUMNS));
+    for row in rows {
+        let number = |value: f64| serde_json::Number::from_f64(value).map(|n| n.to_string());
+        let percent = |share: fn(&StatePercent) -> f64| row.percent.as_ref().map(share);
+        let top_files = row
+            .top_files
+            .iter()
+            .map(|file| format!("{} ({})", file.name, file.episodes))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut cells = Vec::with_capacity(2 + STATS_CSV_COLUMNS.len());
+        if group_by.names_repo() {
+            cells.push(row.repo.clone());
+        }
+        if group_by.names_server() {
+            cells.push(row.server.clone());
+        }
+        cells.extend([
+            Some(row.targets.to_string()),
+            Some(row.from.to_string()),
+            Some(row.to.to_string()),
+            Some(row.checks.to_string()),
+            number(row.seconds.synced),
+            number(row.seconds.out_of_sync),
+            number(row.seconds.error),
+            number(row.seconds.stale),
+            percent(|p| p.synced).and_then(number),
+            percent(|p| p.out_of_sync).and_then(number),
+            percent(|p| p.error).and_then(number),
+            percent(|p| p.stale).and_then(number),
+            number(row.acknowledged_seconds),
+            number(row.silenced_seconds),
+            Some(row.drift_episodes.to_string()),
+            row.mean_time_to_resync_seconds.and_then(number),
+            row.longest_drift_seconds.and_then(number),
+            Some(top_files),
+            Some(row.from.as_millis().to_string()),
+            Some(row.to.as_millis().to_string()),
+        ]);
+        for cell in &cells {
+            let cell = cell.as_deref().unwrap_or_default();
+            let _ = writer.write_field(spreadsheet_cell(cell).as_bytes());
+        }
+        let _ = writer.write_record(None::<&[u8]>);
+    }
+    writer.into_inner().unwrap_or_default()
 }

@@ -18,7 +18,8 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 ///
 /// Per target: `gitops_sync_status` (0 SYNCED, 1 OUT_OF_SYNC, 2 ERROR, as the Pushgateway-era
 /// series), `gitops_target_state` (one series per state, 1 for the current one including STALE),
-/// `gitops_drift_count`, `gitops_last_check_timestamp_seconds` and
+/// `gitops_drift_acknowledged` (1 while an acknowledgement covers the drift), `gitops_drift_count`,
+/// `gitops_last_check_timestamp_seconds` and
 /// `gitops_status_since_timestamp_seconds`. Then the server's own: `gitops_status_build_info`
 /// (always 1, its labels say which build answers), snapshots ingested by result, request latency
 /// by route, storage commit latency.
@@ -71,6 +72,15 @@ fn target_exposition(rows: &[StatusRow]) -> String {
             let value = i64::from(row.state == state);
             sample(&mut out, "gitops_target_state", row, Some(state), value);
         }
+    }
+    family(
+        &mut out,
+        "gitops_drift_acknowledged",
+        "1 while an acknowledgement covers the target's drift (POST /api/acks), 0 otherwise.",
+    );
+    for row in rows {
+        let value = i64::from(row.acknowledged.is_some());
+        sample(&mut out, "gitops_drift_acknowledged", row, None, value);
     }
     family(
         &mut out,

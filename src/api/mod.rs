@@ -6,6 +6,7 @@ pub mod conditional;
 pub mod episodes;
 pub mod health;
 pub mod history;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
@@ -31,7 +32,6 @@ use crate::auth::{Access, Tokens};
 use crate::config::ServeArgs;
 use crate::error::Problem;
 use crate::model::{FieldError, StatusFilter, StatusRow};
-use crate::stats::{self, StatsRequest, TargetStats};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 use crate::timestamp::Timestamp;
@@ -80,31 +80,18 @@ impl AppState {
         let default_stale_after = self.settings.stale_after_seconds();
         Ok(latest
             .into_iter()
+            // A retired target has left every view until a snapshot brings it back.
+            .filter(|latest| latest.retired_at.is_none())
             .map(|latest| {
                 StatusRow::new(
                     latest.snapshot,
                     latest.status_since,
+                    latest.ack.as_deref(),
                     now,
                     default_stale_after,
                 )
             })
             .filter(|row| filter.selects(row))
-            .collect())
-    }
-
-    /// Each selected target's statistics over the request's window, judged at `now`.
-    pub async fn stats(
-        &self,
-        request: &StatsRequest,
-        now: Timestamp,
-    ) -> Result<Vec<TargetStats>, StoreError> {
-        let histories = self.store.stats_histories(request).await?;
-        let default_stale_after = self.settings.stale_after_seconds();
-        Ok(histories
-            .into_iter()
-            .map(|history| {
-                stats::compute(history, request.from, request.to, now, default_stale_after)
-            })
             .collect())
     }
 }
@@ -166,7 +153,8 @@ impl From<&ServeArgs> for Settings {
         (name = "history", description = "The audit trail"),
         (name = "audit", description = "Integrity of the trail and drift statistics"),
         (name = "operations", description = "Health, readiness, metrics and the API description"),
-        (name = "badges", description = "Status badges for READMEs and wikis")
+        (name = "badges", description = "Status badges for READMEs and wikis"),
+        (name = "lifecycle", description = "Acknowledgements, silences, targets and their retirement")
     )
 )]
 struct ApiDoc;
@@ -243,8 +231,10 @@ pub fn groups() -> Vec<RouteGroup> {
             Rules::WRITE,
             OpenApiRouter::new()
                 .routes(routes!(snapshots::record_snapshot))
-                .merge(push::routes()),
+                .merge(push::routes())
+                .merge(lifecycle::write_routes()),
         ),
+        group(Rules::ADMIN, lifecycle::admin_routes()),
         group(
             Rules::UNTIMED_READ,
             OpenApiRouter::new().routes(routes!(audit::verify)),
@@ -259,7 +249,8 @@ pub fn groups() -> Vec<RouteGroup> {
                 .routes(routes!(audit::checkpoints))
                 .routes(routes!(openapi::openapi_json))
                 .routes(routes!(metrics::metrics))
-                .routes(routes!(badge::badge)),
+                .routes(routes!(badge::badge))
+                .merge(lifecycle::read_routes()),
         ),
     ]
 }

@@ -4,11 +4,13 @@
 //!
 //! The document names the canonical path; the router serves every spelling Pushgateway takes:
 //! labels in any order, extra labels (ignored), `@base64` values and a base64 job. `DELETE`
-//! (retiring the target) waits for retirement to exist, and is answered 405 until then.
+//! retires the target, as `DELETE /api/targets/{repo}/{server}` does.
 
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::routing::put;
+
+use super::lifecycle::retire;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -22,17 +24,17 @@ use crate::timestamp::Timestamp;
 /// The push routes and their documentation.
 pub fn routes() -> OpenApiRouter<AppState> {
     #[derive(OpenApi)]
-    #[openapi(paths(push_replace, push_add))]
+    #[openapi(paths(push_replace, push_add, push_delete))]
     struct PushDoc;
 
     OpenApiRouter::with_openapi(PushDoc::openapi())
         .route(
             "/metrics/job/{*grouping_key}",
-            put(push_replace).post(push_add),
+            put(push_replace).post(push_add).delete(push_delete),
         )
         .route(
             "/metrics/job@base64/{*grouping_key}",
-            put(push_replace).post(push_add),
+            put(push_replace).post(push_add).delete(push_delete),
         )
 }
 
@@ -137,4 +139,40 @@ async fn push(
     });
     record(state, writer, snapshot).await?;
     Ok(StatusCode::OK)
+}
+
+/// Retire the target of a Pushgateway-style path (DELETE).
+///
+/// What `delete_from_gateway` does to a Pushgateway group, done to the target: it is retired as
+/// by `DELETE /api/targets/{repo}/{server}` (it leaves the views; its history stays; its next
+/// push brings it back). Answers 202 with an empty body, as Pushgateway does, also for a target
+/// that never reported or is retired already.
+#[utoipa::path(
+    delete,
+    path = "/metrics/job/{job}/repo/{repo}/server/{server}",
+    tag = "snapshots",
+    operation_id = "push_delete",
+    params(
+        ("job" = String, Path, description = "Pushgateway's job; accepted and not stored"),
+        ("repo" = String, Path, description = "Repository; `repo@base64/{value}` for a value with `/`"),
+        ("server" = String, Path, description = "Server; `server@base64/{value}` for a value with `/`"),
+    ),
+    responses(
+        (status = 202, description = "Retired (or nothing to retire); the body is empty, as Pushgateway's"),
+        (status = 400, description = "The path cannot name a target; `errors` names the label", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not write this repo", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn push_delete(
+    State(state): State<AppState>,
+    writer: Writer,
+    OriginalUri(uri): OriginalUri,
+) -> Result<StatusCode> {
+    // The path's rules are a snapshot's: read it as a push of any value.
+    let target = decode_push(uri.path(), b"gitops_sync_status 0\n", Timestamp::now())
+        .map_err(ApiError::InvalidPush)?;
+    match retire(&state, &writer, target.repo, target.server).await {
+        Ok(()) | Err(ApiError::NotFound(_)) => Ok(StatusCode::ACCEPTED),
+        Err(error) => Err(error),
+    }
 }

@@ -79,6 +79,12 @@ pub fn status_tag(rows: &[StatusRow], default_stale_after_seconds: i64) -> Entit
         hasher.update(row.snapshot_id.to_le_bytes());
         hasher.update(row.status_since.as_millis().to_le_bytes());
         hasher.update([u8::from(row.stale)]);
+        hasher.update(
+            row.acknowledged
+                .as_ref()
+                .map_or(0, |ack| ack.id)
+                .to_le_bytes(),
+        );
     }
     EntityTag::from_hasher(hasher)
 }
@@ -175,6 +181,7 @@ mod tests {
         StatusRow::new(
             snapshot,
             Timestamp::from_millis(status_since),
+            None,
             Timestamp::from_millis(now),
             600,
         )

@@ -5,6 +5,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::lifecycle::AckSummary;
 use super::times::time_field;
 use super::{EpisodeCursor, ExportFormat, FieldError, FileEntry, Order, TargetState, page, query};
 use crate::timestamp::Timestamp;
@@ -50,7 +51,7 @@ pub struct Episode {
     /// The acknowledgement that covered an OUT_OF_SYNC or ERROR episode: the latest made while
     /// the episode lasted (its span from creation to its end, or to `until` while it has not
     /// ended, overlaps the episode). Null otherwise.
-    pub acknowledged: Option<EpisodeAck>,
+    pub acknowledged: Option<AckSummary>,
 }
 
 /// The fields in the schema's order, each time followed by its `_ms` twin.
@@ -80,32 +81,6 @@ impl Episode {
             started_at: self.started_at,
             first_snapshot_id: self.first_snapshot_id,
         }
-    }
-}
-
-/// The acknowledgement that covered an episode.
-#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
-pub struct EpisodeAck {
-    /// The acknowledgement's id (`/api/acks/{id}`).
-    #[schema(example = 930)]
-    pub id: i64,
-    #[schema(example = "hotfix for INC-2291, PR #88 reverts it")]
-    pub reason: String,
-    /// The name of the token that made it, or `anonymous`.
-    #[schema(example = "ci-rsyslog")]
-    pub by: String,
-    #[schema(value_type = String, format = DateTime, example = "2026-04-24T12:00:00.000Z")]
-    pub until: Timestamp,
-}
-
-impl Serialize for EpisodeAck {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("EpisodeAck", 5)?;
-        out.serialize_field("id", &self.id)?;
-        out.serialize_field("reason", &self.reason)?;
-        out.serialize_field("by", &self.by)?;
-        time_field(&mut out, "until", "until_ms", self.until)?;
-        out.end()
     }
 }
 

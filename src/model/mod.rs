@@ -5,6 +5,7 @@ mod cursor;
 mod episode;
 mod history;
 pub mod lenient;
+pub mod lifecycle;
 mod page;
 mod push;
 pub(crate) mod query;

@@ -419,7 +419,7 @@ fn optional_text(
     text
 }
 
-fn check_name(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> String {
+pub(crate) fn check_name(field: &str, raw: &str, errors: &mut Vec<FieldError>) -> String {
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();
     if raw.chars().any(char::is_control) {

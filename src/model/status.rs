@@ -4,6 +4,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::lifecycle::{Ack, AckSummary};
 use super::times::time_field;
 use super::{FieldError, FileEntry, Snapshot, SyncStatus, query};
 use crate::timestamp::Timestamp;
@@ -78,12 +79,15 @@ pub struct StatusRow {
     pub revision: Option<String>,
     pub run_url: Option<String>,
     pub message: Option<String>,
+    /// The acknowledgement that covers this target's drift now (SPEC "Drift lifecycle"); null
+    /// when none applies. `state` is unchanged by it.
+    pub acknowledged: Option<AckSummary>,
 }
 
 /// The fields in the schema's order, each time followed by its `_ms` twin.
 impl Serialize for StatusRow {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("StatusRow", 21)?;
+        let mut out = serializer.serialize_struct("StatusRow", 22)?;
         out.serialize_field("repo", &self.repo)?;
         out.serialize_field("server", &self.server)?;
         out.serialize_field("state", &self.state)?;
@@ -106,6 +110,7 @@ impl Serialize for StatusRow {
         out.serialize_field("revision", &self.revision)?;
         out.serialize_field("run_url", &self.run_url)?;
         out.serialize_field("message", &self.message)?;
+        out.serialize_field("acknowledged", &self.acknowledged)?;
         out.end()
     }
 }
@@ -115,9 +120,16 @@ impl StatusRow {
     pub fn new(
         latest: Snapshot,
         status_since: Timestamp,
+        ack: Option<&Ack>,
         now: Timestamp,
         default_stale_after_seconds: i64,
     ) -> Self {
+        let acknowledged = ack
+            .filter(|ack| {
+                let files: Vec<&str> = latest.file_names().collect();
+                ack.applies(now, latest.sync_status, &files)
+            })
+            .map(Ack::summary);
         let stale_after_seconds = latest
             .stale_after_seconds
             .unwrap_or(default_stale_after_seconds);
@@ -152,6 +164,7 @@ impl StatusRow {
             revision: latest.revision,
             run_url: latest.run_url,
             message: latest.message,
+            acknowledged,
         }
     }
 }

@@ -20,9 +20,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use serde::Deserialize;
+
+use crate::model::lifecycle::AckSummary;
 use crate::model::{
-    Episode, EpisodeAck, EpisodeClock, EpisodeFilter, FileEntry, Order, SyncStatus, TargetState,
-    files_text,
+    Episode, EpisodeClock, EpisodeFilter, FileEntry, Order, SyncStatus, TargetState, files_text,
 };
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
@@ -33,7 +35,6 @@ pub struct EpisodeTarget {
     pub id: i64,
     pub repo: String,
     pub server: String,
-    pub retired_at: Option<i64>,
 }
 
 /// What the episodes read of a snapshot.
@@ -57,11 +58,19 @@ pub struct GapRow {
     pub next_check: Option<i64>,
 }
 
-/// A `retire` event and the first snapshot checked at or after it.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-pub struct RetirementRow {
+/// A `retire` or `revive` event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LifecycleRow {
+    pub kind: String,
     pub at: i64,
-    pub resumed_at: Option<i64>,
+    pub body: String,
+}
+
+/// The body of a `revive` event.
+#[derive(Debug, Deserialize)]
+struct Revival {
+    /// The snapshot that revived the target.
+    snapshot: i64,
 }
 
 /// An acknowledgement as an episode needs it.
@@ -194,10 +203,13 @@ pub const FILE_CHANGES_SQL: &str = "select distinct fileset_id from snapshots \
 /// The names of file set `$1`.
 pub const FILESET_SQL: &str = "select files from filesets where id = $1";
 
-/// Target `$1`'s retirements, each with the first check at or after it, on events_target.
-pub const RETIREMENTS_SQL: &str = "select e.at, (select min(s.last_check) from snapshots s \
-     where s.target_id = e.target_id and s.last_check >= e.at) as resumed_at \
-     from events e where e.target_id = $1 and e.kind = 'retire' order by e.id";
+/// Target `$1`'s retirements and revivals, in chain order, on events_target. Few rows: people
+/// retire targets.
+pub const RETIREMENTS_SQL: &str = "select kind, at, body from events \
+     where target_id = $1 and kind in ('retire', 'revive') order by id";
+
+/// The `last_check` of snapshot `$1`, if it is still stored.
+pub const SNAPSHOT_CHECK_SQL: &str = "select last_check from snapshots where id = $1";
 
 /// Target `$1`'s acknowledgements, on acks_target.
 pub const ACKS_SQL: &str = "select id, reason, \"by\", created_at, \"until\", ended_at \
@@ -211,7 +223,8 @@ pub const ACKS_SQL: &str = "select id, reason, \"by\", created_at, \"until\", en
 pub trait EpisodeReads {
     /// The matching targets, sorted by repo then server.
     async fn targets(&mut self, filter: &EpisodeFilter) -> Result<Vec<EpisodeTarget>, StoreError>;
-    async fn retirements(&mut self, target: i64) -> Result<Vec<RetirementRow>, StoreError>;
+    async fn retirements(&mut self, target: i64) -> Result<Vec<LifecycleRow>, StoreError>;
+    async fn snapshot_check(&mut self, id: i64) -> Result<Option<i64>, StoreError>;
     async fn point(
         &mut self,
         target: i64,
@@ -244,8 +257,8 @@ pub trait EpisodeReads {
     async fn acks(&mut self, target: i64) -> Result<Vec<AckRow>, StoreError>;
 }
 
-/// A span of a target's time with no state: from a retirement to the first check at or after
-/// it (`None`: for good, while the target stays retired).
+/// A span of a target's time with no state: from a retirement until the revival (`None`: not
+/// revived).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retired {
     pub from: i64,
@@ -258,27 +271,48 @@ impl Retired {
     }
 }
 
-/// The spans of a target's time that retirement removes from its timeline, sorted and disjoint.
-///
-/// A retirement at R ends the state then held at R, and nothing holds until the next snapshot
-/// checked at or after R, whose episode starts afresh (a revival). The current retirement
-/// (`targets.retired_at`) lasts for good, even past a snapshot dated after it but sent before
-/// it. A past retirement that no later-dated snapshot followed was undone by a late check (one
-/// dated before it): the target's timeline goes on as if it had not been retired.
-pub fn retired_spans(retirements: &[RetirementRow], retired_at: Option<i64>) -> Vec<Retired> {
+/// A target's retirements, as `/api/stats` reads them (src/store/stats.rs): each `retire` event
+/// paired with the next `revive` event of the chain, which ends it at the `last_check` of the
+/// snapshot that revived the target (at the event's own time if that snapshot is no longer
+/// stored); a `retire` while retired changes nothing. `(retired_at, revived)`, in order.
+async fn retirements(
+    reads: &mut impl EpisodeReads,
+    target: i64,
+) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
+    let mut retirements = Vec::new();
+    let mut open: Option<i64> = None;
+    for row in reads.retirements(target).await? {
+        match row.kind.as_str() {
+            "retire" => {
+                open.get_or_insert(row.at);
+            }
+            _ => {
+                let Some(retired_at) = open.take() else {
+                    continue;
+                };
+                let revival: Revival = serde_json::from_str(&row.body).map_err(|error| {
+                    StoreError::corrupt(format!("a revival of target {target}: {error}"))
+                })?;
+                let revived_check = reads.snapshot_check(revival.snapshot).await?;
+                retirements.push((retired_at, Some(revived_check.unwrap_or(row.at))));
+            }
+        }
+    }
+    retirements.extend(open.map(|retired_at| (retired_at, None)));
+    Ok(retirements)
+}
+
+/// The spans of a target's time that retirements remove from its timeline, sorted and disjoint
+/// (`stats::Span::retired` and its union, for the same boundaries): a revival checked before
+/// its retirement removes nothing.
+pub fn retired_spans(retirements: &[(i64, Option<i64>)]) -> Vec<Retired> {
     let mut spans: Vec<Retired> = retirements
         .iter()
-        .filter_map(|retirement| match (retirement.resumed_at, retired_at) {
-            (Some(resumed), _) if resumed > retirement.at => Some(Retired {
-                from: retirement.at,
-                until: Some(resumed),
-            }),
-            _ => None,
+        .map(|&(from, revived)| Retired {
+            from,
+            until: revived.map(|revived| revived.max(from)),
         })
-        .chain(retired_at.map(|at| Retired {
-            from: at,
-            until: None,
-        }))
+        .filter(|span| span.until != Some(span.from))
         .collect();
     spans.sort_by_key(|span| span.from);
     let mut merged: Vec<Retired> = Vec::with_capacity(spans.len());
@@ -325,10 +359,15 @@ enum Horizon {
     Open,
 }
 
-/// The snapshots from a status change (or a revival) to the next, or to a retirement.
+/// The snapshots from a status change to the next, or to a retirement; or from a revival, where
+/// the state of the snapshot checked last before it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Block {
+    /// Its first snapshot: the status change, or the one holding at the revival.
     start: Point,
+    /// When it begins: `start`'s check, or the revival (which may come after it: the snapshot
+    /// that revived the target is no longer stored, or one checked during the retirement holds).
+    begins: i64,
     horizon: Horizon,
 }
 
@@ -389,8 +428,9 @@ impl Piece {
 
     fn start(&self) -> i64 {
         match self {
+            Self::Run { block, first, .. } if first.id == block.start.id => block.begins,
             Self::Run { first, .. } => first.at,
-            Self::Stale { after, .. } => after.stale_at(),
+            Self::Stale { block, after, .. } => after.stale_at().max(block.begins),
         }
     }
 
@@ -417,9 +457,14 @@ impl Piece {
     /// The keyset order of pages: `(started_at, first_snapshot_id)`.
     fn key(&self) -> (i64, i64) {
         match self {
-            Self::Run { first, .. } => (first.at, first.id),
-            Self::Stale { after, .. } => (after.stale_at(), after.id),
+            Self::Run { first, .. } => (self.start(), first.id),
+            Self::Stale { after, .. } => (self.start(), after.id),
         }
+    }
+
+    /// Whether the retirement before its block hides all of it.
+    fn is_empty(&self) -> bool {
+        self.end().is_some_and(|end| end <= self.start())
     }
 }
 
@@ -490,15 +535,21 @@ impl Timeline {
             .filter_map(|span| span.until)
             .filter(|until| *until <= at)
             .max();
-        // The later of the two starts the block.
-        let start = match (change, revival) {
+        // The later of the two begins the block.
+        let (start, begins) = match (change, revival) {
             (Some(change), Some(revival)) if revival > change.last_check => {
-                self.at(reads, revival).await?
+                match self.seek(reads, Seek::AtOrBefore, revival).await? {
+                    Some(holder) => (holder, revival),
+                    None => return Ok(None),
+                }
             }
-            (Some(change), _) => self.point(change)?,
-            (None, Some(revival)) => self.at(reads, revival).await?,
-            (None, None) => return Ok(None),
+            (Some(change), _) => {
+                let start = self.point(change)?;
+                (start, start.at)
+            }
+            (None, _) => return Ok(None),
         };
+        // No check comes between `start` and `begins`, so the next status change is after both.
         let next_change = reads
             .status_change(self.target, Seek::After, start.at)
             .await?
@@ -507,7 +558,7 @@ impl Timeline {
             .retired
             .iter()
             .map(|span| span.from)
-            .find(|from| *from > start.at);
+            .find(|from| *from > begins);
         // A status change a retirement hides (checked after it, sent before it) comes after
         // the retirement's start, so the retirement ends the block first.
         let horizon = match (next_change, retirement) {
@@ -516,7 +567,11 @@ impl Timeline {
             (None, Some(retired)) => Horizon::Retired(retired),
             (None, None) => Horizon::Open,
         };
-        Ok(Some(Block { start, horizon }))
+        Ok(Some(Block {
+            start,
+            begins,
+            horizon,
+        }))
     }
 
     /// `($4, $5)` of [`gap_sql_sqlite`] for `block`: a snapshot's state is held until the next check
@@ -669,20 +724,31 @@ impl Timeline {
         if self.retired_at(at).is_some() {
             return Ok(None);
         }
-        let Some(block) = self.block_at(reads, at).await? else {
-            return Ok(None);
-        };
-        let Some(holder) = self.seek(reads, Seek::AtOrBefore, at).await? else {
-            return Ok(None);
-        };
+        match self.block_at(reads, at).await? {
+            Some(block) => self.containing_in(reads, block, at).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The episode of `block` that holds time `at`, which the block holds.
+    async fn containing_in(
+        &self,
+        reads: &mut impl EpisodeReads,
+        block: Block,
+        at: i64,
+    ) -> Result<Piece, StoreError> {
+        let holder = self
+            .seek(reads, Seek::AtOrBefore, at)
+            .await?
+            .unwrap_or(block.start);
         let held = self.held_after(reads, &block, holder).await?;
         if let Held::Stale(until) = held {
             if at >= holder.stale_at() {
-                return Ok(Some(Piece::Stale {
+                return Ok(Piece::Stale {
                     block,
                     after: holder,
                     until,
-                }));
+                });
             }
         }
         let first = self.run_start(reads, &block, holder).await?;
@@ -690,12 +756,12 @@ impl Timeline {
             Held::Stale(_) => (holder, held),
             Held::Fresh => self.run_end(reads, &block, holder).await?,
         };
-        Ok(Some(Piece::Run {
+        Ok(Piece::Run {
             block,
             first,
             last,
             held,
-        }))
+        })
     }
 
     /// The first episode of the block after `block` whose status `wanted` accepts.
@@ -706,7 +772,7 @@ impl Timeline {
         wanted: &impl Fn(&Block) -> bool,
     ) -> Result<Option<Piece>, StoreError> {
         loop {
-            let next_start = match block.horizon {
+            let begins = match block.horizon {
                 Horizon::Next(at) => at,
                 Horizon::Retired(at) => match self.retired_at(at).and_then(|span| span.until) {
                     Some(until) => until,
@@ -714,50 +780,36 @@ impl Timeline {
                 },
                 Horizon::Open => return Ok(None),
             };
-            let Some(next) = self.block_at(reads, next_start).await? else {
+            let Some(next) = self.block_at(reads, begins).await? else {
                 return Ok(None);
             };
             if wanted(&next) {
-                return self.run_from(reads, next, next.start).await.map(Some);
+                return self.containing_in(reads, next, begins).await.map(Some);
             }
             block = next;
         }
     }
 
-    /// The last episode of the block before the one starting at `start` whose status `wanted`
+    /// The last episode that ends by `before` (where a block begins), of a block `wanted`
     /// accepts.
     async fn last_before(
         &self,
         reads: &mut impl EpisodeReads,
-        mut start: i64,
+        mut before: i64,
         wanted: &impl Fn(&Block) -> bool,
     ) -> Result<Option<Piece>, StoreError> {
         loop {
-            let Some(mut last) = self.seek(reads, Seek::Before, start).await? else {
-                return Ok(None);
-            };
-            // Snapshots a retirement hides belong to no block.
-            while let Some(span) = self.retired_at(last.at) {
-                match self.seek(reads, Seek::Before, span.from).await? {
-                    Some(point) => last = point,
-                    None => return Ok(None),
-                }
+            let mut at = before.saturating_sub(1);
+            while let Some(span) = self.retired_at(at) {
+                at = span.from.saturating_sub(1);
             }
-            let Some(block) = self.block_at(reads, last.at).await? else {
+            let Some(block) = self.block_at(reads, at).await? else {
                 return Ok(None);
             };
             if wanted(&block) {
-                let held = self.held_after(reads, &block, last).await?;
-                return match held {
-                    Held::Stale(until) => Ok(Some(Piece::Stale {
-                        block,
-                        after: last,
-                        until,
-                    })),
-                    Held::Fresh => self.run_to(reads, block, last, held).await.map(Some),
-                };
+                return self.containing_in(reads, block, at).await.map(Some);
             }
-            start = block.start.at;
+            before = block.begins;
         }
     }
 
@@ -802,13 +854,17 @@ impl Timeline {
     ) -> Result<Option<Piece>, StoreError> {
         let block = piece.block();
         if !wanted(&block) {
-            return self.last_before(reads, block.start.at, wanted).await;
+            return self.last_before(reads, block.begins, wanted).await;
         }
         match piece {
-            Piece::Stale { after, until, .. } => self
-                .run_to(reads, block, after, Held::Stale(until))
-                .await
-                .map(Some),
+            Piece::Stale { after, until, .. } => {
+                let run = self.run_to(reads, block, after, Held::Stale(until)).await?;
+                if run.is_empty() {
+                    // The run went stale during the retirement before its block.
+                    return self.last_before(reads, block.begins, wanted).await;
+                }
+                Ok(Some(run))
+            }
             Piece::Run { first, .. } if first.at > block.start.at => {
                 let Some(after) = self.seek(reads, Seek::Before, first.at).await? else {
                     return Ok(None);
@@ -819,7 +875,7 @@ impl Timeline {
                     until: Some(first.at),
                 }))
             }
-            Piece::Run { .. } => self.last_before(reads, block.start.at, wanted).await,
+            Piece::Run { .. } => self.last_before(reads, block.begins, wanted).await,
         }
     }
 }
@@ -1005,12 +1061,12 @@ impl Filesets {
 }
 
 /// The latest acknowledgement of `acks` whose span overlaps `[start, end)` (`end` `None`: open).
-fn covering(acks: &[AckRow], start: i64, end: Option<i64>) -> Option<EpisodeAck> {
+fn covering(acks: &[AckRow], start: i64, end: Option<i64>) -> Option<AckSummary> {
     let end = end.unwrap_or(i64::MAX);
     acks.iter()
         .filter(|ack| ack.created_at < end && ack.ended_at.unwrap_or(ack.until) > start)
         .max_by_key(|ack| ack.id)
-        .map(|ack| EpisodeAck {
+        .map(|ack| AckSummary {
             id: ack.id,
             reason: ack.reason.clone(),
             by: ack.by.clone(),
@@ -1055,7 +1111,8 @@ impl Walk {
         };
         let target = self.target.id;
         episode.last_snapshot_id = last.id;
-        episode.checks = reads.count(target, first.at, last.at).await?;
+        // From the start: a run the retirement before its block began holds no check made then.
+        episode.checks = reads.count(target, start, last.at).await?;
         if first.status != SyncStatus::Synced {
             let mut names = BTreeSet::new();
             let changes = reads.file_changes(target, first.at, last.at).await?;
@@ -1092,10 +1149,10 @@ pub async fn page(
     };
     let mut walks = Vec::new();
     for target in reads.targets(filter).await? {
-        let retirements = reads.retirements(target.id).await?;
+        let retirements = retirements(reads, target.id).await?;
         let timeline = Timeline {
             target: target.id,
-            retired: retired_spans(&retirements, target.retired_at),
+            retired: retired_spans(&retirements),
             default_stale_after: clock.default_stale_after_seconds.saturating_mul(1000),
             now: clock.now.as_millis(),
         };
@@ -1146,7 +1203,7 @@ macro_rules! episode_reads_for {
                 filter: &EpisodeFilter,
             ) -> Result<Vec<EpisodeTarget>, StoreError> {
                 let mut targets = sqlx::QueryBuilder::<$database>::new(
-                    "select id, repo, server, retired_at from targets where 1 = 1",
+                    "select id, repo, server from targets where 1 = 1",
                 );
                 if let Some(repo) = &filter.repo {
                     targets.push(" and repo = ").push_bind(repo.clone());
@@ -1158,10 +1215,17 @@ macro_rules! episode_reads_for {
                 Ok(targets.build_query_as().fetch_all(self).await?)
             }
 
-            async fn retirements(&mut self, target: i64) -> Result<Vec<RetirementRow>, StoreError> {
+            async fn retirements(&mut self, target: i64) -> Result<Vec<LifecycleRow>, StoreError> {
                 Ok(sqlx::query_as(RETIREMENTS_SQL)
                     .bind(target)
                     .fetch_all(self)
+                    .await?)
+            }
+
+            async fn snapshot_check(&mut self, id: i64) -> Result<Option<i64>, StoreError> {
+                Ok(sqlx::query_scalar(SNAPSHOT_CHECK_SQL)
+                    .bind(id)
+                    .fetch_optional(self)
                     .await?)
             }
 
@@ -1267,33 +1331,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retirements_cut_until_the_next_check_and_the_current_one_for_good() {
-        let row = |at, resumed_at| RetirementRow { at, resumed_at };
-        // Revived at 150; retired again at 300, for good (a check dated 320 was sent before).
+    fn retirements_last_until_their_revival_and_a_late_revival_removes_nothing() {
+        let span = |from, until| Retired { from, until };
         assert_eq!(
-            retired_spans(&[row(100, Some(150)), row(300, Some(320))], Some(300)),
-            [
-                Retired {
-                    from: 100,
-                    until: Some(150)
-                },
-                Retired {
-                    from: 300,
-                    until: None
-                }
-            ]
+            retired_spans(&[(100, Some(150)), (300, None)]),
+            [span(100, Some(150)), span(300, None)]
         );
-        // Revived by a late check (dated before the retirement): nothing is cut.
-        assert_eq!(retired_spans(&[row(100, None)], None), []);
-        // A check at the very instant of the retirement revives it at once.
-        assert_eq!(retired_spans(&[row(100, Some(100))], None), []);
-        // Overlapping spans merge.
+        // Revived by a check dated before the retirement.
+        assert_eq!(retired_spans(&[(100, Some(90))]), []);
+        assert_eq!(retired_spans(&[(100, Some(100))]), []);
         assert_eq!(
-            retired_spans(&[row(100, Some(200)), row(150, Some(250))], None),
-            [Retired {
-                from: 100,
-                until: Some(250)
-            }]
+            retired_spans(&[(150, Some(250)), (100, Some(200))]),
+            [span(100, Some(250))]
+        );
+        assert_eq!(
+            retired_spans(&[(100, Some(200)), (200, None)]),
+            [span(100, None)]
         );
     }
 

@@ -2,6 +2,7 @@
 
 mod audit;
 mod episodes;
+mod lifecycle;
 mod migrate;
 mod pipeline;
 mod postgres;
@@ -16,10 +17,13 @@ use std::sync::Arc;
 use futures_util::stream::BoxStream;
 
 use crate::chain::{Checkpoint, Verification};
+use crate::model::lifecycle::{Ack, EventOutcome, NewEvent};
 use crate::model::{Cursor, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::timestamp::Timestamp;
+use pipeline::{Outcome, Placed, Record};
 
+pub use lifecycle::Activity;
 pub use migrate::{MigrateError, MigrateReport, migrate_to};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -33,6 +37,9 @@ pub enum StoreError {
     /// The same target already has a different snapshot at this `last_check`.
     #[error("{0}")]
     Conflict(String),
+    /// The record names something that does not exist (a target, an acknowledgement, a silence).
+    #[error("{0}")]
+    NotFound(String),
     /// The database cannot be reached or written right now (pool timeout, busy, read-only, full).
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -127,6 +134,11 @@ pub struct Recorded {
 pub struct Latest {
     pub snapshot: Snapshot,
     pub status_since: Timestamp,
+    /// The acknowledgement in force (made and not ended); whether it applies depends on the
+    /// clock and the files (`Ack::applies`).
+    pub ack: Option<Arc<Ack>>,
+    /// When the target was retired; `None` while it is active.
+    pub retired_at: Option<Timestamp>,
 }
 
 /// What a retention run did.
@@ -199,10 +211,10 @@ impl Store {
 
     /// Appends a snapshot, durably, or returns the identical one already stored.
     pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.record(snapshot).await,
-            Self::Postgres(store) => store.record(snapshot).await,
-        }
+        self.import(vec![snapshot])
+            .await?
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
     }
 
     /// Records many snapshots in order, with the same rules as `record`, as few commits as
@@ -211,9 +223,35 @@ impl Store {
         &self,
         snapshots: Vec<NewSnapshot>,
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        let outcomes = self
+            .submit(snapshots.into_iter().map(Record::Snapshot).collect())
+            .await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome? {
+                Placed::Snapshot(recorded) => Ok(recorded),
+                Placed::Event(_) => Err(StoreError::corrupt("a snapshot was placed as an event")),
+            })
+            .collect())
+    }
+
+    /// Records a drift-lifecycle event on its chain (an acknowledgement, its end, a silence, its
+    /// end, a retirement), through the same writers as snapshots.
+    pub async fn record_event(&self, event: NewEvent) -> Result<EventOutcome, StoreError> {
+        match self.submit(vec![Record::Event(event)]).await?.pop() {
+            Some(Ok(Placed::Event(outcome))) => Ok(outcome),
+            Some(Ok(Placed::Snapshot(_))) => {
+                Err(StoreError::corrupt("an event was placed as a snapshot"))
+            }
+            Some(Err(error)) => Err(error),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    async fn submit(&self, records: Vec<Record>) -> Result<Vec<Outcome>, StoreError> {
         match self {
-            Self::Sqlite(store) => store.import(snapshots).await,
-            Self::Postgres(store) => store.import(snapshots).await,
+            Self::Sqlite(store) => store.submit(records).await,
+            Self::Postgres(store) => store.submit(records).await,
         }
     }
 

@@ -30,10 +30,13 @@
 //! chained last. Other kinds of chained records (acknowledgements, silences, retirements) extend
 //! the same head through the same steps.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{self, Hash};
-use crate::model::{NewSnapshot, Order, Snapshot};
+use crate::chain::{self, EventFields, Hash};
+use crate::model::lifecycle::{Ack, EventKind, EventOutcome, NewEvent, Silence, body};
+use crate::model::{NewSnapshot, Order, Snapshot, SyncStatus};
 use crate::store::rules::{
     self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, snapshot_of,
 };
@@ -47,34 +50,52 @@ pub const MAX_BATCH: usize = 1024;
 /// refused with `Unavailable` (503) rather than queued without bound.
 pub const QUEUE_CAPACITY: usize = 8192;
 
-/// What one snapshot became.
-pub type Outcome = Result<Recorded, StoreError>;
+/// A chained record to write: a snapshot, or an event of the drift lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Snapshot(NewSnapshot),
+    Event(NewEvent),
+}
 
-/// Snapshots waiting for a writer (one for a POST, many for an import), and where their outcomes
+/// What a record became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per record, from the writer to its caller; boxing would allocate per snapshot"
+)]
+pub enum Placed {
+    Snapshot(Recorded),
+    Event(EventOutcome),
+}
+
+/// What one record became.
+pub type Outcome = Result<Placed, StoreError>;
+
+/// Records waiting for a writer (one for a POST, many for an import), and where their outcomes
 /// go, in the same order.
 pub struct WriteJob {
-    pub snapshots: Vec<NewSnapshot>,
+    pub records: Vec<Record>,
     pub reply: oneshot::Sender<Vec<Outcome>>,
 }
 
 impl std::fmt::Debug for WriteJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteJob")
-            .field("snapshots", &self.snapshots.len())
+            .field("records", &self.records.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Queues `snapshots` on `queue` (wrapped by `message` into whatever the queue carries) and waits
+/// Queues `records` on `queue` (wrapped by `message` into whatever the queue carries) and waits
 /// for their outcomes. A full queue refuses at once: back-pressure the caller sees as a 503.
 pub async fn submit<M>(
     queue: &mpsc::Sender<M>,
-    snapshots: Vec<NewSnapshot>,
+    records: Vec<Record>,
     message: impl FnOnce(WriteJob) -> M,
 ) -> Result<Vec<Outcome>, StoreError> {
     let (reply, outcome) = oneshot::channel();
     queue
-        .try_send(message(WriteJob { snapshots, reply }))
+        .try_send(message(WriteJob { records, reply }))
         .map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => {
                 StoreError::Unavailable("the write queue is full".to_owned())
@@ -93,7 +114,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn push(&mut self, job: WriteJob) {
-        self.snapshots += job.snapshots.len();
+        self.snapshots += job.records.len();
         self.jobs.push(job);
     }
 
@@ -109,19 +130,19 @@ impl Batch {
 
 /// A database's way to write a batch: all of it or nothing.
 pub trait Backend {
-    /// Writes `snapshots` in one transaction. The outer error means nothing was written; the
-    /// inner results are per-snapshot outcomes such as a conflict.
-    async fn write(&mut self, snapshots: &[&NewSnapshot]) -> Result<Vec<Outcome>, StoreError>;
+    /// Writes `records` in one transaction. The outer error means nothing was written; the
+    /// inner results are per-record outcomes such as a conflict.
+    async fn write(&mut self, records: &[&Record]) -> Result<Vec<Outcome>, StoreError>;
 }
 
 /// Commits the batch with one transaction, then answers every caller. When that transaction
 /// fails, one snapshot's failure must not fail its neighbours: each is written on its own.
 pub async fn commit(backend: &mut impl Backend, batch: &mut Batch) {
     let started = std::time::Instant::now();
-    let snapshots: Vec<&NewSnapshot> = batch
+    let snapshots: Vec<&Record> = batch
         .jobs
         .iter()
-        .flat_map(|job| job.snapshots.iter())
+        .flat_map(|job| job.records.iter())
         .collect();
     let mut outcomes = match backend.write(&snapshots).await {
         Ok(outcomes) => outcomes,
@@ -147,7 +168,7 @@ pub async fn commit(backend: &mut impl Backend, batch: &mut Batch) {
     metrics::histogram!(crate::telemetry::COMMIT_DURATION).record(started.elapsed());
     let mut outcomes = outcomes.drain(..);
     for job in batch.jobs.drain(..) {
-        let mine = outcomes.by_ref().take(job.snapshots.len()).collect();
+        let mine = outcomes.by_ref().take(job.records.len()).collect();
         // The caller may have gone away (client disconnected); the snapshot is stored anyway.
         let _ = job.reply.send(mine);
     }
@@ -164,6 +185,10 @@ pub struct Tip {
     pub status_since: Option<i64>,
     /// The id and hash of the target's newest chained record by id: what the next one links to.
     pub head: Option<(i64, Hash)>,
+    /// The acknowledgement in force (made, not ended): its id and `until` (ms).
+    pub ack: Option<(i64, i64)>,
+    /// When the target was retired (ms); `None` while it is active.
+    pub retired_at: Option<i64>,
 }
 
 impl Tip {
@@ -174,6 +199,8 @@ impl Tip {
             latest: None,
             status_since: None,
             head: None,
+            ack: None,
+            retired_at: None,
         }
     }
 
@@ -236,6 +263,59 @@ impl Row {
     }
 }
 
+/// A chained event row, with what it changes in the tables the API reads.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: i64,
+    /// `None` on the fleet chain.
+    pub target_id: Option<i64>,
+    pub kind: &'static str,
+    pub at: i64,
+    pub body: String,
+    pub hash: Hash,
+    pub effect: Effect,
+}
+
+/// What an event changes besides the chain.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// A new acknowledgement, in force from now.
+    Ack {
+        target_id: i64,
+        ack: Arc<Ack>,
+    },
+    /// An acknowledgement ended.
+    EndAck {
+        target_id: i64,
+        ack: i64,
+        reason: &'static str,
+        by: Option<String>,
+    },
+    Silence(Arc<Silence>),
+    EndSilence {
+        silence: i64,
+        by: String,
+    },
+    Retire {
+        target_id: i64,
+    },
+    Revive {
+        target_id: i64,
+    },
+}
+
+/// A transition for the notifications' outbox, written with the record that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionRow {
+    pub target_id: i64,
+    /// `entered`, `left`, `ack` or `ack_end`.
+    pub kind: &'static str,
+    /// The state entered or left; for `ack`/`ack_end`, the target's sync_status.
+    pub state: &'static str,
+    pub at: i64,
+    pub record_id: Option<i64>,
+}
+
 /// The steps placement takes inside one database transaction. Rows pushed wait in the
 /// implementation until `flush`; every read step sees what was flushed before it.
 pub trait Steps {
@@ -270,16 +350,45 @@ pub trait Steps {
     /// The target's tip after a record was stored; `appended` is the new latest snapshot when
     /// the record was an append (a late check's latest comes from `reread`).
     fn settle(&mut self, repo: &str, server: &str, tip: Tip, appended: Option<&Snapshot>);
+    /// The tip of a target that exists, without creating one; `None` for an unknown target.
+    async fn existing_tip(&mut self, repo: &str, server: &str) -> Result<Option<Tip>, StoreError>;
+    /// Writes an event and its effect now (after every queued row).
+    async fn event(&mut self, row: EventRow) -> Result<(), StoreError>;
+    /// Writes a transition to the notifications' outbox now (after every queued row).
+    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError>;
+    /// The fleet chain's head (held for this transaction).
+    async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError>;
+    /// The fleet chain's head after an event was written on it.
+    fn set_fleet_head(&mut self, head: (i64, Hash));
+    /// A silence's `ends_at` and `deleted_at`; `None` when there is no such silence.
+    async fn silence_end(&mut self, id: i64) -> Result<Option<(i64, Option<i64>)>, StoreError>;
 }
 
 /// Places every snapshot, in order, on its target's history and chain, through `steps`. Rows
 /// may still wait in `steps` when it returns: the caller flushes and commits.
 pub async fn place(
     steps: &mut impl Steps,
-    snapshots: &[&NewSnapshot],
+    records: &[&Record],
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut outcomes = Vec::with_capacity(snapshots.len());
-    for &new in snapshots {
+    let mut outcomes = Vec::with_capacity(records.len());
+    for &record in records {
+        let outcome = match record {
+            Record::Snapshot(new) => place_snapshot(steps, new).await?,
+            Record::Event(event) if event.kind.is_fleet() => {
+                place_fleet_event(steps, event).await?
+            }
+            Record::Event(event) => place_event(steps, event).await?,
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Places one snapshot; a snapshot of a retired target revives it, and a SYNCED one ends the
+/// acknowledgement in force (both recorded on the chain after the snapshot).
+async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Outcome, StoreError> {
+    {
+        // The tip as placement leaves it (settled): what the lifecycle follows from.
         let mut tip = steps.tip(&new.repo, &new.server).await?;
         let late = tip
             .latest
@@ -290,13 +399,415 @@ pub async fn place(
             steps.flush().await?;
             place_out_of_order(steps, new, &mut tip).await?
         } else {
+            let previous = tip.latest.map(|latest| latest.sync_status);
             let recorded = append(steps, new, &mut tip).await?;
             steps.settle(&new.repo, &new.server, tip, Some(&recorded.snapshot));
+            status_transitions(steps, &tip, previous, &recorded.snapshot).await?;
             Ok(recorded)
         };
-        outcomes.push(outcome);
+        if let Ok(recorded) = &outcome {
+            let revives = tip.retired_at.is_some();
+            let resolves = !late && tip.ack.is_some() && new.sync_status == SyncStatus::Synced;
+            if !recorded.replayed && (revives || resolves) {
+                follow_snapshot(steps, new, &recorded.snapshot, late, tip).await?;
+            }
+        }
+        Ok(outcome.map(Placed::Snapshot))
     }
-    Ok(outcomes)
+}
+
+/// The outbox rows of an appended snapshot that changed its target's sync_status: leaving
+/// OUT_OF_SYNC or ERROR, entering one of them. (A late check joins history without changing what
+/// the target is now, so it notifies nothing.)
+async fn status_transitions(
+    steps: &mut impl Steps,
+    tip: &Tip,
+    previous: Option<i64>,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    let now = snapshot.sync_status;
+    let before = previous.and_then(SyncStatus::from_code);
+    if before == Some(now) {
+        return Ok(());
+    }
+    let at = snapshot.last_check.as_millis();
+    let notable = |status: SyncStatus| status != SyncStatus::Synced;
+    if let Some(before) = before.filter(|status| notable(*status)) {
+        steps
+            .transition(TransitionRow {
+                target_id: tip.target_id,
+                kind: "left",
+                state: before.as_str(),
+                at,
+                record_id: Some(snapshot.id),
+            })
+            .await?;
+    }
+    if notable(now) {
+        steps
+            .transition(TransitionRow {
+                target_id: tip.target_id,
+                kind: "entered",
+                state: now.as_str(),
+                at,
+                record_id: Some(snapshot.id),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The sync_status of the target's latest snapshot, as a state name.
+fn latest_state(tip: &Tip) -> &'static str {
+    tip.latest
+        .and_then(|latest| SyncStatus::from_code(latest.sync_status))
+        .map_or("SYNCED", SyncStatus::as_str)
+}
+
+/// What a stored snapshot changes in its target's lifecycle: a retired target comes back, and
+/// an appended SYNCED check ends the acknowledgement in force (at `until` if that came first).
+async fn follow_snapshot(
+    steps: &mut impl Steps,
+    new: &NewSnapshot,
+    snapshot: &Snapshot,
+    late: bool,
+    mut tip: Tip,
+) -> Result<(), StoreError> {
+    let key = (new.repo.as_str(), new.server.as_str());
+    let mut changed = false;
+    if tip.retired_at.is_some() {
+        let target_id = tip.target_id;
+        chain_event(
+            steps,
+            &mut tip,
+            key,
+            "revive",
+            new.received_at.as_millis(),
+            body::revive(snapshot.id),
+            Effect::Revive { target_id },
+        )
+        .await?;
+        tip.retired_at = None;
+        changed = true;
+    }
+    if let (false, SyncStatus::Synced, Some((ack, until))) = (late, new.sync_status, tip.ack) {
+        let last_check = snapshot.last_check.as_millis();
+        let (reason, at, by_snapshot) = if until <= last_check {
+            ("expired", until, None)
+        } else {
+            ("resolved", last_check, Some(snapshot.id))
+        };
+        end_ack(steps, &mut tip, key, ack, reason, at, None, by_snapshot).await?;
+        changed = true;
+    }
+    if changed {
+        steps.settle(key.0, key.1, tip, None);
+    }
+    Ok(())
+}
+
+/// Writes an event on the tip's chain and moves the head to it; returns its id.
+async fn chain_event(
+    steps: &mut impl Steps,
+    tip: &mut Tip,
+    key: (&str, &str),
+    kind: &'static str,
+    at: i64,
+    body: String,
+    effect: Effect,
+) -> Result<i64, StoreError> {
+    let id = steps.next_id().await?;
+    write_event_with_id(steps, tip, key, id, kind, at, body, effect).await?;
+    Ok(id)
+}
+
+/// Records the end of the acknowledgement in force.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "every field of the ack_end record"
+)]
+async fn end_ack(
+    steps: &mut impl Steps,
+    tip: &mut Tip,
+    key: (&str, &str),
+    ack: i64,
+    reason: &'static str,
+    at: i64,
+    by: Option<&str>,
+    snapshot: Option<i64>,
+) -> Result<i64, StoreError> {
+    let target_id = tip.target_id;
+    let id = chain_event(
+        steps,
+        tip,
+        key,
+        "ack_end",
+        at,
+        body::ack_end(ack, reason, by, snapshot),
+        Effect::EndAck {
+            target_id,
+            ack,
+            reason,
+            by: by.map(str::to_owned),
+        },
+    )
+    .await?;
+    tip.ack = None;
+    steps
+        .transition(TransitionRow {
+            target_id,
+            kind: "ack_end",
+            state: latest_state(tip),
+            at,
+            record_id: Some(id),
+        })
+        .await?;
+    Ok(id)
+}
+
+/// Places an event of one target's chain: an acknowledgement, its end, a retirement.
+async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome, StoreError> {
+    let key = (event.repo.as_str(), event.server.as_str());
+    let Some(mut tip) = steps
+        .existing_tip(key.0, key.1)
+        .await?
+        .filter(|tip| tip.latest.is_some())
+    else {
+        return Ok(Err(StoreError::NotFound(format!(
+            "no target {}/{} has reported",
+            event.repo, event.server
+        ))));
+    };
+    let at = event.at.as_millis();
+    let id = match &event.kind {
+        EventKind::Ack {
+            reason,
+            until,
+            files,
+            by,
+        } => {
+            if tip.retired_at.is_some() {
+                return Ok(Err(StoreError::Conflict(format!(
+                    "{}/{} is retired; its next snapshot brings it back",
+                    event.repo, event.server
+                ))));
+            }
+            if tip
+                .latest
+                .is_some_and(|latest| latest.sync_status == SyncStatus::Synced.code())
+            {
+                return Ok(Err(StoreError::Conflict(format!(
+                    "{}/{} is SYNCED: there is no drift to acknowledge",
+                    event.repo, event.server
+                ))));
+            }
+            if let Some((old, old_until)) = tip.ack {
+                if old_until <= at {
+                    end_ack(steps, &mut tip, key, old, "expired", old_until, None, None).await?;
+                } else {
+                    end_ack(steps, &mut tip, key, old, "replaced", at, Some(by), None).await?;
+                }
+            }
+            let target_id = tip.target_id;
+            let body = body::ack(reason, *until, files.as_deref(), by);
+            let id = steps.next_id().await?;
+            let ack = Arc::new(Ack {
+                id,
+                repo: event.repo.clone(),
+                server: event.server.clone(),
+                reason: reason.clone(),
+                by: by.clone(),
+                files: files.clone(),
+                created_at: event.at,
+                until: *until,
+                ended_at: None,
+                end_reason: None,
+                ended_by: None,
+            });
+            write_event_with_id(
+                steps,
+                &mut tip,
+                key,
+                id,
+                "ack",
+                at,
+                body,
+                Effect::Ack { target_id, ack },
+            )
+            .await?;
+            tip.ack = Some((id, until.as_millis()));
+            steps
+                .transition(TransitionRow {
+                    target_id,
+                    kind: "ack",
+                    state: latest_state(&tip),
+                    at,
+                    record_id: Some(id),
+                })
+                .await?;
+            Some(id)
+        }
+        EventKind::EndAck { ack, by } => match tip.ack {
+            Some((current, until)) if current == *ack => {
+                let (reason, at) = match by {
+                    Some(_) if until > at => ("deleted", at),
+                    _ => ("expired", until),
+                };
+                Some(end_ack(steps, &mut tip, key, *ack, reason, at, by.as_deref(), None).await?)
+            }
+            _ => None,
+        },
+        EventKind::Retire { by } => {
+            if tip.retired_at.is_some() {
+                None
+            } else {
+                let target_id = tip.target_id;
+                let id = chain_event(
+                    steps,
+                    &mut tip,
+                    key,
+                    "retire",
+                    at,
+                    body::retire(by),
+                    Effect::Retire { target_id },
+                )
+                .await?;
+                tip.retired_at = Some(at);
+                Some(id)
+            }
+        }
+        EventKind::Silence { .. } | EventKind::EndSilence { .. } => None,
+    };
+    if id.is_some() {
+        steps.settle(key.0, key.1, tip, None);
+    }
+    Ok(Ok(Placed::Event(EventOutcome { id })))
+}
+
+/// Writes an event whose id was drawn already (its effect needs the id).
+#[allow(clippy::too_many_arguments, reason = "every field of the event row")]
+async fn write_event_with_id(
+    steps: &mut impl Steps,
+    tip: &mut Tip,
+    (repo, server): (&str, &str),
+    id: i64,
+    kind: &'static str,
+    at: i64,
+    body: String,
+    effect: Effect,
+) -> Result<(), StoreError> {
+    let hash = chain::link_event(
+        &EventFields {
+            id,
+            repo: Some(repo),
+            server: Some(server),
+            kind,
+            at: Timestamp::from_millis(at),
+            body: &body,
+        },
+        tip.head.as_ref().map(|(_, hash)| hash),
+        &mut Vec::new(),
+    );
+    steps
+        .event(EventRow {
+            id,
+            target_id: Some(tip.target_id),
+            kind,
+            at,
+            body,
+            hash,
+            effect,
+        })
+        .await?;
+    tip.head = Some((id, hash));
+    Ok(())
+}
+
+/// Places an event of the fleet chain: a silence or its deletion.
+async fn place_fleet_event(
+    steps: &mut impl Steps,
+    event: &NewEvent,
+) -> Result<Outcome, StoreError> {
+    let head = steps.fleet_head().await?;
+    let at = event.at.as_millis();
+    let (kind, body, effect_of): (&'static str, String, Box<dyn FnOnce(i64) -> Effect + Send>) =
+        match &event.kind {
+            EventKind::Silence { silence, by } => {
+                let body = body::silence(
+                    &silence.repos,
+                    &silence.servers,
+                    silence.starts_at,
+                    silence.ends_at,
+                    &silence.reason,
+                    by,
+                );
+                let silence = silence.clone();
+                let by = by.clone();
+                let created_at = event.at;
+                (
+                    "silence",
+                    body,
+                    Box::new(move |id| {
+                        Effect::Silence(Arc::new(Silence {
+                            id,
+                            repos: silence.repos,
+                            servers: silence.servers,
+                            starts_at: silence.starts_at,
+                            ends_at: silence.ends_at,
+                            reason: silence.reason,
+                            by,
+                            created_at,
+                            deleted_at: None,
+                            deleted_by: None,
+                        }))
+                    }),
+                )
+            }
+            EventKind::EndSilence { silence, by } => match steps.silence_end(*silence).await? {
+                None => {
+                    return Ok(Err(StoreError::NotFound(format!("no silence {silence}"))));
+                }
+                Some((ends_at, deleted_at)) if deleted_at.is_some() || ends_at <= at => {
+                    return Ok(Ok(Placed::Event(EventOutcome { id: None })));
+                }
+                Some(_) => {
+                    let silence = *silence;
+                    let by = by.clone();
+                    (
+                        "silence_end",
+                        body::silence_end(silence, &by),
+                        Box::new(move |_| Effect::EndSilence { silence, by }),
+                    )
+                }
+            },
+            _ => return Ok(Ok(Placed::Event(EventOutcome { id: None }))),
+        };
+    let id = steps.next_id().await?;
+    let hash = chain::link_event(
+        &EventFields {
+            id,
+            repo: None,
+            server: None,
+            kind,
+            at: event.at,
+            body: &body,
+        },
+        head.as_ref().map(|(_, hash)| hash),
+        &mut Vec::new(),
+    );
+    steps
+        .event(EventRow {
+            id,
+            target_id: None,
+            kind,
+            at,
+            body,
+            hash,
+            effect: effect_of(id),
+        })
+        .await?;
+    steps.set_fleet_head((id, hash));
+    Ok(Ok(Placed::Event(EventOutcome { id: Some(id) })))
 }
 
 /// The usual case: a check newer than everything its target has.
@@ -346,7 +857,7 @@ async fn place_out_of_order(
     steps: &mut impl Steps,
     new: &NewSnapshot,
     tip: &mut Tip,
-) -> Result<Outcome, StoreError> {
+) -> Result<Result<Recorded, StoreError>, StoreError> {
     let mut last_check = new.last_check;
     while let Some(stored) = steps.snapshot_at(tip.target_id, last_check).await? {
         match rules::at_taken_time(stored, new) {

@@ -4,7 +4,9 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
+use crate::model::lifecycle::{Ack, Silence};
 use crate::model::{FileEntry, HistoryFilter, Order, Snapshot, SyncStatus, files_text};
+use crate::store::pipeline::{Effect, EventRow, TransitionRow};
 use crate::timestamp::Timestamp;
 
 /// The columns a `Snapshot` is decoded from (`s`: snapshots, `t`: targets, `f`: filesets).
@@ -197,4 +199,194 @@ where
             .map(hex::encode)
             .unwrap_or_default(),
     })
+}
+
+/// A value bound to a shared statement; each store binds it with its own driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Integer(Option<i64>),
+    Text(Option<String>),
+    Bytes(Vec<u8>),
+}
+
+/// The statements that write a chained event and apply its effect to the tables the API reads,
+/// with their values in placeholder order. Both stores run them as they are.
+pub fn event_statements(row: &EventRow) -> Vec<(&'static str, Vec<Value>)> {
+    use Value::{Bytes, Integer, Text};
+    let mut statements = vec![(
+        "insert into events (id, target_id, kind, at, body, hash) values ($1, $2, $3, $4, $5, $6)",
+        vec![
+            Integer(Some(row.id)),
+            Integer(row.target_id),
+            Text(Some(row.kind.to_owned())),
+            Integer(Some(row.at)),
+            Text(Some(row.body.clone())),
+            Bytes(row.hash.to_vec()),
+        ],
+    )];
+    match &row.effect {
+        Effect::Ack { target_id, ack } => {
+            statements.push((
+                "insert into acks (id, target_id, reason, by, files, created_at, until) \
+                 values ($1, $2, $3, $4, $5, $6, $7)",
+                vec![
+                    Integer(Some(ack.id)),
+                    Integer(Some(*target_id)),
+                    Text(Some(ack.reason.clone())),
+                    Text(Some(ack.by.clone())),
+                    Text(ack.files.as_ref().map(|files| json_list(files))),
+                    Integer(Some(ack.created_at.as_millis())),
+                    Integer(Some(ack.until.as_millis())),
+                ],
+            ));
+            statements.push((
+                "update targets set ack_id = $2 where id = $1",
+                vec![Integer(Some(*target_id)), Integer(Some(ack.id))],
+            ));
+        }
+        Effect::EndAck {
+            target_id,
+            ack,
+            reason,
+            by,
+        } => {
+            statements.push((
+                "update acks set ended_at = $2, end_reason = $3, ended_by = $4 where id = $1",
+                vec![
+                    Integer(Some(*ack)),
+                    Integer(Some(row.at)),
+                    Text(Some((*reason).to_owned())),
+                    Text(by.clone()),
+                ],
+            ));
+            statements.push((
+                "update targets set ack_id = null where id = $1 and ack_id = $2",
+                vec![Integer(Some(*target_id)), Integer(Some(*ack))],
+            ));
+        }
+        Effect::Silence(silence) => statements.push((
+            "insert into silences (id, repos, servers, starts_at, ends_at, reason, by, created_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            vec![
+                Integer(Some(silence.id)),
+                Text(Some(json_list(&silence.repos))),
+                Text(Some(json_list(&silence.servers))),
+                Integer(Some(silence.starts_at.as_millis())),
+                Integer(Some(silence.ends_at.as_millis())),
+                Text(Some(silence.reason.clone())),
+                Text(Some(silence.by.clone())),
+                Integer(Some(silence.created_at.as_millis())),
+            ],
+        )),
+        Effect::EndSilence { silence, by } => statements.push((
+            "update silences set deleted_at = $2, deleted_by = $3 where id = $1",
+            vec![
+                Integer(Some(*silence)),
+                Integer(Some(row.at)),
+                Text(Some(by.clone())),
+            ],
+        )),
+        Effect::Retire { target_id } => statements.push((
+            "update targets set retired_at = $2 where id = $1",
+            vec![Integer(Some(*target_id)), Integer(Some(row.at))],
+        )),
+        Effect::Revive { target_id } => statements.push((
+            "update targets set retired_at = null where id = $1",
+            vec![Integer(Some(*target_id))],
+        )),
+    }
+    statements
+}
+
+/// A list of names or patterns as stored: a compact JSON array.
+pub fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_default()
+}
+
+/// A stored JSON array of strings.
+pub fn parse_json_list(text: &str) -> Result<Vec<String>, sqlx::Error> {
+    serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(error.into()))
+}
+
+/// `Steps::silence_end`: a silence's (`$1`) end and deletion.
+pub const SILENCE_END_SQL: &str = "select ends_at, deleted_at from silences where id = $1";
+
+/// The fleet chain's newest record.
+pub const FLEET_HEAD_SQL: &str =
+    "select id, hash from events where target_id is null order by id desc limit 1";
+
+/// The columns an `Ack` is decoded from (`a`: acks, `t`: targets).
+pub const ACK_COLUMNS: &str = "select a.id, t.repo, t.server, a.reason, a.by, a.files, \
+     a.created_at, a.until, a.ended_at, a.end_reason, a.ended_by";
+
+/// The columns a `Silence` is decoded from.
+pub const SILENCE_COLUMNS: &str = "select id, repos, servers, starts_at, ends_at, reason, by, \
+     created_at, deleted_at, deleted_by from silences";
+
+pub fn ack_from_row<R>(row: &R) -> Result<Ack, sqlx::Error>
+where
+    R: Row,
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let files: Option<String> = row.try_get("files")?;
+    Ok(Ack {
+        id: row.try_get("id")?,
+        repo: row.try_get("repo")?,
+        server: row.try_get("server")?,
+        reason: row.try_get("reason")?,
+        by: row.try_get("by")?,
+        files: files.as_deref().map(parse_json_list).transpose()?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        until: Timestamp::from_millis(row.try_get("until")?),
+        ended_at: row
+            .try_get::<Option<i64>, _>("ended_at")?
+            .map(Timestamp::from_millis),
+        end_reason: row.try_get("end_reason")?,
+        ended_by: row.try_get("ended_by")?,
+    })
+}
+
+pub fn silence_from_row<R>(row: &R) -> Result<Silence, sqlx::Error>
+where
+    R: Row,
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Silence {
+        id: row.try_get("id")?,
+        repos: parse_json_list(&row.try_get::<String, _>("repos")?)?,
+        servers: parse_json_list(&row.try_get::<String, _>("servers")?)?,
+        starts_at: Timestamp::from_millis(row.try_get("starts_at")?),
+        ends_at: Timestamp::from_millis(row.try_get("ends_at")?),
+        reason: row.try_get("reason")?,
+        by: row.try_get("by")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        deleted_at: row
+            .try_get::<Option<i64>, _>("deleted_at")?
+            .map(Timestamp::from_millis),
+        deleted_by: row.try_get("deleted_by")?,
+    })
+}
+
+/// The statement that writes a transition to the notifications' outbox, with its values; a
+/// transition already there (the same target, kind, state and time) is not written twice.
+pub fn transition_statement(row: &TransitionRow) -> (&'static str, Vec<Value>) {
+    (
+        "insert into transitions (target_id, kind, state, at, record_id) \
+         values ($1, $2, $3, $4, $5) on conflict do nothing",
+        vec![
+            Value::Integer(Some(row.target_id)),
+            Value::Text(Some(row.kind.to_owned())),
+            Value::Text(Some(row.state.to_owned())),
+            Value::Integer(Some(row.at)),
+            Value::Integer(row.record_id),
+        ],
+    )
 }

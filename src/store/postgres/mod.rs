@@ -20,12 +20,13 @@ use sqlx::{ConnectOptions, Connection, Postgres, Row};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{ConnectError, HistorySpan, Latest, PruneReport, Recorded, StoreError};
+use super::{ConnectError, HistorySpan, Latest, PruneReport, StoreError};
 use crate::chain::{Checkpoint, Verification};
 use crate::config::Problem;
-use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
+use crate::model::lifecycle::Ack;
+use crate::model::{HistoryFilter, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
-use crate::store::pipeline::{self, QUEUE_CAPACITY, WriteJob};
+use crate::store::pipeline::{self, Outcome, QUEUE_CAPACITY, Record, WriteJob};
 use crate::store::sql::{self, SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::timestamp::Timestamp;
 /// Writer tasks per replica: each holds one connection and commits one batch at a time, so
@@ -41,6 +42,8 @@ const LOCK_SPACE: i32 = 0x6773_7300; // "gss\0"
 const WRITE_LOCK: i32 = 1;
 /// Held by the one replica running a retention pass.
 const RETENTION_LOCK: i32 = 2;
+/// Held by the writer that appends to the fleet chain (silences).
+const FLEET_LOCK: i32 = 3;
 
 /// Inserts snapshot rows given column by column: one array per column, in the table's order.
 /// Used by the writers and by `migrate-to`.
@@ -117,18 +120,9 @@ impl PostgresStore {
         })
     }
 
-    pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
-        self.import(vec![snapshot])
-            .await?
-            .pop()
-            .unwrap_or(Err(StoreError::Closed))
-    }
-
-    pub async fn import(
-        &self,
-        snapshots: Vec<NewSnapshot>,
-    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-        pipeline::submit(&self.inner.jobs, snapshots, std::convert::identity).await
+    /// Queues records for the writer and waits for their outcomes.
+    pub async fn submit(&self, records: Vec<Record>) -> Result<Vec<Outcome>, StoreError> {
+        pipeline::submit(&self.inner.jobs, records, std::convert::identity).await
     }
 
     /// Every matching target's latest snapshot, from the pointers the writers keep in `targets`:
@@ -138,9 +132,11 @@ impl PostgresStore {
     /// whole table instead (98-111 ms against 19-28 ms for 10,000 targets).
     pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
         let sql = format!(
-            "{SNAPSHOT_COLUMNS}, t.status_since from targets t \
+            "{SNAPSHOT_COLUMNS}, t.status_since, t.retired_at, a.id as ack_id, \
+             a.reason as ack_reason, a.by as ack_by, a.files as ack_files, \
+             a.created_at as ack_created_at, a.until as ack_until from targets t \
              cross join lateral (select * from snapshots l where l.id = t.latest_id limit 1) s \
-             left join filesets f on f.id = s.fileset_id \
+             left join filesets f on f.id = s.fileset_id left join acks a on a.id = t.ack_id \
              where ($1::text is null or t.repo = $1) and ($2::text is null or t.server = $2) \
              order by t.repo, t.server"
         );
@@ -151,9 +147,34 @@ impl PostgresStore {
             .await?;
         rows.iter()
             .map(|row| {
+                let snapshot = snapshot_from_row(row)?;
+                let ack = match row.try_get::<Option<i64>, _>("ack_id")? {
+                    Some(id) => Some(Arc::new(Ack {
+                        id,
+                        repo: snapshot.repo.clone(),
+                        server: snapshot.server.clone(),
+                        reason: row.try_get("ack_reason")?,
+                        by: row.try_get("ack_by")?,
+                        files: row
+                            .try_get::<Option<String>, _>("ack_files")?
+                            .as_deref()
+                            .map(sql::parse_json_list)
+                            .transpose()?,
+                        created_at: Timestamp::from_millis(row.try_get("ack_created_at")?),
+                        until: Timestamp::from_millis(row.try_get("ack_until")?),
+                        ended_at: None,
+                        end_reason: None,
+                        ended_by: None,
+                    })),
+                    None => None,
+                };
                 Ok(Latest {
-                    snapshot: snapshot_from_row(row)?,
+                    snapshot,
                     status_since: Timestamp::from_millis(row.try_get("status_since")?),
+                    ack,
+                    retired_at: row
+                        .try_get::<Option<i64>, _>("retired_at")?
+                        .map(Timestamp::from_millis),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -347,5 +368,12 @@ impl PostgresStore {
         let result = super::episodes::page(&mut *connection, filter, clock, limit).await;
         sqlx::query("rollback").execute(&mut *connection).await?;
         result
+    }
+}
+
+impl PostgresStore {
+    /// The pool, for reads both stores share (`Store::acks` and the like).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.inner.pool
     }
 }

@@ -15,12 +15,13 @@ use sqlx::postgres::PgConnection;
 use sqlx::{PgPool, Row as _};
 use tokio::sync::{mpsc, watch};
 
-use super::{INSERT_SNAPSHOTS_SQL, WRITE_LOCK, lock_sql};
-use crate::chain;
+use super::{FLEET_LOCK, INSERT_SNAPSHOTS_SQL, WRITE_LOCK, lock_sql};
+use crate::chain::{self, Hash};
 use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::store::StoreError;
 use crate::store::pipeline::{
-    self, Backend, Batch, LatestCheck, Outcome, Row, Steps, Tip, WriteJob,
+    self, Backend, Batch, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TransitionRow,
+    WriteJob,
 };
 use crate::store::rules;
 use crate::store::sql::{self, Neighbour, snapshot_from_row};
@@ -102,13 +103,39 @@ impl Writer {
     }
 
     /// One transaction for the whole batch.
-    async fn attempt(&self, snapshots: &[&NewSnapshot]) -> Result<Vec<Outcome>, Failure> {
+    async fn attempt(&self, records: &[&Record]) -> Result<Vec<Outcome>, Failure> {
+        let snapshots: Vec<&NewSnapshot> = records
+            .iter()
+            .filter_map(|record| match record {
+                Record::Snapshot(new) => Some(new),
+                Record::Event(_) => None,
+            })
+            .collect();
+        let snapshots = &snapshots[..];
+        let events: Vec<(&str, &str)> = records
+            .iter()
+            .filter_map(|record| match record {
+                Record::Event(event) if !event.kind.is_fleet() => {
+                    Some((event.repo.as_str(), event.server.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        let fleet = records
+            .iter()
+            .any(|record| matches!(record, Record::Event(event) if event.kind.is_fleet()));
         let mut tx = self.pool.begin().await?;
         // Shared with every other writer; a retention page takes it exclusively.
         sqlx::query(&lock_sql("pg_advisory_xact_lock_shared", WRITE_LOCK))
             .execute(&mut *tx)
             .await?;
-        let tips = lock_targets(&mut tx, snapshots).await?;
+        if fleet {
+            // Before any id is drawn: the fleet chain's ids follow its commit order.
+            sqlx::query(&lock_sql("pg_advisory_xact_lock", FLEET_LOCK))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let tips = lock_targets(&mut tx, snapshots, &events).await?;
         let (filesets, inserted) = fileset_ids(&mut tx, &self.filesets, snapshots).await?;
         let ids = Ids::reserve(&mut tx, appends(snapshots, &tips)).await?;
         let mut steps = PgSteps {
@@ -121,7 +148,7 @@ impl Writer {
             rows: Vec::new(),
             failure: None,
         };
-        let outcomes = match pipeline::place(&mut steps, snapshots).await {
+        let outcomes = match pipeline::place(&mut steps, records).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 return Err(steps
@@ -155,10 +182,10 @@ impl Writer {
 impl Backend for Writer {
     /// Writes the snapshots in one transaction, again when PostgreSQL rolled it back for a
     /// deadlock or a serialization failure (nothing was written then).
-    async fn write(&mut self, snapshots: &[&NewSnapshot]) -> Result<Vec<Outcome>, StoreError> {
+    async fn write(&mut self, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
         let mut attempt = 1;
         loop {
-            match self.attempt(snapshots).await {
+            match self.attempt(records).await {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(Failure::Sql(error)) if attempt < ATTEMPTS && is_retryable(&error) => {
                     tracing::debug!(%error, attempt, "write rolled back; retrying");
@@ -389,6 +416,55 @@ impl Steps for PgSteps<'_> {
         self.tips.insert(key.clone(), tip);
         self.touched.insert(key);
     }
+
+    async fn existing_tip(&mut self, repo: &str, server: &str) -> Result<Option<Tip>, StoreError> {
+        Ok(self
+            .tips
+            .get(&(repo.to_owned(), server.to_owned()))
+            .copied())
+    }
+
+    async fn event(&mut self, row: EventRow) -> Result<(), StoreError> {
+        let flushed = self.write_rows().await;
+        self.check(flushed)?;
+        for (statement, values) in sql::event_statements(&row) {
+            let query = bind(sqlx::query(statement), values);
+            let done = query.execute(&mut *self.connection).await;
+            self.check(done)?;
+        }
+        Ok(())
+    }
+
+    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError> {
+        let flushed = self.write_rows().await;
+        self.check(flushed)?;
+        let (statement, values) = sql::transition_statement(&row);
+        let done = bind(sqlx::query(statement), values)
+            .execute(&mut *self.connection)
+            .await;
+        self.check(done).map(drop)
+    }
+
+    async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError> {
+        let head = sqlx::query_as::<_, (i64, Vec<u8>)>(sql::FLEET_HEAD_SQL)
+            .fetch_optional(&mut *self.connection)
+            .await;
+        Ok(self
+            .check(head)?
+            .and_then(|(id, hash)| Some((id, chain::from_bytes(&hash)?))))
+    }
+
+    fn set_fleet_head(&mut self, _head: (i64, Hash)) {
+        // Read from the events table under the fleet lock; nothing to remember.
+    }
+
+    async fn silence_end(&mut self, id: i64) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        let end = sqlx::query_as(sql::SILENCE_END_SQL)
+            .bind(id)
+            .fetch_optional(&mut *self.connection)
+            .await;
+        self.check(end)
+    }
 }
 
 /// Record ids drawn from the sequence while the batch's targets are locked, smallest first, so
@@ -453,6 +529,7 @@ fn appends(snapshots: &[&NewSnapshot], tips: &HashMap<(String, String), Tip>) ->
 async fn lock_targets(
     connection: &mut PgConnection,
     snapshots: &[&NewSnapshot],
+    events: &[(&str, &str)],
 ) -> Result<HashMap<(String, String), Tip>, sqlx::Error> {
     let mut keys: Vec<(&str, &str)> = snapshots
         .iter()
@@ -462,6 +539,11 @@ async fn lock_targets(
     keys.sort_unstable();
     keys.dedup();
     let (repos, servers): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    // Events lock their target but never create one.
+    keys.extend_from_slice(events);
+    keys.sort_unstable();
+    keys.dedup();
+    let (locked_repos, locked_servers): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
     sqlx::query(
         "insert into targets (repo, server) \
          select u.repo, u.server from unnest($1::text[], $2::text[]) as u (repo, server) \
@@ -475,12 +557,13 @@ async fn lock_targets(
     // Locked rows come back as they are after any wait, so what follows builds on the
     // committed latest.
     let rows = sqlx::query(
-        "select id, repo, server, latest_id, status_since, head_id, head_hash from targets \
-         where (repo, server) in (select * from unnest($1::text[], $2::text[])) \
+        "select id, repo, server, latest_id, status_since, head_id, head_hash, ack_id, \
+         (select a.until from acks a where a.id = targets.ack_id) as ack_until, retired_at \
+         from targets where (repo, server) in (select * from unnest($1::text[], $2::text[])) \
          order by repo, server for update",
     )
-    .bind(&repos)
-    .bind(&servers)
+    .bind(&locked_repos)
+    .bind(&locked_servers)
     .fetch_all(&mut *connection)
     .await?;
     let latest_ids: Vec<i64> = rows
@@ -522,6 +605,10 @@ async fn lock_targets(
                 latest: latest_id.and_then(|id| latest.get(&id).copied()),
                 status_since: row.try_get("status_since")?,
                 head: head_id.zip(head_hash),
+                ack: row
+                    .try_get::<Option<i64>, _>("ack_id")?
+                    .zip(row.try_get::<Option<i64>, _>("ack_until")?),
+                retired_at: row.try_get("retired_at")?,
             },
         );
     }
@@ -574,4 +661,18 @@ async fn fileset_ids(
         }
     }
     Ok((known, inserted))
+}
+/// Binds a shared statement's values (`sql::Value`) in order.
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    values: Vec<sql::Value>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for value in values {
+        query = match value {
+            sql::Value::Integer(value) => query.bind(value),
+            sql::Value::Text(value) => query.bind(value),
+            sql::Value::Bytes(value) => query.bind(value),
+        };
+    }
+    query
 }

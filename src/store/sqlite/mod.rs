@@ -20,12 +20,13 @@ use sqlx::{ConnectOptions, Connection, Sqlite};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{ConnectError, HistorySpan, Latest, PruneReport, Recorded, StoreError};
+use super::{ConnectError, HistorySpan, Latest, PruneReport, StoreError};
 use crate::chain::{Checkpoint, Verification};
 use crate::config::Problem;
-use crate::model::{HistoryFilter, NewSnapshot, Snapshot, StatusFilter};
+use crate::model::{HistoryFilter, Snapshot, StatusFilter};
 use crate::stats::{StatsRequest, TargetHistory};
 use crate::store::pipeline::{self, QUEUE_CAPACITY};
+use crate::store::pipeline::{Outcome, Record};
 use crate::timestamp::Timestamp;
 use writer::{Message, SharedLatest, Writer};
 /// Readers open at once.
@@ -113,18 +114,9 @@ impl SqliteStore {
         })
     }
 
-    pub async fn record(&self, snapshot: NewSnapshot) -> Result<Recorded, StoreError> {
-        self.import(vec![snapshot])
-            .await?
-            .pop()
-            .unwrap_or(Err(StoreError::Closed))
-    }
-
-    pub async fn import(
-        &self,
-        snapshots: Vec<NewSnapshot>,
-    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-        pipeline::submit(&self.inner.jobs, snapshots, Message::Write).await
+    /// Queues records for the writer and waits for their outcomes.
+    pub async fn submit(&self, records: Vec<Record>) -> Result<Vec<Outcome>, StoreError> {
+        pipeline::submit(&self.inner.jobs, records, Message::Write).await
     }
 
     /// Served from the writer's published state: no query, sorted by (repo, server).
@@ -399,5 +391,12 @@ impl SqliteStore {
         let result = super::episodes::page(&mut *connection, filter, clock, limit).await;
         sqlx::query("rollback").execute(&mut *connection).await?;
         result
+    }
+}
+
+impl SqliteStore {
+    /// The read connections, for reads both stores share (`Store::acks` and the like).
+    pub(super) fn readers(&self) -> &SqlitePool {
+        &self.inner.readers
     }
 }

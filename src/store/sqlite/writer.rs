@@ -18,10 +18,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::audit::{self, Prune};
 use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
-use crate::chain;
-use crate::model::{NewSnapshot, Order, Snapshot};
+use crate::chain::{self, Hash};
+use crate::model::lifecycle::Ack;
+use crate::model::{Order, Snapshot};
 use crate::store::pipeline::{
-    self, Backend, Batch, LatestCheck, Outcome, Row, Steps, Tip, WriteJob,
+    self, Backend, Batch, Effect, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip,
+    TransitionRow, WriteJob,
 };
 use crate::store::rules;
 use crate::store::sql::{self, Neighbour};
@@ -71,6 +73,10 @@ struct Memory {
     filesets: HashMap<[u8; 32], i64>,
     next_snapshot_id: i64,
     next_target_id: i64,
+    /// The acknowledgement in force per target id, for the published latest.
+    acks: HashMap<i64, Arc<Ack>>,
+    /// The fleet chain's newest record.
+    fleet_head: Option<(i64, Hash)>,
 }
 
 impl Writer {
@@ -93,13 +99,17 @@ impl Writer {
 
     async fn reload(&mut self) -> Result<(), StoreError> {
         let (next_snapshot_id, next_target_id) = next_ids(&mut self.connection).await?;
-        let targets = load_targets(&mut self.connection, None).await?;
+        let acks = load_acks(&mut self.connection, None).await?;
+        let targets = load_targets(&mut self.connection, None, &acks).await?;
+        let fleet_head = fleet_head(&mut self.connection).await?;
         let mut published = BTreeMap::new();
         self.memory = Memory {
             targets: HashMap::with_capacity(targets.len()),
             filesets: HashMap::new(),
             next_snapshot_id,
             next_target_id,
+            acks,
+            fleet_head,
         };
         for (key, tip, latest) in targets {
             self.memory.targets.insert(key.clone(), tip);
@@ -187,7 +197,7 @@ impl Writer {
 impl Backend for Writer {
     /// Writes the snapshots atomically and publishes their targets' new latest. On failure the
     /// transaction is rolled back and the memory reloaded from what committed.
-    async fn write(&mut self, snapshots: &[&NewSnapshot]) -> Result<Vec<Outcome>, StoreError> {
+    async fn write(&mut self, records: &[&Record]) -> Result<Vec<Outcome>, StoreError> {
         if self.memory_stale {
             // Never write from memory that may hold a rolled-back batch.
             self.reload().await?;
@@ -196,13 +206,14 @@ impl Backend for Writer {
         let mut steps = SqliteSteps {
             connection: &mut self.connection,
             memory: &mut self.memory,
+            published: &self.published,
             in_transaction: false,
             needs_transaction: false,
             new_targets: Vec::new(),
             rows: Vec::new(),
             touched: HashMap::new(),
         };
-        let written = match pipeline::place(&mut steps, snapshots).await {
+        let written = match pipeline::place(&mut steps, records).await {
             Ok(outcomes) => steps.finish().await.map(|touched| (outcomes, touched)),
             Err(error) => Err(error),
         };
@@ -232,6 +243,7 @@ impl Backend for Writer {
 struct SqliteSteps<'a> {
     connection: &'a mut SqliteConnection,
     memory: &'a mut Memory,
+    published: &'a SharedLatest,
     in_transaction: bool,
     /// A new target's row must commit with its first snapshot: one statement will not do.
     needs_transaction: bool,
@@ -401,7 +413,12 @@ impl Steps for SqliteSteps<'_> {
 
     async fn reread(&mut self, tip: &mut Tip) -> Result<(), StoreError> {
         self.begin().await?;
-        let reread = load_targets(&mut *self.connection, Some(tip.target_id)).await?;
+        let reread = load_targets(
+            &mut *self.connection,
+            Some(tip.target_id),
+            &self.memory.acks,
+        )
+        .await?;
         if let Some((key, stored, latest)) = reread.into_iter().next() {
             tip.latest = stored.latest;
             tip.status_since = stored.status_since;
@@ -412,22 +429,100 @@ impl Steps for SqliteSteps<'_> {
 
     fn settle(&mut self, repo: &str, server: &str, tip: Tip, appended: Option<&Snapshot>) {
         let key = (repo.to_owned(), server.to_owned());
-        if let (Some(snapshot), Some(since)) = (appended, tip.status_since) {
-            self.touched.insert(
-                key.clone(),
-                Arc::new(Latest {
-                    snapshot: snapshot.clone(),
-                    status_since: Timestamp::from_millis(since),
+        let ack = tip
+            .ack
+            .and_then(|_| self.memory.acks.get(&tip.target_id).cloned());
+        let retired_at = tip.retired_at.map(Timestamp::from_millis);
+        let latest = match (appended, tip.status_since) {
+            (Some(snapshot), Some(since)) => Some(Latest {
+                snapshot: snapshot.clone(),
+                status_since: Timestamp::from_millis(since),
+                ack,
+                retired_at,
+            }),
+            // An event, or a late check (whose latest `reread` published): the latest snapshot
+            // stays, its acknowledgement and retirement change.
+            _ => self
+                .touched
+                .get(&key)
+                .cloned()
+                .or_else(|| {
+                    self.published
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&key)
+                        .cloned()
+                })
+                .map(|latest| Latest {
+                    ack,
+                    retired_at,
+                    ..(*latest).clone()
                 }),
-            );
+        };
+        if let Some(latest) = latest {
+            self.touched.insert(key.clone(), Arc::new(latest));
         }
         self.memory.targets.insert(key, tip);
+    }
+
+    async fn existing_tip(&mut self, repo: &str, server: &str) -> Result<Option<Tip>, StoreError> {
+        Ok(self
+            .memory
+            .targets
+            .get(&(repo.to_owned(), server.to_owned()))
+            .copied())
+    }
+
+    async fn event(&mut self, row: EventRow) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.begin().await?;
+        for (statement, values) in sql::event_statements(&row) {
+            let query = bind(sqlx::query(statement), values);
+            query.execute(&mut *self.connection).await?;
+        }
+        match row.effect {
+            Effect::Ack { target_id, ack } => {
+                self.memory.acks.insert(target_id, ack);
+            }
+            Effect::EndAck { target_id, .. } => {
+                self.memory.acks.remove(&target_id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.begin().await?;
+        let (statement, values) = sql::transition_statement(&row);
+        bind(sqlx::query(statement), values)
+            .execute(&mut *self.connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError> {
+        Ok(self.memory.fleet_head)
+    }
+
+    fn set_fleet_head(&mut self, head: (i64, Hash)) {
+        self.memory.fleet_head = Some(head);
+    }
+
+    async fn silence_end(&mut self, id: i64) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        self.begin().await?;
+        Ok(sqlx::query_as(sql::SILENCE_END_SQL)
+            .bind(id)
+            .fetch_optional(&mut *self.connection)
+            .await?)
     }
 }
 
 async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), StoreError> {
     Ok(sqlx::query_as(
-        "select (select coalesce(max(id), 0) + 1 from snapshots), \
+        "select max((select coalesce(max(id), 0) from snapshots), \
+                    (select coalesce(max(id), 0) from events)) + 1, \
                 (select coalesce(max(id), 0) + 1 from targets)",
     )
     .fetch_one(connection)
@@ -439,6 +534,7 @@ async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), Store
 async fn load_targets(
     connection: &mut SqliteConnection,
     target_id: Option<i64>,
+    acks: &HashMap<i64, Arc<Ack>>,
 ) -> Result<Vec<((String, String), Tip, Latest)>, StoreError> {
     // Two texts rather than `?1 is null or t.id = ?1`, which SQLite cannot serve from the primary
     // key: a late check would otherwise cost a seek per target.
@@ -449,6 +545,7 @@ async fn load_targets(
     };
     let sql = format!(
         "{SNAPSHOT_COLUMNS}, t.id as target_id, s.fileset_id, t.head_id, t.head_hash, \
+         t.ack_id, t.retired_at, \
          coalesce((select c.last_check from snapshots c \
                    where c.target_id = t.id and c.change != 0 and (c.change & 1) = 1 \
                    order by c.last_check desc limit 1), s.last_check) as status_since \
@@ -465,12 +562,15 @@ async fn load_targets(
     let mut rows = query.fetch(connection);
     let mut targets = Vec::new();
     while let Some(row) = rows.try_next().await? {
-        targets.push(target_from_row(&row)?);
+        targets.push(target_from_row(&row, acks)?);
     }
     Ok(targets)
 }
 
-fn target_from_row(row: &SqliteRow) -> Result<((String, String), Tip, Latest), sqlx::Error> {
+fn target_from_row(
+    row: &SqliteRow,
+    acks: &HashMap<i64, Arc<Ack>>,
+) -> Result<((String, String), Tip, Latest), sqlx::Error> {
     let snapshot = snapshot_from_row(row)?;
     let status_since: i64 = row.try_get("status_since")?;
     let head_id: Option<i64> = row.try_get("head_id")?;
@@ -488,13 +588,77 @@ fn target_from_row(row: &SqliteRow) -> Result<((String, String), Tip, Latest), s
         }),
         status_since: Some(status_since),
         head: head_id.zip(head_hash),
+        ack: None,
+        retired_at: row.try_get("retired_at")?,
+    };
+    let ack_id: Option<i64> = row.try_get("ack_id")?;
+    let ack = acks
+        .get(&tip.target_id)
+        .filter(|ack| Some(ack.id) == ack_id)
+        .cloned();
+    let tip = Tip {
+        ack: ack.as_ref().map(|ack| (ack.id, ack.until.as_millis())),
+        ..tip
     };
     let key = (snapshot.repo.clone(), snapshot.server.clone());
     let latest = Latest {
         snapshot,
         status_since: Timestamp::from_millis(status_since),
+        ack,
+        retired_at: tip.retired_at.map(Timestamp::from_millis),
     };
     Ok((key, tip, latest))
+}
+
+/// The acknowledgements in force (every target's, or one target's), by target id.
+async fn load_acks(
+    connection: &mut SqliteConnection,
+    target_id: Option<i64>,
+) -> Result<HashMap<i64, Arc<Ack>>, StoreError> {
+    let only = if target_id.is_some() {
+        "where t.id = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "{}, t.id as target_id from targets t join acks a on a.id = t.ack_id {only}",
+        sql::ACK_COLUMNS
+    );
+    let mut query = sqlx::query(&sql);
+    if let Some(id) = target_id {
+        query = query.bind(id);
+    }
+    let rows = query.fetch_all(connection).await?;
+    let mut acks = HashMap::with_capacity(rows.len());
+    for row in rows {
+        acks.insert(
+            row.try_get("target_id")?,
+            Arc::new(sql::ack_from_row(&row)?),
+        );
+    }
+    Ok(acks)
+}
+
+async fn fleet_head(connection: &mut SqliteConnection) -> Result<Option<(i64, Hash)>, StoreError> {
+    let head: Option<(i64, Vec<u8>)> = sqlx::query_as(sql::FLEET_HEAD_SQL)
+        .fetch_optional(connection)
+        .await?;
+    Ok(head.and_then(|(id, hash)| Some((id, chain::from_bytes(&hash)?))))
+}
+
+/// Binds a shared statement's values (`sql::Value`) in order.
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    values: Vec<sql::Value>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for value in values {
+        query = match value {
+            sql::Value::Integer(value) => query.bind(value),
+            sql::Value::Text(value) => query.bind(value),
+            sql::Value::Bytes(value) => query.bind(value),
+        };
+    }
+    query
 }
 
 #[cfg(test)]
@@ -504,7 +668,20 @@ mod tests {
     use sqlx::sqlite::SqliteConnectOptions;
 
     use super::*;
-    use crate::model::SyncStatus;
+    use crate::model::{NewSnapshot, SyncStatus};
+    use crate::store::Recorded;
+    use crate::store::pipeline::Placed;
+
+    fn recorded(outcome: &Outcome) -> Option<&Recorded> {
+        match outcome {
+            Ok(Placed::Snapshot(recorded)) => Some(recorded),
+            _ => None,
+        }
+    }
+
+    fn records(snapshots: &[NewSnapshot]) -> Vec<Record> {
+        snapshots.iter().cloned().map(Record::Snapshot).collect()
+    }
 
     fn job(server: &str, millis: i64, status: SyncStatus, files: &[&str]) -> NewSnapshot {
         NewSnapshot {
@@ -557,15 +734,15 @@ mod tests {
             job("b", 50, Synced, &[]),
         ];
         // As one transaction: the one-by-one fallback must not be what makes this pass.
-        let jobs: Vec<&NewSnapshot> = jobs.iter().collect();
-        let results = writer.write(&jobs).await.unwrap();
+        let jobs = records(&jobs);
+        let results = writer
+            .write(&jobs.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
         let ids: Vec<Option<(i64, bool)>> = results
             .iter()
             .map(|result| {
-                result
-                    .as_ref()
-                    .ok()
-                    .map(|recorded| (recorded.snapshot.id, recorded.replayed))
+                recorded(result).map(|recorded| (recorded.snapshot.id, recorded.replayed))
             })
             .collect();
         assert_eq!(
@@ -621,6 +798,7 @@ mod tests {
         let first: Vec<NewSnapshot> = (0..100)
             .map(|i| job(&format!("s{i}"), 1_000, SyncStatus::Synced, &[]))
             .collect();
+        let first = records(&first);
         writer
             .write(&first.iter().collect::<Vec<_>>())
             .await
@@ -628,6 +806,7 @@ mod tests {
         let next: Vec<NewSnapshot> = (0..MAX_STATEMENT_ROWS as i64 + 1)
             .map(|i| job(&format!("s{}", i % 100), 2_000 + i, SyncStatus::Synced, &[]))
             .collect();
+        let next = records(&next);
         let results = writer
             .write(&next.iter().collect::<Vec<_>>())
             .await
@@ -650,7 +829,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writer(&dir).await;
         let seed = job("a", 100, SyncStatus::Synced, &[]);
-        writer.write(&[&seed]).await.unwrap();
+        writer.write(&[&Record::Snapshot(seed)]).await.unwrap();
         sqlx::query(
             "insert into snapshots (id, target_id, last_check, received_delay, sync_status, \
              drift_count, change) values (2, 1, 50, 0, 0, 0, 3)",
@@ -662,17 +841,17 @@ mod tests {
         let (reply, outcome) = oneshot::channel();
         let mut batch = Batch::default();
         batch.push(WriteJob {
-            snapshots: vec![
+            records: records(&[
                 job("a", 200, SyncStatus::OutOfSync, &["x"]),
                 job("b", 200, SyncStatus::Synced, &[]),
-            ],
+            ]),
             reply,
         });
         pipeline::commit(&mut writer, &mut batch).await;
         let outcomes = outcome.await.unwrap();
         let ids: Vec<i64> = outcomes
             .iter()
-            .map(|outcome| outcome.as_ref().unwrap().snapshot.id)
+            .map(|outcome| recorded(outcome).unwrap().snapshot.id)
             .collect();
         assert_eq!(ids, [3, 4]);
         let stored: Vec<i64> = sqlx::query_scalar("select id from snapshots order by id")
