@@ -6,16 +6,22 @@
 //! snapshots_target_changes with bit 1 of `change`) to the next, or to a retirement. Within a
 //! block every snapshot has the same status, so its episodes are *runs* of that status separated
 //! by *gaps*: a snapshot whose next check came later than its stale-after, after which the time
-//! until that next check (or until the block ends) is a STALE episode. Block boundaries come from
-//! the change index, one seek each. Gaps are in no index (the stale-after of a snapshot without
-//! its own is the server's `--stale-after`, which can change between starts), so they are found
-//! by a scan that stops at the first gap: the scan that finds a run's end (or start) reads the
-//! run's snapshots and no others. Counting a run's checks reads the same range again, from
-//! snapshots_target_time alone.
+//! until that next check (or until the block ends) is a STALE episode. Retirements (`retire`
+//! events, each until the `revive` that follows it, paired as `/api/stats` pairs them) remove
+//! their time: the block before one ends at the retirement, and the one after it begins at the
+//! revival.
 //!
-//! So a page costs, per matching target, a few seeks to place it, plus, per episode returned,
-//! a few seeks and two passes over that episode's own snapshots (none for STALE). It does not
-//! grow with the history before or after the page. Each store answers the reads
+//! Block boundaries come from the change index, a seek each. Gaps are in no index (the
+//! stale-after of a snapshot without its own is the server's `--stale-after`, which can change
+//! between starts), so they are found by a walk over snapshots_target_time that stops at the
+//! first gap: finding a run's start and end reads the run's snapshots and no others. Counting a
+//! run's checks reads the same range again, from the index alone.
+//!
+//! So a page costs, per matching target, a few seeks to place its walk and one pass over the
+//! snapshots of the run it is placed in (a block the state filter refuses is passed over by its
+//! boundaries alone); and per episode returned, a few seeks and two passes over its own
+//! snapshots (none for STALE). It does not grow with the history before or after the page, but
+//! it does with the length of the runs it touches. Each store answers the reads
 //! ([`EpisodeReads`]) inside one read transaction.
 
 use std::collections::{BTreeSet, HashMap};
@@ -764,6 +770,28 @@ impl Timeline {
         })
     }
 
+    /// The episode that holds time `at` (which no retirement covers) if `wanted` accepts its
+    /// block, else the nearest one in `order` of a block it accepts. A refused block is passed
+    /// over by its boundaries, without reading its snapshots.
+    async fn wanted_at(
+        &self,
+        reads: &mut impl EpisodeReads,
+        at: i64,
+        order: Order,
+        wanted: &impl Fn(&Block) -> bool,
+    ) -> Result<Option<Piece>, StoreError> {
+        let Some(block) = self.block_at(reads, at).await? else {
+            return Ok(None);
+        };
+        if wanted(&block) {
+            return self.containing_in(reads, block, at).await.map(Some);
+        }
+        match order {
+            Order::Desc => self.last_before(reads, block.begins, wanted).await,
+            Order::Asc => self.first_after(reads, block, wanted).await,
+        }
+    }
+
     /// The first episode of the block after `block` whose status `wanted` accepts.
     async fn first_after(
         &self,
@@ -948,6 +976,7 @@ impl Walk {
         selection: &Selection<'_>,
     ) -> Result<(), StoreError> {
         let timeline = &self.timeline;
+        let wanted = |block: &Block| selection.wants_block(block);
         let first = if selection.filter.open == Some(true) {
             // A target has at most one open episode: the one holding the far future.
             timeline.containing(reads, i64::MAX - 1).await?
@@ -961,25 +990,28 @@ impl Walk {
                     let below = timeline
                         .retired_at(below)
                         .map_or(below, |span| span.from.saturating_sub(1));
-                    timeline.containing(reads, below).await?
+                    timeline
+                        .wanted_at(reads, below, Order::Desc, &wanted)
+                        .await?
                 }
                 Order::Asc => {
                     let at = selection
                         .after
                         .map_or(selection.from, |(start, _)| start.max(selection.from));
-                    match timeline.retired_at(at) {
-                        Some(span) => match span.until {
-                            Some(until) => timeline.containing(reads, until).await?,
-                            None => None,
+                    let at = match timeline.retired_at(at) {
+                        Some(span) => span.until,
+                        // Before the first check, the walk starts at it.
+                        None => match timeline.block_at(reads, at).await? {
+                            Some(_) => Some(at),
+                            None => timeline
+                                .seek(reads, Seek::After, at)
+                                .await?
+                                .map(|first| first.at),
                         },
-                        None => match timeline.containing(reads, at).await? {
-                            Some(piece) => Some(piece),
-                            // Before the first check: the first episode.
-                            None => match timeline.seek(reads, Seek::After, at).await? {
-                                Some(first) => timeline.containing(reads, first.at).await?,
-                                None => None,
-                            },
-                        },
+                    };
+                    match at {
+                        Some(at) => timeline.wanted_at(reads, at, Order::Asc, &wanted).await?,
+                        None => None,
                     }
                 }
             }
