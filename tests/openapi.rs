@@ -50,6 +50,7 @@ fn every_operation_documents_its_errors_as_problem_json() {
         "/api/status",
         "/status.json",
         "/history",
+        "/api/episodes",
         "/healthz",
         "/readyz",
         "/openapi.json",
@@ -96,7 +97,13 @@ fn every_operation_documents_its_errors_as_problem_json() {
 async fn documented_query_parameters_are_the_accepted_ones() {
     let document = document();
     let app = TestApp::new().await;
-    for path in ["/history", "/status.json", "/badge.svg", "/api/stats"] {
+    for path in [
+        "/history",
+        "/status.json",
+        "/badge.svg",
+        "/api/stats",
+        "/api/episodes",
+    ] {
         let documented: Vec<&str> = document["paths"][path]["get"]["parameters"]
             .as_array()
             .unwrap_or_else(|| panic!("{path} documents no parameters"))
@@ -183,6 +190,7 @@ async fn response_objects_write_exactly_their_schema_properties_in_order() {
         ("Snapshot", "/history"),
         ("TargetStats", "/api/stats"),
         ("Checkpoint", "/api/checkpoints"),
+        ("Episode", "/api/episodes"),
     ] {
         let response = app.get(uri).await;
         assert_eq!(response.status.as_u16(), 200, "{uri}: {}", response.text());

@@ -109,6 +109,13 @@ static DECISIONS: &[Decision] = &[
         true,
     ),
     decision(Method::GET, "/history", Needs::Read, "/history", true),
+    decision(
+        Method::GET,
+        "/api/episodes",
+        Needs::Read,
+        "/api/episodes",
+        true,
+    ),
     decision(Method::GET, "/api/stats", Needs::Read, "/api/stats", true),
     decision(Method::GET, "/api/verify", Needs::Read, "/api/verify", true),
     decision(

@@ -7,6 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
+use serde::Serialize;
 
 use super::AppState;
 use super::paging::PageAnswer;
@@ -52,7 +53,7 @@ pub fn spreadsheet_cell(value: &str) -> Cow<'_, str> {
 }
 
 /// Rows encoded per chunk of an export.
-const EXPORT_CHUNK_ROWS: usize = 256;
+pub(super) const EXPORT_CHUNK_ROWS: usize = 256;
 
 /// History of snapshots, newest first.
 ///
@@ -123,21 +124,32 @@ pub async fn history_list(
         .store
         .history_stream(request.filter, request.limit)
         .ready_chunks(EXPORT_CHUNK_ROWS);
+    Ok(export_response(format, rows, &CSV_COLUMNS, csv_chunk))
+}
+
+/// A streamed export: CSV (a header row of `csv_columns`, then `csv_chunk`'s rows) or NDJSON
+/// (one object per line).
+pub(super) fn export_response<T: Serialize + Send + 'static>(
+    format: ExportFormat,
+    rows: impl Stream<Item = Vec<Result<T, StoreError>>> + Send + 'static,
+    csv_columns: &[&str],
+    csv_chunk: fn(&[T]) -> Vec<u8>,
+) -> Response {
     let (content_type, body) = match format {
         ExportFormat::Csv => (
             "text/csv; charset=utf-8",
-            export_body(rows, csv_chunk, true),
+            export_body(rows, csv_chunk, Some(csv_line(csv_columns))),
         ),
         _ => (
             "application/x-ndjson",
-            export_body(rows, ndjson_chunk, false),
+            export_body(rows, ndjson_chunk, None),
         ),
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// `json`, unless `Accept` names CSV or NDJSON before JSON.
-fn negotiated_format(headers: &HeaderMap) -> ExportFormat {
+pub(super) fn negotiated_format(headers: &HeaderMap) -> ExportFormat {
     let accept = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -155,39 +167,49 @@ fn negotiated_format(headers: &HeaderMap) -> ExportFormat {
     ExportFormat::Json
 }
 
-type Chunk = Vec<Result<Snapshot, StoreError>>;
-
-fn export_body(
-    rows: impl Stream<Item = Chunk> + Send + 'static,
-    encode: fn(&[Snapshot]) -> Vec<u8>,
-    csv_header: bool,
+fn export_body<T: Send + 'static>(
+    rows: impl Stream<Item = Vec<Result<T, StoreError>>> + Send + 'static,
+    encode: fn(&[T]) -> Vec<u8>,
+    header: Option<Vec<u8>>,
 ) -> Body {
-    let header = csv_header.then(|| Ok(Bytes::from(csv_header_line())));
+    let header = header.map(|line| Ok(Bytes::from(line)));
     let chunks = rows.map(move |chunk| {
-        let snapshots = chunk
+        let rows = chunk
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| {
                 // The status line is gone; all that is left is to cut the body short.
-                tracing::error!(%error, "history export failed mid-stream");
+                tracing::error!(%error, "export failed mid-stream");
                 std::io::Error::other(error)
             })?;
-        Ok::<_, std::io::Error>(Bytes::from(encode(&snapshots)))
+        Ok::<_, std::io::Error>(Bytes::from(encode(&rows)))
     });
     Body::from_stream(futures_util::stream::iter(header).chain(chunks))
 }
 
-fn csv_header_line() -> Vec<u8> {
+/// One CSV record of plain cells.
+fn csv_line(cells: &[&str]) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     // Writing to a Vec cannot fail.
-    let _ = writer.write_record(CSV_COLUMNS);
+    let _ = writer.write_record(cells);
+    writer.into_inner().unwrap_or_default()
+}
+
+/// CSV records of `rows`' cells, each guarded against spreadsheet formulas.
+pub(super) fn csv_records<const N: usize>(rows: impl Iterator<Item = [String; N]>) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for record in rows {
+        for cell in &record {
+            let _ = writer.write_field(spreadsheet_cell(cell).as_bytes());
+        }
+        let _ = writer.write_record(None::<&[u8]>);
+    }
     writer.into_inner().unwrap_or_default()
 }
 
 fn csv_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    for snapshot in snapshots {
-        let record = [
+    csv_records(snapshots.iter().map(|snapshot| {
+        [
             snapshot.id.to_string(),
             snapshot.repo.clone(),
             snapshot.server.clone(),
@@ -202,20 +224,15 @@ fn csv_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
             snapshot.hash.clone(),
             snapshot.last_check.as_millis().to_string(),
             snapshot.received_at.as_millis().to_string(),
-        ];
-        for cell in &record {
-            let _ = writer.write_field(spreadsheet_cell(cell).as_bytes());
-        }
-        let _ = writer.write_record(None::<&[u8]>);
-    }
-    writer.into_inner().unwrap_or_default()
+        ]
+    }))
 }
 
-fn ndjson_chunk(snapshots: &[Snapshot]) -> Vec<u8> {
+fn ndjson_chunk<T: Serialize>(rows: &[T]) -> Vec<u8> {
     let mut out = Vec::new();
-    for snapshot in snapshots {
+    for row in rows {
         // Serializing these plain structs cannot fail.
-        let _ = serde_json::to_writer(&mut out, snapshot);
+        let _ = serde_json::to_writer(&mut out, row);
         out.push(b'\n');
     }
     out

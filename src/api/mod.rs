@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod badge;
 pub mod conditional;
+pub mod episodes;
 pub mod health;
 pub mod history;
 pub mod lifecycle;
@@ -244,6 +245,7 @@ pub fn groups() -> Vec<RouteGroup> {
             OpenApiRouter::new()
                 .routes(routes!(status::status_list))
                 .routes(routes!(history::history_list))
+                .routes(routes!(episodes::episodes_list))
                 .routes(routes!(audit::stats_list))
                 .routes(routes!(audit::checkpoints))
                 .routes(routes!(audit::chain_events))

@@ -96,17 +96,6 @@ pub enum ExportFormat {
     Ndjson,
 }
 
-impl ExportFormat {
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "json" => Some(Self::Json),
-            "csv" => Some(Self::Csv),
-            "ndjson" => Some(Self::Ndjson),
-            _ => None,
-        }
-    }
-}
-
 /// Query parameters of `GET /history`: the accepted names and their documentation;
 /// `HistoryRequest::from_query` validates the values.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -174,9 +163,9 @@ pub struct HistoryRequest {
     pub envelope: bool,
 }
 
-/// Default page size of `/history`.
+/// Default page size of `/history` (and of every paginated resource).
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
-/// Largest page size of `/history`.
+/// Largest page size of `/history` (and of every paginated resource).
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
 
 impl HistoryRequest {
@@ -191,53 +180,16 @@ impl HistoryRequest {
             }
         }
         let changes_only = query::flag("changes_only", params.changes_only, &mut errors);
-        let order = match params.order.as_deref() {
-            None | Some("desc") => Order::Desc,
-            Some("asc") => Order::Asc,
-            Some(_) => {
-                errors.push(FieldError::new("order", "must be asc or desc"));
-                Order::Desc
-            }
-        };
-        let limit = params.limit.and_then(|text| {
-            let parsed = text
-                .parse::<usize>()
-                .ok()
-                .filter(|limit| (1..=MAX_HISTORY_LIMIT).contains(limit));
-            if parsed.is_none() {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer between 1 and {MAX_HISTORY_LIMIT}"),
-                ));
-            }
-            parsed
-        });
+        let order = page::order(params.order, &mut errors);
+        let limit = page::limit(params.limit, &mut errors);
         let after = params.cursor.and_then(|token| {
             let cursor = Cursor::decode(&token);
             if cursor.is_none() {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this server issued; take it from a Link header",
-                ));
+                errors.push(page::bad_cursor());
             }
             cursor
         });
-        let format = params.format.and_then(|text| {
-            let format = ExportFormat::parse(&text);
-            if format.is_none() {
-                errors.push(FieldError::new("format", "must be json, csv or ndjson"));
-            }
-            format
-        });
-        let envelope = page::envelope(params.envelope, &mut errors);
-        if envelope && format.is_some_and(|format| format != ExportFormat::Json) {
-            errors.push(FieldError::new(
-                "envelope",
-                "wraps JSON pages only; leave it out of CSV and NDJSON exports",
-            ));
-        }
-        // An envelope is JSON, whatever `Accept` prefers.
-        let format = format.or(envelope.then_some(ExportFormat::Json));
+        let (format, envelope) = page::format(params.format, params.envelope, &mut errors);
         let filter = HistoryFilter {
             repo: query::name_filter("repo", params.repo, &mut errors),
             server: query::name_filter("server", params.server, &mut errors),

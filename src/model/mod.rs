@@ -2,6 +2,7 @@
 //! send, one file per concern.
 
 mod cursor;
+mod episode;
 mod history;
 pub mod lenient;
 pub mod lifecycle;
@@ -15,7 +16,8 @@ pub mod times;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use cursor::Cursor;
+pub use cursor::{Cursor, EpisodeCursor};
+pub use episode::*;
 pub use history::*;
 pub use page::JsonPage;
 pub use push::*;

@@ -12,7 +12,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::{FieldError, query};
+use super::{ExportFormat, FieldError, MAX_HISTORY_LIMIT, Order, query};
 
 /// One JSON page of `T`s. Its schema (`SnapshotPage` for `T = Snapshot`) refers to `T`'s.
 #[derive(Debug, Serialize)]
@@ -85,7 +85,69 @@ impl<T: ToSchema> ToSchema for JsonPage<T> {
     }
 }
 
-/// Reads the `envelope` parameter: `true` wraps pages, `false` (the default) does not.
-pub(crate) fn envelope(value: Option<String>, errors: &mut Vec<FieldError>) -> bool {
-    query::flag("envelope", value, errors)
+/// Reads the `order` parameter: `desc` (the default) or `asc`.
+pub(crate) fn order(value: Option<String>, errors: &mut Vec<FieldError>) -> Order {
+    match value.as_deref() {
+        None | Some("desc") => Order::Desc,
+        Some("asc") => Order::Asc,
+        Some(_) => {
+            errors.push(FieldError::new("order", "must be asc or desc"));
+            Order::Desc
+        }
+    }
+}
+
+/// Reads the `limit` parameter: 1..=10000, never clamped.
+pub(crate) fn limit(value: Option<String>, errors: &mut Vec<FieldError>) -> Option<usize> {
+    value.and_then(|text| {
+        let parsed = text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=MAX_HISTORY_LIMIT).contains(limit));
+        if parsed.is_none() {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be an integer between 1 and {MAX_HISTORY_LIMIT}"),
+            ));
+        }
+        parsed
+    })
+}
+
+/// The error of a `cursor` this server did not issue (for this resource).
+pub(crate) fn bad_cursor() -> FieldError {
+    FieldError::new(
+        "cursor",
+        "is not a cursor this server issued; take it from a Link header",
+    )
+}
+
+/// Reads `format` and `envelope` together: the export format (`None`: as `Accept` negotiates)
+/// and whether a JSON page is wrapped. An envelope is JSON, whatever `Accept` prefers, and is
+/// refused beside `format=csv` or `format=ndjson`.
+pub(crate) fn format(
+    format: Option<String>,
+    envelope: Option<String>,
+    errors: &mut Vec<FieldError>,
+) -> (Option<ExportFormat>, bool) {
+    let format = format.and_then(|text| {
+        let format = match text.as_str() {
+            "json" => Some(ExportFormat::Json),
+            "csv" => Some(ExportFormat::Csv),
+            "ndjson" => Some(ExportFormat::Ndjson),
+            _ => None,
+        };
+        if format.is_none() {
+            errors.push(FieldError::new("format", "must be json, csv or ndjson"));
+        }
+        format
+    });
+    let envelope = query::flag("envelope", envelope, errors);
+    if envelope && format.is_some_and(|format| format != ExportFormat::Json) {
+        errors.push(FieldError::new(
+            "envelope",
+            "wraps JSON pages only; leave it out of CSV and NDJSON exports",
+        ));
+    }
+    (format.or(envelope.then_some(ExportFormat::Json)), envelope)
 }

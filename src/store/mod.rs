@@ -1,6 +1,7 @@
 //! The storage seam: the domain verbs the API needs, one implementation per database.
 
 mod audit;
+mod episodes;
 mod lifecycle;
 mod migrate;
 mod notify;
@@ -437,6 +438,56 @@ impl Store {
         selection: crate::chain::EventSelection,
     ) -> BoxStream<'static, Result<crate::chain::ChainEvent, StoreError>> {
         audit::chain_events(self.clone(), selection)
+    }
+
+    /// One page of `/api/episodes`: at most `limit` of the episodes the filter selects, in its
+    /// order after its cursor, judged by `clock`, and whether more follow. Reads around the
+    /// episodes it returns, not the history before or after them (src/store/episodes.rs), in
+    /// one read transaction.
+    pub async fn episodes_page(
+        &self,
+        filter: &crate::model::EpisodeFilter,
+        clock: crate::model::EpisodeClock,
+        limit: usize,
+    ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.episodes_page(filter, clock, limit).await,
+            Self::Postgres(store) => store.episodes_page(filter, clock, limit).await,
+        }
+    }
+
+    /// Every episode the filter selects (at most `limit`), read page by page, so memory stays
+    /// flat however long the selection is. Every page is judged by the same `clock`.
+    pub fn episodes_stream(
+        &self,
+        filter: crate::model::EpisodeFilter,
+        clock: crate::model::EpisodeClock,
+        limit: Option<usize>,
+    ) -> BoxStream<'static, Result<crate::model::Episode, StoreError>> {
+        const PAGE: usize = 1000;
+        let store = self.clone();
+        let pages = futures_util::stream::try_unfold(
+            (filter, limit.unwrap_or(usize::MAX), false),
+            move |(mut filter, remaining, done)| {
+                let store = store.clone();
+                async move {
+                    if done || remaining == 0 {
+                        return Ok::<_, StoreError>(None);
+                    }
+                    let (page, more) = store
+                        .episodes_page(&filter, clock, PAGE.min(remaining))
+                        .await?;
+                    let done = !more;
+                    filter.after = page.last().map(crate::model::Episode::cursor);
+                    let remaining = remaining - page.len();
+                    Ok(Some((
+                        futures_util::stream::iter(page.into_iter().map(Ok)),
+                        (filter, remaining, done),
+                    )))
+                }
+            },
+        );
+        Box::pin(futures_util::TryStreamExt::try_flatten(pages))
     }
 }
 

@@ -352,6 +352,25 @@ pub(in crate::store) async fn connect_once(
     })
 }
 
+/// `/api/episodes` (src/store/episodes.rs).
+impl PostgresStore {
+    /// One page of episodes and whether more follow, read in one read transaction.
+    pub async fn episodes_page(
+        &self,
+        filter: &crate::model::EpisodeFilter,
+        clock: crate::model::EpisodeClock,
+        limit: usize,
+    ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
+        let mut connection = self.inner.pool.acquire().await?;
+        sqlx::query("begin isolation level repeatable read read only")
+            .execute(&mut *connection)
+            .await?;
+        let result = super::episodes::page(&mut *connection, filter, clock, limit).await;
+        sqlx::query("rollback").execute(&mut *connection).await?;
+        result
+    }
+}
+
 impl PostgresStore {
     /// The pool, for reads both stores share (`Store::acks` and the like).
     pub(super) fn pool(&self) -> &PgPool {

@@ -377,6 +377,23 @@ fn writable_directory(directory: &Path) -> std::io::Result<()> {
     }
 }
 
+/// `/api/episodes` (src/store/episodes.rs).
+impl SqliteStore {
+    /// One page of episodes and whether more follow, read in one read transaction.
+    pub async fn episodes_page(
+        &self,
+        filter: &crate::model::EpisodeFilter,
+        clock: crate::model::EpisodeClock,
+        limit: usize,
+    ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
+        let mut connection = self.inner.readers.acquire().await?;
+        sqlx::query("begin").execute(&mut *connection).await?;
+        let result = super::episodes::page(&mut *connection, filter, clock, limit).await;
+        sqlx::query("rollback").execute(&mut *connection).await?;
+        result
+    }
+}
+
 impl SqliteStore {
     /// The read connections, for reads both stores share (`Store::acks` and the like).
     pub(super) fn readers(&self) -> &SqlitePool {
