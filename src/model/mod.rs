@@ -2,6 +2,7 @@
 //! send, one file per concern.
 
 mod cursor;
+pub mod feed;
 mod history;
 pub mod lenient;
 pub mod lifecycle;
