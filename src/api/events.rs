@@ -182,12 +182,30 @@ async fn follow_feed(
 ) {
     let mut cursor = start;
     let mut settled = start;
+    // Not following: the stored rows are those up to the present as the request found it.
+    let end = if follow {
+        None
+    } else {
+        match present(&store, &mut watch).await {
+            Ok(end) => Some(end),
+            Err(error) => {
+                tracing::warn!(%error, "the event stream cannot read the database");
+                let _ = sender.send(Message::Failed).await;
+                return;
+            }
+        }
+    };
     loop {
-        let page = match store.feed_end().await {
-            Ok((end, writers)) => {
-                if let Some(position) = watch.observe(end, writers) {
-                    settled = position;
-                }
+        let observed = match end {
+            Some(end) => Ok(Some(end)),
+            None => store
+                .feed_end()
+                .await
+                .map(|(end, writers)| watch.observe(end, writers)),
+        };
+        let page = match observed {
+            Ok(position) => {
+                settled = position.unwrap_or(settled);
                 // A table whose settled end is not past the cursor reads nothing.
                 if settled.transition > cursor.transition || settled.event > cursor.event {
                     store.feed_page(cursor, settled, BUFFER).await
