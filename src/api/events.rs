@@ -72,7 +72,7 @@ enum Message {
          description = "Resume after this id of the stream (`<transition id>-<event id>`; `0-0`: from the start)"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events; each `data` is a `FeedItem` (a `lagged` event's is a `FeedLagged`)",
+        (status = 200, description = "Server-Sent Events; each change's `data` is a `FeedItem`; `ready` and `lagged` carry `{\"cursor\": id}`",
          content_type = "text/event-stream", body = FeedItem),
         (status = 400, description = "`Last-Event-ID` or a query parameter is invalid; `errors` names it",
          body = crate::error::Problem, content_type = "application/problem+json"),

@@ -111,7 +111,7 @@ impl Serialize for FeedItem {
 }
 
 /// `data` of the `lagged` event: the client left too many events unread and the stream ended.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FeedLagged {
     /// Reconnect with this as `Last-Event-ID` (it is also the event's `id`): nothing after it
     /// was sent.
