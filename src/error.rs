@@ -43,6 +43,9 @@ pub enum ApiError {
     InvalidPush(Vec<FieldError>),
     #[error("invalid query parameters")]
     InvalidQuery(Vec<FieldError>),
+    /// A request header this operation reads (`Last-Event-ID`) cannot be read.
+    #[error("invalid request headers")]
+    InvalidHeader(Vec<FieldError>),
     #[error("invalid form fields")]
     InvalidForm(Vec<FieldError>),
     #[error("{0}")]
@@ -87,6 +90,7 @@ impl ApiError {
             Self::MalformedJson(_)
             | Self::InvalidPush(_)
             | Self::InvalidQuery(_)
+            | Self::InvalidHeader(_)
             | Self::InvalidForm(_) => StatusCode::BAD_REQUEST,
             Self::InvalidSnapshot(_) | Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -112,6 +116,7 @@ impl ApiError {
             Self::InvalidBody(_) => "/problems/invalid-request",
             Self::InvalidPush(_) => "/problems/invalid-push",
             Self::InvalidQuery(_) => "/problems/invalid-query",
+            Self::InvalidHeader(_) => "/problems/invalid-header",
             Self::InvalidForm(_) => "/problems/invalid-form",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::PayloadTooLarge { .. } => "/problems/payload-too-large",
@@ -134,6 +139,7 @@ impl ApiError {
             Self::InvalidBody(_) => "Invalid request body",
             Self::InvalidPush(_) => "Invalid push",
             Self::InvalidQuery(_) => "Invalid query parameters",
+            Self::InvalidHeader(_) => "Invalid request headers",
             Self::InvalidForm(_) => "Invalid form fields",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::PayloadTooLarge { .. } => "Payload too large",
@@ -155,6 +161,7 @@ impl ApiError {
             | Self::InvalidBody(errors)
             | Self::InvalidPush(errors)
             | Self::InvalidQuery(errors)
+            | Self::InvalidHeader(errors)
             | Self::InvalidForm(errors) => {
                 let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
                 format!("invalid field(s): {}", fields.join(", "))
@@ -194,6 +201,7 @@ impl ApiError {
             | Self::InvalidBody(errors)
             | Self::InvalidPush(errors)
             | Self::InvalidQuery(errors)
+            | Self::InvalidHeader(errors)
             | Self::InvalidForm(errors) => {
                 let errors: Vec<String> = errors
                     .iter()
@@ -269,6 +277,7 @@ impl IntoResponse for ApiError {
                 | Self::InvalidBody(errors)
                 | Self::InvalidPush(errors)
                 | Self::InvalidQuery(errors)
+                | Self::InvalidHeader(errors)
                 | Self::InvalidForm(errors) => errors.clone(),
                 _ => Vec::new(),
             },

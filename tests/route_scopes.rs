@@ -118,6 +118,14 @@ static DECISIONS: &[Decision] = &[
     ),
     decision(Method::GET, "/api/stats", Needs::Read, "/api/stats", true),
     decision(Method::GET, "/api/verify", Needs::Read, "/api/verify", true),
+    // follow=false: the stream ends once the stored events are sent, so the body can be read.
+    decision(
+        Method::GET,
+        "/api/events",
+        Needs::Read,
+        "/api/events?follow=false",
+        true,
+    ),
     decision(
         Method::GET,
         "/api/checkpoints",

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod badge;
 pub mod conditional;
 pub mod episodes;
+pub mod events;
 pub mod health;
 pub mod history;
 pub mod lifecycle;
@@ -238,7 +239,10 @@ pub fn groups() -> Vec<RouteGroup> {
         group(Rules::ADMIN, lifecycle::admin_routes()),
         group(
             Rules::UNTIMED_READ,
-            OpenApiRouter::new().routes(routes!(audit::verify)),
+            // The event stream lasts as long as its client follows it.
+            OpenApiRouter::new()
+                .routes(routes!(audit::verify))
+                .routes(routes!(events::event_stream)),
         ),
         group(
             Rules::READ,

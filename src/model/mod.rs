@@ -3,6 +3,7 @@
 
 mod cursor;
 mod episode;
+pub mod feed;
 mod history;
 pub mod lenient;
 pub mod lifecycle;

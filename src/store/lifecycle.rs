@@ -1,5 +1,9 @@
-//! Reads of the drift lifecycle (acknowledgements, silences), the same SQL on both stores.
+//! Reads of the drift lifecycle (acknowledgements, silences) and of the event stream
+//! (`GET /api/events`), the same SQL on both stores.
 
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::model::feed::{FeedCursor, FeedItem, FeedSource};
 use crate::model::lifecycle::{Ack, Silence};
 use crate::store::sql::{self, ACK_COLUMNS, SILENCE_COLUMNS};
 use crate::store::{Store, StoreError};
@@ -185,5 +189,203 @@ impl Store {
                 .collect::<Result<_, _>>(),
         }
         .map_err(StoreError::from)
+    }
+}
+
+/// The greatest transition and event ids committed (0 for none).
+pub(super) const FEED_END_SQL: &str = "select (select coalesce(max(id), 0) from transitions), \
+     (select coalesce(max(id), 0) from events)";
+
+/// Outbox rows after `$1` up to `$2`, at most `$3`, in id order. Acknowledgements made and ended
+/// are left to their chained events, which carry their body.
+const FEED_TRANSITIONS_SQL: &str = "select tr.id, t.repo, t.server, tr.kind, tr.state, tr.at, \
+     tr.record_id from transitions tr join targets t on t.id = tr.target_id \
+     where tr.id > $1 and tr.id <= $2 and tr.kind not in ('ack', 'ack_end') \
+     order by tr.id limit $3";
+
+/// Chained events after `$1` up to `$2`, at most `$3`, in id order; the fleet chain's have no
+/// target.
+const FEED_EVENTS_SQL: &str = "select e.id, t.repo, t.server, e.kind, e.at, e.body \
+     from events e left join targets t on t.id = e.target_id \
+     where e.id > $1 and e.id <= $2 order by e.id limit $3";
+
+/// An item read from one table, with the id that places it in its table and the record id that
+/// places it among the other table's (both share the snapshots' id space).
+struct FeedRow {
+    id: i64,
+    order: i64,
+    item: FeedItem,
+}
+
+fn transition_from_row<R>(row: &R) -> Result<FeedRow, sqlx::Error>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let record_id: Option<i64> = row.try_get("record_id")?;
+    Ok(FeedRow {
+        id: row.try_get("id")?,
+        // The clock's STALE rows follow the records of their page.
+        order: record_id.unwrap_or(i64::MAX),
+        item: FeedItem {
+            cursor: FeedCursor::default(),
+            source: FeedSource::Transition,
+            repo: Some(row.try_get("repo")?),
+            server: Some(row.try_get("server")?),
+            kind: row.try_get("kind")?,
+            state: Some(row.try_get("state")?),
+            at: Timestamp::from_millis(row.try_get("at")?),
+            record_id,
+            body: None,
+        },
+    })
+}
+
+fn event_from_row<R>(row: &R) -> Result<FeedRow, sqlx::Error>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: i64 = row.try_get("id")?;
+    let body: String = row.try_get("body")?;
+    let body = serde_json::from_str(&body)
+        .map_err(|error| sqlx::Error::Decode(format!("event {id}'s body: {error}").into()))?;
+    Ok(FeedRow {
+        id,
+        order: id,
+        item: FeedItem {
+            cursor: FeedCursor::default(),
+            source: FeedSource::Event,
+            repo: row.try_get("repo")?,
+            server: row.try_get("server")?,
+            kind: row.try_get("kind")?,
+            state: None,
+            at: Timestamp::from_millis(row.try_get("at")?),
+            record_id: Some(id),
+            body: Some(body),
+        },
+    })
+}
+
+/// Interleaves the two tables' rows by the record that caused them, each table in its own id
+/// order, and gives every item the position right after it. A table that filled its page may
+/// have more rows: once its page is used up, the other's rows wait for the next page.
+fn merge_feed(
+    after: FeedCursor,
+    transitions: Vec<FeedRow>,
+    events: Vec<FeedRow>,
+    limit: usize,
+) -> Vec<FeedItem> {
+    let transitions_full = transitions.len() >= limit;
+    let events_full = events.len() >= limit;
+    let mut transitions = transitions.into_iter().peekable();
+    let mut events = events.into_iter().peekable();
+    let mut cursor = after;
+    let mut items = Vec::new();
+    loop {
+        let source = match (transitions.peek(), events.peek()) {
+            (Some(t), Some(e)) if e.order <= t.order => FeedSource::Event,
+            (Some(_), Some(_)) => FeedSource::Transition,
+            (Some(_), None) if !events_full => FeedSource::Transition,
+            (None, Some(_)) if !transitions_full => FeedSource::Event,
+            _ => break,
+        };
+        let row = match source {
+            FeedSource::Transition => transitions.next(),
+            FeedSource::Event => events.next(),
+        };
+        let Some(mut row) = row else { break };
+        match source {
+            FeedSource::Transition => cursor.transition = row.id,
+            FeedSource::Event => cursor.event = row.id,
+        }
+        row.item.cursor = cursor;
+        items.push(row.item);
+    }
+    items
+}
+
+impl Store {
+    /// The greatest transition and event ids committed, then the writers still in flight that
+    /// may yet commit below them (PostgreSQL's; SQLite has none): what `FeedWatch::observe`
+    /// takes.
+    pub async fn feed_end(&self) -> Result<(FeedCursor, Vec<String>), StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                let (transition, event): (i64, i64) = sqlx::query_as(FEED_END_SQL)
+                    .fetch_one(store.readers())
+                    .await?;
+                Ok((FeedCursor { transition, event }, Vec::new()))
+            }
+            Self::Postgres(store) => store.feed_end().await,
+        }
+    }
+
+    /// The stream's items after `after`, up to the settled position `upto`, at most `limit`:
+    /// transitions and chained events interleaved by the record that caused them.
+    pub async fn feed_page(
+        &self,
+        after: FeedCursor,
+        upto: FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<FeedItem>, StoreError> {
+        let count = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (transitions, events) = match self {
+            Self::Sqlite(store) => {
+                let transitions = sqlx::query(FEED_TRANSITIONS_SQL)
+                    .bind(after.transition)
+                    .bind(upto.transition)
+                    .bind(count)
+                    .fetch_all(store.readers())
+                    .await?;
+                let events = sqlx::query(FEED_EVENTS_SQL)
+                    .bind(after.event)
+                    .bind(upto.event)
+                    .bind(count)
+                    .fetch_all(store.readers())
+                    .await?;
+                (
+                    transitions
+                        .iter()
+                        .map(transition_from_row)
+                        .collect::<Result<Vec<_>, _>>()?,
+                    events
+                        .iter()
+                        .map(event_from_row)
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+            Self::Postgres(store) => {
+                let transitions = sqlx::query(FEED_TRANSITIONS_SQL)
+                    .bind(after.transition)
+                    .bind(upto.transition)
+                    .bind(count)
+                    .fetch_all(store.pool())
+                    .await?;
+                let events = sqlx::query(FEED_EVENTS_SQL)
+                    .bind(after.event)
+                    .bind(upto.event)
+                    .bind(count)
+                    .fetch_all(store.pool())
+                    .await?;
+                (
+                    transitions
+                        .iter()
+                        .map(transition_from_row)
+                        .collect::<Result<Vec<_>, _>>()?,
+                    events
+                        .iter()
+                        .map(event_from_row)
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+        };
+        Ok(merge_feed(after, transitions, events, limit))
     }
 }

@@ -103,6 +103,13 @@ pub const PROMETHEUS_CLIENT_PYTHON: Tool = Tool {
     place: Place::Venv("tools-venv"),
     install: "`./test.sh` installs it (PyPI prometheus-client into target/tools-venv)",
 };
+/// The tools venv's Python, which has `sseclient` (PyPI sseclient-py, a Server-Sent Events client).
+pub const SSECLIENT_PYTHON: Tool = Tool {
+    name: "python3",
+    env: "SSECLIENT_PYTHON",
+    place: Place::Venv("tools-venv"),
+    install: "`./test.sh` installs it (PyPI sseclient-py into target/tools-venv)",
+};
 pub const KUBECTL: Tool = Tool {
     name: "kubectl",
     env: "KUBECTL",

@@ -377,3 +377,28 @@ impl PostgresStore {
         &self.inner.pool
     }
 }
+
+impl PostgresStore {
+    /// The greatest transition and event ids committed, then the write transactions holding the
+    /// write lock (each takes it before drawing an id and keeps it until it commits), so a row
+    /// below those ids can still appear only from one of them. One statement: its snapshot is
+    /// taken before the lock table is read. (The lock table is the cluster's: only this
+    /// database's locks count.)
+    pub(super) async fn feed_end(
+        &self,
+    ) -> Result<(crate::model::feed::FeedCursor, Vec<String>), StoreError> {
+        let sql = format!(
+            "{}, array(select virtualtransaction from pg_locks where locktype = 'advisory' \
+             and granted and classid::int8 = {LOCK_SPACE} and objid::int8 = {WRITE_LOCK} \
+             and objsubid = 2 \
+             and database = (select oid from pg_database where datname = current_database()))",
+            super::lifecycle::FEED_END_SQL
+        );
+        let (transition, event, writers): (i64, i64, Vec<String>) =
+            sqlx::query_as(&sql).fetch_one(&self.inner.pool).await?;
+        Ok((
+            crate::model::feed::FeedCursor { transition, event },
+            writers,
+        ))
+    }
+}
