@@ -73,7 +73,7 @@ enum Message {
     ),
     responses(
         (status = 200, description = "Server-Sent Events; each change's `data` is a `FeedItem`; `ready` and `lagged` carry `{\"cursor\": id}`",
-         content_type = "text/event-stream", body = FeedItem),
+         content_type = "text/event-stream", body = SseFrame),
         (status = 400, description = "`Last-Event-ID` or a query parameter is invalid; `errors` names it",
          body = crate::error::Problem, content_type = "application/problem+json"),
     )
@@ -245,4 +245,20 @@ async fn follow_feed(
             }
         }
     }
+}
+
+/// One Server-Sent Event as a client library reads it: `data` is a `FeedItem` as JSON for a
+/// change, `{"cursor": id}` for `ready` and `lagged`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the stream's frames; the stream writes them itself"
+)]
+pub struct SseFrame {
+    /// The stream position after this event (resume with `Last-Event-ID`).
+    pub id: Option<String>,
+    /// The item's `kind`, or `ready` / `lagged`.
+    pub event: Option<String>,
+    /// JSON: a `FeedItem`, or `{"cursor": id}`.
+    pub data: String,
 }

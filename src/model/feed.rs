@@ -72,18 +72,21 @@ pub struct FeedItem {
     /// The stream position right after this item: resume from here with `Last-Event-ID`.
     #[schema(value_type = String, example = "12-340")]
     pub cursor: FeedCursor,
+    /// Absent (like every field but `cursor`) in the `ready` and `lagged` events.
+    #[schema(required = false)]
     pub source: FeedSource,
     /// Null for the fleet chain (silences).
     pub repo: Option<String>,
     pub server: Option<String>,
     /// Transitions: `entered` or `left`. Events: `ack`, `ack_end`, `silence`, `silence_end`,
     /// `retire` or `revive`.
+    #[schema(required = false)]
     pub kind: String,
     /// Transitions: the state entered or left (`OUT_OF_SYNC`, `ERROR`, `STALE`). Null for events.
     pub state: Option<String>,
     /// When it happened: the snapshot's `last_check`, the event's time, when the target went
     /// stale.
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = String, format = DateTime, required = false)]
     pub at: Timestamp,
     /// Transitions: the snapshot or event that caused it (null for STALE found by the clock).
     /// Events: the event's own id on the chain.
