@@ -18,6 +18,8 @@
 #   tests/push.rs                 prometheus-client (PyPI, pinned, into target/tools-venv), curl
 #                                 and prometheus-pushgateway (Debian)
 #   tests/events.rs               sseclient-py (PyPI, pinned, into target/tools-venv)
+#   tests/notify.rs               prometheus-alertmanager (Debian; the test starts its own on a
+#                                 free port)
 #   postgres:: variants, tests/replicas.rs, tests/migrate.rs
 #                                 PostgreSQL on 127.0.0.1:5432, user postgres, trust auth
 #                                 (Debian `postgresql`), started here when it does not answer
@@ -40,6 +42,7 @@ command -v npm >/dev/null || missing+=(npm)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v curl >/dev/null || missing+=(curl)
 command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v pg_isready >/dev/null || missing+=(postgresql)
@@ -49,8 +52,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -q
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
   # The prometheus packages may start their servers under systemd; the tests only run promtool
-  # and start Pushgateways of their own on free ports.
-  for service in prometheus prometheus-pushgateway; do
+  # and start Pushgateways and Alertmanagers of their own on free ports.
+  for service in prometheus prometheus-pushgateway prometheus-alertmanager; do
     if [ -d /run/systemd/system ] && systemctl is-active --quiet "$service"; then
       $sudo systemctl disable --now "$service"
     fi

@@ -1,6 +1,6 @@
 //! Notifications end to end: transitions recorded through the API reach a real HTTP receiver
-//! (an axum server on a free port) through the dispatcher and the delivery tasks, on both
-//! databases.
+//! (an axum server on a free port) or a real Alertmanager (Debian `prometheus-alertmanager`,
+//! started on a free port) through the dispatcher and the delivery tasks, on both databases.
 
 mod common;
 
@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
 use common::binary::command;
-use common::{Backend, TestApp, at_offset, snapshot};
+use common::{Backend, TestApp, at_offset, snapshot, unix_millis};
 use gitops_status_server::notify::payload::signature;
 use gitops_status_server::notify::{self, NotifyConfig, NotifyOptions};
 use serde_json::{Value, json};
@@ -81,6 +81,11 @@ impl Inbox {
 
 /// Starts notifications for `app` with one webhook receiver and one route.
 fn notify_to(app: &TestApp, url: &str, route: &str) {
+    notify_on(&app.store, url, route);
+}
+
+/// Starts notifications on `store` (one replica's) with one webhook receiver and one route.
+fn notify_on(store: &gitops_status_server::store::Store, url: &str, route: &str) {
     let config = NotifyConfig::parse(&format!(
         "[[receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n\
          [[routes]]\nreceiver = \"hook\"\n{route}\n"
@@ -90,19 +95,44 @@ fn notify_to(app: &TestApp, url: &str, route: &str) {
         every: Duration::from_millis(50),
         ..NotifyOptions::new(600)
     };
-    notify::spawn(app.store.clone(), config, options);
+    notify::spawn(store.clone(), config, options);
+}
+
+/// A second replica's store on `app`'s database: its own pool on PostgreSQL; on SQLite (one
+/// process per file) the same store, so its tasks still race the first replica's.
+async fn second_replica(app: &TestApp) -> gitops_status_server::store::Store {
+    match app.backend {
+        Backend::Sqlite => app.store.clone(),
+        Backend::Postgres => gitops_status_server::store::Store::connect(&app.database_url)
+            .await
+            .unwrap(),
+    }
+}
+
+/// Posts an acknowledgement of `repo`/`server` for an hour.
+async fn acknowledge(app: &TestApp, repo: &str, server: &str) {
+    let body = json!({
+        "repo": repo, "server": server, "reason": "hotfix INC-1", "until": at_offset(3600),
+    });
+    let request = Request::post("/api/acks")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    assert_eq!(app.request(request).await.status, StatusCode::CREATED);
 }
 
 async fn episode_sends_one_started_and_one_resolved(backend: Backend) {
     let app = TestApp::on(backend).await;
     let (url, inbox) = receiver(0).await;
     notify_to(&app, &url, "");
+    // Timed up front: each at_offset reads the clock, at whole seconds.
+    let (first, second, third) = (at_offset(-50), at_offset(-40), at_offset(-20));
     app.record(&snapshot(
         "rsyslog",
         "lab",
         "OUT_OF_SYNC",
         &["a.conf"],
-        &at_offset(-50),
+        &first,
     ))
     .await;
     inbox.wait_for(1).await;
@@ -111,10 +141,10 @@ async fn episode_sends_one_started_and_one_resolved(backend: Backend) {
         "lab",
         "OUT_OF_SYNC",
         &["b.conf"],
-        &at_offset(-40),
+        &second,
     ))
     .await;
-    app.record(&snapshot("rsyslog", "lab", "SYNCED", &[], &at_offset(-20)))
+    app.record(&snapshot("rsyslog", "lab", "SYNCED", &[], &third))
         .await;
     inbox.wait_for(2).await;
     // Nothing more comes: the second drifted check continued the episode.
@@ -267,7 +297,100 @@ async fn an_acknowledged_target_stays_quiet(backend: Backend) {
     assert_eq!(events[0]["state"], "OUT_OF_SYNC");
 }
 
+fn of_kind(events: &[Value], kind: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|event| event["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+async fn reminders_repeat_while_the_state_lasts(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let (url, inbox) = receiver(0).await;
+    // Two replicas decide and deliver: each reminder must still be written and sent once.
+    notify_to(&app, &url, "repeat = \"1s\"");
+    let replica = second_replica(&app).await;
+    notify_on(&replica, &url, "repeat = \"1s\"");
+    app.record(&snapshot(
+        "rsyslog",
+        "lab",
+        "OUT_OF_SYNC",
+        &["a.conf"],
+        &at_offset(-30),
+    ))
+    .await;
+    inbox.wait_for(3).await;
+    let events = inbox.events();
+    let started = &events[0];
+    assert_eq!(started["kind"], "started", "{events:?}");
+    let reminders = of_kind(&events, "reminder");
+    assert_eq!(reminders.len(), 2, "{events:?}");
+    for (n, reminder) in reminders.iter().enumerate() {
+        let n = n + 1;
+        assert_eq!(
+            reminder["event_id"],
+            format!("{}-reminder-{n}", started["event_id"].as_str().unwrap())
+        );
+        assert_eq!(reminder["state"], "OUT_OF_SYNC");
+        assert_eq!(reminder["started_at"], started["at"]);
+        assert!(
+            reminder["duration_seconds"].as_i64().unwrap() >= 30,
+            "{reminder}"
+        );
+    }
+    // About a second apart: due a `repeat` after the previous one was delivered.
+    // An acknowledgement quiets them.
+    acknowledge(&app, "rsyslog", "lab").await;
+    let start = Instant::now();
+    while of_kind(&inbox.events(), "acknowledged").is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = of_kind(&inbox.events(), "reminder").len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = of_kind(&inbox.events(), "reminder").len();
+    assert!(
+        after <= before + 1,
+        "reminders went on under an acknowledgement: {after}"
+    );
+    // The end of the episode is sent, and no reminder follows it.
+    app.record(&snapshot("rsyslog", "lab", "SYNCED", &[], &at_offset(0)))
+        .await;
+    let start = Instant::now();
+    while of_kind(&inbox.events(), "resolved").is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no resolved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ended = of_kind(&inbox.events(), "reminder").len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let events = inbox.events();
+    assert_eq!(of_kind(&events, "reminder").len(), ended, "{events:?}");
+    assert_eq!(of_kind(&events, "started").len(), 1, "{events:?}");
+    assert_eq!(of_kind(&events, "resolved").len(), 1, "{events:?}");
+    // Every event id arrived once: neither replica sent anything twice.
+    let mut ids: Vec<String> = events
+        .iter()
+        .map(|event| event["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "{events:?}");
+    let listed = app.get("/api/notifications?state=delivered").await.json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["kind"] == "reminder"),
+        "{listed}"
+    );
+}
+
 backend_tests! {
+    a_real_alertmanager_fires_while_the_episode_lasts_then_resolves,
+    reminders_repeat_while_the_state_lasts,
     an_acknowledged_target_stays_quiet,
     episode_sends_one_started_and_one_resolved,
     flap_shorter_than_for_sends_nothing,
@@ -300,4 +423,185 @@ fn a_bad_notify_file_stops_the_start_naming_the_setting() {
         line.contains("receivers[1].kind: \"pager\" is not one of"),
         "{line}"
     );
+}
+
+/// A real Alertmanager on a free port with its own configuration and storage; killed when
+/// dropped.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    async fn start(executable: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
+        let child = std::process::Command::new(executable)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // No gossip: one Alertmanager, no port of its own to collide with.
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let alertmanager = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let start = Instant::now();
+        loop {
+            let ready = reqwest::get(format!("{}/-/ready", alertmanager.url)).await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return alertmanager;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "Alertmanager was not ready in 30 s: {}",
+                std::fs::read_to_string(alertmanager._dir.path().join("alertmanager.log"))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Alertmanager's own view of our alert for rsyslog/lab: `GET /api/v2/alerts` lists firing
+    /// alerts only; a resolved one is gone from it.
+    async fn alert(&self) -> Option<Value> {
+        let alerts: Value = reqwest::get(format!("{}/api/v2/alerts", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|alert| alert["labels"]["repo"] == "rsyslog")
+            .cloned()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn millis_of(alert: &Value, field: &str) -> i64 {
+    let text = alert[field].as_str().unwrap();
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|error| panic!("{field} {text:?}: {error}"));
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
+fn now_millis() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
+async fn a_real_alertmanager_fires_while_the_episode_lasts_then_resolves(backend: Backend) {
+    let test = "a_real_alertmanager_fires_while_the_episode_lasts_then_resolves";
+    let Some(executable) = common::tools::ALERTMANAGER.require(test) else {
+        return;
+    };
+    let alertmanager = Alertmanager::start(&executable).await;
+    let app = TestApp::on(backend).await;
+    let config = NotifyConfig::parse(&format!(
+        "[[receivers]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{}\"\n\
+         [[routes]]\nreceiver = \"am\"\nfor = \"1s\"\n",
+        alertmanager.url
+    ))
+    .unwrap();
+    // Re-sent every 300 ms, each post firing for 3 s more: without the re-sends Alertmanager
+    // would let the alert end 3 s after it was first posted.
+    let hold = Duration::from_secs(3);
+    let options = NotifyOptions {
+        every: Duration::from_millis(50),
+        alert_every: Duration::from_millis(300),
+        alert_hold: hold,
+        ..NotifyOptions::new(600)
+    };
+    notify::spawn(app.store.clone(), config, options);
+    let drifted = at_offset(-10);
+    app.record(&snapshot(
+        "rsyslog",
+        "lab",
+        "OUT_OF_SYNC",
+        &["a.conf"],
+        &drifted,
+    ))
+    .await;
+
+    let start = Instant::now();
+    let first = loop {
+        if let Some(alert) = alertmanager.alert().await
+            && alert["status"]["state"] == "active"
+        {
+            break alert;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never fired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        first["labels"],
+        json!({"alertname": "GitOpsDrift", "repo": "rsyslog", "server": "lab", "state": "OUT_OF_SYNC"}),
+        "{first}"
+    );
+    assert_eq!(millis_of(&first, "startsAt"), unix_millis(&drifted));
+    let first_ends = millis_of(&first, "endsAt");
+
+    // Well past the first post's endsAt, the episode lasts and so does the alert.
+    tokio::time::sleep(hold + Duration::from_secs(1)).await;
+    assert!(now_millis() > first_ends);
+    let still = alertmanager
+        .alert()
+        .await
+        .unwrap_or_else(|| panic!("the alert ended while the episode lasts"));
+    assert_eq!(still["status"]["state"], "active", "{still}");
+    assert_eq!(still["startsAt"], first["startsAt"]);
+    let last_ends = millis_of(&still, "endsAt");
+    assert!(last_ends > first_ends, "{first} then {still}");
+
+    // The target is synced: the alert is resolved, well before the last post's endsAt.
+    app.record(&snapshot("rsyslog", "lab", "SYNCED", &[], &at_offset(0)))
+        .await;
+    let start = Instant::now();
+    while alertmanager.alert().await.is_some() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never resolved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        now_millis() < last_ends,
+        "gone only because it was not re-sent, not resolved"
+    );
+    // Nothing re-fires it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(alertmanager.alert().await, None);
+    let delivered = app.get("/api/notifications?state=delivered").await.json();
+    let kinds: Vec<&str> = delivered
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["resolved", "started"], "{delivered}");
 }

@@ -75,6 +75,7 @@ impl Notification {
             "resolved" => NotificationKind::Resolved,
             "acknowledged" => NotificationKind::Acknowledged,
             "ack_ended" => NotificationKind::AckEnded,
+            "reminder" => NotificationKind::Reminder,
             _ => return Err(ApiError::internal("a delivery has an unknown kind")),
         };
         let delivery = match row.status.as_str() {

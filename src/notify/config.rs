@@ -58,7 +58,8 @@ pub struct Route {
     pub states: Vec<String>,
     /// Hold-down: a state is notified only once it has lasted this long.
     pub hold: Duration,
-    /// Reminder interval while the state lasts (accepted and checked; reminders are not sent yet).
+    /// Reminder interval while the state lasts (`webhook` and `slack` receivers; see
+    /// `notify::remind`). Alertmanager has its own `repeat_interval`.
     pub repeat: Option<Duration>,
 }
 

@@ -42,12 +42,13 @@ pub async fn deliver_due(
     config: &NotifyConfig,
     client: &reqwest::Client,
     retry_for: Duration,
+    alert_hold: Duration,
 ) -> Result<usize, StoreError> {
     let now = Timestamp::now();
     let lease_until = now.plus_millis(LEASE.as_millis() as i64);
     let leased = store.lease_deliveries(now, lease_until, BATCH).await?;
     for delivery in &leased {
-        attempt(store, config, client, delivery, retry_for).await?;
+        attempt(store, config, client, delivery, retry_for, alert_hold).await?;
     }
     Ok(leased.len())
 }
@@ -58,10 +59,11 @@ async fn attempt(
     client: &reqwest::Client,
     delivery: &LeasedDelivery,
     retry_for: Duration,
+    alert_hold: Duration,
 ) -> Result<(), StoreError> {
     let receiver_name = delivery.receiver.clone();
     let outcome = match config.receiver(&delivery.receiver) {
-        Some(receiver) => send(client, receiver, delivery).await,
+        Some(receiver) => send(client, receiver, delivery, alert_hold).await,
         None => Err("the receiver is no longer in the notify file".to_owned()),
     };
     let now = Timestamp::now();
@@ -108,6 +110,7 @@ async fn send(
     client: &reqwest::Client,
     receiver: &Receiver,
     delivery: &LeasedDelivery,
+    alert_hold: Duration,
 ) -> Result<(), String> {
     let event: NotificationEvent = serde_json::from_str(&delivery.body)
         .map_err(|error| format!("the stored event is unreadable: {error}"))?;
@@ -115,7 +118,7 @@ async fn send(
         ReceiverKind::Webhook => (receiver.url.to_string(), delivery.body.clone()),
         ReceiverKind::Slack => (receiver.url.to_string(), event.slack().to_string()),
         ReceiverKind::Alertmanager => {
-            let Some(alerts) = event.alertmanager() else {
+            let Some(alerts) = event.alertmanager(Timestamp::now(), alert_hold) else {
                 return Ok(());
             };
             let base = receiver.url.as_str().trim_end_matches('/');

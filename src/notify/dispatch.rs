@@ -104,6 +104,7 @@ pub async fn dispatch(
                 .insert_delivery(&NewDelivery {
                     transition_id: row.id,
                     receiver: receiver.name.clone(),
+                    reminder: 0,
                     event_id: event_id(row.id),
                     kind: kind.as_str().to_owned(),
                     status,
@@ -188,7 +189,7 @@ async fn decide(
             {
                 return Ok(Decision::Skip);
             }
-            if quiet(store, row, silences, now, true).await? {
+            if quiet(store, &row.repo, &row.server, silences, now, true).await? {
                 return Ok(Decision::Skip);
             }
             Ok(Decision::Send(event(None, None)))
@@ -208,10 +209,12 @@ async fn decide(
                 None => Ok(Decision::NotYet),
             }
         }
+        // Reminders are written by `notify::remind`, never for a transition.
+        NotificationKind::Reminder => Ok(Decision::Skip),
         NotificationKind::Acknowledged | NotificationKind::AckEnded => {
             if alertmanager
                 || row.at < now.as_millis() - TOO_OLD_MS
-                || quiet(store, row, silences, now, false).await?
+                || quiet(store, &row.repo, &row.server, silences, now, false).await?
             {
                 return Ok(Decision::Skip);
             }
@@ -222,22 +225,23 @@ async fn decide(
 
 /// Whether the target stays quiet now: retired, silenced, or (with `acked`) under an
 /// acknowledgement that applies.
-async fn quiet(
+pub(crate) async fn quiet(
     store: &Store,
-    row: &Transition,
+    repo: &str,
+    server: &str,
     silences: &[Silence],
     now: Timestamp,
     acked: bool,
 ) -> Result<bool, StoreError> {
     if silences
         .iter()
-        .any(|silence| silence.is_active(now) && silence.covers(&row.repo, &row.server))
+        .any(|silence| silence.is_active(now) && silence.covers(repo, server))
     {
         return Ok(true);
     }
     let filter = StatusFilter {
-        repo: Some(row.repo.clone()),
-        server: Some(row.server.clone()),
+        repo: Some(repo.to_owned()),
+        server: Some(server.to_owned()),
         ..StatusFilter::default()
     };
     let Some(latest) = store.latest(&filter).await?.pop() else {

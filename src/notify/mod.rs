@@ -7,6 +7,7 @@ pub mod config;
 pub mod deliver;
 pub mod dispatch;
 pub mod payload;
+pub mod remind;
 pub mod stale;
 
 use std::sync::Arc;
@@ -30,6 +31,11 @@ pub struct NotifyOptions {
     pub retry_for: Duration,
     /// Delivery tasks per replica.
     pub workers: usize,
+    /// How often firing alerts are posted again to `alertmanager` receivers.
+    pub alert_every: Duration,
+    /// How far ahead of each post a firing alert's `endsAt` is: Alertmanager resolves it then
+    /// unless it is posted again.
+    pub alert_hold: Duration,
 }
 
 impl NotifyOptions {
@@ -40,6 +46,9 @@ impl NotifyOptions {
             // At least 24 hours, as the SPEC promises.
             retry_for: Duration::from_secs(24 * 3600 + 600),
             workers: 2,
+            // As Prometheus does: re-sent every minute, resolved by itself after four missed.
+            alert_every: Duration::from_secs(60),
+            alert_hold: Duration::from_secs(240),
         }
     }
 }
@@ -59,13 +68,29 @@ pub fn spawn(store: Store, config: NotifyConfig, options: NotifyOptions) -> Vec<
                 let now = Timestamp::now();
                 stale::record_stale(&store, stale_after, now).await?;
                 dispatch::dispatch(&store, &config, &mut *gaps.lock().await, now).await?;
+                remind::remind(&store, &config, now).await?;
                 deliver::report_backlog(&store, &config).await
             }
         }));
     }
+    {
+        let (store, config, client) = (store.clone(), Arc::clone(&config), client.clone());
+        let hold = options.alert_hold;
+        tasks.push(every(
+            options.alert_every,
+            "re-sending firing alerts",
+            move || {
+                let (store, config, client) = (store.clone(), Arc::clone(&config), client.clone());
+                async move {
+                    remind::refresh_alerts(&store, &config, &client, hold).await?;
+                    Ok(())
+                }
+            },
+        ));
+    }
     for _ in 0..options.workers.max(1) {
         let (store, config, client) = (store.clone(), Arc::clone(&config), client.clone());
-        let retry_for = options.retry_for;
+        let (retry_for, hold) = (options.retry_for, options.alert_hold);
         tasks.push(every(
             options.every,
             "delivering notifications",
@@ -73,7 +98,9 @@ pub fn spawn(store: Store, config: NotifyConfig, options: NotifyOptions) -> Vec<
                 let (store, config, client) = (store.clone(), Arc::clone(&config), client.clone());
                 async move {
                     // Keep going while there is a backlog; wait a tick once it is worked off.
-                    while deliver::deliver_due(&store, &config, &client, retry_for).await? > 0 {}
+                    while deliver::deliver_due(&store, &config, &client, retry_for, hold).await? > 0
+                    {
+                    }
                     Ok(())
                 }
             },

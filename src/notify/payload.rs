@@ -9,9 +9,6 @@ use utoipa::ToSchema;
 
 use crate::timestamp::Timestamp;
 
-/// How long a firing alert stays firing in Alertmanager without hearing from us again.
-const ALERT_HOLD_MS: i64 = 30 * 24 * 3600 * 1000;
-
 /// What happened to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -24,6 +21,9 @@ pub enum NotificationKind {
     Acknowledged,
     /// The acknowledgement ended (expired, deleted, replaced).
     AckEnded,
+    /// The target is still in `state` (a route's `repeat`): `started_at` and `duration_seconds`
+    /// say since when.
+    Reminder,
 }
 
 impl NotificationKind {
@@ -33,6 +33,7 @@ impl NotificationKind {
             Self::Resolved => "resolved",
             Self::Acknowledged => "acknowledged",
             Self::AckEnded => "ack_ended",
+            Self::Reminder => "reminder",
         }
     }
 }
@@ -56,11 +57,11 @@ pub struct NotificationEvent {
     #[schema(value_type = String, format = DateTime)]
     #[serde(deserialize_with = "rfc3339")]
     pub at: Timestamp,
-    /// `resolved` only: when the episode began.
+    /// `resolved` and `reminder`: when the episode began.
     #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(deserialize_with = "optional_rfc3339")]
     pub started_at: Option<Timestamp>,
-    /// `resolved` only: how long the episode lasted.
+    /// `resolved`: how long the episode lasted; `reminder`: how long it has lasted so far.
     pub duration_seconds: Option<i64>,
     /// `resolved` only: every file seen drifted during the episode, sorted.
     pub files: Option<Vec<String>>,
@@ -92,6 +93,11 @@ impl NotificationEvent {
             NotificationKind::AckEnded => {
                 format!("{target}: acknowledgement ended, still {}", self.state)
             }
+            NotificationKind::Reminder => format!(
+                "{target} is still {} (for {}s)",
+                self.state,
+                self.duration_seconds.unwrap_or(0)
+            ),
         }
     }
 
@@ -112,11 +118,17 @@ impl NotificationEvent {
         })
     }
 
-    /// Alertmanager's `POST /api/v2/alerts` body, or `None` for events it has no use for
-    /// (acknowledgements: Alertmanager has its own silences).
-    pub fn alertmanager(&self) -> Option<Value> {
+    /// Alertmanager's `POST /api/v2/alerts` body sent at `now`, or `None` for events it has no
+    /// use for (acknowledgements: Alertmanager has its own silences). A firing alert ends at
+    /// `now + hold` unless it is sent again before: the episode's alert is re-sent while it lasts
+    /// (see `notify::alerts`), so it resolves by itself if this server stops for good.
+    pub fn alertmanager(&self, now: Timestamp, hold: std::time::Duration) -> Option<Value> {
+        let hold = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
         let (starts_at, ends_at) = match self.kind {
-            NotificationKind::Started => (self.at, self.at.plus_millis(ALERT_HOLD_MS)),
+            NotificationKind::Started => (self.at, now.plus_millis(hold)),
+            NotificationKind::Reminder => {
+                (self.started_at.unwrap_or(self.at), now.plus_millis(hold))
+            }
             NotificationKind::Resolved => (self.started_at.unwrap_or(self.at), self.at),
             NotificationKind::Acknowledged | NotificationKind::AckEnded => return None,
         };

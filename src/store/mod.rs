@@ -26,7 +26,9 @@ use pipeline::{Outcome, Placed, Record};
 
 pub use lifecycle::Activity;
 pub use migrate::{MigrateError, MigrateReport, migrate_to};
-pub use notify::{DeliveryRow, LeasedDelivery, NewDelivery, PendingBacklog, Transition};
+pub use notify::{
+    DeliveryRow, LeasedDelivery, NewDelivery, OpenEpisode, PendingBacklog, Transition,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use url::{DatabaseKind, DatabaseUrl, redact_url};

@@ -42,6 +42,8 @@ pub struct Transition {
 pub struct NewDelivery {
     pub transition_id: i64,
     pub receiver: String,
+    /// 0 for the notification itself, n for its n-th reminder.
+    pub reminder: i64,
     pub event_id: String,
     pub kind: String,
     /// `pending` (to send) or `skipped` (decided not to).
@@ -60,6 +62,33 @@ pub struct LeasedDelivery {
     pub body: String,
     pub attempts: i64,
     pub created_at: i64,
+}
+
+/// A started notification whose episode the reminder pass has not seen end.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OpenEpisode {
+    /// The started notification's delivery id.
+    pub id: i64,
+    pub transition_id: i64,
+    pub receiver: String,
+    /// The started notification's status: `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// The started notification's event.
+    pub body: String,
+    pub target_id: i64,
+    pub repo: String,
+    pub server: String,
+    pub state: String,
+    /// When the state was entered (ms).
+    pub at: i64,
+    /// The highest reminder number written (0: none yet).
+    pub last_reminder: i64,
+    /// How many of the episode's notifications to this receiver are pending.
+    pub pending: i64,
+    /// When the last of them was delivered, or decided when it was not (ms).
+    pub last_at: i64,
+    /// How many `left` transitions of the state came after: more than 0 ends the episode.
+    pub ended: i64,
 }
 
 /// A delivery as `GET /api/notifications` shows it.
@@ -93,10 +122,11 @@ const TRANSITIONS_AFTER: &str = "select x.id, x.target_id, t.repo, t.server, x.k
      x.at, x.record_id from transitions x join targets t on t.id = x.target_id \
      where x.id > $1 order by x.id limit $2";
 
-const DECISIONS_AFTER: &str =
-    "select transition_id, receiver, status from deliveries where transition_id > $1";
+const DECISIONS_AFTER: &str = "select transition_id, receiver, status from deliveries \
+     where transition_id > $1 and reminder = 0";
 
-const DECISION: &str = "select status from deliveries where transition_id = $1 and receiver = $2";
+const DECISION: &str = "select status from deliveries where transition_id = $1 \
+     and receiver = $2 and reminder = 0";
 
 /// The `entered` a `left` ends: the latest entering of that state before it.
 const ENTERED_BEFORE: &str = "select id, at from transitions where target_id = $1 \
@@ -106,8 +136,27 @@ const LEFT_WITHIN: &str = "select count(*) from transitions where target_id = $1
      and kind = 'left' and state = $2 and at >= $3 and at < $4";
 
 const INSERT_DELIVERY: &str = "insert into deliveries \
-     (transition_id, receiver, event_id, kind, status, body, created_at, next_attempt_at) \
-     values ($1, $2, $3, $4, $5, $6, $7, $7) on conflict do nothing";
+     (transition_id, receiver, reminder, event_id, kind, status, body, created_at, next_attempt_at) \
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $8) on conflict do nothing";
+
+/// Started notifications whose episode may still be open, with what the reminder pass needs:
+/// whether a `left` of the state came after, the highest reminder number so far, whether one of
+/// the episode's notifications to this receiver is still pending, and when the last was
+/// delivered (or decided, when none was delivered).
+const OPEN_EPISODES: &str = "select d.id, d.transition_id, d.receiver, d.status, d.body, \
+     x.target_id, t.repo, t.server, x.state, x.at, \
+     (select max(r.reminder) from deliveries r where r.transition_id = d.transition_id \
+       and r.receiver = d.receiver) as last_reminder, \
+     (select count(*) from deliveries r where r.transition_id = d.transition_id \
+       and r.receiver = d.receiver and r.status = 'pending') as pending, \
+     (select max(coalesce(r.delivered_at, r.created_at)) from deliveries r \
+       where r.transition_id = d.transition_id and r.receiver = d.receiver) as last_at, \
+     (select count(*) from transitions y where y.target_id = x.target_id and y.kind = 'left' \
+       and y.state = x.state and y.id > x.id) as ended \
+     from deliveries d join transitions x on x.id = d.transition_id \
+     join targets t on t.id = x.target_id \
+     where d.kind = 'started' and d.reminder = 0 and d.status <> 'skipped' \
+     and d.closed_at is null order by d.id limit $1";
 
 const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.receiver, d.kind, d.status, t.repo, \
      t.server, x.state, x.at, d.created_at, d.attempts, d.next_attempt_at, d.delivered_at, \
@@ -208,6 +257,7 @@ impl Store {
         on_pool!(self, pool => sqlx::query(INSERT_DELIVERY)
             .bind(delivery.transition_id)
             .bind(&delivery.receiver)
+            .bind(delivery.reminder)
             .bind(&delivery.event_id)
             .bind(&delivery.kind)
             .bind(delivery.status)
@@ -216,6 +266,40 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected());
+        Ok(())
+    }
+
+    /// Up to `limit` started notifications whose episode may still be open, oldest first.
+    pub async fn open_episodes(&self, limit: i64) -> Result<Vec<OpenEpisode>, StoreError> {
+        Ok(on_pool!(self, pool => sqlx::query_as(OPEN_EPISODES)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Marks a started notification's episode over at `at`: the reminder pass stops reading it,
+    /// and reminders of it still pending are skipped (the state they remind of is gone).
+    pub async fn close_episode(
+        &self,
+        episode: &OpenEpisode,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let close = "update deliveries set closed_at = $2 where id = $1";
+        let skip = "update deliveries set status = 'skipped', leased_until = null \
+             where transition_id = $1 and receiver = $2 and reminder > 0 and status = 'pending'";
+        on_pool!(self, pool => {
+            sqlx::query(skip)
+                .bind(episode.transition_id)
+                .bind(&episode.receiver)
+                .execute(pool)
+                .await?;
+            sqlx::query(close)
+                .bind(episode.id)
+                .bind(at.as_millis())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
         Ok(())
     }
 

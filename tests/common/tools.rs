@@ -90,6 +90,12 @@ pub const PUSHGATEWAY: Tool = Tool {
     place: Place::OnPath,
     install: "`./test.sh` installs it (Debian package prometheus-pushgateway)",
 };
+pub const ALERTMANAGER: Tool = Tool {
+    name: "prometheus-alertmanager",
+    env: "ALERTMANAGER",
+    place: Place::OnPath,
+    install: "`./test.sh` installs it (Debian package prometheus-alertmanager)",
+};
 pub const CURL: Tool = Tool {
     name: "curl",
     env: "CURL",
