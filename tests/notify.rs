@@ -12,8 +12,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
-use common::binary::command;
-use common::{Backend, TestApp, at_offset, snapshot, unix_millis};
+use common::binary::{Binary, command};
+use common::{Backend, TestApp, TestDatabase, at_offset, snapshot, unix_millis};
 use gitops_status_server::notify::payload::signature;
 use gitops_status_server::notify::{self, NotifyConfig, NotifyOptions};
 use serde_json::{Value, json};
@@ -29,12 +29,17 @@ struct Inbox {
 
 /// A webhook receiver on 127.0.0.1:0 that records every POST.
 async fn receiver(failures: usize) -> (String, Arc<Inbox>) {
+    receiver_at("127.0.0.1:0", failures).await
+}
+
+/// The same receiver on a given address.
+async fn receiver_at(address: &str, failures: usize) -> (String, Arc<Inbox>) {
     let inbox = Arc::new(Inbox::default());
     *inbox.failures_left.lock().unwrap() = failures;
     let app = Router::new()
         .route("/hook", post(take))
         .with_state(Arc::clone(&inbox));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, inbox)
@@ -388,6 +393,199 @@ async fn reminders_repeat_while_the_state_lasts(backend: Backend) {
     );
 }
 
+/// Posts a snapshot to a running binary; it must be stored.
+async fn post_to(server: &Binary, body: &Value) {
+    let response = reqwest::Client::new()
+        .post(server.url("/api/status"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// The binary's outbox in `state`.
+async fn outbox(server: &Binary, state: &str) -> Vec<Value> {
+    let listed: Value = reqwest::get(server.url(&format!("/api/notifications?state={state}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed.as_array().unwrap().clone()
+}
+
+/// The real binary killed with SIGKILL three times while its only receiver is down: once with
+/// started notifications failing their attempts, once just after the snapshots that resolve
+/// two of them were answered, once just after a new drift was answered. When the receiver is
+/// up and the binary restarted, every one of them arrives, the earlier ones with the event id
+/// they had before the first kill.
+async fn kill_9_loses_no_pending_notification(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let dir = database.dir.path();
+    // The receiver's address, free and not listening until the last cycle.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let file = dir.join("notify.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{address}/hook\"\n\
+             secret = \"{SECRET}\"\n[[routes]]\nreceiver = \"hook\"\n"
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let args = [
+        "--database-url",
+        database.url.as_str(),
+        "--notify-file",
+        file,
+    ];
+    let drift = |server: &str, at: &str| snapshot("kill", server, "OUT_OF_SYNC", &["a.conf"], at);
+    let (drifted, synced, late) = (at_offset(-60), at_offset(-30), at_offset(-10));
+
+    let mut server = Binary::start(dir, &args, &[]);
+    for name in ["s0", "s1", "s2", "s3"] {
+        post_to(&server, &drift(name, &drifted)).await;
+    }
+    let start = Instant::now();
+    let pending = loop {
+        let pending = outbox(&server, "pending").await;
+        if pending.len() == 4
+            && pending
+                .iter()
+                .all(|row| row["attempts"].as_i64() >= Some(1))
+        {
+            break pending;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{pending:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut expected: std::collections::BTreeMap<String, String> = pending
+        .iter()
+        .map(|row| {
+            assert_eq!(row["kind"], "started", "{row}");
+            (
+                row["event_id"].as_str().unwrap().to_owned(),
+                format!("started {}", row["server"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    server.kill_9();
+
+    let mut server = Binary::start(dir, &args, &[]);
+    for name in ["s0", "s1"] {
+        post_to(&server, &snapshot("kill", name, "SYNCED", &[], &synced)).await;
+    }
+    server.kill_9();
+    let mut server = Binary::start(dir, &args, &[]);
+    post_to(&server, &drift("s4", &late)).await;
+    server.kill_9();
+
+    let (_, inbox) = receiver_at(&address.to_string(), 0).await;
+    let server = Binary::start(dir, &args, &[]);
+    let start = Instant::now();
+    loop {
+        let received: std::collections::BTreeSet<String> = inbox
+            .events()
+            .iter()
+            .map(|event| {
+                format!(
+                    "{} {}",
+                    event["kind"].as_str().unwrap(),
+                    event["server"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let wanted = [
+            "started s0",
+            "started s1",
+            "started s2",
+            "started s3",
+            "started s4",
+            "resolved s0",
+            "resolved s1",
+        ];
+        if wanted.iter().all(|event| received.contains(*event)) {
+            break;
+        }
+        // A lease taken just before a kill holds its delivery for up to a minute.
+        assert!(start.elapsed() < Duration::from_secs(90), "{received:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (headers, body) in inbox.requests.lock().unwrap().iter() {
+        let event: Value = serde_json::from_str(body).unwrap();
+        let id = event["event_id"].as_str().unwrap();
+        assert_eq!(headers["x-gitops-event-id"].to_str().unwrap(), id);
+        assert_eq!(
+            headers["x-gitops-signature"].to_str().unwrap(),
+            signature(SECRET, body.as_bytes())
+        );
+        // The started notifications decided before the first kill kept their event ids.
+        if let Some(what) = expected.remove(id) {
+            assert_eq!(
+                what,
+                format!(
+                    "{} {}",
+                    event["kind"].as_str().unwrap(),
+                    event["server"].as_str().unwrap()
+                )
+            );
+        }
+    }
+    assert!(
+        expected.is_empty(),
+        "never delivered with their ids: {expected:?}"
+    );
+    let start = Instant::now();
+    while !outbox(&server, "pending").await.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "still pending");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outbox(&server, "delivered").await.len(), 7);
+    // /metrics counts them by receiver (this process delivered all seven), and the queue's age.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{receiver=\"hook\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        value("gitops_status_notifications_delivered_total") >= 7.0,
+        "{metrics}"
+    );
+    assert_eq!(value("gitops_status_notifications_failed_total"), 0.0);
+    let start = Instant::now();
+    loop {
+        let metrics = reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("gitops_status_notifications_pending{receiver=\"hook\"} 0")
+            && metrics
+                .contains("gitops_status_notifications_oldest_pending_seconds{receiver=\"hook\"} 0")
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 backend_tests! {
     a_real_alertmanager_fires_while_the_episode_lasts_then_resolves,
     reminders_repeat_while_the_state_lasts,
@@ -395,7 +593,8 @@ backend_tests! {
     episode_sends_one_started_and_one_resolved,
     flap_shorter_than_for_sends_nothing,
     a_retry_carries_the_same_event_id,
-    stale_is_found_by_the_clock,
+    stale_is_found_by_the_clock;
+    multi_thread: kill_9_loses_no_pending_notification,
 }
 
 #[test]

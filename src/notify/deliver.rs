@@ -154,6 +154,42 @@ async fn send(
     }
 }
 
+/// Describes the notification metrics and creates each receiver's series at zero, so a scrape
+/// shows them before the first delivery or failure and `rate()` works from the first one.
+pub fn register_metrics(config: &NotifyConfig) {
+    metrics::describe_counter!(DELIVERED, "Notifications delivered, by receiver");
+    metrics::describe_counter!(
+        FAILED,
+        "Notifications given up after retrying for the retry period (24 h), by receiver"
+    );
+    metrics::describe_counter!(
+        ATTEMPT_ERRORS,
+        "Delivery attempts that failed (each is retried with back-off), by receiver"
+    );
+    metrics::describe_gauge!(PENDING, "Notifications not delivered yet, by receiver");
+    metrics::describe_gauge!(
+        OLDEST_PENDING,
+        metrics::Unit::Seconds,
+        "Age of the oldest notification not delivered yet (0 when none), by receiver"
+    );
+    metrics::describe_counter!(
+        crate::notify::remind::ALERT_REFRESH_ERRORS,
+        "Re-sends of firing alerts that an alertmanager receiver did not take, by receiver"
+    );
+    for receiver in &config.receivers {
+        let name = receiver.name.clone();
+        metrics::counter!(DELIVERED, "receiver" => name.clone()).absolute(0);
+        metrics::counter!(FAILED, "receiver" => name.clone()).absolute(0);
+        metrics::counter!(ATTEMPT_ERRORS, "receiver" => name.clone()).absolute(0);
+        metrics::gauge!(PENDING, "receiver" => name.clone()).set(0.0);
+        metrics::gauge!(OLDEST_PENDING, "receiver" => name.clone()).set(0.0);
+        if receiver.kind == ReceiverKind::Alertmanager {
+            metrics::counter!(crate::notify::remind::ALERT_REFRESH_ERRORS, "receiver" => name)
+                .absolute(0);
+        }
+    }
+}
+
 /// Publishes the pending backlog per receiver.
 pub async fn report_backlog(store: &Store, config: &NotifyConfig) -> Result<(), StoreError> {
     let backlog = store.pending_backlog().await?;

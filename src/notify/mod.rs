@@ -55,6 +55,7 @@ impl NotifyOptions {
 
 /// Starts the STALE clock, the dispatcher and the delivery tasks; they stop when the store closes.
 pub fn spawn(store: Store, config: NotifyConfig, options: NotifyOptions) -> Vec<JoinHandle<()>> {
+    deliver::register_metrics(&config);
     let config = Arc::new(config);
     let client = deliver::client();
     let mut tasks = Vec::new();
