@@ -586,7 +586,67 @@ async fn kill_9_loses_no_pending_notification(backend: Backend) {
     }
 }
 
+/// A receiver that accepts connections and never answers; returns its URL and how many
+/// connections it holds.
+async fn silent_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&held);
+    tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sockets.push(socket);
+        }
+    });
+    (url, held)
+}
+
+async fn a_receiver_that_never_answers_does_not_slow_ingest(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let (url, held) = silent_receiver().await;
+    notify_to(&app, &url, "");
+    app.record(&snapshot("slow", "s0", "ERROR", &[], &at_offset(-120)))
+        .await;
+    // A delivery task is now stuck in an attempt (15 s until its timeout).
+    let start = Instant::now();
+    while held.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never attempted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 200 snapshots, half of them transitions, while the delivery tasks hang on the receiver:
+    // had a record waited on a delivery, it would have waited out the attempt's 15 s timeout.
+    let mut slowest = Duration::ZERO;
+    for n in 0..200 {
+        let state = if n % 2 == 0 { "OUT_OF_SYNC" } else { "SYNCED" };
+        let at = at_offset(-100 + n / 2);
+        let target = format!("s{}", 1 + (n / 2) % 10);
+        let files: &[&str] = if n % 2 == 0 { &["a.conf"] } else { &[] };
+        let mut body = snapshot("slow", &target, state, files, &at);
+        body["last_check"] = json!(format!("{}.{:03}Z", at.trim_end_matches('Z'), n));
+        let start = Instant::now();
+        app.record(&body).await;
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a snapshot took {slowest:?}"
+    );
+    // The dispatcher went on deciding too: the outbox holds the new drift, undelivered.
+    let start = Instant::now();
+    loop {
+        let pending = app.get("/api/notifications?state=pending").await.json();
+        if pending.as_array().unwrap().len() > 10 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{pending}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 backend_tests! {
+    a_receiver_that_never_answers_does_not_slow_ingest,
     a_real_alertmanager_fires_while_the_episode_lasts_then_resolves,
     reminders_repeat_while_the_state_lasts,
     an_acknowledged_target_stays_quiet,
