@@ -106,7 +106,8 @@ impl Notification {
 /// List notification deliveries, newest first.
 ///
 /// Each is one event (a target entering or leaving OUT_OF_SYNC, ERROR or STALE, an
-/// acknowledgement made or ended) for one receiver of the notify file. Webhook receivers are
+/// acknowledgement made or ended, a reminder that a state lasts) for one receiver of the notify
+/// file. Webhook receivers are
 /// posted a `NotificationEvent`.
 #[utoipa::path(
     get,

@@ -28,8 +28,9 @@ use crate::notify::payload::{NotificationEvent, NotificationKind};
 use crate::store::{Activity, NewDelivery, OpenEpisode, Store, StoreError};
 use crate::timestamp::Timestamp;
 
-/// Open episodes read per pass.
-const BATCH: i64 = 5000;
+/// Open episodes read per pass, oldest first: ended ones are closed as they are read, so a
+/// backlog of them clears over a few passes.
+const BATCH: i64 = 10_000;
 
 /// The metric counting alert re-sends that Alertmanager did not take.
 pub const ALERT_REFRESH_ERRORS: &str = "gitops_status_alert_refresh_errors_total";
@@ -50,6 +51,16 @@ pub async fn remind(
     config: &NotifyConfig,
     now: Timestamp,
 ) -> Result<usize, StoreError> {
+    // Without a `repeat` or an Alertmanager nothing reads open episodes; they are closed once
+    // one is configured.
+    if !config.routes.iter().any(|route| route.repeat.is_some())
+        && !config
+            .receivers
+            .iter()
+            .any(|receiver| receiver.kind == ReceiverKind::Alertmanager)
+    {
+        return Ok(0);
+    }
     let episodes = store.open_episodes(BATCH).await?;
     let mut silences = None;
     let mut written = 0;
@@ -131,8 +142,12 @@ pub async fn refresh_alerts(
     let mut alerts: HashMap<&str, Vec<Value>> = HashMap::new();
     let episodes = store.open_episodes(BATCH).await?;
     for episode in &episodes {
+        if episode.ended > 0 {
+            store.close_episode(episode, now).await?;
+            continue;
+        }
         // A pending start fires the alert itself once delivered.
-        if episode.ended > 0 || episode.status == "pending" {
+        if episode.status == "pending" {
             continue;
         }
         let Some(receiver) = config.receiver(&episode.receiver) else {
