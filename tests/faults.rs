@@ -9,8 +9,9 @@
 //!   Every answer must be 200 or 503 with `Retry-After`, none later than the request timeout;
 //!   every 200 must be stored; the server must take writes again within seconds by itself.
 //!
-//! Both need root (mounting; `initdb` as the `postgres` user). Where that or the PostgreSQL
-//! binaries are missing, the test says it did NOT run, and fails under `CI=true`.
+//! The disk-full test needs root to mount; the PostgreSQL tests need the server binaries (as root
+//! they run them as the user `postgres`, since `initdb` refuses root). Where that is missing, the
+//! test says it did NOT run, and fails under `CI=true`.
 //! docs/reliability.md has the figures these tests print (`-- --nocapture`).
 
 mod common;
@@ -206,9 +207,10 @@ impl Mount {
                 path: path.to_owned(),
             })
         } else {
+            let why = String::from_utf8_lossy(&output.stderr);
             Err(format!(
                 "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
+                why.split_whitespace().collect::<Vec<_>>().join(" ")
             ))
         }
     }
@@ -777,7 +779,8 @@ async fn restart_under_load(test: &str, outage: Option<Duration>) {
             did_not_run(
                 test,
                 &format!("cannot run a PostgreSQL cluster of its own ({why})"),
-                "it runs initdb and pg_ctl as the user postgres, which needs root",
+                "as root it runs initdb and pg_ctl as the user postgres (runuser), otherwise \
+                 as the user running the tests",
             );
             return;
         }
