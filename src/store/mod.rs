@@ -418,7 +418,6 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers.
     /// Whether the database answers a query within [`PING_TIMEOUT`]: a readiness probe gets its
     /// 503 before its own timeout (Kubernetes waits 1 s by default) instead of waiting out the
     /// pool's 5 s while the database is down.
