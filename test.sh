@@ -18,6 +18,8 @@
 #   tests/push.rs                 prometheus-client (PyPI, pinned, into target/tools-venv), curl
 #                                 and prometheus-pushgateway (Debian)
 #   tests/events.rs               sseclient-py (PyPI, pinned, into target/tools-venv)
+#   tests/faults.rs               root (mount, runuser) and the PostgreSQL server binaries
+#                                 (Debian `postgresql`, below): it runs a cluster of its own
 #   postgres:: variants, tests/replicas.rs, tests/migrate.rs
 #                                 PostgreSQL on 127.0.0.1:5432, user postgres, trust auth
 #                                 (Debian `postgresql`), started here when it does not answer

@@ -136,7 +136,8 @@ pub trait Backend {
 }
 
 /// Commits the batch with one transaction, then answers every caller. When that transaction
-/// fails, one snapshot's failure must not fail its neighbours: each is written on its own.
+/// fails, one snapshot's failure must not fail its neighbours: each is written on its own,
+/// unless the database itself is unavailable.
 pub async fn commit(backend: &mut impl Backend, batch: &mut Batch) {
     let started = std::time::Instant::now();
     let snapshots: Vec<&Record> = batch
@@ -147,6 +148,10 @@ pub async fn commit(backend: &mut impl Backend, batch: &mut Batch) {
     let mut outcomes = match backend.write(&snapshots).await {
         Ok(outcomes) => outcomes,
         Err(error) if snapshots.len() == 1 => vec![Err(error)],
+        // The database failed, not a record (unreachable, restarting, full, locked): each record
+        // on its own would meet the same fault again, one after another, while every caller
+        // waits. They all get the 503 now and retry.
+        Err(error @ StoreError::Unavailable(_)) => vec![Err(error); snapshots.len()],
         Err(error) => {
             tracing::warn!(%error, size = snapshots.len(), "group commit failed; retrying one by one");
             let mut outcomes = Vec::with_capacity(snapshots.len());

@@ -119,6 +119,16 @@ pub const KUBECTL: Tool = Tool {
               kustomize v2) is too old and no registry here ships a newer one",
 };
 
+/// Says that `test` did NOT run because `why` (something the machine lacks that is not a tool
+/// to install, such as the privilege to mount a file system), and `how` to get it; under
+/// `CI=true` it fails instead.
+pub fn did_not_run(test: &str, why: &str, how: &str) {
+    let line = format!("{test} did NOT run: {why}; {how}");
+    assert!(!super::in_ci(), "CI=true and {line}");
+    // Straight to the process's stderr: libtest captures only print!/eprint!.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 impl Tool {
     /// The tool's path when it is there. Otherwise `None` after the did-NOT-run line naming
     /// `test`, or a panic under `CI=true`.
