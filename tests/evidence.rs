@@ -560,3 +560,41 @@ async fn a_signing_key_readable_by_others_is_refused_at_start() {
     let output = run(&["keygen", key.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 }
+
+/// Two replicas on one PostgreSQL database, both signing every second while clients write
+/// through both: their statements form one chain, and every one checks out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_signing_at_once_keep_one_chain_of_statements() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let database = TestDatabase::create(backend).await;
+    let (key, public) = keygen(database.dir.path(), "signing.pem");
+    let replicas = [start(&database, &key, "1s"), start(&database, &key, "1s")];
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seconds = 0;
+    let statements = loop {
+        for (index, replica) in replicas.iter().enumerate() {
+            post(&client, replica, "r", &format!("host-{index}"), seconds).await;
+        }
+        seconds += 60;
+        let listed = get_json(&client, &replicas[0], "/api/chain/heads?limit=1000").await;
+        let listed = listed.as_array().unwrap().clone();
+        if listed.len() >= 6 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "too few statements: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for pair in statements.windows(2) {
+        assert_eq!(pair[1]["seq"], json!(pair[0]["seq"].as_i64().unwrap() + 1));
+        assert_eq!(pair[1]["previous"], pair[0]["hash"]);
+    }
+    for replica in replicas {
+        stop(replica);
+    }
+    let (code, printed) = verify_with_key(&database.url, &public);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed["statements"]["checked"].as_i64().unwrap() >= 6);
+}
