@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::binary::{BINARY, Binary, command};
-use common::{Backend, TestDatabase};
+use common::{Backend, TestDatabase, tools};
 use gitops_status_server::chain::{self, ChainFields, Hash};
 use gitops_status_server::model::SyncStatus;
 use gitops_status_server::signing;
@@ -22,6 +22,7 @@ backend_tests! {
     statements_are_signed_at_start_every_interval_and_at_shutdown_and_verify_checks_them,
     a_history_rewritten_and_rehashed_behind_a_signed_head_is_named,
     an_evidence_file_checks_offline_and_a_cut_forged_or_wrongly_keyed_one_is_refused,
+    the_independent_script_checks_signed_heads_against_an_export,
 }
 
 /// 2026-01-01T00:00:00Z.
@@ -597,4 +598,139 @@ async fn replicas_signing_at_once_keep_one_chain_of_statements() {
     let (code, printed) = verify_with_key(&database.url, &public);
     assert_eq!(code, Some(0), "{printed}");
     assert!(printed["statements"]["checked"].as_i64().unwrap() >= 6);
+}
+
+/// examples/verify_export.py, written from docs/audit.md, checks the statements of
+/// `/api/chain/heads` against a `/history` export: intact, a wrong key, a forged statement, and
+/// a target's history rewritten and re-hashed end to end.
+async fn the_independent_script_checks_signed_heads_against_an_export(backend: Backend) {
+    let test = "the_independent_script_checks_signed_heads_against_an_export";
+    let Some(python) = tools::CRYPTOGRAPHY_PYTHON.require(test) else {
+        return;
+    };
+    let probe = Command::new(&python)
+        .args(["-c", "import cryptography"])
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        tools::CRYPTOGRAPHY_PYTHON.missing(test, "it has no cryptography");
+        return;
+    }
+    let database = TestDatabase::create(backend).await;
+    let dir = database.dir.path();
+    let (key, public) = keygen(dir, "signing.pem");
+    let client = reqwest::Client::new();
+    let server = start(&database, &key, "1h");
+    for seconds in [0, 120, 240] {
+        post(&client, &server, "r", "a", seconds).await;
+    }
+    for seconds in [60, 180, 300] {
+        post(&client, &server, "r", "b", seconds).await;
+    }
+    stop(server);
+    let server = start(&database, &key, "1h");
+    let fetch = |path: &'static str| {
+        let client = client.clone();
+        let url = server.url(path);
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let trail = fetch("/history?format=ndjson&order=asc").await;
+    let events = fetch("/api/chain/events").await;
+    let heads = fetch("/api/chain/heads?limit=1000").await;
+    stop(server);
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let events = write("events.ndjson", &events);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/verify_export.py");
+    let run_script = |trail: &Path, heads: &Path, key: &Path| {
+        let output = Command::new(&python)
+            .arg(&script)
+            .arg(trail)
+            .arg("--events")
+            .arg(&events)
+            .arg("--statements")
+            .arg(heads)
+            .arg("--public-key")
+            .arg(key)
+            .output()
+            .unwrap();
+        let printed: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| panic!("{error}: {output:?}"));
+        (output.status.code(), printed)
+    };
+    let trail_file = write("trail.ndjson", &trail);
+    let heads_file = write("heads.json", &heads);
+    let (code, printed) = run_script(&trail_file, &heads_file, &public);
+    assert_eq!(code, Some(0), "{printed}");
+    assert_eq!(printed["statements"]["ok"], json!(true), "{printed}");
+    assert!(
+        printed["statements"]["checked"].as_i64().unwrap() >= 3,
+        "{printed}"
+    );
+
+    let (_, other) = keygen(dir, "other.pem");
+    let (code, printed) = run_script(&trail_file, &heads_file, &other);
+    assert_eq!(code, Some(1), "{printed}");
+    let reason = printed["statements"]["first_bad"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("not by the key given"), "{reason}");
+
+    // A forged statement: its record count raised, its hash recomputed.
+    let mut listed: Vec<Value> = serde_json::from_str(&heads).unwrap();
+    let forged = listed[1]["statement"]
+        .as_str()
+        .unwrap()
+        .replacen(",6,[", ",60,[", 1);
+    assert_ne!(forged, listed[1]["statement"].as_str().unwrap());
+    listed[1]["hash"] = json!(hex::encode(signing::statement_hash(&forged)));
+    listed[1]["statement"] = json!(forged);
+    let forged_file = write("forged.json", &serde_json::to_string(&listed).unwrap());
+    let (code, printed) = run_script(&trail_file, &forged_file, &public);
+    assert_eq!(code, Some(1), "{printed}");
+    assert_eq!(
+        printed["statements"]["first_bad"]["seq"],
+        json!(2),
+        "{printed}"
+    );
+    let reason = printed["statements"]["first_bad"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("signature does not verify"), "{reason}");
+
+    // b's first message rewritten, and b's chain re-hashed end to end: the chain alone holds.
+    let mut previous: Option<Hash> = None;
+    let rewritten: String = trail
+        .lines()
+        .map(|line| {
+            let mut row: Value = serde_json::from_str(line).unwrap();
+            if row["server"] == "b" {
+                if previous.is_none() {
+                    row["message"] = json!("nothing happened here");
+                }
+                let hash = rehash(&row, row["message"].as_str(), previous.as_ref());
+                row["hash"] = json!(hex::encode(hash));
+                previous = Some(hash);
+            }
+            format!("{row}\n")
+        })
+        .collect();
+    let rewritten_file = write("rewritten.ndjson", &rewritten);
+    let (code, printed) = run_script(&rewritten_file, &heads_file, &public);
+    assert_eq!(code, Some(1), "{printed}");
+    assert_eq!(
+        printed["first_bad"],
+        Value::Null,
+        "the re-hashed chain holds: {printed}"
+    );
+    let reason = printed["statements"]["first_bad"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(
+        reason.contains("r/b") && reason.contains("rewritten"),
+        "{reason}"
+    );
 }
