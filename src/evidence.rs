@@ -195,8 +195,17 @@ async fn write_evidence(
                     .collect();
                 let mut covers = false;
                 for part in parts.iter_mut().filter(|part| part.covered_to.is_none()) {
-                    let key = (part.target.repo.as_str(), part.target.server.as_str());
-                    if let Some(&head) = heads.get(&key).filter(|&&head| head >= part.last_selected)
+                    let target = &part.target;
+                    let Some(&head) = heads
+                        .get(&(target.repo.as_str(), target.server.as_str()))
+                        .filter(|head| **head >= part.last_selected)
+                    else {
+                        continue;
+                    };
+                    // A head retention removed since cannot anchor the file: a later one will.
+                    if store
+                        .head_is_stored(&target.repo, &target.server, head)
+                        .await?
                     {
                         part.covered_to = Some(head);
                         covers = true;

@@ -518,6 +518,37 @@ async fn an_evidence_file_checks_offline_and_a_cut_forged_or_wrongly_keyed_one_i
     let (code, said) = check(&variant("edited.ndjson", edited), Some(&public));
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("was edited"), "{said}");
+
+    // b's check rewritten in the database and re-hashed, its recorded head too: the keyless
+    // chain holds, and the evidence file the server now writes names the rewrite offline.
+    let rows = get_json(&client, &server, "/history?server=b").await;
+    let row = &rows.as_array().unwrap()[0];
+    let hash = hex::encode(rehash(row, Some("nothing happened here"), None));
+    database
+        .execute_all(&[
+            &format!(
+                "update snapshots set message = 'nothing happened here', hash = {} where id = {}",
+                blob(backend, &hash),
+                row["id"]
+            ),
+            &format!(
+                "update targets set head_hash = {} where server = 'b'",
+                blob(backend, &hash)
+            ),
+        ])
+        .await;
+    let output = run(&["verify", "--database-url", &database.url]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let response = client
+        .get(server.url("/api/evidence?server=b"))
+        .send()
+        .await
+        .unwrap();
+    let rewritten = variant("rewritten.ndjson", response.text().await.unwrap());
+    let (code, said) = check(&rewritten, Some(&public));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("r/b") && said.contains("rewritten"), "{said}");
+    assert!(said.contains(row["hash"].as_str().unwrap()), "{said}");
 }
 
 /// A key file others may read is refused at start, with one line naming it.

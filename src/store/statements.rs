@@ -587,6 +587,19 @@ impl Store {
         on_connection!(self, queries, connection => queries::records(connection, target, after, upto, limit).await)
     }
 
+    /// Whether the target's record `id` is stored, whatever its hash: a signed head an evidence
+    /// file can link to (retention may have removed it since; a rewritten one is for the file's
+    /// check to name).
+    pub async fn head_is_stored(
+        &self,
+        repo: &str,
+        server: &str,
+        id: i64,
+    ) -> Result<bool, StoreError> {
+        let found = on_connection!(self, queries, connection => queries::find_head(connection, Some(repo), Some(server), id).await)?;
+        Ok(matches!(found, HeadFound::Stored(_)))
+    }
+
     /// Statements made at or after `at`, after seq `after_seq`, the first `limit`.
     pub async fn statements_since(
         &self,
