@@ -39,14 +39,16 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document generated from the handlers.
     Openapi,
-    /// Recompute the integrity chain of a database and print the outcome as JSON. Exit code 0:
-    /// intact; 1: broken (`first_bad` names the record); 2: the database cannot be read.
+    /// Recompute the integrity chain of a database and print the outcome as JSON; with
+    /// --public-key, check the signed head statements too. Exit code 0: intact; 1: broken
+    /// (`first_bad` or `statements.first_bad` names the record); 2: the database cannot be read.
     Verify(VerifyArgs),
     /// Copy a SQLite history into an empty PostgreSQL database, unchanged (ids, hashes,
-    /// retention checkpoints, chained events), then verify the copy and compare it with the source target by
-    /// target. Prints a JSON report. Exit code 0: copied and verified; 1: copied, but the copy
-    /// differs or does not verify; 2: nothing copied (bad URL, unreadable source, broken source
-    /// chain, or a target database that already holds history).
+    /// retention checkpoints, chained events, signed head statements), then verify the copy and
+    /// compare it with the source target by target. Prints a JSON report. Exit code 0: copied
+    /// and verified; 1: copied, but the copy differs or does not verify; 2: nothing copied (bad
+    /// URL, unreadable source, broken source chain, or a target database that already holds
+    /// history).
     MigrateTo(MigrateToArgs),
     /// Write a new Ed25519 key pair for signing head statements: the private key to PATH
     /// (PKCS#8 PEM, mode 0600) and the public key to PATH.pub (SPKI PEM). Never overwrites a

@@ -765,3 +765,28 @@ async fn the_independent_script_checks_signed_heads_against_an_export(backend: B
         "{reason}"
     );
 }
+
+/// `migrate-to` copies the statements as they are: they check out on the PostgreSQL copy with
+/// the same key, against the copied chains.
+#[tokio::test]
+async fn migrate_to_copies_the_statements_and_they_check_out_on_the_copy() {
+    let Some(postgres) = Backend::postgres() else {
+        return;
+    };
+    let source = TestDatabase::create(Backend::Sqlite).await;
+    let (key, public) = keygen(source.dir.path(), "signing.pem");
+    let client = reqwest::Client::new();
+    let server = start(&source, &key, "1h");
+    for seconds in [0, 120, 240] {
+        post(&client, &server, "r", "a", seconds).await;
+    }
+    stop(server);
+    let (code, printed) = verify_with_key(&source.url, &public);
+    assert_eq!(code, Some(0), "{printed}");
+    let target = TestDatabase::create(postgres).await;
+    let output = run(&["migrate-to", &target.url, "--database-url", &source.url]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let (code, copied) = verify_with_key(&target.url, &public);
+    assert_eq!(code, Some(0), "{copied}");
+    assert_eq!(copied["statements"], printed["statements"]);
+}
