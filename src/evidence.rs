@@ -108,6 +108,10 @@ impl Line {
 
 /// Statements read per page while looking for the ones that cover the selection.
 const STATEMENT_PAGE: i64 = 20;
+/// How far before a part's latest record the search for its statement starts: an event's `at`
+/// can lie ahead of when it was stored (an acknowledgement resolved by a check up to 5 minutes
+/// ahead of the clock), and the statement that covers it was made after it was stored.
+const STATEMENT_SLACK_MS: i64 = 10 * 60 * 1000;
 /// Records read per page.
 const RECORD_PAGE: i64 = 1000;
 
@@ -181,7 +185,11 @@ async fn write_evidence(
         let mut after_seq = 0;
         while parts.iter().any(|part| part.covered_to.is_none()) {
             let rows = store
-                .statements_since(Timestamp::from_millis(earliest), after_seq, STATEMENT_PAGE)
+                .statements_since(
+                    Timestamp::from_millis(earliest.saturating_sub(STATEMENT_SLACK_MS)),
+                    after_seq,
+                    STATEMENT_PAGE,
+                )
                 .await?;
             let Some(last) = rows.last() else { break };
             after_seq = last.seq;
