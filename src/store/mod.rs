@@ -10,6 +10,7 @@ mod postgres;
 mod rules;
 mod sql;
 mod sqlite;
+mod statements;
 mod stats;
 mod url;
 
@@ -29,6 +30,7 @@ pub use migrate::{MigrateError, MigrateReport, migrate_to};
 pub use notify::{DeliveryRow, LeasedDelivery, NewDelivery, PendingBacklog, Transition};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use statements::{ChainRecord, EvidenceTarget, StatementRow};
 pub use url::{DatabaseKind, DatabaseUrl, redact_url};
 
 use crate::config::Problem;

@@ -110,6 +110,14 @@ pub const SSECLIENT_PYTHON: Tool = Tool {
     place: Place::Venv("tools-venv"),
     install: "`./test.sh` installs it (PyPI sseclient-py into target/tools-venv)",
 };
+/// The tools venv's Python, which has `cryptography` (Ed25519 for examples/verify_export.py's
+/// check of signed head statements).
+pub const CRYPTOGRAPHY_PYTHON: Tool = Tool {
+    name: "python3",
+    env: "CRYPTOGRAPHY_PYTHON",
+    place: Place::Venv("tools-venv"),
+    install: "`./test.sh` installs it (PyPI cryptography into target/tools-venv)",
+};
 pub const KUBECTL: Tool = Tool {
     name: "kubectl",
     env: "KUBECTL",
