@@ -10,11 +10,16 @@ command -v wrk >/dev/null || {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 }
-cargo build --release --bin gitops-status-server --example seed_history
+# The baseline builds in this checkout's target directory (sharing its compiled dependencies),
+# then steps aside for this commit's binary.
 base=target/lifecycle-baseline
-if [ ! -x "$base/target/release/gitops-status-server" ]; then
+if [ ! -x "$base.bin" ]; then
   git worktree remove --force "$base" 2>/dev/null || true
   git worktree add --detach "$base" 865a225
-  cargo build --release --bin gitops-status-server --manifest-path "$base/Cargo.toml"
+  cargo build --release --bin gitops-status-server --manifest-path "$base/Cargo.toml" \
+    --target-dir target
+  cp target/release/gitops-status-server "$base.bin"
+  git worktree remove --force "$base"
 fi
-exec python3 bench/lifecycle.py --baseline "$base/target/release/gitops-status-server" "$@"
+cargo build --release --bin gitops-status-server --example seed_history
+exec python3 bench/lifecycle.py --baseline "$base.bin" "$@"
