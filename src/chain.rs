@@ -240,6 +240,22 @@ pub struct Verification {
     pub checked: i64,
     /// The first record (by id) that breaks the chain or disagrees with it; null when `ok`.
     pub first_bad: Option<BadSnapshot>,
+    /// The signed head statements, checked when a public key is given (`verify --public-key`,
+    /// or a server with `--signing-key`); absent otherwise. `ok` is false when they do not
+    /// check out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statements: Option<crate::signing::StatementsVerification>,
+}
+
+impl Verification {
+    /// This verification with the statements' check added (and counted in `ok`).
+    pub fn with_statements(self, statements: crate::signing::StatementsVerification) -> Self {
+        Self {
+            ok: self.ok && statements.ok,
+            statements: Some(statements),
+            ..self
+        }
+    }
 }
 
 /// A record whose stored hash does not follow, or a row that disagrees with the chain. (The name

@@ -39,15 +39,25 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document generated from the handlers.
     Openapi,
-    /// Recompute the integrity chain of a database and print the outcome as JSON. Exit code 0:
-    /// intact; 1: broken (`first_bad` names the record); 2: the database cannot be read.
+    /// Recompute the integrity chain of a database and print the outcome as JSON; with
+    /// --public-key, check the signed head statements too. Exit code 0: intact; 1: broken
+    /// (`first_bad` or `statements.first_bad` names the record); 2: the database cannot be read.
     Verify(VerifyArgs),
     /// Copy a SQLite history into an empty PostgreSQL database, unchanged (ids, hashes,
-    /// retention checkpoints, chained events), then verify the copy and compare it with the source target by
-    /// target. Prints a JSON report. Exit code 0: copied and verified; 1: copied, but the copy
-    /// differs or does not verify; 2: nothing copied (bad URL, unreadable source, broken source
-    /// chain, or a target database that already holds history).
+    /// retention checkpoints, chained events, signed head statements), then verify the copy and
+    /// compare it with the source target by target. Prints a JSON report. Exit code 0: copied
+    /// and verified; 1: copied, but the copy differs or does not verify; 2: nothing copied (bad
+    /// URL, unreadable source, broken source chain, or a target database that already holds
+    /// history).
     MigrateTo(MigrateToArgs),
+    /// Write a new Ed25519 key pair for signing head statements: the private key to PATH
+    /// (PKCS#8 PEM, mode 0600) and the public key to PATH.pub (SPKI PEM). Never overwrites a
+    /// file. Prints the public key.
+    Keygen(KeygenArgs),
+    /// Check an evidence file (`GET /api/evidence`) offline, without the database, and print
+    /// what it proves. Exit code 0: it checks out; 1: it does not (the reason is printed); 2:
+    /// the file or the key cannot be read.
+    VerifyEvidence(VerifyEvidenceArgs),
     /// Run the drift-check playbook (or read its output), parse its markers and POST one
     /// snapshot per host: the CI client that replaces update-gitops-status.sh.
     #[command(after_help = EXIT_CODES_HELP)]
@@ -82,9 +92,36 @@ impl fmt::Debug for MigrateToArgs {
     }
 }
 
+/// Options of `keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key; the public key goes beside it, with `.pub` appended.
+    #[arg(value_name = "PATH", default_value = "gitops-status-signing.pem")]
+    pub path: PathBuf,
+}
+
+/// Options of `verify-evidence`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyEvidenceArgs {
+    /// The evidence file, as `GET /api/evidence` wrote it.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The server's public key (SPKI PEM, the `.pub` file of `keygen`). Without it, the
+    /// signatures are checked against the key the file names, which proves only that the file
+    /// is consistent, not who signed it.
+    #[arg(long, env = "GITOPS_STATUS_PUBLIC_KEY", value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+}
+
 /// Options of `verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
+    /// Also check the signed head statements with this public key (SPKI PEM, the `.pub` file of
+    /// `keygen`): every signature, that they form one chain, and that every head they sign is
+    /// on the stored chains.
+    #[arg(long, env = "GITOPS_STATUS_PUBLIC_KEY", value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+
     /// Database to verify: sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
     /// Read only; never migrated or changed.
     #[arg(
@@ -160,6 +197,21 @@ pub struct ServeArgs {
         value_parser = SettingParser(path_setting)
     )]
     pub notify_file: Option<Setting<PathBuf>>,
+
+    /// Ed25519 private key (PKCS#8 PEM, as `keygen` writes it) to sign head statements with: at
+    /// start, every --sign-interval and at shutdown. The file must not be readable by group or
+    /// others. Unset: nothing is signed.
+    #[arg(
+        long,
+        env = "GITOPS_STATUS_SIGNING_KEY",
+        value_name = "FILE",
+        value_parser = SettingParser(path_setting)
+    )]
+    pub signing_key: Option<Setting<PathBuf>>,
+
+    /// How often to sign a head statement (with --signing-key).
+    #[arg(long, env = "GITOPS_STATUS_SIGN_INTERVAL", default_value = "1h", value_parser = positive_duration)]
+    pub sign_interval: Duration,
 
     /// One bearer token that may write every repo; prefer the environment variable to the flag.
     #[arg(long, env = "GITOPS_STATUS_WRITE_TOKEN", hide_env_values = true)]
@@ -388,6 +440,8 @@ impl fmt::Debug for ServeArgs {
             .field("retention_interval", &self.retention_interval)
             .field("tokens_file", &self.tokens_file)
             .field("notify_file", &self.notify_file)
+            .field("signing_key", &self.signing_key)
+            .field("sign_interval", &self.sign_interval)
             .field("write_token", &self.write_token)
             .field("max_in_flight", &self.max_in_flight)
             .finish()

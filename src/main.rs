@@ -6,13 +6,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use gitops_status_server::auth::{Tokens, TokensError};
 use gitops_status_server::config::{
-    Cli, Command, LogArgs, LogFormat, MigrateToArgs, Problem, ServeArgs, VerifyArgs,
+    Cli, Command, KeygenArgs, LogArgs, LogFormat, MigrateToArgs, Problem, ServeArgs, VerifyArgs,
 };
 use gitops_status_server::notify::{self, NotifyConfig, NotifyOptions};
 use gitops_status_server::retention::{self, Policy};
+use gitops_status_server::signing::{self, StatementKey};
 use gitops_status_server::store::{MigrateError, Store};
 use gitops_status_server::telemetry::Telemetry;
 use gitops_status_server::{AppState, Settings};
+use gitops_status_server::{evidence, signer};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than glibc's malloc: every request allocates and frees many small buffers
@@ -33,15 +35,58 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Verify(args)) => verify(args).await,
+        Some(Command::Keygen(args)) => keygen(&args),
+        Some(Command::VerifyEvidence(args)) => evidence::verify_command(&args),
         Some(Command::MigrateTo(args)) => migrate_to(args).await,
         Some(Command::Report(args)) => gitops_status_server::report::run(args).await.into(),
+    }
+}
+
+/// Writes a new key pair and prints the public key.
+fn keygen(args: &KeygenArgs) -> ExitCode {
+    let public = signing::public_path(&args.path);
+    match StatementKey::generate().and_then(|key| key.write(&args.path, &public).map(|()| key)) {
+        Ok(key) => {
+            println!(
+                "private key: {} (mode 0600; give it to the server with --signing-key)",
+                args.path.display()
+            );
+            println!(
+                "public key:  {} (give it to verifiers: verify --public-key, verify-evidence \
+                 --public-key)",
+                public.display()
+            );
+            print!("{}", signing::public_pem(&key.public_key()));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!("keygen: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 
 /// Prints the verification as JSON on stdout: exit 0 intact, 1 broken, 2 unreadable.
 async fn verify(args: VerifyArgs) -> ExitCode {
     let url = &args.database_url;
-    match Store::verify_database(url.value.as_str()).await {
+    let key = match args.public_key.as_deref().map(signing::load_public_key) {
+        Some(Err(error)) => {
+            tracing::error!("--public-key: {error}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(key)) => Some(key),
+        None => None,
+    };
+    let verified = match Store::verify_database(url.value.as_str()).await {
+        Ok(verification) => match &key {
+            Some(key) => Store::verify_statements_database(url.value.as_str(), key)
+                .await
+                .map(|statements| verification.with_statements(statements)),
+            None => Ok(verification),
+        },
+        Err(error) => Err(error),
+    };
+    match verified {
         Ok(verification) => {
             match serde_json::to_string_pretty(&verification) {
                 Ok(json) => println!("{json}"),
@@ -130,6 +175,16 @@ async fn run_server(args: ServeArgs) -> ExitCode {
         },
         None => None,
     };
+    let signing_key = match &args.signing_key {
+        Some(file) => match StatementKey::load(&file.value) {
+            Ok(key) => Some(std::sync::Arc::new(key)),
+            Err(error) => {
+                tracing::error!("{}: {error}", file.name);
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     for warning in tokens.warnings() {
         tracing::warn!("{warning}");
     }
@@ -190,9 +245,25 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             },
         );
     }
+    let signing_clock = signing_key.as_ref().map(|key| {
+        tracing::info!(
+            public_key = %hex::encode(key.public_key().as_bytes()),
+            every = ?args.sign_interval,
+            "signing head statements"
+        );
+        signer::spawn(
+            store.clone(),
+            std::sync::Arc::clone(key),
+            args.sign_interval,
+        )
+    });
+    if let Some(key) = &signing_key {
+        signer::sign_now(&store, key, "start").await;
+    }
     let state = AppState::new(store.clone(), settings)
         .with_telemetry(telemetry)
-        .with_tokens(tokens);
+        .with_tokens(tokens)
+        .with_public_key(signing_key.as_ref().map(|key| key.public_key()));
     let app = gitops_status_server::app(state);
     let served = gitops_status_server::serve(
         listener,
@@ -201,6 +272,10 @@ async fn run_server(args: ServeArgs) -> ExitCode {
         args.shutdown_timeout,
     )
     .await;
+    if let (Some(clock), Some(key)) = (signing_clock, &signing_key) {
+        clock.abort();
+        signer::sign_now(&store, key, "shutdown").await;
+    }
     store.close().await;
     match served {
         Ok(()) => {

@@ -101,7 +101,11 @@ async fn an_acknowledgement_shows_in_status_and_metrics_and_ends_when_synced(bac
         .await;
     let ended = app.get(&format!("/api/acks/{id}")).await.json();
     assert_eq!(ended["end_reason"], "resolved");
-    assert_eq!(ended["ended_at"], synced["last_check"]);
+    assert_eq!(ended["ended_by"], Value::Null);
+    // That check was made before the acknowledgement (it arrived after it): the acknowledgement
+    // ends the moment it began, never before.
+    assert!(synced["last_check"].as_str().unwrap() < made["created_at"].as_str().unwrap());
+    assert_eq!(ended["ended_at"], made["created_at"]);
     let row = status_row(&app.get_rows("/status.json").await, "lab");
     assert_eq!(row["acknowledged"], Value::Null);
     assert!(
@@ -119,6 +123,20 @@ async fn an_acknowledgement_shows_in_status_and_metrics_and_ends_when_synced(bac
     );
     // A SYNCED target has nothing to acknowledge.
     ack(&app, "lab", json!({})).await.assert_problem(409, &[]);
+
+    // A SYNCED check made after the acknowledgement ends it when it was made.
+    drift(&app, "lab", &["rsyslog.conf"], -1).await;
+    let again = ack(&app, "lab", json!({})).await.json();
+    let synced = app
+        .record(&json!({"repo": "rsyslog", "server": "lab", "sync_status": "SYNCED"}))
+        .await;
+    let ended = app
+        .get(&format!("/api/acks/{}", again["id"]))
+        .await
+        .json();
+    assert_eq!(ended["end_reason"], "resolved");
+    assert!(synced["last_check"].as_str().unwrap() >= again["created_at"].as_str().unwrap());
+    assert_eq!(ended["ended_at"], synced["last_check"]);
 }
 
 async fn a_file_outside_the_globs_makes_the_drift_unacknowledged(backend: Backend) {

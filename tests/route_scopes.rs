@@ -142,6 +142,20 @@ static DECISIONS: &[Decision] = &[
     ),
     decision(
         Method::GET,
+        "/api/chain/heads",
+        Needs::Read,
+        "/api/chain/heads",
+        true,
+    ),
+    decision(
+        Method::GET,
+        "/api/evidence",
+        Needs::Read,
+        "/api/evidence?repo=rsyslog",
+        true,
+    ),
+    decision(
+        Method::GET,
         "/openapi.json",
         Needs::Read,
         "/openapi.json",

@@ -28,8 +28,11 @@ use crate::timestamp::Timestamp;
 /// checkpoints included), and checks the acknowledgements, silences and targets the API reads
 /// against the chained events. Names the first record, by id, that does not follow or agree: an
 /// edited, removed or reordered row; `record` and `kind` say what it is. Always 200; `ok` says
-/// whether the trail is intact. Reads the whole history: `gitops-status-server verify` does the
-/// same offline.
+/// whether the trail is intact. On a server with `--signing-key`, also checks the signed head
+/// statements with its public key (`statements`): their signatures, that they form one chain,
+/// and that every head they sign is still on the chains, so a history rewritten behind a signed
+/// head, even re-hashed end to end, is named. Reads the whole history: `gitops-status-server
+/// verify` does the same offline.
 #[utoipa::path(
     get,
     path = "/api/verify",
@@ -41,7 +44,11 @@ use crate::timestamp::Timestamp;
     )
 )]
 pub async fn verify(State(state): State<AppState>) -> Result<Json<Verification>> {
-    Ok(Json(state.store.verify().await?))
+    let verification = state.store.verify().await?;
+    Ok(Json(match &state.public_key {
+        Some(key) => verification.with_statements(state.store.verify_statements(key).await?),
+        None => verification,
+    }))
 }
 
 /// Retention checkpoints of the integrity chain.

@@ -5,6 +5,7 @@ pub mod badge;
 pub mod conditional;
 pub mod episodes;
 pub mod events;
+pub mod evidence;
 pub mod health;
 pub mod history;
 pub mod lifecycle;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// `/status.json` answers already written, by entity tag.
     pub status_bodies: Arc<status::EncodedBodies>,
+    /// The public half of `--signing-key`: `/api/verify` checks the head statements with it.
+    pub public_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 impl AppState {
@@ -61,7 +64,12 @@ impl AppState {
             telemetry: Telemetry::new(),
             tokens: Arc::new(Tokens::none()),
             status_bodies: Arc::default(),
+            public_key: None,
         }
+    }
+
+    pub fn with_public_key(self, public_key: Option<ed25519_dalek::VerifyingKey>) -> Self {
+        Self { public_key, ..self }
     }
 
     pub fn with_tokens(self, tokens: Tokens) -> Self {
@@ -242,7 +250,9 @@ pub fn groups() -> Vec<RouteGroup> {
             // The event stream lasts as long as its client follows it.
             OpenApiRouter::new()
                 .routes(routes!(audit::verify))
-                .routes(routes!(events::event_stream)),
+                .routes(routes!(events::event_stream))
+                // An evidence file reads as much history as it selects.
+                .routes(routes!(evidence::evidence_file)),
         ),
         group(
             Rules::READ,
@@ -253,6 +263,7 @@ pub fn groups() -> Vec<RouteGroup> {
                 .routes(routes!(audit::stats_list))
                 .routes(routes!(audit::checkpoints))
                 .routes(routes!(audit::chain_events))
+                .routes(routes!(evidence::chain_heads))
                 .routes(routes!(openapi::openapi_json))
                 .routes(routes!(metrics::metrics))
                 .routes(routes!(badge::badge))

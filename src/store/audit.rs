@@ -366,6 +366,7 @@ impl Verifier {
             ok: first_bad.is_none(),
             checked: self.checked,
             first_bad,
+            statements: None,
         }
     }
 
@@ -1057,7 +1058,8 @@ mod tests {
             Verification {
                 ok: true,
                 checked: 8,
-                first_bad: None
+                first_bad: None,
+                statements: None
             }
         );
 
@@ -1279,7 +1281,8 @@ mod tests {
             Verification {
                 ok: true,
                 checked: 3,
-                first_bad: None
+                first_bad: None,
+                statements: None
             }
         );
 

@@ -439,6 +439,7 @@ async fn copy(
     } else {
         (0, 0, 0)
     };
+    copy_statements(sqlite, postgres).await?;
 
     // New rows continue after the copied ones; snapshots and events share one id sequence.
     sqlx::query(
@@ -460,6 +461,62 @@ async fn copy(
         acks,
         silences,
     })
+}
+
+/// Copies the signed head statements as they are (their signatures cover only their text, so
+/// they check out on the copy), when the source has them.
+async fn copy_statements(
+    sqlite: &mut SqliteConnection,
+    postgres: &mut PgConnection,
+) -> Result<(), ConnectError> {
+    let has_statements: bool = sqlx::query_scalar(
+        "select exists (select 1 from sqlite_master where type = 'table' \
+         and name = 'head_statements')",
+    )
+    .fetch_one(&mut *sqlite)
+    .await?;
+    if !has_statements {
+        return Ok(());
+    }
+    let mut after = 0;
+    loop {
+        let page: Vec<super::StatementRow> = sqlx::query_as(
+            "select seq, at, body, hash, signature, public_key from head_statements \
+             where seq > $1 order by seq limit 100",
+        )
+        .bind(after)
+        .fetch_all(&mut *sqlite)
+        .await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        sqlx::query(
+            "insert into head_statements (seq, at, body, hash, signature, public_key) \
+             select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], \
+             $5::bytea[], $6::bytea[])",
+        )
+        .bind(page.iter().map(|row| row.seq).collect::<Vec<_>>())
+        .bind(page.iter().map(|row| row.at).collect::<Vec<_>>())
+        .bind(page.iter().map(|row| row.body.as_str()).collect::<Vec<_>>())
+        .bind(
+            page.iter()
+                .map(|row| row.hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            page.iter()
+                .map(|row| row.signature.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            page.iter()
+                .map(|row| row.public_key.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *postgres)
+        .await?;
+    }
 }
 
 /// Copies the chained events and the acknowledgements and silences they record: `(events,

@@ -10,6 +10,7 @@ mod postgres;
 mod rules;
 mod sql;
 mod sqlite;
+mod statements;
 mod stats;
 mod url;
 
@@ -31,9 +32,13 @@ pub use notify::{
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use statements::{ChainRecord, EvidenceTarget, StatementRow};
 pub use url::{DatabaseKind, DatabaseUrl, redact_url};
 
 use crate::config::Problem;
+
+/// How long [`Store::ping`] waits for the database.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
 
 /// Why a storage call failed, in the terms the API maps to status codes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -417,12 +422,23 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers.
+    /// Whether the database answers a query within [`PING_TIMEOUT`]: a readiness probe gets its
+    /// 503 before its own timeout (Kubernetes waits 1 s by default) instead of waiting out the
+    /// pool's 5 s while the database is down.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(store) => store.ping().await,
-            Self::Postgres(store) => store.ping().await,
-        }
+        let ping = async {
+            match self {
+                Self::Sqlite(store) => store.ping().await,
+                Self::Postgres(store) => store.ping().await,
+            }
+        };
+        tokio::time::timeout(PING_TIMEOUT, ping)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {PING_TIMEOUT:?}"
+                )))
+            })
     }
 
     /// Finishes queued writes and closes the database.

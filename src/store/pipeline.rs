@@ -136,7 +136,8 @@ pub trait Backend {
 }
 
 /// Commits the batch with one transaction, then answers every caller. When that transaction
-/// fails, one snapshot's failure must not fail its neighbours: each is written on its own.
+/// fails, one snapshot's failure must not fail its neighbours: each is written on its own,
+/// unless the database itself is unavailable.
 pub async fn commit(backend: &mut impl Backend, batch: &mut Batch) {
     let started = std::time::Instant::now();
     let snapshots: Vec<&Record> = batch
@@ -147,6 +148,10 @@ pub async fn commit(backend: &mut impl Backend, batch: &mut Batch) {
     let mut outcomes = match backend.write(&snapshots).await {
         Ok(outcomes) => outcomes,
         Err(error) if snapshots.len() == 1 => vec![Err(error)],
+        // The database failed, not a record (unreachable, restarting, full, locked): each record
+        // on its own would meet the same fault again, one after another, while every caller
+        // waits. They all get the 503 now and retry.
+        Err(error @ StoreError::Unavailable(_)) => vec![Err(error); snapshots.len()],
         Err(error) => {
             tracing::warn!(%error, size = snapshots.len(), "group commit failed; retrying one by one");
             let mut outcomes = Vec::with_capacity(snapshots.len());
@@ -185,10 +190,19 @@ pub struct Tip {
     pub status_since: Option<i64>,
     /// The id and hash of the target's newest chained record by id: what the next one links to.
     pub head: Option<(i64, Hash)>,
-    /// The acknowledgement in force (made, not ended): its id and `until` (ms).
-    pub ack: Option<(i64, i64)>,
+    /// The acknowledgement in force (made, not ended).
+    pub ack: Option<TipAck>,
     /// When the target was retired (ms); `None` while it is active.
     pub retired_at: Option<i64>,
+}
+
+/// What placement needs of the acknowledgement in force: when it was made and until when it
+/// holds (ms), to end it at the right time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TipAck {
+    pub id: i64,
+    pub created_at: i64,
+    pub until: i64,
 }
 
 impl Tip {
@@ -490,14 +504,20 @@ async fn follow_snapshot(
         tip.retired_at = None;
         changed = true;
     }
-    if let (false, SyncStatus::Synced, Some((ack, until))) = (late, new.sync_status, tip.ack) {
+    if let (false, SyncStatus::Synced, Some(ack)) = (late, new.sync_status, tip.ack) {
         let last_check = snapshot.last_check.as_millis();
-        let (reason, at, by_snapshot) = if until <= last_check {
-            ("expired", until, None)
+        // A SYNCED check made before the acknowledgement (it arrived after it) ends it the moment
+        // it was made: an acknowledgement never ends before it began.
+        let (reason, at, by_snapshot) = if ack.until <= last_check {
+            ("expired", ack.until, None)
         } else {
-            ("resolved", last_check, Some(snapshot.id))
+            (
+                "resolved",
+                last_check.max(ack.created_at),
+                Some(snapshot.id),
+            )
         };
-        end_ack(steps, &mut tip, key, ack, reason, at, None, by_snapshot).await?;
+        end_ack(steps, &mut tip, key, ack.id, reason, at, None, by_snapshot).await?;
         changed = true;
     }
     if changed {
@@ -601,11 +621,14 @@ async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome
                     event.repo, event.server
                 ))));
             }
-            if let Some((old, old_until)) = tip.ack {
-                if old_until <= at {
-                    end_ack(steps, &mut tip, key, old, "expired", old_until, None, None).await?;
+            if let Some(old) = tip.ack {
+                if old.until <= at {
+                    end_ack(
+                        steps, &mut tip, key, old.id, "expired", old.until, None, None,
+                    )
+                    .await?;
                 } else {
-                    end_ack(steps, &mut tip, key, old, "replaced", at, Some(by), None).await?;
+                    end_ack(steps, &mut tip, key, old.id, "replaced", at, Some(by), None).await?;
                 }
             }
             let target_id = tip.target_id;
@@ -635,7 +658,11 @@ async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome
                 Effect::Ack { target_id, ack },
             )
             .await?;
-            tip.ack = Some((id, until.as_millis()));
+            tip.ack = Some(TipAck {
+                id,
+                created_at: at,
+                until: until.as_millis(),
+            });
             steps
                 .transition(TransitionRow {
                     target_id,
@@ -648,7 +675,9 @@ async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome
             Some(id)
         }
         EventKind::EndAck { ack, by } => match tip.ack {
-            Some((current, until)) if current == *ack => {
+            Some(TipAck {
+                id: current, until, ..
+            }) if current == *ack => {
                 let (reason, at) = match by {
                     Some(_) if until > at => ("deleted", at),
                     _ => ("expired", until),

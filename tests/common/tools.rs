@@ -116,6 +116,14 @@ pub const SSECLIENT_PYTHON: Tool = Tool {
     place: Place::Venv("tools-venv"),
     install: "`./test.sh` installs it (PyPI sseclient-py into target/tools-venv)",
 };
+/// The tools venv's Python, which has `cryptography` (Ed25519 for examples/verify_export.py's
+/// check of signed head statements).
+pub const CRYPTOGRAPHY_PYTHON: Tool = Tool {
+    name: "python3",
+    env: "CRYPTOGRAPHY_PYTHON",
+    place: Place::Venv("tools-venv"),
+    install: "`./test.sh` installs it (PyPI cryptography into target/tools-venv)",
+};
 pub const KUBECTL: Tool = Tool {
     name: "kubectl",
     env: "KUBECTL",
@@ -124,6 +132,16 @@ pub const KUBECTL: Tool = Tool {
               /usr/bin/kubectl of these machines' image is; Debian's kubernetes-client (1.20, \
               kustomize v2) is too old and no registry here ships a newer one",
 };
+
+/// Says that `test` did NOT run because `why` (something the machine lacks that is not a tool
+/// to install, such as the privilege to mount a file system), and `how` to get it; under
+/// `CI=true` it fails instead.
+pub fn did_not_run(test: &str, why: &str, how: &str) {
+    let line = format!("{test} did NOT run: {why}; {how}");
+    assert!(!super::in_ci(), "CI=true and {line}");
+    // Straight to the process's stderr: libtest captures only print!/eprint!.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
 
 impl Tool {
     /// The tool's path when it is there. Otherwise `None` after the did-NOT-run line naming

@@ -20,8 +20,8 @@ use crate::chain::{self, Hash};
 use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::store::StoreError;
 use crate::store::pipeline::{
-    self, Backend, Batch, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TransitionRow,
-    WriteJob,
+    self, Backend, Batch, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TipAck,
+    TransitionRow, WriteJob,
 };
 use crate::store::rules;
 use crate::store::sql::{self, Neighbour, snapshot_from_row};
@@ -558,7 +558,9 @@ async fn lock_targets(
     // committed latest.
     let rows = sqlx::query(
         "select id, repo, server, latest_id, status_since, head_id, head_hash, ack_id, \
-         (select a.until from acks a where a.id = targets.ack_id) as ack_until, retired_at \
+         (select a.until from acks a where a.id = targets.ack_id) as ack_until, \
+         (select a.created_at from acks a where a.id = targets.ack_id) as ack_created_at, \
+         retired_at \
          from targets where (repo, server) in (select * from unnest($1::text[], $2::text[])) \
          order by repo, server for update",
     )
@@ -605,9 +607,18 @@ async fn lock_targets(
                 latest: latest_id.and_then(|id| latest.get(&id).copied()),
                 status_since: row.try_get("status_since")?,
                 head: head_id.zip(head_hash),
-                ack: row
-                    .try_get::<Option<i64>, _>("ack_id")?
-                    .zip(row.try_get::<Option<i64>, _>("ack_until")?),
+                ack: match (
+                    row.try_get::<Option<i64>, _>("ack_id")?,
+                    row.try_get::<Option<i64>, _>("ack_created_at")?,
+                    row.try_get::<Option<i64>, _>("ack_until")?,
+                ) {
+                    (Some(id), Some(created_at), Some(until)) => Some(TipAck {
+                        id,
+                        created_at,
+                        until,
+                    }),
+                    _ => None,
+                },
                 retired_at: row.try_get("retired_at")?,
             },
         );

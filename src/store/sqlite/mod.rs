@@ -73,13 +73,16 @@ impl SqliteStore {
                 SqliteSynchronous::Off
             })
             .foreign_keys(true)
-            // Takes effect when the file is created: retention can then hand pages back.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .busy_timeout(Duration::from_secs(5));
 
         // Every INSERT size up to MAX_STATEMENT_ROWS, for snapshots and targets, stays prepared.
         let writer_options = options
             .clone()
+            // Takes effect when the file is created: retention can then hand pages back. Only
+            // the writer sets it: on an existing file the pragma is a write transaction (it
+            // rewrites the header's incremental-vacuum flag), which would make every new reader
+            // connection fail while the disk is full or the database locked.
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .statement_cache_capacity(4 * writer::MAX_STATEMENT_ROWS)
             .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES);
         let mut writer = SqliteConnection::connect_with(&writer_options)

@@ -394,7 +394,8 @@ mod tests {
             Verification {
                 ok: true,
                 checked: 11,
-                first_bad: None
+                first_bad: None,
+                statements: None
             }
         );
 
@@ -454,7 +455,8 @@ mod tests {
             Verification {
                 ok: true,
                 checked: 3,
-                first_bad: None
+                first_bad: None,
+                statements: None
             }
         );
         file.connection

@@ -22,7 +22,7 @@ use crate::chain::{self, Hash};
 use crate::model::lifecycle::Ack;
 use crate::model::{Order, Snapshot};
 use crate::store::pipeline::{
-    self, Backend, Batch, Effect, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip,
+    self, Backend, Batch, Effect, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TipAck,
     TransitionRow, WriteJob,
 };
 use crate::store::rules;
@@ -597,7 +597,11 @@ fn target_from_row(
         .filter(|ack| Some(ack.id) == ack_id)
         .cloned();
     let tip = Tip {
-        ack: ack.as_ref().map(|ack| (ack.id, ack.until.as_millis())),
+        ack: ack.as_ref().map(|ack| TipAck {
+            id: ack.id,
+            created_at: ack.created_at.as_millis(),
+            until: ack.until.as_millis(),
+        }),
         ..tip
     };
     let key = (snapshot.repo.clone(), snapshot.server.clone());
