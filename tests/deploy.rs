@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -880,11 +880,13 @@ fn resolve(url: &str, base: &str, from: OffsetDateTime, to: OffsetDateTime) -> S
     }
 }
 
-/// gjson's dotted path, which Infinity's backend parser uses for column selectors.
+/// gjson's dotted path, which Infinity's backend parser uses for column selectors: a path
+/// through a null object selects null (Infinity shows an empty cell).
 fn select<'a>(row: &'a Value, selector: &str) -> Option<&'a Value> {
-    selector
-        .split('.')
-        .try_fold(row, |value, key| value.as_object()?.get(key))
+    selector.split('.').try_fold(row, |value, key| match value {
+        Value::Null => Some(value),
+        _ => value.as_object()?.get(key),
+    })
 }
 
 /// Asserts the column selects a field of the right type in every row.
@@ -922,15 +924,312 @@ fn check_field_references(context: &str, panel: &Value, names: &BTreeSet<&str>) 
         assert!(names.contains(name), "{context}: reduces `{fields}`");
     }
     for transformation in panel["transformations"].as_array().into_iter().flatten() {
-        for field in transformation["options"]["fields"]
-            .as_array()
+        let options = &transformation["options"];
+        for field in [&options["fields"], &options["include"]["names"]]
             .into_iter()
+            .filter_map(Value::as_array)
             .flatten()
         {
             let name = field.as_str().unwrap();
             assert!(names.contains(name), "{context}: transforms `{name}`");
         }
     }
+    for sort in panel["options"]["sortBy"].as_array().into_iter().flatten() {
+        let name = sort["displayName"].as_str().unwrap();
+        assert!(names.contains(name), "{context}: sorts by `{name}`");
+    }
+}
+
+/// The names an Infinity expression (govaluate: computed columns, `filterExpression`) reads:
+/// its bare words outside quotes, less operators, literals and dashboard variables.
+fn expression_names(expression: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut variable = false;
+    for character in expression.chars().chain([' ']) {
+        match character {
+            '\'' if !variable => quoted = !quoted,
+            '$' if !quoted => variable = true,
+            '}' if variable => variable = false,
+            c if !quoted && !variable && (c.is_alphanumeric() || c == '_') => word.push(c),
+            _ => {
+                if !word.is_empty() && !["IN", "nil", "null", "true", "false"].contains(&&*word) {
+                    names.insert(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+        }
+    }
+    names
+}
+
+/// What `filterExpression` keeps, for the one form the dashboards use: `Column IN
+/// (${variable:singlequote}, '') && ...`, with the variables' chosen values. The `''` keeps the
+/// parenthesis a list when one value is chosen (govaluate's `IN` wants a list); no name is empty.
+fn filter_keeps(
+    context: &str,
+    expression: &str,
+    row: &BTreeMap<String, Value>,
+    chosen: &BTreeMap<&str, Vec<String>>,
+) -> bool {
+    expression.split(" && ").all(|clause| {
+        let (column, list) = clause
+            .split_once(" IN (")
+            .unwrap_or_else(|| panic!("{context}: `{clause}` is no `Column IN (...)`"));
+        let variable = list
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix(":singlequote}, '')"))
+            .unwrap_or_else(|| {
+                panic!("{context}: `{clause}` is no `IN (${{var:singlequote}}, '')`")
+            });
+        let values = &chosen[variable];
+        let value = row[column].as_str().unwrap_or_default();
+        values.iter().any(|chosen| chosen == value)
+    })
+}
+
+/// The dashboard variables' options, as Grafana lists them: the first column of the variable's
+/// Infinity query, de-duplicated.
+type Variables = BTreeMap<String, Vec<String>>;
+
+/// One Infinity query of a panel, a variable or an annotation, answered by the binary: its rows,
+/// checked against its columns, with computed columns and the filter named by column texts.
+/// Returns the rows as the frame's named fields (computed columns left out).
+async fn run_query(
+    context: &str,
+    target: &Value,
+    server: &Binary,
+    range: (OffsetDateTime, OffsetDateTime),
+    variables: &Variables,
+) -> (Vec<BTreeMap<String, Value>>, BTreeSet<String>) {
+    let client = reqwest::Client::new();
+    assert_eq!(target["datasource"]["type"], INFINITY, "{context}");
+    assert_eq!(
+        target["datasource"]["uid"], "gitops-status-server",
+        "{context}"
+    );
+    assert_eq!(target["type"], "json", "{context}");
+    assert_eq!(target["source"], "url", "{context}");
+    assert_eq!(target["parser"], "backend", "{context}");
+    assert_eq!(target["url_options"]["method"], "GET", "{context}");
+    let url = resolve(
+        target["url"].as_str().unwrap(),
+        &server.url(""),
+        range.0,
+        range.1,
+    );
+    let rows = match target["root_selector"].as_str().unwrap() {
+        "" => {
+            assert!(
+                target["pagination_mode"].is_null(),
+                "{context}: a bare array has no cursor to follow"
+            );
+            let answer = get_json(&client, &url).await;
+            answer
+                .as_array()
+                .unwrap_or_else(|| panic!("{context}: {url} is no array"))
+                .clone()
+        }
+        "items" => walk_envelope(context, target, &client, &url).await,
+        other => panic!("{context}: root_selector {other:?}"),
+    };
+    assert!(!rows.is_empty(), "{context}: {url} returned no rows");
+    let columns = target["columns"].as_array().unwrap();
+    assert!(!columns.is_empty(), "{context}: select the columns");
+    let mut names = BTreeSet::new();
+    for column in columns {
+        check_column(&format!("{context} ({url})"), &rows, column);
+        names.insert(column["text"].as_str().unwrap().to_owned());
+    }
+    for computed in target["computed_columns"].as_array().into_iter().flatten() {
+        let expression = computed["selector"].as_str().unwrap();
+        for name in expression_names(expression) {
+            assert!(
+                names.contains(&name),
+                "{context}: computed column `{expression}` reads `{name}`, no column before it"
+            );
+        }
+        names.insert(computed["text"].as_str().unwrap().to_owned());
+    }
+    let framed: Vec<BTreeMap<String, Value>> = rows
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|column| {
+                    let value = select(row, column["selector"].as_str().unwrap());
+                    (
+                        column["text"].as_str().unwrap().to_owned(),
+                        value.cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    if let Some(expression) = target["filterExpression"].as_str() {
+        for name in expression_names(expression) {
+            assert!(
+                names.contains(&name),
+                "{context}: the filter reads `{name}`"
+            );
+        }
+        // "All" (every option of every variable) keeps every row.
+        let all: BTreeMap<&str, Vec<String>> = variables
+            .iter()
+            .map(|(name, options)| (name.as_str(), options.clone()))
+            .collect();
+        for row in &framed {
+            assert!(
+                filter_keeps(context, expression, row, &all),
+                "{context}: All hides {row:?}"
+            );
+        }
+        // One chosen value keeps exactly the rows that have it.
+        for (variable, options) in variables {
+            let column = if variable == "repo" { "Repo" } else { "Server" };
+            if !expression.contains(&format!("${{{variable}:")) {
+                continue;
+            }
+            let mut chosen = all.clone();
+            chosen.insert(variable.as_str(), vec![options[0].clone()]);
+            for row in &framed {
+                assert_eq!(
+                    filter_keeps(context, expression, row, &chosen),
+                    row[column] == options[0].as_str(),
+                    "{context}: {variable} = {} on {row:?}",
+                    options[0]
+                );
+            }
+        }
+    }
+    (framed, names)
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{url}: {body}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{url}: {content_type}"
+    );
+    serde_json::from_str::<Value>(&body).unwrap()
+}
+
+/// Infinity's cursor pagination, as its backend does it: the first page is the query's URL;
+/// each next page adds `cursor=<next_cursor of the page before>` to its query (Infinity adds the
+/// parameter to the URL's own, so the URL must not carry one), until `next_cursor` is null. In
+/// cursor mode Infinity sends no page-size parameter of its own: the URL's `limit` is the page
+/// size. Follows the walk to its end (Infinity stops after `pagination_max_pages`), and walks
+/// again with pages of 2 rows to prove the cursor is followed.
+async fn walk_envelope(
+    context: &str,
+    target: &Value,
+    client: &reqwest::Client,
+    url: &str,
+) -> Vec<Value> {
+    let expected = [
+        ("pagination_mode", json!("cursor")),
+        ("pagination_max_pages", json!(5)),
+        ("pagination_param_size_field_name", json!("limit")),
+        ("pagination_param_size_field_type", json!("query")),
+        ("pagination_param_size_value", json!(1000)),
+        ("pagination_param_cursor_field_name", json!("cursor")),
+        ("pagination_param_cursor_field_type", json!("query")),
+        (
+            "pagination_param_cursor_extraction_path",
+            json!("next_cursor"),
+        ),
+    ];
+    for (field, value) in expected {
+        assert_eq!(target[field], value, "{context}: {field}");
+    }
+    let (base, query) = url.split_once('?').expect("a query");
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let value = |key: &str| {
+        pairs
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    };
+    assert_eq!(value("envelope"), Some("true"), "{context}: {url}");
+    assert_eq!(value("limit"), Some("1000"), "{context}: {url}");
+    assert_eq!(value("cursor"), None, "{context}: Infinity adds the cursor");
+
+    let walk = |limit: &'static str| {
+        let pairs = pairs.clone();
+        async move {
+            let mut rows = Vec::new();
+            let mut pages = 0;
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut page_pairs: Vec<(String, String)> = pairs
+                    .iter()
+                    .map(|(key, value)| {
+                        let value = if key == "limit" { limit } else { value };
+                        (key.clone(), value.to_owned())
+                    })
+                    .collect();
+                if let Some(cursor) = &cursor {
+                    page_pairs.push(("cursor".to_owned(), cursor.clone()));
+                }
+                page_pairs.sort();
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(page_pairs)
+                    .finish();
+                let page = get_json(client, &format!("{base}?{query}")).await;
+                pages += 1;
+                let items = page["items"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{context}: no items in {page}"));
+                rows.extend(items.iter().cloned());
+                match &page["next_cursor"] {
+                    Value::Null => break,
+                    Value::String(next) => cursor = Some(next.clone()),
+                    other => panic!("{context}: next_cursor {other}"),
+                }
+                assert!(pages < 10_000, "{context}: the walk does not end");
+            }
+            (rows, pages)
+        }
+    };
+    let (rows, pages) = walk("1000").await;
+    assert!(
+        pages <= 5,
+        "{context}: the demo's rows fit in Infinity's five pages"
+    );
+    let (small, small_pages) = walk("2").await;
+    assert!(
+        small_pages > 2,
+        "{context}: pages of 2 rows take several cursors ({} rows)",
+        small.len()
+    );
+    // An open episode's duration runs to the time of the request: compare without it.
+    let stable = |rows: &[Value]| -> Vec<Value> {
+        rows.iter()
+            .map(|row| {
+                let mut row = row.clone();
+                row.as_object_mut().unwrap().remove("duration_seconds");
+                row
+            })
+            .collect()
+    };
+    assert!(
+        stable(&small) == stable(&rows),
+        "{context}: the cursor walk over pages of 2 returns {} rows, pages of 1000 {}",
+        small.len(),
+        rows.len()
+    );
+    rows
 }
 
 #[tokio::test]
@@ -957,31 +1256,10 @@ async fn every_dashboard_query_answers_with_the_fields_its_panel_selects() {
     );
 
     let client = reqwest::Client::new();
-    let get = |url: String| {
-        let client = client.clone();
-        async move {
-            let response = client.get(&url).send().await.unwrap();
-            let status = response.status();
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .map(|value| value.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            let body = response.text().await.unwrap();
-            assert_eq!(status, 200, "{url}: {body}");
-            assert!(
-                content_type.starts_with("application/json"),
-                "{url}: {content_type}"
-            );
-            serde_json::from_str::<Value>(&body).unwrap()
-        }
-    };
-
     // The demo leaves a target in every state, so each stat panel counts something.
-    let states: BTreeSet<String> = get(format!("{}/status.json", server.url("")))
-        .await
-        .as_array()
-        .unwrap()
+    let status = get_json(&client, &format!("{}/status.json", server.url(""))).await;
+    let status = status.as_array().unwrap();
+    let states: BTreeSet<String> = status
         .iter()
         .map(|row| row["state"].as_str().unwrap().to_owned())
         .collect();
@@ -991,9 +1269,16 @@ async fn every_dashboard_query_answers_with_the_fields_its_panel_selects() {
             .map(str::to_owned)
             .into()
     );
+    let targets_of = |field: &str| -> Vec<String> {
+        let names: BTreeSet<String> = status
+            .iter()
+            .map(|row| row[field].as_str().unwrap().to_owned())
+            .collect();
+        names.into_iter().collect()
+    };
 
     let to = OffsetDateTime::now_utc();
-    let from = to - time::Duration::hours(24);
+    let range = (to - time::Duration::hours(24), to);
     let mut queries = 0;
     let mut dashboards = 0;
     for entry in std::fs::read_dir(repo_path("grafana/dashboards")).unwrap() {
@@ -1006,47 +1291,152 @@ async fn every_dashboard_query_answers_with_the_fields_its_panel_selects() {
         let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
             .unwrap_or_else(|error| panic!("{name}: {error}"));
         assert!(dashboard["uid"].is_string(), "{name}: a stable uid");
+
+        // Template variables: flat lists of every repo and server, from /api/targets.
+        let mut variables = Variables::new();
+        for variable in dashboard["templating"]["list"].as_array().unwrap() {
+            let variable_name = variable["name"].as_str().unwrap();
+            let context = format!("{name}: variable {variable_name}");
+            assert_eq!(variable["type"], "query", "{context}");
+            assert_eq!(variable["datasource"]["type"], INFINITY, "{context}");
+            assert_eq!(variable["query"]["queryType"], "infinity", "{context}");
+            assert_eq!(variable["multi"], true, "{context}");
+            assert_eq!(variable["includeAll"], true, "{context}");
+            let target = &variable["query"]["infinityQuery"];
+            assert_eq!(target["url"], "/api/targets", "{context}");
+            let (rows, _) = run_query(&context, target, &server, range, &Variables::new()).await;
+            let column = target["columns"][0]["text"].as_str().unwrap();
+            let options: BTreeSet<String> = rows
+                .iter()
+                .map(|row| row[column].as_str().unwrap().to_owned())
+                .collect();
+            let options: Vec<String> = options.into_iter().collect();
+            assert_eq!(options, targets_of(variable_name), "{context}");
+            variables.insert(variable_name.to_owned(), options);
+            queries += 1;
+        }
+        assert_eq!(
+            variables.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["repo", "server"],
+            "{name}"
+        );
+
         let mut ids = BTreeSet::new();
+        let mut alert_ready = 0;
         for panel in panels(&dashboard) {
             let context = format!("{name}: panel {}", panel["title"]);
             assert!(ids.insert(panel["id"].as_u64().unwrap()), "{context}: id");
             if panel["type"] == "row" {
                 continue;
             }
+            assert_eq!(panel["datasource"]["type"], INFINITY, "{context}");
+            assert_eq!(
+                panel["datasource"]["uid"], "gitops-status-server",
+                "{context}"
+            );
             let targets = panel["targets"].as_array().unwrap();
             assert!(!targets.is_empty(), "{context}: no query");
             let mut names = BTreeSet::new();
             for target in targets {
                 let context = format!("{context}, query {}", target["refId"]);
-                for datasource in [&panel["datasource"], &target["datasource"]] {
-                    assert_eq!(datasource["type"], INFINITY, "{context}");
-                    assert_eq!(datasource["uid"], "gitops-status-server", "{context}");
+                let (rows, texts) = run_query(&context, target, &server, range, &variables).await;
+                if panel["title"] == "Alert-ready status" {
+                    check_alert_query(&context, target, &rows, status);
+                    alert_ready += 1;
                 }
-                assert_eq!(target["type"], "json", "{context}");
-                assert_eq!(target["source"], "url", "{context}");
-                assert_eq!(target["parser"], "backend", "{context}");
-                assert_eq!(target["url_options"]["method"], "GET", "{context}");
-                assert_eq!(target["root_selector"], "", "{context}: replies are arrays");
-
-                let url = resolve(target["url"].as_str().unwrap(), &server.url(""), from, to);
-                let rows = get(url.clone()).await;
-                let rows = rows
-                    .as_array()
-                    .unwrap_or_else(|| panic!("{context}: {url} is no array"));
-                assert!(!rows.is_empty(), "{context}: {url} returned no rows");
-                let columns = target["columns"].as_array().unwrap();
-                assert!(!columns.is_empty(), "{context}: select the columns");
-                for column in columns {
-                    check_column(&format!("{context} ({url})"), rows, column);
-                    names.insert(column["text"].as_str().unwrap());
-                }
+                names.extend(texts);
                 queries += 1;
             }
+            let names: BTreeSet<&str> = names.iter().map(String::as_str).collect();
             check_field_references(&context, panel, &names);
         }
+        assert_eq!(
+            alert_ready, 3,
+            "{name}: in_sync, drift_count, stale_seconds"
+        );
+
+        // Acknowledgements as annotations: a start and an end time, and a text, on every row.
+        let mut annotated = 0;
+        for annotation in dashboard["annotations"]["list"].as_array().unwrap() {
+            if annotation["builtIn"] == 1 {
+                continue;
+            }
+            let context = format!("{name}: annotation {}", annotation["name"]);
+            assert_eq!(annotation["datasource"]["type"], INFINITY, "{context}");
+            let target = &annotation["target"];
+            let (rows, names) = run_query(&context, target, &server, range, &variables).await;
+            let columns = target["columns"].as_array().unwrap();
+            for mapping in ["time", "timeEnd", "text"] {
+                let field = annotation["mappings"][mapping]["value"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{context}: no {mapping} mapping"));
+                assert_eq!(annotation["mappings"][mapping]["source"], "field");
+                assert!(names.contains(field), "{context}: {mapping} = {field}");
+                if mapping == "text" {
+                    continue;
+                }
+                let column = columns
+                    .iter()
+                    .find(|column| column["text"] == field)
+                    .unwrap_or_else(|| panic!("{context}: {field} is no selected column"));
+                assert_eq!(column["type"], "timestamp", "{context}: {field}");
+                for row in &rows {
+                    assert!(row[field].is_string(), "{context}: {field} in {row:?}");
+                }
+            }
+            annotated += rows.len();
+            queries += 1;
+        }
+        assert!(annotated >= 3, "{name}: the demo's acknowledgements");
     }
     assert!(
-        dashboards >= 1 && queries >= 8,
+        dashboards >= 1 && queries >= 16,
         "{dashboards} dashboards, {queries} queries"
     );
+}
+
+/// A query an alert rule can use as is: one numeric column, the rest strings that become the
+/// alert instance's labels, unique per row; its numbers agree with the row's state.
+fn check_alert_query(
+    context: &str,
+    target: &Value,
+    rows: &[BTreeMap<String, Value>],
+    status: &[Value],
+) {
+    let columns = target["columns"].as_array().unwrap();
+    let numeric: Vec<&str> = columns
+        .iter()
+        .filter(|column| column["type"] == "number")
+        .map(|column| column["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(numeric.len(), 1, "{context}: one number per alert query");
+    assert!(
+        target["filterExpression"].is_null(),
+        "{context}: alert rules have no dashboard variables"
+    );
+    let labels: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["Repo"].as_str().unwrap().to_owned(),
+                row["Server"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(labels.len(), rows.len(), "{context}: one row per target");
+    assert_eq!(rows.len(), status.len(), "{context}");
+    for (row, target_row) in rows.iter().zip(status) {
+        let number = row[numeric[0]].as_i64().unwrap();
+        let expected = match numeric[0] {
+            "in_sync" => i64::from(target_row["state"] == "SYNCED"),
+            "drift_count" => target_row["drift_count"].as_i64().unwrap(),
+            "stale_seconds" if target_row["state"] == "STALE" => {
+                assert!(number > 0, "{context}: {target_row}");
+                continue;
+            }
+            "stale_seconds" => 0,
+            other => panic!("{context}: {other}"),
+        };
+        assert_eq!(number, expected, "{context}: {target_row}");
+    }
 }

@@ -60,7 +60,9 @@ async fn status_json_lists_the_seed_snapshot_in_full(backend: Backend) {
             "state": "OUT_OF_SYNC",
             "sync_status": "OUT_OF_SYNC",
             "stale": false,
+            "in_sync": 0,
             "drift_count": 2,
+            "stale_seconds": 0,
             "files": [{ "name": "rsyslog.conf" }, { "name": "rsyslog.d/30-lab.conf" }],
             "files_text": "rsyslog.conf, rsyslog.d/30-lab.conf",
             "last_check": rendered(&last_check),
@@ -200,6 +202,20 @@ async fn a_target_goes_stale_after_the_default_and_after_its_own_override(backen
     assert_eq!(state("late"), ("STALE".to_owned(), true, 30));
     assert_eq!(state("short"), ("STALE".to_owned(), true, 1));
     assert_eq!(state("long"), ("ERROR".to_owned(), false, 3600));
+    // The alert rule's numbers: in_sync only for a fresh SYNCED check; stale_seconds counts from
+    // stale_since (late went stale 15 s ago, give or take the test's own time), 0 while fresh.
+    let numbers = |server: &str| {
+        let row = row(&rows, "r", server);
+        (
+            row["in_sync"].as_i64().unwrap(),
+            row["stale_seconds"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(numbers("fresh"), (1, 0));
+    assert_eq!(numbers("long"), (0, 0));
+    let (in_sync, stale_seconds) = numbers("late");
+    assert_eq!(in_sync, 0, "a stale SYNCED check is not in sync");
+    assert!((14..60).contains(&stale_seconds), "{stale_seconds}");
     // The underlying result stays visible next to STALE, and when it went stale beside it:
     // last_check plus the target's stale-after. status_since keeps the result's run.
     let short = row(&rows, "r", "short");

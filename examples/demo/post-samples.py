@@ -3,7 +3,9 @@
 
 Six targets (repo/server pairs) with a day of history: drift episodes that were fixed, a check that
 failed while a host was unreachable, one target drifting now, one failing now and one whose
-reporter went silent two hours ago (it shows as STALE). After that, the live targets report every
+reporter went silent two hours ago (it shows as STALE). The drift and the failure are acknowledged
+(POST /api/acks); the failure's first acknowledgement was replaced by a second, so the dashboard's
+annotations show one that ended and ones in force. After that, the live targets report every
 --interval seconds, as a CI cron would, until the script is stopped.
 
 The history is posted only when the server knows none of the demo targets yet, so restarting the
@@ -139,12 +141,12 @@ class Client:
                     raise SystemExit(f"{self.base} did not answer within {limit}s: {error}")
                 time.sleep(1)
 
-    def post(self, body):
+    def post(self, body, path="/api/status"):
         try:
-            return self.request("POST", "/api/status", body)
+            return self.request("POST", path, body)
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")
-            raise SystemExit(f"POST /api/status answered {error.code}: {detail}")
+            raise SystemExit(f"POST {path} answered {error.code}: {detail}")
 
 
 def post_history(client, now):
@@ -160,6 +162,21 @@ def post_history(client, now):
             run += 1
             at += HISTORY_STEP
     return posted
+
+
+# Acknowledgements made after the history: (repo, server, reason, days it may last).
+ACKS = [
+    ("nginx", "edge-2", "edge-2 is being reinstalled; checks fail until it is back", 1),
+    ("nginx", "edge-2", "reinstall of edge-2 takes longer: new disk on order", 3),
+    ("rsyslog", "rsyslog-lab", "lab forwarding test, PR to follow", 2),
+]
+
+
+def post_acks(client, now):
+    for repo, server, reason, days in ACKS:
+        until = rfc3339(now + days * 24 * HOUR)
+        client.post({"repo": repo, "server": server, "reason": reason, "until": until}, "/api/acks")
+    return len(ACKS)
 
 
 def post_round(client, started, run):
@@ -191,6 +208,8 @@ def main():
     else:
         count = post_history(client, started)
         print(f"posted {count} snapshots of history to {args.url}", flush=True)
+        count = post_acks(client, time.time())
+        print(f"posted {count} acknowledgements to {args.url}", flush=True)
 
     run = 5000
     while True:

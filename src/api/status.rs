@@ -68,7 +68,9 @@ pub async fn status_list(
 /// The tag of the answer listing `rows`, computed without writing it. A row is fixed by its
 /// snapshot (stored snapshots are never edited, so its id names it), its `status_since` (a late
 /// check can move it), whether it is stale (which, with the snapshot and the default
-/// stale-after, fixes `state` and `stale_since`) and the default stale-after itself. The
+/// stale-after, fixes `state`, `in_sync` and `stale_since`), how many seconds it has been stale
+/// (`stale_seconds`, which the clock moves once a second while it is) and the default
+/// stale-after itself. The
 /// release is in the tag too, since another release may write the same rows differently. Every
 /// replica over the same database computes the same tag.
 pub fn status_tag(rows: &[StatusRow], default_stale_after_seconds: i64) -> EntityTag {
@@ -79,6 +81,7 @@ pub fn status_tag(rows: &[StatusRow], default_stale_after_seconds: i64) -> Entit
         hasher.update(row.snapshot_id.to_le_bytes());
         hasher.update(row.status_since.as_millis().to_le_bytes());
         hasher.update([u8::from(row.stale)]);
+        hasher.update(row.stale_seconds.to_le_bytes());
         hasher.update(
             row.acknowledged
                 .as_ref()
@@ -161,8 +164,8 @@ mod tests {
         EntityTag::of([[n].as_slice()])
     }
 
-    fn row(id: i64, status_since: i64, now: i64) -> StatusRow {
-        let snapshot = Snapshot {
+    fn snapshot_of(id: i64) -> Snapshot {
+        Snapshot {
             id,
             repo: "r".to_owned(),
             server: "s".to_owned(),
@@ -177,9 +180,12 @@ mod tests {
             message: None,
             stale_after_seconds: None,
             hash: String::new(),
-        };
+        }
+    }
+
+    fn row(id: i64, status_since: i64, now: i64) -> StatusRow {
         StatusRow::new(
-            snapshot,
+            snapshot_of(id),
             Timestamp::from_millis(status_since),
             None,
             Timestamp::from_millis(now),
@@ -217,6 +223,50 @@ mod tests {
             written(&[row(1, 0, fresh)]),
             written(&[row(1, 0, fresh - 1)])
         );
+        // A stale target's `stale_seconds` follows the clock by whole seconds, and so does the tag.
+        let later = stale + 2_500;
+        assert_eq!(row(1, 0, stale).stale_seconds, 0);
+        assert_eq!(row(1, 0, later).stale_seconds, 2);
+        assert_eq!(row(1, 0, fresh).stale_seconds, 0);
+        assert_ne!(written(&[row(1, 0, stale)]), written(&[row(1, 0, later)]));
+        assert_ne!(
+            status_tag(&[row(1, 0, stale)], 600),
+            status_tag(&[row(1, 0, later)], 600),
+            "stale for longer"
+        );
+        assert_eq!(
+            status_tag(&[row(1, 0, later)], 600),
+            status_tag(&[row(1, 0, later + 400)], 600),
+            "within the same second"
+        );
+    }
+
+    /// The numbers an alert rule compares: `in_sync` 1 only for a fresh SYNCED check.
+    #[test]
+    fn alert_fields_are_numbers_an_alert_rule_can_compare() {
+        let fresh = 1_000_000 + 600_000;
+        let value = |row: &StatusRow| serde_json::to_value(row).unwrap();
+        let synced = value(&row(1, 0, fresh));
+        assert_eq!(synced["in_sync"], 1);
+        assert_eq!(synced["stale_seconds"], 0);
+        let stale = value(&row(1, 0, fresh + 61_000));
+        assert_eq!(stale["state"], "STALE");
+        assert_eq!(stale["in_sync"], 0, "a stale SYNCED check is not in sync");
+        assert_eq!(stale["stale_seconds"], 61);
+        let drifted = StatusRow::new(
+            Snapshot {
+                sync_status: SyncStatus::OutOfSync,
+                drift_count: 2,
+                ..snapshot_of(1)
+            },
+            Timestamp::from_millis(0),
+            None,
+            Timestamp::from_millis(fresh),
+            600,
+        );
+        let drifted = value(&drifted);
+        assert_eq!(drifted["in_sync"], 0);
+        assert_eq!(drifted["drift_count"], 2);
     }
 
     #[test]

@@ -58,7 +58,16 @@ pub struct StatusRow {
     pub state: TargetState,
     pub sync_status: SyncStatus,
     pub stale: bool,
+    /// 1 when `state` is `SYNCED` (the last check found no drift and is fresh), else 0: a number
+    /// a Grafana alert rule can compare.
+    #[schema(minimum = 0, maximum = 1)]
+    pub in_sync: u8,
     pub drift_count: i64,
+    /// Whole seconds since the target went stale (`stale_since`), 0 while it is fresh. It grows
+    /// with the clock, so the answer (and its `ETag`) changes every second while a target is
+    /// stale.
+    #[schema(minimum = 0)]
+    pub stale_seconds: i64,
     pub files: Vec<FileEntry>,
     #[schema(example = "rsyslog.conf, rsyslog.d/30-lab.conf")]
     pub files_text: String,
@@ -87,13 +96,15 @@ pub struct StatusRow {
 /// The fields in the schema's order, each time followed by its `_ms` twin.
 impl Serialize for StatusRow {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("StatusRow", 22)?;
+        let mut out = serializer.serialize_struct("StatusRow", 24)?;
         out.serialize_field("repo", &self.repo)?;
         out.serialize_field("server", &self.server)?;
         out.serialize_field("state", &self.state)?;
         out.serialize_field("sync_status", &self.sync_status)?;
         out.serialize_field("stale", &self.stale)?;
+        out.serialize_field("in_sync", &self.in_sync)?;
         out.serialize_field("drift_count", &self.drift_count)?;
+        out.serialize_field("stale_seconds", &self.stale_seconds)?;
         out.serialize_field("files", &self.files)?;
         out.serialize_field("files_text", &self.files_text)?;
         time_field(&mut out, "last_check", "last_check_ms", self.last_check)?;
@@ -142,17 +153,23 @@ impl StatusRow {
                 .last_check
                 .plus_millis(stale_after_seconds.saturating_mul(1000))
         });
+        let stale_seconds = stale_since.map_or(0, |since| {
+            now.as_millis().saturating_sub(since.as_millis()).max(0) / 1000
+        });
+        let state = if stale {
+            TargetState::Stale
+        } else {
+            latest.sync_status.into()
+        };
         Self {
             repo: latest.repo,
             server: latest.server,
-            state: if stale {
-                TargetState::Stale
-            } else {
-                latest.sync_status.into()
-            },
+            in_sync: u8::from(state == TargetState::Synced),
+            state,
             sync_status: latest.sync_status,
             stale,
             drift_count: latest.drift_count,
+            stale_seconds,
             files: latest.files,
             files_text: latest.files_text,
             last_check: latest.last_check,
