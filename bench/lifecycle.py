@@ -39,6 +39,7 @@ def server(binary, database):
     return run.Process(
         [str(binary), "--listen", "127.0.0.1:{port}", "--database-url", run.sqlite_url(database)],
         "/readyz",
+        log=f"{database}.log",
     )
 
 
@@ -47,8 +48,8 @@ def episodes(args, started):
     if args.long:
         histories += [("small, long runs", 10, 1_000, 1_000), ("big, long runs", 10_000, args.big, 1_000)]
     results = {}
-    for name, targets, snapshots, drift_every in histories:
-        database = run.WORK / "episodes.db"
+    for index, (name, targets, snapshots, drift_every) in enumerate(histories):
+        database = run.WORK / f"episodes-{index}.db"
         seeded = run.seed(run.sqlite_url(database), targets, snapshots) if drift_every == 10 else \
             seed(database, targets, snapshots, drift_every)
         run.progress(f"seeded {name}: {snapshots} snapshots in {seeded['seconds']} s", started)
@@ -56,10 +57,17 @@ def episodes(args, started):
         pages = {}
         for label, path in PAGES.items():
             pages[label] = run.summarize(run.latency(proc.url(path), args.runs, "2s"))
-            with run.urllib.request.urlopen(proc.url(path)) as response:
-                pages[label]["episodes"] = len(json.loads(response.read()))
+            try:
+                with run.urllib.request.urlopen(proc.url(path)) as response:
+                    pages[label]["episodes"] = len(json.loads(response.read()))
+            except run.urllib.error.HTTPError as error:
+                run.PROBLEMS.append(f"{name}, {path}: {error.code} {error.read()[:500]!r}")
+                pages[label]["episodes"] = None
+            if pages[label]["non_2xx"]:
+                run.PROBLEMS.append(f"{name}, {path}: {pages[label]['non_2xx']} non-2xx answers")
             run.progress(f"{name}, {label}: p50 {run.ms(pages[label]['p50_us'])}", started)
         proc.stop()
+        run.keep_logs([Path(f"{database}.log")], f"episodes on the {name} history")
         results[name] = {"targets": targets, "snapshots": snapshots, "drift_every": drift_every,
                          "seed_seconds": seeded["seconds"], "pages": pages}
         for suffix in ("", "-wal", "-shm"):
@@ -149,6 +157,8 @@ def main():
     parser.add_argument("--baseline", type=Path, help="release binary without the lifecycle")
     parser.add_argument("--no-episodes", action="store_true")
     args = parser.parse_args()
+    if args.baseline:
+        args.baseline = args.baseline.resolve()
     started = time.monotonic()
     results = {"machine": f"{os.cpu_count()} CPUs ({run.cpu_model()})", "runs": args.runs,
                "load_before": run.loadavg()}

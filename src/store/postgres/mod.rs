@@ -361,12 +361,15 @@ impl PostgresStore {
         clock: crate::model::EpisodeClock,
         limit: usize,
     ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
-        let mut connection = self.inner.pool.acquire().await?;
-        sqlx::query("begin isolation level repeatable read read only")
-            .execute(&mut *connection)
+        // A transaction object, not `begin` and `rollback` statements: a request dropped half
+        // way must not hand its connection back to the pool still open.
+        let mut transaction = self
+            .inner
+            .pool
+            .begin_with("begin isolation level repeatable read read only")
             .await?;
-        let result = super::episodes::page(&mut *connection, filter, clock, limit).await;
-        sqlx::query("rollback").execute(&mut *connection).await?;
+        let result = super::episodes::page(&mut *transaction, filter, clock, limit).await;
+        transaction.rollback().await?;
         result
     }
 }

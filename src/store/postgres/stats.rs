@@ -1,5 +1,6 @@
 //! The reads behind `/api/stats` (`crate::store::stats`), on PostgreSQL, in one read transaction.
 
+use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::stats::{StatsRequest, TargetHistory};
@@ -11,10 +12,12 @@ pub async fn histories(
     connection: &mut PgConnection,
     request: &StatsRequest,
 ) -> Result<Vec<TargetHistory>, StoreError> {
-    sqlx::query("begin isolation level repeatable read read only")
-        .execute(&mut *connection)
+    // A transaction object, not `begin` and `rollback` statements: a request dropped half way
+    // (client gone, request timeout) must not hand its connection back to the pool still open.
+    let mut transaction = connection
+        .begin_with("begin isolation level repeatable read read only")
         .await?;
-    let result = stats::histories(connection, request).await;
-    sqlx::query("rollback").execute(&mut *connection).await?;
+    let result = stats::histories(&mut *transaction, request).await;
+    transaction.rollback().await?;
     result
 }

@@ -389,10 +389,11 @@ impl SqliteStore {
         clock: crate::model::EpisodeClock,
         limit: usize,
     ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
-        let mut connection = self.inner.readers.acquire().await?;
-        sqlx::query("begin").execute(&mut *connection).await?;
-        let result = super::episodes::page(&mut *connection, filter, clock, limit).await;
-        sqlx::query("rollback").execute(&mut *connection).await?;
+        // A transaction object, not `begin` and `rollback` statements: a request dropped half
+        // way must not hand its connection back to the pool still open.
+        let mut transaction = self.inner.readers.begin().await?;
+        let result = super::episodes::page(&mut *transaction, filter, clock, limit).await;
+        transaction.rollback().await?;
         result
     }
 }

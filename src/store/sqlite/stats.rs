@@ -1,5 +1,6 @@
 //! The reads behind `/api/stats` (`crate::store::stats`), on SQLite, in one read transaction.
 
+use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 
 use crate::stats::{StatsRequest, TargetHistory};
@@ -11,8 +12,10 @@ pub async fn histories(
     connection: &mut SqliteConnection,
     request: &StatsRequest,
 ) -> Result<Vec<TargetHistory>, StoreError> {
-    sqlx::query("begin").execute(&mut *connection).await?;
-    let result = stats::histories(connection, request).await;
-    sqlx::query("rollback").execute(&mut *connection).await?;
+    // A transaction object, not `begin` and `rollback` statements: a request dropped half way
+    // (client gone, request timeout) must not hand its connection back to the pool still open.
+    let mut transaction = connection.begin().await?;
+    let result = stats::histories(&mut *transaction, request).await;
+    transaction.rollback().await?;
     result
 }
