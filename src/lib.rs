@@ -12,6 +12,7 @@ pub mod model;
 pub mod notify;
 pub mod report;
 pub mod retention;
+pub mod rollups;
 pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -2,19 +2,23 @@
 
 use sqlx::postgres::PgConnection;
 
-use crate::stats::{StatsRequest, TargetHistory};
+use crate::stats::{StatsInput, StatsRequest};
 use crate::store::StoreError;
 use crate::store::stats;
+use crate::store::stats::StatsPath;
+use crate::timestamp::Timestamp;
 
-/// Every matching target's history over the window, sorted by repo then server.
-pub async fn histories(
+/// What `/api/stats` needs of the matching targets, sorted by repo then server.
+pub async fn input(
     connection: &mut PgConnection,
     request: &StatsRequest,
-) -> Result<Vec<TargetHistory>, StoreError> {
+    now: Timestamp,
+    path: StatsPath,
+) -> Result<StatsInput, StoreError> {
     sqlx::query("begin isolation level repeatable read read only")
         .execute(&mut *connection)
         .await?;
-    let result = stats::histories(connection, request).await;
+    let result = stats::input(connection, request, now, path).await;
     sqlx::query("rollback").execute(&mut *connection).await?;
     result
 }
