@@ -3,7 +3,11 @@
 //! every target checks in every 2 minutes; on average one check in ten reports OUT_OF_SYNC with 1-3
 //! files, the rest SYNCED. The newest round of checks is about now.
 //!
-//! cargo run --release --example seed_history -- sqlite://bench.db 10000 10000000
+//! cargo run --release --example seed_history -- sqlite://bench.db 10000 10000000 [--no-rollups]
+//!
+//! The daily rollups behind `/api/stats` are kept as the history is written, for the default
+//! `--stale-after` (600 s), unless `--no-rollups` (then the server rebuilds them at start); the
+//! two seeding times are the rollups' ingest cost.
 //!
 //! Prints one JSON line: snapshots written, seconds, database bytes and bytes per snapshot.
 
@@ -21,14 +25,18 @@ const CHECK_INTERVAL_MILLIS: i64 = 120_000;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: seed_history DATABASE_URL TARGETS SNAPSHOTS";
+    let usage = "usage: seed_history DATABASE_URL TARGETS SNAPSHOTS [--no-rollups]";
     let url = args.next().ok_or(usage)?;
     let targets: i64 = args.next().ok_or(usage)?.parse()?;
     let snapshots: i64 = args.next().ok_or(usage)?.parse()?;
+    let rollups = args.next().as_deref() != Some("--no-rollups");
     let rounds = (snapshots + targets - 1) / targets;
 
     // The seeded file is what a durable run would write; fsync would only make seeding slower.
     let store = Store::connect_unsynchronized(&url).await?;
+    if rollups {
+        store.keep_rollups(600).await?;
+    }
     let now = Timestamp::now().as_millis();
     let first_round = now - rounds * CHECK_INTERVAL_MILLIS;
     let started = Instant::now();
@@ -78,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|metadata| metadata.len())
         .sum();
     println!(
-        "{{\"snapshots\":{snapshots},\"targets\":{targets},\"seconds\":{seconds:.2},\"bytes\":{bytes},\"bytes_per_snapshot\":{:.1}}}",
+        "{{\"snapshots\":{snapshots},\"targets\":{targets},\"rollups\":{rollups},\"seconds\":{seconds:.2},\"bytes\":{bytes},\"bytes_per_snapshot\":{:.1}}}",
         bytes as f64 / snapshots.max(1) as f64
     );
     tokio::time::sleep(Duration::from_millis(1)).await;
