@@ -22,10 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: stats_paths DATABASE_URL [RUNS] [--aligned] [--raw]";
     let url = args.first().ok_or(usage)?;
-    let runs: usize = args
-        .get(1)
-        .and_then(|runs| runs.parse().ok())
-        .unwrap_or(11);
+    let runs: usize = args.get(1).and_then(|runs| runs.parse().ok()).unwrap_or(11);
     let aligned = args.iter().any(|arg| arg == "--aligned");
     let raw = args.iter().any(|arg| arg == "--raw");
 
