@@ -13,9 +13,6 @@ pub const RESET_META_SQL: &str = "insert into rollup_meta (id, stale_after, read
      values (1, $1, 0) on conflict (id) do update set stale_after = excluded.stale_after, \
      ready = 0";
 
-/// Forgets every rollup (a reset).
-pub const DELETE_ROLLUPS_SQL: &str = "delete from rollups";
-
 /// Every target, in id order: what a rebuild works through.
 pub const TARGET_IDS_SQL: &str = "select id from targets order by id";
 
@@ -31,9 +28,26 @@ const TARGET_HOLDERS_SQL: &str = "select last_check, sync_status, stale_after fr
 /// Days written per statement.
 const DAYS_PER_STATEMENT: usize = 256;
 
-/// What a rebuild must do first: nothing when the rollups are complete for `stale_after`.
-pub fn needs_reset(meta: Option<(i64, i64)>, stale_after: i64) -> bool {
-    meta != Some((stale_after, 1))
+/// What keeping the rollups for `stale_after` takes, given `rollup_meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// They are complete for it.
+    Nothing,
+    /// A rebuild for it was begun (elsewhere, or before a restart): rebuild every target again,
+    /// which is idempotent, without resetting what another rebuild has done.
+    Rebuild,
+    /// Record the new default, then rebuild every target.
+    Reset,
+}
+
+impl Keep {
+    pub fn of(meta: Option<(i64, i64)>, stale_after: i64) -> Self {
+        match meta {
+            Some((kept_for, 1)) if kept_for == stale_after => Self::Nothing,
+            Some((kept_for, _)) if kept_for == stale_after => Self::Rebuild,
+            _ => Self::Reset,
+        }
+    }
 }
 
 /// Rebuilding one target's rollups from its raw snapshots, on a connection of either database.

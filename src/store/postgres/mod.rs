@@ -251,29 +251,31 @@ impl PostgresStore {
         stats::input(&mut connection, request, now, path).await
     }
 
-    /// Keeps the daily rollups for `stale_after`: unless they are complete for it, resets them
-    /// under the exclusive write lock (so every writer after it keeps deltas for the new
-    /// default), then rebuilds each target under its row lock, as writers take it; returns once
-    /// they are complete, or early when another replica reset them for another default.
+    /// Keeps the daily rollups for `stale_after`: unless they are complete for it, records the
+    /// new default under the exclusive write lock (so every writer after it keeps deltas for
+    /// it), then rebuilds each target under its row lock, as writers take it; returns once they
+    /// are complete, or early when another replica reset them for another default. Replicas
+    /// starting together rebuild side by side: a target's rebuild is idempotent, and neither
+    /// undoes the other's.
     pub async fn keep_rollups(&self, stale_after: i64) -> Result<(), StoreError> {
         let mut connection = self.inner.pool.acquire().await?;
         let meta = sqlx::query_as::<_, (i64, i64)>(sql::ROLLUP_META_SQL)
             .fetch_optional(&mut *connection)
             .await?;
-        if !rollups::needs_reset(meta, stale_after) {
+        let keep = rollups::Keep::of(meta, stale_after);
+        if keep == rollups::Keep::Nothing {
             return Ok(());
         }
         let mut tx = connection.begin().await?;
-        sqlx::query(&lock_sql("pg_advisory_xact_lock", WRITE_LOCK))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(rollups::RESET_META_SQL)
-            .bind(stale_after)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(rollups::DELETE_ROLLUPS_SQL)
-            .execute(&mut *tx)
-            .await?;
+        if keep == rollups::Keep::Reset {
+            sqlx::query(&lock_sql("pg_advisory_xact_lock", WRITE_LOCK))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(rollups::RESET_META_SQL)
+                .bind(stale_after)
+                .execute(&mut *tx)
+                .await?;
+        }
         let targets: Vec<i64> = sqlx::query_scalar(rollups::TARGET_IDS_SQL)
             .fetch_all(&mut *tx)
             .await?;

@@ -250,17 +250,17 @@ impl Writer {
         let meta = sqlx::query_as::<_, (i64, i64)>(sql::ROLLUP_META_SQL)
             .fetch_optional(&mut self.connection)
             .await?;
-        if !rollups::needs_reset(meta, stale_after) {
+        let keep = rollups::Keep::of(meta, stale_after);
+        if keep == rollups::Keep::Nothing {
             return Ok(None);
         }
         let mut tx = self.connection.begin().await?;
-        sqlx::query(rollups::RESET_META_SQL)
-            .bind(stale_after)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(rollups::DELETE_ROLLUPS_SQL)
-            .execute(&mut *tx)
-            .await?;
+        if keep == rollups::Keep::Reset {
+            sqlx::query(rollups::RESET_META_SQL)
+                .bind(stale_after)
+                .execute(&mut *tx)
+                .await?;
+        }
         let targets: Vec<i64> = sqlx::query_scalar(rollups::TARGET_IDS_SQL)
             .fetch_all(&mut *tx)
             .await?;
