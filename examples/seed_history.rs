@@ -5,7 +5,11 @@
 //! DRIFT_EVERY (default 10) makes one check in DRIFT_EVERY drift instead: long SYNCED runs, for
 //! measuring episodes whose snapshots are many.
 //!
-//! cargo run --release --example seed_history -- sqlite://bench.db 10000 10000000 [DRIFT_EVERY]
+//! cargo run --release --example seed_history -- sqlite://bench.db 10000 10000000 [DRIFT_EVERY] [--no-rollups]
+//!
+//! The daily rollups behind `/api/stats` are kept as the history is written, for the default
+//! `--stale-after` (600 s), unless `--no-rollups` (then the server rebuilds them at start); the
+//! two seeding times are the rollups' ingest cost.
 //!
 //! Prints one JSON line: snapshots written, seconds, database bytes and bytes per snapshot.
 
@@ -23,11 +27,13 @@ const CHECK_INTERVAL_MILLIS: i64 = 120_000;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: seed_history DATABASE_URL TARGETS SNAPSHOTS [DRIFT_EVERY]";
+    let usage = "usage: seed_history DATABASE_URL TARGETS SNAPSHOTS [DRIFT_EVERY] [--no-rollups]";
     let url = args.next().ok_or(usage)?;
     let targets: i64 = args.next().ok_or(usage)?.parse()?;
     let snapshots: i64 = args.next().ok_or(usage)?.parse()?;
-    let drift_every: i64 = match args.next() {
+    let rest: Vec<String> = args.collect();
+    let rollups = !rest.iter().any(|arg| arg == "--no-rollups");
+    let drift_every: i64 = match rest.iter().find(|arg| *arg != "--no-rollups") {
         Some(every) => every.parse::<i64>()?.max(1),
         None => 10,
     };
@@ -35,6 +41,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The seeded file is what a durable run would write; fsync would only make seeding slower.
     let store = Store::connect_unsynchronized(&url).await?;
+    if rollups {
+        store.keep_rollups(600).await?;
+    }
     let now = Timestamp::now().as_millis();
     let first_round = now - rounds * CHECK_INTERVAL_MILLIS;
     let started = Instant::now();
@@ -84,7 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|metadata| metadata.len())
         .sum();
     println!(
-        "{{\"snapshots\":{snapshots},\"targets\":{targets},\"seconds\":{seconds:.2},\"bytes\":{bytes},\"bytes_per_snapshot\":{:.1}}}",
+        "{{\"snapshots\":{snapshots},\"targets\":{targets},\"rollups\":{rollups},\"seconds\":{seconds:.2},\"bytes\":{bytes},\"bytes_per_snapshot\":{:.1}}}",
         bytes as f64 / snapshots.max(1) as f64
     );
     tokio::time::sleep(Duration::from_millis(1)).await;

@@ -13,6 +13,7 @@ pub mod model;
 pub mod notify;
 pub mod report;
 pub mod retention;
+pub mod rollups;
 pub mod signer;
 pub mod signing;
 pub mod stats;

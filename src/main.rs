@@ -11,7 +11,7 @@ use gitops_status_server::config::{
 use gitops_status_server::notify::{self, NotifyConfig, NotifyOptions};
 use gitops_status_server::retention::{self, Policy};
 use gitops_status_server::signing::{self, StatementKey};
-use gitops_status_server::store::{MigrateError, Store};
+use gitops_status_server::store::{MigrateError, Store, StoreError};
 use gitops_status_server::telemetry::Telemetry;
 use gitops_status_server::{AppState, Settings};
 use gitops_status_server::{evidence, signer};
@@ -235,6 +235,19 @@ async fn run_server(args: ServeArgs) -> ExitCode {
             config,
             NotifyOptions::new(settings.stale_after_seconds()),
         );
+    }
+    {
+        let store = store.clone();
+        let stale_after = settings.stale_after_seconds();
+        tokio::spawn(async move {
+            match store.keep_rollups(stale_after).await {
+                Ok(()) | Err(StoreError::Closed) => {}
+                Err(error) => tracing::warn!(
+                    %error,
+                    "keeping the daily rollups failed; /api/stats reads raw snapshots"
+                ),
+            }
+        });
     }
     if let Some(keep) = args.retention {
         retention::spawn(

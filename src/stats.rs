@@ -12,6 +12,7 @@ use wildmatch::WildMatch;
 
 use crate::model::times::time_field;
 use crate::model::{FieldError, SyncStatus, TargetState, query};
+use crate::rollups::DayTotals;
 use crate::timestamp::Timestamp;
 
 /// The window when `from` is not given: the 30 days before `to`.
@@ -392,7 +393,7 @@ impl Span {
 }
 
 /// The union of `spans`: sorted, disjoint and none empty.
-fn union(spans: impl IntoIterator<Item = Span>) -> Vec<Span> {
+pub fn union(spans: impl IntoIterator<Item = Span>) -> Vec<Span> {
     let mut spans: Vec<Span> = spans
         .into_iter()
         .filter(|span| span.start < span.end)
@@ -588,6 +589,20 @@ impl Tally {
         now: Timestamp,
         default_stale_after_seconds: i64,
     ) -> Self {
+        let mut tally = Self::of_time(history, from, to, now, default_stale_after_seconds);
+        tally.count_episodes(history, to.as_millis().min(now.as_millis()));
+        tally
+    }
+
+    /// One target's checks and time over `[from, to)`, all of which add up over consecutive
+    /// windows; no episodes, which do not.
+    fn of_time(
+        history: &TargetHistory,
+        from: Timestamp,
+        to: Timestamp,
+        now: Timestamp,
+        default_stale_after_seconds: i64,
+    ) -> Self {
         let mut tally = Self {
             targets: 1,
             checks: history.checks.len() as i64,
@@ -617,7 +632,88 @@ impl Tally {
                 tally.acknowledged += covered(stretch.span, &applying);
             }
         }
-        tally.count_episodes(history, to.as_millis().min(now.as_millis()));
+        tally
+    }
+
+    /// One target's sums over the window from its rollups and the raw parts around them; the
+    /// same as `of_target` over the raw history, to the millisecond.
+    fn of_rolled(
+        target: &RolledTarget,
+        to: Timestamp,
+        now: Timestamp,
+        default_stale_after_seconds: i64,
+    ) -> Self {
+        let mut tally = Self {
+            targets: 1,
+            ..Self::default()
+        };
+        for part in &target.edges {
+            let edge = Self::of_time(
+                &part.history,
+                part.from,
+                part.to,
+                now,
+                default_stale_after_seconds,
+            );
+            tally.checks += edge.checks;
+            tally.millis.add(&edge.millis);
+            tally.acknowledged += edge.acknowledged;
+            tally.silenced += edge.silenced;
+        }
+        let days = &target.days;
+        tally.checks += days.checks;
+        tally.millis.add(&StateMillis {
+            synced: days.synced_ms,
+            out_of_sync: days.out_of_sync_ms,
+            error: days.error_ms,
+            stale: days.stale_ms,
+        });
+        let (days_from, days_to) = (
+            Timestamp::from_millis(target.days_span.start),
+            Timestamp::from_millis(target.days_span.end),
+        );
+        if let Some(open) = &target.open {
+            let held = TargetHistory {
+                repo: String::new(),
+                server: String::new(),
+                before: Some(Carried {
+                    check: open.clone(),
+                    episode_start: open.last_check,
+                    episode_files: Vec::new(),
+                }),
+                checks: Vec::new(),
+                acks: Vec::new(),
+                silences: Vec::new(),
+                retired: Vec::new(),
+            };
+            for stretch in timeline(&held, days_from, days_to, now, default_stale_after_seconds) {
+                *tally.millis.of(stretch.state) += stretch.span.millis();
+            }
+        }
+        for part in &target.retired {
+            let timeline = timeline(
+                &part.history,
+                part.from,
+                part.to,
+                now,
+                default_stale_after_seconds,
+            );
+            for stretch in timeline {
+                *tally.millis.of(stretch.state) -= stretch.span.millis();
+            }
+        }
+        for part in &target.covered {
+            let covered = Self::of_time(
+                &part.history,
+                part.from,
+                part.to,
+                now,
+                default_stale_after_seconds,
+            );
+            tally.acknowledged += covered.acknowledged;
+            tally.silenced += covered.silenced;
+        }
+        tally.count_episodes(&target.episodes, to.as_millis().min(now.as_millis()));
         tally
     }
 
@@ -754,27 +850,88 @@ pub fn compute(
     tally.into_row(key, from, to)
 }
 
+/// What `/api/stats` reads: every target's raw history over the window, or, once the daily
+/// rollups are complete for the server's default stale-after, the rollups of the window's whole
+/// days and raw snapshots around them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsInput {
+    Raw(Vec<TargetHistory>),
+    Rolled(Vec<RolledTarget>),
+}
+
+/// Part of a target's window read from raw snapshots: a history over `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPart {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub history: TargetHistory,
+}
+
+/// A target's window as the daily rollups (`crate::rollups`) answer it: the whole days from
+/// rollups, the partial days at the edges from raw snapshots, and from raw snapshots too the few
+/// stretches of the days that events change (retirements, acknowledgements, silences).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledTarget {
+    pub repo: String,
+    pub server: String,
+    /// The window before and after its whole days, each with its own history.
+    pub edges: Vec<RawPart>,
+    /// The whole days' rollups, summed.
+    pub days: DayTotals,
+    /// The whole days, `[start, end)`.
+    pub days_span: Span,
+    /// The target's latest snapshot, when it is before the days' end: its hold is open, so in
+    /// no rollup.
+    pub open: Option<Check>,
+    /// Each retired stretch of the days, with a history whose retirements are left out: its
+    /// time is taken back from the days'.
+    pub retired: Vec<RawPart>,
+    /// Each stretch of the days an acknowledgement or a silence covers: their time is counted
+    /// from these.
+    pub covered: Vec<RawPart>,
+    /// The window's transitions (snapshots whose status or files changed), with the episode
+    /// carried into it: drift episodes need no other snapshot.
+    pub episodes: TargetHistory,
+}
+
 /// The rows of `/api/stats`: the targets' statistics over the request's window, judged at `now`,
 /// one row per group of `request.group_by`, sorted by repo then server. A target the window
 /// holds nothing of (no check, no time counted: retired throughout it, or a window after now) is
-/// in no row, so a group exists only with members.
+/// in no row, so a group exists only with members. Both inputs give the same rows.
 pub fn report(
-    histories: &[TargetHistory],
+    input: &StatsInput,
     request: &StatsRequest,
     now: Timestamp,
     default_stale_after_seconds: i64,
 ) -> Vec<TargetStats> {
+    let (from, to) = (request.from, request.to);
+    let default = default_stale_after_seconds;
+    match input {
+        StatsInput::Raw(histories) => group(
+            histories.iter().map(|history| {
+                let tally = Tally::of_target(history, from, to, now, default);
+                (history.repo.as_str(), history.server.as_str(), tally)
+            }),
+            request,
+        ),
+        StatsInput::Rolled(targets) => group(
+            targets.iter().map(|target| {
+                let tally = Tally::of_rolled(target, to, now, default);
+                (target.repo.as_str(), target.server.as_str(), tally)
+            }),
+            request,
+        ),
+    }
+}
+
+fn group<'a>(
+    tallies: impl Iterator<Item = (&'a str, &'a str, Tally)>,
+    request: &StatsRequest,
+) -> Vec<TargetStats> {
     let mut groups: BTreeMap<GroupKey, Tally> = BTreeMap::new();
-    for history in histories {
-        let tally = Tally::of_target(
-            history,
-            request.from,
-            request.to,
-            now,
-            default_stale_after_seconds,
-        );
+    for (repo, server, tally) in tallies {
         if !tally.is_empty() {
-            let key = request.group_by.key(&history.repo, &history.server);
+            let key = request.group_by.key(repo, server);
             groups.entry(key).or_default().add(tally);
         }
     }

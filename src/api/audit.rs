@@ -19,6 +19,7 @@ use crate::model::{FieldError, query};
 use crate::stats::{
     self, GroupBy, StatePercent, StatsFormat, StatsParams, StatsRequest, TargetStats,
 };
+use crate::store::StatsPath;
 use crate::timestamp::Timestamp;
 
 /// Recompute the integrity chain.
@@ -204,9 +205,12 @@ pub async fn stats_list(
     let now = Timestamp::now();
     let request =
         StatsRequest::from_query(query.as_deref(), now).map_err(ApiError::InvalidQuery)?;
-    let histories = state.store.stats_histories(&request).await?;
     let stale_after = state.settings.stale_after_seconds();
-    let rows = stats::report(&histories, &request, now, stale_after);
+    let path = StatsPath::Rollups {
+        default_stale_after: stale_after,
+    };
+    let input = state.store.stats_input(&request, now, path).await?;
+    let rows = stats::report(&input, &request, now, stale_after);
     let (content_type, body) = match request.format {
         StatsFormat::Json => (
             "application/json",

@@ -18,6 +18,7 @@ use super::postgres::{INSERT_SNAPSHOTS_SQL, connect_once};
 use super::sqlite::{Access, open_failure};
 use super::{ConnectError, DatabaseKind, DatabaseUrl, Store};
 use crate::chain::Verification;
+use crate::rollups::DayTotals;
 
 /// Rows copied per statement.
 const PAGE: usize = 5_000;
@@ -212,8 +213,8 @@ pub async fn migrate_to(source: &str, target: &str) -> Result<MigrateReport, Mig
     let mut tx = postgres.begin().await.map_err(target_error)?;
     // No server may write while the copy runs.
     sqlx::query(
-        "lock table targets, filesets, snapshots, chain_checkpoints, events, acks, silences \
-         in exclusive mode",
+        "lock table targets, filesets, snapshots, chain_checkpoints, events, acks, silences, \
+         rollups, rollup_meta in exclusive mode",
     )
     .execute(&mut *tx)
     .await
@@ -440,6 +441,7 @@ async fn copy(
         (0, 0, 0)
     };
     copy_statements(sqlite, postgres).await?;
+    copy_rollups(sqlite, postgres).await?;
 
     // New rows continue after the copied ones; snapshots and events share one id sequence.
     sqlx::query(
@@ -517,6 +519,82 @@ async fn copy_statements(
         .execute(&mut *postgres)
         .await?;
     }
+}
+
+/// A row of `rollups`.
+#[derive(Debug, sqlx::FromRow)]
+struct RollupRow {
+    target_id: i64,
+    day: i64,
+    #[sqlx(flatten)]
+    totals: DayTotals,
+}
+
+/// Copies the daily rollups and the default stale-after they are for, when the source keeps
+/// them: days retention pruned cannot be rebuilt from raw snapshots. A source without them
+/// leaves the copy without: the server rebuilds them at start.
+async fn copy_rollups(
+    sqlite: &mut SqliteConnection,
+    postgres: &mut PgConnection,
+) -> Result<(), ConnectError> {
+    let kept: bool = sqlx::query_scalar(
+        "select exists (select 1 from sqlite_master where type = 'table' and name = 'rollup_meta')",
+    )
+    .fetch_one(&mut *sqlite)
+    .await?;
+    if !kept {
+        return Ok(());
+    }
+    let mut rows = sqlx::query_as::<_, RollupRow>(
+        "select target_id, day, checks, synced_ms, out_of_sync_ms, error_ms, stale_ms \
+         from rollups order by target_id, day",
+    )
+    .fetch(&mut *sqlite);
+    let mut page = Vec::with_capacity(PAGE);
+    loop {
+        let row = rows.try_next().await?;
+        let end = row.is_none();
+        page.extend(row);
+        if page.len() == PAGE || (end && !page.is_empty()) {
+            let column = |get: fn(&RollupRow) -> i64| page.iter().map(get).collect::<Vec<i64>>();
+            sqlx::query(
+                "insert into rollups (target_id, day, checks, synced_ms, out_of_sync_ms, \
+                 error_ms, stale_ms) select * from unnest($1::bigint[], $2::bigint[], \
+                 $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])",
+            )
+            .bind(column(|row| row.target_id))
+            .bind(column(|row| row.day))
+            .bind(column(|row| row.totals.checks))
+            .bind(column(|row| row.totals.synced_ms))
+            .bind(column(|row| row.totals.out_of_sync_ms))
+            .bind(column(|row| row.totals.error_ms))
+            .bind(column(|row| row.totals.stale_ms))
+            .execute(&mut *postgres)
+            .await?;
+            page.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    drop(rows);
+    let meta: Option<(i64, i64)> =
+        sqlx::query_as("select stale_after, ready from rollup_meta where id = 1")
+            .fetch_optional(&mut *sqlite)
+            .await?;
+    if let Some((stale_after, ready)) = meta {
+        // A server may have started on the empty database and kept (empty) rollups already.
+        sqlx::query(
+            "insert into rollup_meta (id, stale_after, ready) values (1, $1, $2) \
+             on conflict (id) do update set stale_after = excluded.stale_after, \
+             ready = excluded.ready",
+        )
+        .bind(stale_after)
+        .bind(ready)
+        .execute(&mut *postgres)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Copies the chained events and the acknowledgements and silences they record: `(events,

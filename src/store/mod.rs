@@ -7,6 +7,7 @@ mod migrate;
 mod notify;
 mod pipeline;
 mod postgres;
+mod rollups;
 mod rules;
 mod sql;
 mod sqlite;
@@ -21,7 +22,7 @@ use futures_util::stream::BoxStream;
 use crate::chain::{Checkpoint, Verification};
 use crate::model::lifecycle::{Ack, EventOutcome, NewEvent};
 use crate::model::{Cursor, HistoryFilter, NewSnapshot, Order, Snapshot, StatusFilter};
-use crate::stats::{StatsRequest, TargetHistory};
+use crate::stats::{StatsInput, StatsRequest};
 use crate::timestamp::Timestamp;
 use pipeline::{Outcome, Placed, Record};
 
@@ -33,6 +34,7 @@ pub use notify::{
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use statements::{ChainRecord, EvidenceTarget, StatementRow};
+pub use stats::StatsPath;
 pub use url::{DatabaseKind, DatabaseUrl, redact_url};
 
 use crate::config::Problem;
@@ -401,14 +403,28 @@ impl Store {
         }
     }
 
-    /// Each matching target's history over the window, as `/api/stats` needs it.
-    pub async fn stats_histories(
+    /// What `/api/stats` needs of the matching targets over the window, judged at `now`: from
+    /// the daily rollups where `path` allows and they are complete, else raw snapshots.
+    pub async fn stats_input(
         &self,
         request: &StatsRequest,
-    ) -> Result<Vec<TargetHistory>, StoreError> {
+        now: Timestamp,
+        path: StatsPath,
+    ) -> Result<StatsInput, StoreError> {
         match self {
-            Self::Sqlite(store) => store.stats_histories(request).await,
-            Self::Postgres(store) => store.stats_histories(request).await,
+            Self::Sqlite(store) => store.stats_input(request, now, path).await,
+            Self::Postgres(store) => store.stats_input(request, now, path).await,
+        }
+    }
+
+    /// Keeps the daily rollups behind `/api/stats` for the server's default stale-after
+    /// (seconds): when they were computed for another (or never), resets them and rebuilds them
+    /// from raw snapshots, meanwhile `/api/stats` reads raw. Returns once they are complete; run
+    /// it in the background.
+    pub async fn keep_rollups(&self, stale_after: i64) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.keep_rollups(stale_after).await,
+            Self::Postgres(store) => store.keep_rollups(stale_after).await,
         }
     }
 

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::chain::{self, EventFields, Hash};
 use crate::model::lifecycle::{Ack, EventKind, EventOutcome, NewEvent, Silence, body};
 use crate::model::{NewSnapshot, Order, Snapshot, SyncStatus};
+use crate::rollups::{Holder, RollupDeltas};
 use crate::store::rules::{
     self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, snapshot_of,
 };
@@ -230,6 +231,18 @@ pub struct LatestCheck {
     pub last_check: i64,
     pub sync_status: i64,
     pub fileset_id: Option<i64>,
+    /// Its own stale-after (seconds): its hold's share of the rollups needs it.
+    pub stale_after: Option<i64>,
+}
+
+impl LatestCheck {
+    fn holder(&self) -> Holder {
+        Holder {
+            last_check: self.last_check,
+            sync_status: self.sync_status,
+            stale_after: self.stale_after,
+        }
+    }
 }
 
 /// A snapshot row as the `snapshots` table stores it, waiting for the next flush.
@@ -376,6 +389,8 @@ pub trait Steps {
     fn set_fleet_head(&mut self, head: (i64, Hash));
     /// A silence's `ends_at` and `deleted_at`; `None` when there is no such silence.
     async fn silence_end(&mut self, id: i64) -> Result<Option<(i64, Option<i64>)>, StoreError>;
+    /// The batch's changes to the daily rollups, written before it commits.
+    fn rollups(&mut self) -> &mut RollupDeltas;
 }
 
 /// Places every snapshot, in order, on its target's history and chain, through `steps`. Rows
@@ -859,11 +874,18 @@ async fn append(
     if change & STATUS_CHANGED != 0 || tip.status_since.is_none() {
         tip.status_since = Some(last_check);
     }
+    // The usual case's whole rollup cost: the previous latest's hold closes here.
+    let rollups = steps.rollups();
+    rollups.check(tip.target_id, last_check);
+    if let Some(previous) = tip.latest {
+        rollups.hold(tip.target_id, previous.holder(), last_check, 1);
+    }
     tip.latest = Some(LatestCheck {
         id,
         last_check,
         sync_status,
         fileset_id,
+        stale_after: new.stale_after_seconds,
     });
     tip.head = Some((id, hash));
     steps.push(Row::new(
@@ -905,6 +927,14 @@ async fn place_out_of_order(
         .neighbour(tip.target_id, last_check, Order::Asc)
         .await?;
     let (snapshot, hash) = chained(id, new, last_check, tip);
+    roll_late_check(
+        steps.rollups(),
+        tip.target_id,
+        new,
+        last_check,
+        previous,
+        next,
+    );
     let change = previous.map_or(STATUS_CHANGED | FILES_CHANGED, |previous| {
         change_between(
             (previous.sync_status, previous.fileset_id),
@@ -940,6 +970,34 @@ async fn place_out_of_order(
         snapshot,
         replayed: false,
     }))
+}
+
+/// A late check splits the hold it lands in: the previous snapshot now holds until the late
+/// check, and the late check until the next snapshot.
+fn roll_late_check(
+    rollups: &mut RollupDeltas,
+    target: i64,
+    new: &NewSnapshot,
+    last_check: Timestamp,
+    previous: Option<Neighbour>,
+    next: Option<Neighbour>,
+) {
+    let at = last_check.as_millis();
+    rollups.check(target, at);
+    if let Some(previous) = previous {
+        if let Some(next) = next {
+            rollups.hold(target, previous.holder(), next.last_check, -1);
+        }
+        rollups.hold(target, previous.holder(), at, 1);
+    }
+    if let Some(next) = next {
+        let late = Holder {
+            last_check: at,
+            sync_status: new.sync_status.code(),
+            stale_after: new.stale_after_seconds,
+        };
+        rollups.hold(target, late, next.last_check, 1);
+    }
 }
 
 /// The stored form of `new` with id `id` at `last_check`, hashed onto the tip's chain.

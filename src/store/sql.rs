@@ -6,6 +6,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use crate::model::lifecycle::{Ack, Silence};
 use crate::model::{FileEntry, HistoryFilter, Order, Snapshot, SyncStatus, files_text};
+use crate::rollups::Holder;
 use crate::store::pipeline::{Effect, EventRow, TransitionRow};
 use crate::timestamp::Timestamp;
 
@@ -22,13 +23,30 @@ pub const INSERT_SNAPSHOT_COLUMNS: &str = "insert into snapshots (id, target_id,
 /// Rewrites a snapshot's (`$2`) derived transition flags (`$1`).
 pub const SET_CHANGE_SQL: &str = "update snapshots set change = $1 where id = $2";
 
-/// A target's (`$1`) latest snapshot by `last_check` (id, last_check, sync_status, fileset_id)
-/// and the `last_check` where its run of `sync_status` began.
-pub const LATEST_CHECK_SQL: &str = "select s.id, s.last_check, s.sync_status, s.fileset_id, \
+/// A target's (`$1`) latest snapshot by `last_check` (id, last_check, sync_status, fileset_id,
+/// stale_after) and the `last_check` where its run of `sync_status` began.
+pub const LATEST_CHECK_SQL: &str = "select s.id, s.last_check, s.sync_status, s.fileset_id, s.stale_after, \
      coalesce((select c.last_check from snapshots c where c.target_id = s.target_id \
                and c.change <> 0 and (c.change & 1) = 1 and c.last_check <= s.last_check \
                order by c.last_check desc limit 1), s.last_check) \
      from snapshots s where s.target_id = $1 order by s.last_check desc limit 1";
+
+/// The head of an upsert of rollup deltas (`rollups::RollupDeltas`): columns in the table's order,
+/// values to follow, then `ROLLUP_ADD`.
+pub const INSERT_ROLLUP_COLUMNS: &str = "insert into rollups (target_id, day, checks, synced_ms, \
+     out_of_sync_ms, error_ms, stale_ms) ";
+
+/// What an upsert of rollup deltas does to a day that has a row: adds to it.
+pub const ROLLUP_ADD: &str = " on conflict (target_id, day) do update set \
+     checks = rollups.checks + excluded.checks, \
+     synced_ms = rollups.synced_ms + excluded.synced_ms, \
+     out_of_sync_ms = rollups.out_of_sync_ms + excluded.out_of_sync_ms, \
+     error_ms = rollups.error_ms + excluded.error_ms, \
+     stale_ms = rollups.stale_ms + excluded.stale_ms";
+
+/// The default stale-after the rollups are kept for, and whether they are complete; no row: no
+/// rollups are kept.
+pub const ROLLUP_META_SQL: &str = "select stale_after, ready from rollup_meta where id = 1";
 
 /// The stored snapshot of a target (`$1`) at a `last_check` (`$2`). Both databases take `$N`
 /// placeholders.
@@ -43,20 +61,32 @@ pub fn snapshot_at_sql() -> String {
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct Neighbour {
     pub id: i64,
+    pub last_check: i64,
     pub sync_status: i64,
     pub fileset_id: Option<i64>,
     pub change: i64,
+    pub stale_after: Option<i64>,
+}
+
+impl Neighbour {
+    pub fn holder(&self) -> Holder {
+        Holder {
+            last_check: self.last_check,
+            sync_status: self.sync_status,
+            stale_after: self.stale_after,
+        }
+    }
 }
 
 /// The target's (`$1`) snapshot just before (`Desc`) or just after (`Asc`) a `last_check` (`$2`).
 pub fn neighbour_sql(direction: Order) -> &'static str {
     match direction {
         Order::Desc => {
-            "select id, sync_status, fileset_id, change from snapshots \
+            "select id, last_check, sync_status, fileset_id, change, stale_after from snapshots \
              where target_id = $1 and last_check < $2 order by last_check desc limit 1"
         }
         Order::Asc => {
-            "select id, sync_status, fileset_id, change from snapshots \
+            "select id, last_check, sync_status, fileset_id, change, stale_after from snapshots \
              where target_id = $1 and last_check > $2 order by last_check asc limit 1"
         }
     }

@@ -11,7 +11,11 @@ use serde::Deserialize;
 use wildmatch::WildMatch;
 
 use crate::model::SyncStatus;
-use crate::stats::{AckSpan, Carried, Check, Span, StatsRequest, TargetHistory};
+use crate::rollups::{DayTotals, day_ceil, day_start};
+use crate::stats::{
+    AckSpan, Carried, Check, RawPart, RolledTarget, Span, StatsInput, StatsRequest, TargetHistory,
+    union,
+};
 use crate::store::StoreError;
 use crate::store::rules::STATUS_CHANGED;
 use crate::timestamp::Timestamp;
@@ -31,6 +35,35 @@ pub struct TransitionRow {
     pub last_check: i64,
     pub change: i64,
     pub fileset_id: Option<i64>,
+}
+
+/// A snapshot of some target, as the batched reads of the rolled-up path return it.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct TargetCheckRow {
+    pub target_id: i64,
+    pub last_check: i64,
+    pub sync_status: i64,
+    pub stale_after: Option<i64>,
+    pub fileset_id: Option<i64>,
+}
+
+impl TargetCheckRow {
+    fn check(self) -> CheckRow {
+        CheckRow {
+            last_check: self.last_check,
+            sync_status: self.sync_status,
+            stale_after: self.stale_after,
+            fileset_id: self.fileset_id,
+        }
+    }
+}
+
+/// A target's rollups summed over days.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct RollupSumRow {
+    pub target_id: i64,
+    #[sqlx(flatten)]
+    pub totals: DayTotals,
 }
 
 /// A target the stats cover.
@@ -106,6 +139,32 @@ pub const EPISODE_SQL: &str = "select last_check, change, fileset_id from snapsh
 /// `StatsReads::fileset`: the names of file set `$1`.
 pub const FILESET_SQL: &str = "select files from filesets where id = $1";
 
+/// `StatsReads::rollup_sums`: every target's rollups over the days `[$1, $2)`, one seek per
+/// target on the primary key.
+pub const ROLLUP_SUMS_SQL: &str = "select t.id as target_id, cast(sum(r.checks) as bigint) as checks, \
+     cast(sum(r.synced_ms) as bigint) as synced_ms, \
+     cast(sum(r.out_of_sync_ms) as bigint) as out_of_sync_ms, \
+     cast(sum(r.error_ms) as bigint) as error_ms, cast(sum(r.stale_ms) as bigint) as stale_ms \
+     from targets t join rollups r on r.target_id = t.id and r.day >= $1 and r.day < $2 \
+     group by t.id";
+
+/// `StatsReads::windows`: every target's snapshots with `last_check` in `[$1, $2)`, a range of
+/// snapshots_target_time per target.
+pub const WINDOWS_SQL: &str = "select s.target_id, s.last_check, s.sync_status, s.stale_after, \
+     s.fileset_id from targets t join snapshots s on s.target_id = t.id \
+     where s.last_check >= $1 and s.last_check < $2 order by s.target_id, s.last_check";
+
+/// `StatsReads::transitions`: every target's transitions with `last_check` in `[$1, $2)`, a
+/// range of snapshots_target_changes per target.
+pub const TRANSITIONS_SQL: &str = "select s.target_id, s.last_check, s.sync_status, \
+     s.stale_after, s.fileset_id from targets t join snapshots s on s.target_id = t.id \
+     where s.change != 0 and s.last_check >= $1 and s.last_check < $2 \
+     order by s.target_id, s.last_check";
+
+/// `StatsReads::latest_checks`: every target's latest `last_check`, one seek per target.
+pub const LATEST_CHECKS_SQL: &str = "select t.id, (select max(l.last_check) from snapshots l \
+     where l.target_id = t.id) from targets t";
+
 /// Whether a transition (`change`) is where an episode began: bit 1, the status changed.
 pub fn starts_episode(change: i64) -> bool {
     change & STATUS_CHANGED != 0
@@ -141,6 +200,18 @@ pub trait StatsReads {
     async fn retirements(&mut self) -> Result<Vec<LifecycleRow>, StoreError>;
     /// A snapshot's `last_check`, if it is still stored.
     async fn snapshot_check(&mut self, id: i64) -> Result<Option<i64>, StoreError>;
+    /// The default stale-after the rollups are kept for, and whether they are complete.
+    async fn rollup_meta(&mut self) -> Result<Option<(i64, i64)>, StoreError>;
+    /// Every target's rollups summed over the days `[from, to)`.
+    async fn rollup_sums(&mut self, from: i64, to: i64) -> Result<Vec<RollupSumRow>, StoreError>;
+    /// Every target's last snapshot before `at`.
+    async fn befores(&mut self, at: i64) -> Result<Vec<TargetCheckRow>, StoreError>;
+    /// Every target's snapshots in `[from, to)`, by target then `last_check`.
+    async fn windows(&mut self, from: i64, to: i64) -> Result<Vec<TargetCheckRow>, StoreError>;
+    /// Every target's transitions in `[from, to)`, by target then `last_check`.
+    async fn transitions(&mut self, from: i64, to: i64) -> Result<Vec<TargetCheckRow>, StoreError>;
+    /// Every target's latest `last_check`.
+    async fn latest_checks(&mut self) -> Result<HashMap<i64, i64>, StoreError>;
 }
 
 /// File sets by id, read once per request.
@@ -181,6 +252,33 @@ impl Filesets {
             stale_after_seconds: row.stale_after,
             files,
         })
+    }
+
+    async fn checks(
+        &mut self,
+        reads: &mut impl StatsReads,
+        rows: Vec<CheckRow>,
+    ) -> Result<Vec<Check>, StoreError> {
+        let mut checks = Vec::with_capacity(rows.len());
+        for row in rows {
+            checks.push(self.check(reads, row).await?);
+        }
+        Ok(checks)
+    }
+
+    /// The snapshot before a part of the window, as its time needs it (no episode).
+    async fn plain(
+        &mut self,
+        reads: &mut impl StatsReads,
+        row: Option<CheckRow>,
+    ) -> Result<Option<Carried>, StoreError> {
+        let Some(row) = row else { return Ok(None) };
+        let check = self.check(reads, row).await?;
+        Ok(Some(Carried {
+            episode_start: check.last_check,
+            episode_files: Vec::new(),
+            check,
+        }))
     }
 }
 
@@ -230,6 +328,230 @@ pub async fn histories(
         });
     }
     Ok(histories)
+}
+
+/// Which way `/api/stats` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsPath {
+    /// From the daily rollups when they are complete for this default stale-after (seconds) and
+    /// the window holds a whole day; raw snapshots otherwise.
+    Rollups { default_stale_after: i64 },
+    /// Raw snapshots only: what the rollups must agree with.
+    Raw,
+}
+
+/// What `/api/stats` needs of the matching targets over the request's window, judged at `now`.
+pub async fn input(
+    reads: &mut impl StatsReads,
+    request: &StatsRequest,
+    now: Timestamp,
+    path: StatsPath,
+) -> Result<StatsInput, StoreError> {
+    if let StatsPath::Rollups {
+        default_stale_after,
+    } = path
+    {
+        let ready = reads.rollup_meta().await? == Some((default_stale_after, 1));
+        let end = request.to.as_millis().min(now.as_millis());
+        let days = Span {
+            start: day_ceil(request.from.as_millis()),
+            end: day_start(end),
+        };
+        if ready && days.start < days.end {
+            return Ok(StatsInput::Rolled(rolled(reads, request, days).await?));
+        }
+    }
+    Ok(StatsInput::Raw(histories(reads, request).await?))
+}
+
+/// Rows of many targets, by target.
+fn by_target(rows: Vec<TargetCheckRow>) -> HashMap<i64, Vec<CheckRow>> {
+    let mut grouped: HashMap<i64, Vec<CheckRow>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.target_id).or_default().push(row.check());
+    }
+    grouped
+}
+
+/// The parts of `union` (sorted, disjoint) within `days`.
+fn within(union: Vec<Span>, days: Span) -> Vec<Span> {
+    union
+        .into_iter()
+        .map(|span| Span {
+            start: span.start.max(days.start),
+            end: span.end.min(days.end),
+        })
+        .filter(|span| span.start < span.end)
+        .collect()
+}
+
+/// Every matching target's window from the rollups of its whole `days` and raw snapshots around
+/// them, sorted by repo then server. A handful of statements for the whole fleet (each a seek or
+/// a range per target), plus per target a few for the stretches of the days that retirements,
+/// acknowledgements and silences cover, which people make, so they are few.
+async fn rolled(
+    reads: &mut impl StatsReads,
+    request: &StatsRequest,
+    days: Span,
+) -> Result<Vec<RolledTarget>, StoreError> {
+    let (from, to) = (request.from.as_millis(), request.to.as_millis());
+    let mut acks = acks_by_target(reads.acks(from, to).await?)?;
+    let silences = Silence::parse_all(reads.silences(from, to).await?)?;
+    let mut retirements = retirements_by_target(reads).await?;
+    let mut filesets = Filesets::default();
+    let targets = reads.targets(request).await?;
+    let mut sums: HashMap<i64, DayTotals> = reads
+        .rollup_sums(days.start, days.end)
+        .await?
+        .into_iter()
+        .map(|row| (row.target_id, row.totals))
+        .collect();
+    let mut before_from: HashMap<i64, CheckRow> = reads
+        .befores(from)
+        .await?
+        .into_iter()
+        .map(|row| (row.target_id, row.check()))
+        .collect();
+    let mut before_right: HashMap<i64, CheckRow> = reads
+        .befores(days.end)
+        .await?
+        .into_iter()
+        .map(|row| (row.target_id, row.check()))
+        .collect();
+    let mut left = if from < days.start {
+        by_target(reads.windows(from, days.start).await?)
+    } else {
+        HashMap::new()
+    };
+    let mut right = by_target(reads.windows(days.end, to).await?);
+    let mut transitions = by_target(reads.transitions(from, to).await?);
+    let latest = reads.latest_checks().await?;
+
+    let mut rolled = Vec::new();
+    for StatsTarget {
+        id: target,
+        repo,
+        server,
+    } in targets
+    {
+        let totals = sums.remove(&target).unwrap_or_default();
+        let before = before_from.remove(&target);
+        let left_rows = left.remove(&target).unwrap_or_default();
+        let right_rows = right.remove(&target).unwrap_or_default();
+        if before.is_none() && left_rows.is_empty() && right_rows.is_empty() && totals.checks == 0 {
+            continue;
+        }
+        let acks = acks.remove(&target).unwrap_or_default();
+        let silences: Vec<Span> = silences
+            .iter()
+            .filter(|silence| silence.matches(&repo, &server))
+            .map(|silence| silence.span)
+            .collect();
+        let retired = retirements.remove(&target).unwrap_or_default();
+        let history = |before: Option<Carried>, checks: Vec<Check>| TargetHistory {
+            repo: repo.clone(),
+            server: server.clone(),
+            before,
+            checks,
+            acks: acks.clone(),
+            silences: silences.clone(),
+            retired: retired.clone(),
+        };
+
+        let mut edges = Vec::new();
+        if from < days.start {
+            let before = filesets.plain(reads, before).await?;
+            let checks = filesets.checks(reads, left_rows).await?;
+            edges.push(RawPart {
+                from: request.from,
+                to: Timestamp::from_millis(days.start),
+                history: history(before, checks),
+            });
+        }
+        let before_end = before_right.remove(&target);
+        let open = match (latest.get(&target), before_end) {
+            (Some(latest), Some(row)) if *latest < days.end => {
+                Some(filesets.check(reads, row).await?)
+            }
+            _ => None,
+        };
+        if days.end < to {
+            let before = filesets.plain(reads, before_end).await?;
+            let checks = filesets.checks(reads, right_rows).await?;
+            edges.push(RawPart {
+                from: Timestamp::from_millis(days.end),
+                to: request.to,
+                history: history(before, checks),
+            });
+        }
+
+        let mut retired_parts = Vec::new();
+        for span in within(union(retired.iter().copied()), days) {
+            let (before, checks) = raw_part(reads, &mut filesets, target, span).await?;
+            retired_parts.push(RawPart {
+                from: Timestamp::from_millis(span.start),
+                to: Timestamp::from_millis(span.end),
+                history: TargetHistory {
+                    acks: Vec::new(),
+                    silences: Vec::new(),
+                    retired: Vec::new(),
+                    ..history(before, checks)
+                },
+            });
+        }
+        let mut covered = Vec::new();
+        let covering = union(
+            acks.iter()
+                .map(|ack| ack.span)
+                .chain(silences.iter().copied()),
+        );
+        for span in within(covering, days) {
+            let (before, checks) = raw_part(reads, &mut filesets, target, span).await?;
+            covered.push(RawPart {
+                from: Timestamp::from_millis(span.start),
+                to: Timestamp::from_millis(span.end),
+                history: history(before, checks),
+            });
+        }
+
+        let carried_episode = match before {
+            None => None,
+            Some(row) => Some(carried(reads, &mut filesets, target, row).await?),
+        };
+        let changes = filesets
+            .checks(reads, transitions.remove(&target).unwrap_or_default())
+            .await?;
+        let episodes = TargetHistory {
+            acks: Vec::new(),
+            silences: Vec::new(),
+            ..history(carried_episode, changes)
+        };
+        rolled.push(RolledTarget {
+            repo: repo.clone(),
+            server: server.clone(),
+            edges,
+            days: totals,
+            days_span: days,
+            open,
+            retired: retired_parts,
+            covered,
+            episodes,
+        });
+    }
+    Ok(rolled)
+}
+
+/// A target's snapshot before `span` and its snapshots in it.
+async fn raw_part(
+    reads: &mut impl StatsReads,
+    filesets: &mut Filesets,
+    target: i64,
+    span: Span,
+) -> Result<(Option<Carried>, Vec<Check>), StoreError> {
+    let before = reads.before(target, span.start).await?;
+    let before = filesets.plain(reads, before).await?;
+    let rows = reads.window(target, span.start, span.end).await?;
+    Ok((before, filesets.checks(reads, rows).await?))
 }
 
 /// A JSON array of strings as stored in `what`.
@@ -366,10 +688,66 @@ async fn carried(
     })
 }
 
-/// `StatsReads` for a connection type of `$database`: the same statements on either.
+/// `StatsReads` for a connection type of `$database`: the same statements on either, but for
+/// `$befores`, every target's last snapshot before `$1`, which each database seeks its own way.
 macro_rules! stats_reads_for {
-    ($connection:ty, $database:ty) => {
+    ($connection:ty, $database:ty, $befores:expr) => {
         impl StatsReads for $connection {
+            async fn rollup_meta(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
+                Ok(sqlx::query_as(crate::store::sql::ROLLUP_META_SQL)
+                    .fetch_optional(self)
+                    .await?)
+            }
+
+            async fn rollup_sums(
+                &mut self,
+                from: i64,
+                to: i64,
+            ) -> Result<Vec<RollupSumRow>, StoreError> {
+                Ok(sqlx::query_as(ROLLUP_SUMS_SQL)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(self)
+                    .await?)
+            }
+
+            async fn befores(&mut self, at: i64) -> Result<Vec<TargetCheckRow>, StoreError> {
+                Ok(sqlx::query_as($befores).bind(at).fetch_all(self).await?)
+            }
+
+            async fn windows(
+                &mut self,
+                from: i64,
+                to: i64,
+            ) -> Result<Vec<TargetCheckRow>, StoreError> {
+                Ok(sqlx::query_as(WINDOWS_SQL)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(self)
+                    .await?)
+            }
+
+            async fn transitions(
+                &mut self,
+                from: i64,
+                to: i64,
+            ) -> Result<Vec<TargetCheckRow>, StoreError> {
+                Ok(sqlx::query_as(TRANSITIONS_SQL)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(self)
+                    .await?)
+            }
+
+            async fn latest_checks(&mut self) -> Result<HashMap<i64, i64>, StoreError> {
+                let rows: Vec<(i64, Option<i64>)> =
+                    sqlx::query_as(LATEST_CHECKS_SQL).fetch_all(self).await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(target, latest)| Some((target, latest?)))
+                    .collect())
+            }
+
             async fn targets(
                 &mut self,
                 request: &StatsRequest,
@@ -474,5 +852,25 @@ macro_rules! stats_reads_for {
     };
 }
 
-stats_reads_for!(sqlx::sqlite::SqliteConnection, sqlx::Sqlite);
-stats_reads_for!(sqlx::postgres::PgConnection, sqlx::Postgres);
+/// `StatsReads::befores` on SQLite: a seek per target for the id, then the row by id.
+const SQLITE_BEFORES_SQL: &str = "select s.target_id, s.last_check, s.sync_status, \
+     s.stale_after, s.fileset_id from targets t join snapshots s on s.id = \
+     (select l.id from snapshots l where l.target_id = t.id and l.last_check < $1 \
+      order by l.last_check desc limit 1)";
+
+/// `StatsReads::befores` on PostgreSQL: a lateral seek per target.
+const POSTGRES_BEFORES_SQL: &str = "select t.id as target_id, s.last_check, s.sync_status, \
+     s.stale_after, s.fileset_id from targets t cross join lateral \
+     (select l.last_check, l.sync_status, l.stale_after, l.fileset_id from snapshots l \
+      where l.target_id = t.id and l.last_check < $1 order by l.last_check desc limit 1) s";
+
+stats_reads_for!(
+    sqlx::sqlite::SqliteConnection,
+    sqlx::Sqlite,
+    SQLITE_BEFORES_SQL
+);
+stats_reads_for!(
+    sqlx::postgres::PgConnection,
+    sqlx::Postgres,
+    POSTGRES_BEFORES_SQL
+);

@@ -25,8 +25,10 @@ use crate::chain::{Checkpoint, Verification};
 use crate::config::Problem;
 use crate::model::lifecycle::Ack;
 use crate::model::{HistoryFilter, Snapshot, StatusFilter};
-use crate::stats::{StatsRequest, TargetHistory};
+use crate::stats::{StatsInput, StatsRequest};
+use crate::store::StatsPath;
 use crate::store::pipeline::{self, Outcome, QUEUE_CAPACITY, Record, WriteJob};
+use crate::store::rollups::{self, RebuildTarget};
 use crate::store::sql::{self, SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::timestamp::Timestamp;
 /// Writer tasks per replica: each holds one connection and commits one batch at a time, so
@@ -239,12 +241,81 @@ impl PostgresStore {
         Ok(verification)
     }
 
-    pub async fn stats_histories(
+    pub async fn stats_input(
         &self,
         request: &StatsRequest,
-    ) -> Result<Vec<TargetHistory>, StoreError> {
+        now: Timestamp,
+        path: StatsPath,
+    ) -> Result<StatsInput, StoreError> {
         let mut connection = self.inner.pool.acquire().await?;
-        stats::histories(&mut connection, request).await
+        stats::input(&mut connection, request, now, path).await
+    }
+
+    /// Keeps the daily rollups for `stale_after`: unless they are complete for it, records the
+    /// new default under the exclusive write lock (so every writer after it keeps deltas for
+    /// it), then rebuilds each target under its row lock, as writers take it; returns once they
+    /// are complete, or early when another replica reset them for another default. Replicas
+    /// starting together rebuild side by side: a target's rebuild is idempotent, and neither
+    /// undoes the other's.
+    pub async fn keep_rollups(&self, stale_after: i64) -> Result<(), StoreError> {
+        let mut connection = self.inner.pool.acquire().await?;
+        let meta = sqlx::query_as::<_, (i64, i64)>(sql::ROLLUP_META_SQL)
+            .fetch_optional(&mut *connection)
+            .await?;
+        let keep = rollups::Keep::of(meta, stale_after);
+        if keep == rollups::Keep::Nothing {
+            return Ok(());
+        }
+        let mut tx = connection.begin().await?;
+        if keep == rollups::Keep::Reset {
+            sqlx::query(&lock_sql("pg_advisory_xact_lock", WRITE_LOCK))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(rollups::RESET_META_SQL)
+                .bind(stale_after)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let targets: Vec<i64> = sqlx::query_scalar(rollups::TARGET_IDS_SQL)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            stale_after,
+            targets = targets.len(),
+            "rebuilding the daily rollups; /api/stats reads raw snapshots until they are done"
+        );
+        for target in targets {
+            if *self.inner.shutdown.borrow() {
+                return Err(StoreError::Closed);
+            }
+            let mut tx = connection.begin().await?;
+            sqlx::query(&lock_sql("pg_advisory_xact_lock_shared", WRITE_LOCK))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("select id from targets where id = $1 for update")
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
+            let meta = sqlx::query_as::<_, (i64, i64)>(sql::ROLLUP_META_SQL)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if meta.map(|(kept_for, _)| kept_for) != Some(stale_after) {
+                tracing::info!(
+                    stale_after,
+                    "another replica reset the rollups; rebuild abandoned"
+                );
+                return Ok(());
+            }
+            tx.rebuild_target(target, stale_after).await?;
+            tx.commit().await?;
+        }
+        sqlx::query(rollups::READY_SQL)
+            .bind(stale_after)
+            .execute(&mut *connection)
+            .await?;
+        tracing::info!(stale_after, "the daily rollups are rebuilt");
+        Ok(())
     }
 
     /// Runs a retention pass on a connection of its own, unless another replica is running one

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::{FLEET_LOCK, INSERT_SNAPSHOTS_SQL, WRITE_LOCK, lock_sql};
 use crate::chain::{self, Hash};
 use crate::model::{NewSnapshot, Order, Snapshot};
+use crate::rollups::{DayTotals, RollupDeltas};
 use crate::store::StoreError;
 use crate::store::pipeline::{
     self, Backend, Batch, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TipAck,
@@ -136,6 +137,12 @@ impl Writer {
                 .await?;
         }
         let tips = lock_targets(&mut tx, snapshots, &events).await?;
+        // Read under the write lock, which a rollup reset takes exclusively: the deltas follow
+        // the default the rollups are kept for, whatever this replica's own.
+        let rollup_stale_after = sqlx::query_as::<_, (i64, i64)>(sql::ROLLUP_META_SQL)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|(stale_after, _)| stale_after);
         let (filesets, inserted) = fileset_ids(&mut tx, &self.filesets, snapshots).await?;
         let ids = Ids::reserve(&mut tx, appends(snapshots, &tips)).await?;
         let mut steps = PgSteps {
@@ -147,6 +154,7 @@ impl Writer {
             ids,
             rows: Vec::new(),
             failure: None,
+            rollups: RollupDeltas::new(rollup_stale_after),
         };
         let outcomes = match pipeline::place(&mut steps, records).await {
             Ok(outcomes) => outcomes,
@@ -159,6 +167,7 @@ impl Writer {
         };
         steps.write_rows().await?;
         steps.update_targets().await?;
+        steps.write_rollups().await?;
         // A file set stored only for snapshots that were refused (conflicts) or replayed goes
         // again: a refused request changes nothing stored.
         let unused: Vec<i64> = inserted
@@ -232,6 +241,7 @@ struct PgSteps<'c> {
     rows: Vec<Row>,
     /// The driver's error behind the last step that failed, for `Writer::write` to judge.
     failure: Option<sqlx::Error>,
+    rollups: RollupDeltas,
 }
 
 impl PgSteps<'_> {
@@ -279,6 +289,32 @@ impl PgSteps<'_> {
             .bind(rows.iter().map(|row| &row.hash[..]).collect::<Vec<_>>())
             .execute(&mut *self.connection)
             .await?;
+        Ok(())
+    }
+
+    /// Adds the batch's rollup deltas to their days with one statement, column by column.
+    async fn write_rollups(&mut self) -> Result<(), sqlx::Error> {
+        let deltas = self.rollups.take();
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let column =
+            |get: fn(&(i64, i64, DayTotals)) -> i64| deltas.iter().map(get).collect::<Vec<i64>>();
+        sqlx::query(&format!(
+            "{}select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+             $5::bigint[], $6::bigint[], $7::bigint[]){}",
+            sql::INSERT_ROLLUP_COLUMNS,
+            sql::ROLLUP_ADD
+        ))
+        .bind(column(|(target, _, _)| *target))
+        .bind(column(|(_, day, _)| *day))
+        .bind(column(|(_, _, totals)| totals.checks))
+        .bind(column(|(_, _, totals)| totals.synced_ms))
+        .bind(column(|(_, _, totals)| totals.out_of_sync_ms))
+        .bind(column(|(_, _, totals)| totals.error_ms))
+        .bind(column(|(_, _, totals)| totals.stale_ms))
+        .execute(&mut *self.connection)
+        .await?;
         Ok(())
     }
 
@@ -396,16 +432,19 @@ impl Steps for PgSteps<'_> {
     }
 
     async fn reread(&mut self, tip: &mut Tip) -> Result<(), StoreError> {
-        let latest = sqlx::query_as::<_, (i64, i64, i64, Option<i64>, i64)>(sql::LATEST_CHECK_SQL)
-            .bind(tip.target_id)
-            .fetch_one(&mut *self.connection)
-            .await;
-        let (id, last_check, sync_status, fileset_id, since) = self.check(latest)?;
+        let latest = sqlx::query_as::<_, (i64, i64, i64, Option<i64>, Option<i64>, i64)>(
+            sql::LATEST_CHECK_SQL,
+        )
+        .bind(tip.target_id)
+        .fetch_one(&mut *self.connection)
+        .await;
+        let (id, last_check, sync_status, fileset_id, stale_after, since) = self.check(latest)?;
         tip.latest = Some(LatestCheck {
             id,
             last_check,
             sync_status,
             fileset_id,
+            stale_after,
         });
         tip.status_since = Some(since);
         Ok(())
@@ -464,6 +503,10 @@ impl Steps for PgSteps<'_> {
             .fetch_optional(&mut *self.connection)
             .await;
         self.check(end)
+    }
+
+    fn rollups(&mut self) -> &mut RollupDeltas {
+        &mut self.rollups
     }
 }
 
@@ -573,25 +616,28 @@ async fn lock_targets(
         .filter_map(|row| row.try_get::<Option<i64>, _>("latest_id").ok().flatten())
         .collect();
     // A new statement: it sees the snapshots committed by whoever held the locks before.
-    let latest: HashMap<i64, LatestCheck> = sqlx::query_as::<_, (i64, i64, i64, Option<i64>)>(
-        "select id, last_check, sync_status, fileset_id from snapshots where id = any($1)",
-    )
-    .bind(&latest_ids)
-    .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .map(|(id, last_check, sync_status, fileset_id)| {
-        (
-            id,
-            LatestCheck {
-                id,
-                last_check,
-                sync_status,
-                fileset_id,
-            },
+    let latest: HashMap<i64, LatestCheck> =
+        sqlx::query_as::<_, (i64, i64, i64, Option<i64>, Option<i64>)>(
+            "select id, last_check, sync_status, fileset_id, stale_after from snapshots \
+             where id = any($1)",
         )
-    })
-    .collect();
+        .bind(&latest_ids)
+        .fetch_all(&mut *connection)
+        .await?
+        .into_iter()
+        .map(|(id, last_check, sync_status, fileset_id, stale_after)| {
+            (
+                id,
+                LatestCheck {
+                    id,
+                    last_check,
+                    sync_status,
+                    fileset_id,
+                    stale_after,
+                },
+            )
+        })
+        .collect();
     let mut tips = HashMap::with_capacity(keys.len());
     for row in rows {
         let latest_id: Option<i64> = row.try_get("latest_id")?;

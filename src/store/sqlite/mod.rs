@@ -24,7 +24,8 @@ use super::{ConnectError, HistorySpan, Latest, PruneReport, StoreError};
 use crate::chain::{Checkpoint, Verification};
 use crate::config::Problem;
 use crate::model::{HistoryFilter, Snapshot, StatusFilter};
-use crate::stats::{StatsRequest, TargetHistory};
+use crate::stats::{StatsInput, StatsRequest};
+use crate::store::StatsPath;
 use crate::store::pipeline::{self, QUEUE_CAPACITY};
 use crate::store::pipeline::{Outcome, Record};
 use crate::timestamp::Timestamp;
@@ -209,12 +210,26 @@ impl SqliteStore {
         Ok(verify::verify(path.to_path_buf()).await?)
     }
 
-    pub async fn stats_histories(
+    pub async fn stats_input(
         &self,
         request: &StatsRequest,
-    ) -> Result<Vec<TargetHistory>, StoreError> {
+        now: Timestamp,
+        path: StatsPath,
+    ) -> Result<StatsInput, StoreError> {
         let mut reader = self.inner.readers.acquire().await?;
-        stats::histories(&mut reader, request).await
+        stats::input(&mut reader, request, now, path).await
+    }
+
+    /// Keeps the daily rollups for `stale_after`, rebuilding them in the writer between batches
+    /// when they are not complete for it; returns once they are.
+    pub async fn keep_rollups(&self, stale_after: i64) -> Result<(), StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Message::KeepRollups { stale_after, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        outcome.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn prune(&self, cutoff: Timestamp) -> Result<PruneReport, StoreError> {

@@ -21,10 +21,12 @@ use super::{SNAPSHOT_COLUMNS, snapshot_from_row};
 use crate::chain::{self, Hash};
 use crate::model::lifecycle::Ack;
 use crate::model::{Order, Snapshot};
+use crate::rollups::{DayTotals, RollupDeltas};
 use crate::store::pipeline::{
     self, Backend, Batch, Effect, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TipAck,
     TransitionRow, WriteJob,
 };
+use crate::store::rollups::{self, RebuildTarget};
 use crate::store::rules;
 use crate::store::sql::{self, Neighbour};
 use crate::store::{Latest, PruneReport, StoreError};
@@ -48,6 +50,23 @@ pub enum Message {
         cutoff: Timestamp,
         reply: oneshot::Sender<Result<PruneReport, StoreError>>,
     },
+    /// Keep the daily rollups for this default stale-after (seconds): reset and rebuild them,
+    /// a few targets between write batches, unless they are complete for it already.
+    KeepRollups {
+        stale_after: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// Targets rebuilt per step between write batches.
+const REBUILD_TARGETS_PER_STEP: usize = 8;
+
+/// A rollup rebuild in progress: the targets left, and who waits for its end.
+#[derive(Debug)]
+struct RollupRun {
+    stale_after: i64,
+    targets: std::collections::VecDeque<i64>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
 /// A retention run in progress and who waits for its report.
@@ -77,6 +96,8 @@ struct Memory {
     acks: HashMap<i64, Arc<Ack>>,
     /// The fleet chain's newest record.
     fleet_head: Option<(i64, Hash)>,
+    /// The default stale-after the rollups are kept for (`rollup_meta`); `None`: none are.
+    rollup_stale_after: Option<i64>,
 }
 
 impl Writer {
@@ -102,6 +123,10 @@ impl Writer {
         let acks = load_acks(&mut self.connection, None).await?;
         let targets = load_targets(&mut self.connection, None, &acks).await?;
         let fleet_head = fleet_head(&mut self.connection).await?;
+        let rollup_stale_after = sqlx::query_as::<_, (i64, i64)>(sql::ROLLUP_META_SQL)
+            .fetch_optional(&mut self.connection)
+            .await?
+            .map(|(stale_after, _)| stale_after);
         let mut published = BTreeMap::new();
         self.memory = Memory {
             targets: HashMap::with_capacity(targets.len()),
@@ -110,6 +135,7 @@ impl Writer {
             next_target_id,
             acks,
             fleet_head,
+            rollup_stale_after,
         };
         for (key, tip, latest) in targets {
             self.memory.targets.insert(key.clone(), tip);
@@ -129,6 +155,7 @@ impl Writer {
         let mut closing = false;
         let mut batch = Batch::default();
         let mut pruning: Option<PruneRun> = None;
+        let mut rebuilding: Option<RollupRun> = None;
         loop {
             let first = tokio::select! {
                 biased;
@@ -138,6 +165,9 @@ impl Writer {
                     if let Some(run) = pruning.take() {
                         let _ = run.reply.send(Err(StoreError::Closed));
                     }
+                    if let Some(run) = rebuilding.take() {
+                        let _ = run.reply.send(Err(StoreError::Closed));
+                    }
                     continue;
                 }
                 message = queue.recv() => message,
@@ -145,14 +175,20 @@ impl Writer {
                     self.prune_step(&mut pruning).await;
                     continue;
                 }
+                () = std::future::ready(()), if rebuilding.is_some() => {
+                    self.rebuild_step(&mut rebuilding).await;
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let mut prunes = Vec::new();
+            let mut keeps = Vec::new();
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
                     Message::Write(job) => batch.push(job),
                     Message::Prune { cutoff, reply } => prunes.push((cutoff, reply)),
+                    Message::KeepRollups { stale_after, reply } => keeps.push((stale_after, reply)),
                 }
                 if !batch.is_full() {
                     next = queue.try_recv().ok();
@@ -175,9 +211,100 @@ impl Writer {
                     }
                 }
             }
+            for (stale_after, reply) in keeps {
+                if let Some(run) = rebuilding.take() {
+                    // The newer default wins; whoever waited on the older one is told.
+                    let _ = run.reply.send(Err(StoreError::Unavailable(
+                        "the rollups are being rebuilt for another stale-after".to_owned(),
+                    )));
+                }
+                match self.reset_rollups(stale_after).await {
+                    Ok(None) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Ok(Some(targets)) => {
+                        rebuilding = Some(RollupRun {
+                            stale_after,
+                            targets,
+                            reply,
+                        });
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
         }
         if let Err(error) = self.connection.close().await {
             tracing::warn!(%error, "closing the database failed");
+        }
+    }
+
+    /// Resets the rollups for `stale_after` unless they are complete for it; returns the
+    /// targets to rebuild (`None`: nothing to do). The pipeline keeps deltas for the new default
+    /// from the next batch on.
+    async fn reset_rollups(
+        &mut self,
+        stale_after: i64,
+    ) -> Result<Option<std::collections::VecDeque<i64>>, StoreError> {
+        let meta = sqlx::query_as::<_, (i64, i64)>(sql::ROLLUP_META_SQL)
+            .fetch_optional(&mut self.connection)
+            .await?;
+        let keep = rollups::Keep::of(meta, stale_after);
+        if keep == rollups::Keep::Nothing {
+            return Ok(None);
+        }
+        let mut tx = self.connection.begin().await?;
+        if keep == rollups::Keep::Reset {
+            sqlx::query(rollups::RESET_META_SQL)
+                .bind(stale_after)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let targets: Vec<i64> = sqlx::query_scalar(rollups::TARGET_IDS_SQL)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.memory.rollup_stale_after = Some(stale_after);
+        tracing::info!(
+            stale_after,
+            targets = targets.len(),
+            "rebuilding the daily rollups; /api/stats reads raw snapshots until they are done"
+        );
+        Ok(Some(targets.into()))
+    }
+
+    /// Rebuilds a few targets' rollups in one transaction; the last step marks them complete.
+    async fn rebuild_step(&mut self, rebuilding: &mut Option<RollupRun>) {
+        let Some(run) = rebuilding.as_mut() else {
+            return;
+        };
+        let stale_after = run.stale_after;
+        let count = run.targets.len().min(REBUILD_TARGETS_PER_STEP);
+        let targets: Vec<i64> = run.targets.drain(..count).collect();
+        let done = run.targets.is_empty();
+        let step = async {
+            let mut tx = self.connection.begin().await?;
+            for target in targets {
+                tx.rebuild_target(target, stale_after).await?;
+            }
+            if done {
+                sqlx::query(rollups::READY_SQL)
+                    .bind(stale_after)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        };
+        let outcome = step.await;
+        if outcome.is_err() || done {
+            if let Some(run) = rebuilding.take() {
+                if outcome.is_ok() {
+                    tracing::info!(stale_after, "the daily rollups are rebuilt");
+                }
+                let _ = run.reply.send(outcome);
+            }
         }
     }
 
@@ -203,7 +330,9 @@ impl Backend for Writer {
             self.reload().await?;
             self.memory_stale = false;
         }
+        let rollups = RollupDeltas::new(self.memory.rollup_stale_after);
         let mut steps = SqliteSteps {
+            rollups,
             connection: &mut self.connection,
             memory: &mut self.memory,
             published: &self.published,
@@ -251,6 +380,7 @@ struct SqliteSteps<'a> {
     rows: Vec<Row>,
     /// The targets' new latest, published once the batch commits.
     touched: HashMap<(String, String), Arc<Latest>>,
+    rollups: RollupDeltas,
 }
 
 impl SqliteSteps<'_> {
@@ -267,9 +397,15 @@ impl SqliteSteps<'_> {
     /// Writes what waits and commits. A batch of appends for known targets that fits one
     /// statement needs no BEGIN/COMMIT round trips: one statement is atomic and durable alone.
     async fn finish(mut self) -> Result<HashMap<(String, String), Arc<Latest>>, StoreError> {
-        if self.in_transaction || self.needs_transaction || self.rows.len() > MAX_STATEMENT_ROWS {
+        let rollups = self.rollups.take();
+        if self.in_transaction
+            || self.needs_transaction
+            || !rollups.is_empty()
+            || self.rows.len() > MAX_STATEMENT_ROWS
+        {
             self.begin().await?;
             self.write_pending().await?;
+            write_rollups(&mut *self.connection, &rollups).await?;
             sqlx::query("commit").execute(&mut *self.connection).await?;
         } else {
             self.write_pending().await?;
@@ -517,6 +653,33 @@ impl Steps for SqliteSteps<'_> {
             .fetch_optional(&mut *self.connection)
             .await?)
     }
+
+    fn rollups(&mut self) -> &mut RollupDeltas {
+        &mut self.rollups
+    }
+}
+
+/// Adds a batch's rollup deltas to their days, `MAX_STATEMENT_ROWS` days a statement.
+async fn write_rollups(
+    connection: &mut SqliteConnection,
+    deltas: &[(i64, i64, DayTotals)],
+) -> Result<(), StoreError> {
+    for chunk in deltas.chunks(MAX_STATEMENT_ROWS) {
+        let mut upsert = QueryBuilder::<Sqlite>::new(sql::INSERT_ROLLUP_COLUMNS);
+        upsert.push_values(chunk, |mut values, (target, day, totals)| {
+            values
+                .push_bind(*target)
+                .push_bind(*day)
+                .push_bind(totals.checks)
+                .push_bind(totals.synced_ms)
+                .push_bind(totals.out_of_sync_ms)
+                .push_bind(totals.error_ms)
+                .push_bind(totals.stale_ms);
+        });
+        upsert.push(sql::ROLLUP_ADD);
+        upsert.build().execute(&mut *connection).await?;
+    }
+    Ok(())
 }
 
 async fn next_ids(connection: &mut SqliteConnection) -> Result<(i64, i64), StoreError> {
@@ -585,6 +748,7 @@ fn target_from_row(
             last_check: snapshot.last_check.as_millis(),
             sync_status: snapshot.sync_status.code(),
             fileset_id: row.try_get("fileset_id")?,
+            stale_after: snapshot.stale_after_seconds,
         }),
         status_since: Some(status_since),
         head: head_id.zip(head_hash),
