@@ -975,8 +975,10 @@ async fn the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones
         "{in_force}"
     );
 
-    // SYNCED again: resolved, recorded with the check that resolved it.
+    // SYNCED again: resolved, recorded with the check that resolved it. That check was made
+    // before the acknowledgement, so the acknowledgement ends when it began, never before.
     let synced = record(&[], -100).await;
+    assert!(synced["last_check"].as_str().unwrap() < third["created_at"].as_str().unwrap());
     let page = app.get("/target?repo=rsyslog&server=lab").await.text();
     assert!(!page.contains("id=\"acknowledged\""));
     let acks = part(&page, "id=\"acks\"", "</table>");
@@ -988,7 +990,7 @@ async fn the_target_page_shows_the_acknowledgement_in_force_and_how_earlier_ones
     assert!(
         row.ends_with(&format!(
             "Resolved: synced again, {}",
-            human(synced["last_check"].as_str().unwrap())
+            human(third["created_at"].as_str().unwrap())
         )),
         "{row}"
     );
