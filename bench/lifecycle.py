@@ -56,6 +56,8 @@ def episodes(args, started):
         proc = server(run.BIN, database)
         pages = {}
         for label, path in PAGES.items():
+            if args.pages and label not in args.pages:
+                continue
             pages[label] = run.summarize(run.latency(proc.url(path), args.runs, "2s"))
             try:
                 with run.urllib.request.urlopen(proc.url(path)) as response:
@@ -123,6 +125,8 @@ def render(results):
             "|---|---|---|---|---|",
         ]
         for label in PAGES:
+            if label not in s["pages"] or label not in b["pages"]:
+                continue
             sp, bp = s["pages"][label], b["pages"][label]
             lines.append(
                 f"| {label} (one check in {s['drift_every']} drifts; {sp['episodes']} / "
@@ -156,6 +160,8 @@ def main():
     parser.add_argument("--long", action="store_true", help="also measure long SYNCED runs")
     parser.add_argument("--baseline", type=Path, help="release binary without the lifecycle")
     parser.add_argument("--no-episodes", action="store_true")
+    parser.add_argument("--pages", nargs="+", choices=list(PAGES), metavar="PAGE",
+                        help=f"measure only these pages (of: {', '.join(PAGES)})")
     args = parser.parse_args()
     if args.baseline:
         args.baseline = args.baseline.resolve()

@@ -23,6 +23,7 @@ backend_tests! {
     stats_over_a_fixed_window_are_tagged,
     gzip_bodies_decompress_to_the_identity_bodies,
     exports_stream_with_and_without_gzip,
+    every_streamed_body_survives_gzip_to_its_end,
     every_time_has_its_millisecond_twin,
     envelope_pages_follow_next_cursor_as_the_link_walk_does,
     bad_envelopes_are_named,
@@ -664,4 +665,72 @@ async fn bad_envelopes_are_named(backend: Backend) {
         app.get_rows("/history").await
     );
     assert_eq!(app.all_history().await.len(), 1, "nothing changed");
+}
+
+/// Every streamed answer, gzipped, decompresses to a whole body ending where the identity one
+/// does. A stream that cannot be polled after its end (a bare `unfold`) once cut the gzipped
+/// evidence file short: the encoder polls its source once more to write the trailer.
+async fn every_streamed_body_survives_gzip_to_its_end(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    for outcome in app.store.import(imported(30, 600)).await.unwrap() {
+        outcome.unwrap();
+    }
+    for path in [
+        "/history?format=ndjson",
+        "/history?format=csv",
+        "/api/episodes?format=ndjson",
+        "/api/chain/events",
+        "/api/evidence",
+        "/api/events?follow=false",
+    ] {
+        let mut bodies = Vec::new();
+        for gzip in [false, true] {
+            let mut request = Request::get(path);
+            if gzip {
+                request = request.header("accept-encoding", "gzip");
+            }
+            let response = app
+                .app
+                .clone()
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            // Event streams and empty bodies go uncompressed.
+            let gzipped = response
+                .headers()
+                .get("content-encoding")
+                .is_some_and(|value| value == "gzip");
+            assert!(!gzipped || gzip, "{path}");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            bodies.push(if gzipped {
+                gunzip(&body)
+            } else {
+                body.to_vec()
+            });
+        }
+        let (identity, gzipped) = (
+            String::from_utf8_lossy(&bodies[0]),
+            String::from_utf8_lossy(&bodies[1]),
+        );
+        assert!(
+            !identity.is_empty() || path == "/api/chain/events",
+            "{path}: nothing to compare"
+        );
+        let last = |text: &str| {
+            text.trim_end()
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            last(&gzipped),
+            last(&identity),
+            "{path}: the gzipped body ends early"
+        );
+        if path == "/api/evidence" {
+            assert!(last(&gzipped).contains(r#""type":"end""#), "{gzipped}");
+        }
+    }
 }

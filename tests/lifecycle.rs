@@ -130,10 +130,7 @@ async fn an_acknowledgement_shows_in_status_and_metrics_and_ends_when_synced(bac
     let synced = app
         .record(&json!({"repo": "rsyslog", "server": "lab", "sync_status": "SYNCED"}))
         .await;
-    let ended = app
-        .get(&format!("/api/acks/{}", again["id"]))
-        .await
-        .json();
+    let ended = app.get(&format!("/api/acks/{}", again["id"])).await.json();
     assert_eq!(ended["end_reason"], "resolved");
     assert!(synced["last_check"].as_str().unwrap() >= again["created_at"].as_str().unwrap());
     assert_eq!(ended["ended_at"], synced["last_check"]);

@@ -132,7 +132,9 @@ pub async fn event_stream(
             Message::Failed => return None,
         };
         Some((Ok(event), receiver))
-    });
+    })
+    // A bare `unfold` panics when polled after its end; layers may poll once more.
+    .fuse();
     let events = stream::once(async move { Ok(ready) }).chain(events);
     Ok(Sse::new(events).keep_alive(
         KeepAlive::new()

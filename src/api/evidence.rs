@@ -6,6 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
@@ -164,12 +165,15 @@ pub async fn evidence_file(
     state.store.ping().await?;
     let (chunks, received) = mpsc::channel(4);
     tokio::spawn(evidence::export(state.store.clone(), selection, chunks));
+    // Fused: the gzip encoder polls its source once more after the end, and a bare `unfold`
+    // panics when polled after it returned `None`, which cut every compressed file short.
     let body = futures_util::stream::unfold(received, |mut received| async move {
         received
             .recv()
             .await
             .map(|chunk| (chunk.map(Bytes::from), received))
-    });
+    })
+    .fuse();
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
