@@ -59,7 +59,9 @@ fn run_against(test: &str, server: &mut Binary, dir: &Path, location: &str, max_
         let errors: Vec<String> = server
             .logs()
             .into_iter()
-            .filter(|line| line.contains("ERROR") || line.contains("WARN"))
+            .filter(|line| {
+                line.contains(" ERROR ") || line.contains(" WARN ") || line.contains("panicked")
+            })
             .collect();
         panic!(
             "schemathesis found failures:\n{stdout}\n{}\nserver errors and warnings:\n{}",
