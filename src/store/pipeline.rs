@@ -381,8 +381,9 @@ pub trait Steps {
     async fn existing_tip(&mut self, repo: &str, server: &str) -> Result<Option<Tip>, StoreError>;
     /// Writes an event and its effect now (after every queued row).
     async fn event(&mut self, row: EventRow) -> Result<(), StoreError>;
-    /// Writes a transition to the notifications' outbox now (after every queued row).
-    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError>;
+    /// Queues a transition for the notifications' outbox, written with the batch after its
+    /// records, in the order queued (the outbox is delivered in id order).
+    fn transition(&mut self, row: TransitionRow);
     /// The fleet chain's head (held for this transaction).
     async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError>;
     /// The fleet chain's head after an event was written on it.
@@ -431,7 +432,7 @@ async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Out
             let previous = tip.latest.map(|latest| latest.sync_status);
             let recorded = append(steps, new, &mut tip).await?;
             steps.settle(&new.repo, &new.server, tip, Some(&recorded.snapshot));
-            status_transitions(steps, &tip, previous, &recorded.snapshot).await?;
+            status_transitions(steps, &tip, previous, &recorded.snapshot);
             Ok(recorded)
         };
         if let Ok(recorded) = &outcome {
@@ -448,42 +449,37 @@ async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Out
 /// The outbox rows of an appended snapshot that changed its target's sync_status: leaving
 /// OUT_OF_SYNC or ERROR, entering one of them. (A late check joins history without changing what
 /// the target is now, so it notifies nothing.)
-async fn status_transitions(
+fn status_transitions(
     steps: &mut impl Steps,
     tip: &Tip,
     previous: Option<i64>,
     snapshot: &Snapshot,
-) -> Result<(), StoreError> {
+) {
     let now = snapshot.sync_status;
     let before = previous.and_then(SyncStatus::from_code);
     if before == Some(now) {
-        return Ok(());
+        return;
     }
     let at = snapshot.last_check.as_millis();
     let notable = |status: SyncStatus| status != SyncStatus::Synced;
     if let Some(before) = before.filter(|status| notable(*status)) {
-        steps
-            .transition(TransitionRow {
-                target_id: tip.target_id,
-                kind: "left",
-                state: before.as_str(),
-                at,
-                record_id: Some(snapshot.id),
-            })
-            .await?;
+        steps.transition(TransitionRow {
+            target_id: tip.target_id,
+            kind: "left",
+            state: before.as_str(),
+            at,
+            record_id: Some(snapshot.id),
+        });
     }
     if notable(now) {
-        steps
-            .transition(TransitionRow {
-                target_id: tip.target_id,
-                kind: "entered",
-                state: now.as_str(),
-                at,
-                record_id: Some(snapshot.id),
-            })
-            .await?;
+        steps.transition(TransitionRow {
+            target_id: tip.target_id,
+            kind: "entered",
+            state: now.as_str(),
+            at,
+            record_id: Some(snapshot.id),
+        });
     }
-    Ok(())
 }
 
 /// The sync_status of the target's latest snapshot, as a state name.
@@ -588,15 +584,13 @@ async fn end_ack(
     )
     .await?;
     tip.ack = None;
-    steps
-        .transition(TransitionRow {
-            target_id,
-            kind: "ack_end",
-            state: latest_state(tip),
-            at,
-            record_id: Some(id),
-        })
-        .await?;
+    steps.transition(TransitionRow {
+        target_id,
+        kind: "ack_end",
+        state: latest_state(tip),
+        at,
+        record_id: Some(id),
+    });
     Ok(id)
 }
 
@@ -678,15 +672,13 @@ async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome
                 created_at: at,
                 until: until.as_millis(),
             });
-            steps
-                .transition(TransitionRow {
-                    target_id,
-                    kind: "ack",
-                    state: latest_state(&tip),
-                    at,
-                    record_id: Some(id),
-                })
-                .await?;
+            steps.transition(TransitionRow {
+                target_id,
+                kind: "ack",
+                state: latest_state(&tip),
+                at,
+                record_id: Some(id),
+            });
             Some(id)
         }
         EventKind::EndAck { ack, by } => match tip.ack {

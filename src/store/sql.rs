@@ -7,7 +7,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use crate::model::lifecycle::{Ack, Silence};
 use crate::model::{FileEntry, HistoryFilter, Order, Snapshot, SyncStatus, files_text};
 use crate::rollups::Holder;
-use crate::store::pipeline::{Effect, EventRow, TransitionRow};
+use crate::store::pipeline::{Effect, EventRow};
 use crate::timestamp::Timestamp;
 
 /// The columns a `Snapshot` is decoded from (`s`: snapshots, `t`: targets, `f`: filesets).
@@ -405,18 +405,11 @@ where
     })
 }
 
-/// The statement that writes a transition to the notifications' outbox, with its values; a
-/// transition already there (the same target, kind, state and time) is not written twice.
-pub fn transition_statement(row: &TransitionRow) -> (&'static str, Vec<Value>) {
-    (
-        "insert into transitions (target_id, kind, state, at, record_id) \
-         values ($1, $2, $3, $4, $5) on conflict do nothing",
-        vec![
-            Value::Integer(Some(row.target_id)),
-            Value::Text(Some(row.kind.to_owned())),
-            Value::Text(Some(row.state.to_owned())),
-            Value::Integer(Some(row.at)),
-            Value::Integer(row.record_id),
-        ],
-    )
-}
+/// The head of the statement that writes transitions to the notifications' outbox; the values
+/// follow, then [`ON_CONFLICT_DO_NOTHING`]: a transition already there (the same target, kind,
+/// state and time) is not written twice.
+pub const INSERT_TRANSITION_COLUMNS: &str =
+    "insert into transitions (target_id, kind, state, at, record_id) ";
+
+/// Ends an insert whose rows may already be stored.
+pub const ON_CONFLICT_DO_NOTHING: &str = " on conflict do nothing";

@@ -153,6 +153,7 @@ impl Writer {
             used: HashSet::new(),
             ids,
             rows: Vec::new(),
+            transitions: Vec::new(),
             failure: None,
             rollups: RollupDeltas::new(rollup_stale_after),
         };
@@ -166,6 +167,7 @@ impl Writer {
             }
         };
         steps.write_rows().await?;
+        steps.write_transitions().await?;
         steps.update_targets().await?;
         steps.write_rollups().await?;
         // A file set stored only for snapshots that were refused (conflicts) or replayed goes
@@ -239,6 +241,8 @@ struct PgSteps<'c> {
     used: HashSet<i64>,
     ids: Ids,
     rows: Vec<Row>,
+    /// The outbox rows of the batch, written after its snapshots in one statement.
+    transitions: Vec<TransitionRow>,
     /// The driver's error behind the last step that failed, for `Writer::write` to judge.
     failure: Option<sqlx::Error>,
     rollups: RollupDeltas,
@@ -289,6 +293,30 @@ impl PgSteps<'_> {
             .bind(rows.iter().map(|row| &row.hash[..]).collect::<Vec<_>>())
             .execute(&mut *self.connection)
             .await?;
+        Ok(())
+    }
+
+    /// Inserts the batch's outbox rows with one statement, column by column, in the order
+    /// placement queued them (`with ordinality` keeps it for the ids).
+    async fn write_transitions(&mut self) -> Result<(), sqlx::Error> {
+        if self.transitions.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.transitions);
+        sqlx::query(&format!(
+            "{}select target_id, kind, state, at, record_id from unnest($1::bigint[], \
+             $2::text[], $3::text[], $4::bigint[], $5::bigint[]) with ordinality \
+             as t (target_id, kind, state, at, record_id, n) order by n{}",
+            sql::INSERT_TRANSITION_COLUMNS,
+            sql::ON_CONFLICT_DO_NOTHING
+        ))
+        .bind(rows.iter().map(|row| row.target_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.kind).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.state).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.record_id).collect::<Vec<_>>())
+        .execute(&mut *self.connection)
+        .await?;
         Ok(())
     }
 
@@ -474,14 +502,8 @@ impl Steps for PgSteps<'_> {
         Ok(())
     }
 
-    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError> {
-        let flushed = self.write_rows().await;
-        self.check(flushed)?;
-        let (statement, values) = sql::transition_statement(&row);
-        let done = bind(sqlx::query(statement), values)
-            .execute(&mut *self.connection)
-            .await;
-        self.check(done).map(drop)
+    fn transition(&mut self, row: TransitionRow) {
+        self.transitions.push(row);
     }
 
     async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError> {

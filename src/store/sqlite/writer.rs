@@ -340,6 +340,7 @@ impl Backend for Writer {
             needs_transaction: false,
             new_targets: Vec::new(),
             rows: Vec::new(),
+            transitions: Vec::new(),
             touched: HashMap::new(),
         };
         let written = match pipeline::place(&mut steps, records).await {
@@ -378,6 +379,8 @@ struct SqliteSteps<'a> {
     needs_transaction: bool,
     new_targets: Vec<(i64, String, String)>,
     rows: Vec<Row>,
+    /// The outbox rows of the batch, written after its snapshots in one statement.
+    transitions: Vec<TransitionRow>,
     /// The targets' new latest, published once the batch commits.
     touched: HashMap<(String, String), Arc<Latest>>,
     rollups: RollupDeltas,
@@ -405,6 +408,7 @@ impl SqliteSteps<'_> {
         {
             self.begin().await?;
             self.write_pending().await?;
+            write_transitions(&mut *self.connection, &self.transitions).await?;
             write_rollups(&mut *self.connection, &rollups).await?;
             sqlx::query("commit").execute(&mut *self.connection).await?;
         } else {
@@ -628,14 +632,9 @@ impl Steps for SqliteSteps<'_> {
         Ok(())
     }
 
-    async fn transition(&mut self, row: TransitionRow) -> Result<(), StoreError> {
-        self.flush().await?;
-        self.begin().await?;
-        let (statement, values) = sql::transition_statement(&row);
-        bind(sqlx::query(statement), values)
-            .execute(&mut *self.connection)
-            .await?;
-        Ok(())
+    fn transition(&mut self, row: TransitionRow) {
+        self.needs_transaction = true;
+        self.transitions.push(row);
     }
 
     async fn fleet_head(&mut self) -> Result<Option<(i64, Hash)>, StoreError> {
@@ -657,6 +656,28 @@ impl Steps for SqliteSteps<'_> {
     fn rollups(&mut self) -> &mut RollupDeltas {
         &mut self.rollups
     }
+}
+
+/// Writes a batch's outbox rows, in the order placement made them, `MAX_STATEMENT_ROWS` a
+/// statement; a transition already there is not written twice.
+async fn write_transitions(
+    connection: &mut SqliteConnection,
+    transitions: &[TransitionRow],
+) -> Result<(), StoreError> {
+    for chunk in transitions.chunks(MAX_STATEMENT_ROWS) {
+        let mut insert = QueryBuilder::<Sqlite>::new(sql::INSERT_TRANSITION_COLUMNS);
+        insert.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(row.target_id)
+                .push_bind(row.kind)
+                .push_bind(row.state)
+                .push_bind(row.at)
+                .push_bind(row.record_id);
+        });
+        insert.push(sql::ON_CONFLICT_DO_NOTHING);
+        insert.build().execute(&mut *connection).await?;
+    }
+    Ok(())
 }
 
 /// Adds a batch's rollup deltas to their days, `MAX_STATEMENT_ROWS` days a statement.
