@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -234,12 +235,13 @@ def primed_pushgateway_state(targets):
     return state
 
 
-def wrk(url, script, connections, duration, targets=0, threads=2, start_ms=None):
+def wrk(url, script, connections, duration, targets=0, threads=2, start_ms=None, headers=()):
     """Runs wrk; returns its RESULT line plus the generator's own CPU time."""
-    return wrk_together([url], script, connections, duration, targets, threads, start_ms)
+    return wrk_together([url], script, connections, duration, targets, threads, start_ms, headers)
 
 
-def wrk_together(urls, script, connections, duration, targets=0, threads=2, start_ms=None):
+def wrk_together(urls, script, connections, duration, targets=0, threads=2, start_ms=None,
+                 headers=()):
     """Runs one wrk per URL at once, each with `connections` and `threads`, over one sequence of
     checks (see post.lua). Returns their combined RESULT: requests and errors summed, the rate the
     sum of each one's rate, p50 and p99 the worse of theirs, and the generators' CPU."""
@@ -253,6 +255,7 @@ def wrk_together(urls, script, connections, duration, targets=0, threads=2, star
         subprocess.Popen(
             [
                 "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", "--timeout", "30s",
+                *[arg for header in headers for arg in ("-H", header)],
                 "-s", str(ROOT / "bench" / script), url,
             ],
             env={**env, "WRK_GENERATOR": str(index)},
@@ -434,14 +437,56 @@ def ingest_pushgateway(targets, connections, runs, duration, consistency_check=T
     return results
 
 
-def latency(url, runs, duration):
-    return [wrk(url, "get.lua", 1, duration, threads=1) for _ in range(runs)]
+def latency(url, runs, duration, headers=()):
+    return [wrk(url, "get.lua", 1, duration, threads=1, headers=headers) for _ in range(runs)]
 
 
 def status_json(proc):
     with urllib.request.urlopen(proc.url("/status.json")) as response:
         body = response.read()
     return len(json.loads(body)), len(body)
+
+
+def status_json_answer(proc, headers):
+    """One /status.json answer with `headers`: its status, ETag, Content-Encoding and body size."""
+    request = urllib.request.Request(proc.url("/status.json"), headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.headers["etag"], response.headers["content-encoding"], \
+                len(response.read())
+    except urllib.error.HTTPError as error:
+        if error.code != 304:
+            raise
+        return 304, error.headers["etag"], None, 0
+
+
+# The ways a dashboard asks for /status.json: plain; gzip (Go's client, hence Grafana's backend,
+# sends Accept-Encoding: gzip); and revalidating the tag it holds, answered 304.
+STATUS_JSON_WAYS = ("identity", "gzip", "not_modified")
+
+
+def status_json_way(proc, way):
+    """The request headers of `way` (the current tag for not_modified), checked on one request."""
+    if way == "identity":
+        return ()
+    if way == "gzip":
+        headers = ("Accept-Encoding: gzip",)
+        status, _, encoding, _ = status_json_answer(proc, [("Accept-Encoding", "gzip")])
+        if status != 200 or encoding != "gzip":
+            PROBLEMS.append(f"/status.json with Accept-Encoding: gzip: {status}, encoding {encoding}")
+        return headers
+    _, tag, _, _ = status_json_answer(proc, [])
+    status, _, _, _ = status_json_answer(proc, [("If-None-Match", tag)])
+    if status != 304:
+        PROBLEMS.append(f"/status.json with If-None-Match: its own tag: {status}, not 304")
+    return (f"If-None-Match: {tag}",)
+
+
+def status_json_sizes(proc):
+    """Rows, body bytes and gzip-encoded body bytes of /status.json."""
+    targets, identity = status_json(proc)
+    _, _, _, gzip = status_json_answer(proc, [("Accept-Encoding", "gzip")])
+    return {"targets": targets, "bytes": identity, "gzip_bytes": gzip}
 
 
 def loadavg():
@@ -460,6 +505,8 @@ def main():
     parser.add_argument("--no-postgres", action="store_true", help="measure SQLite only")
     parser.add_argument("--postgres-big", action="store_true",
                         help="also seed PostgreSQL with the big history and read it (adds minutes)")
+    parser.add_argument("--status-only", action="store_true",
+                        help="only /status.json at 10,000 targets, each way of asking, both databases")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration, args.big = 1, "2s", 1_000_000
@@ -468,7 +515,12 @@ def main():
     shutil.rmtree(OUT / "logs", ignore_errors=True)
     pg = None if args.no_postgres else Postgres(args.postgres)
     try:
-        results = measure(args, pg, started)
+        if args.status_only:
+            results = {"load_before": loadavg(), "runs": args.runs}
+            results["status_json"] = measure_status_json(args, pg, started)
+        else:
+            results = measure(args, pg, started)
+            results["status_json"] = measure_status_json(args, pg, started)
     finally:
         if pg:
             pg.drop_all()
@@ -476,9 +528,10 @@ def main():
     results["load_after"] = loadavg()
     results["problems"] = PROBLEMS
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = render(results)
-    (OUT / "results.md").write_text(table)
+    name = "results-status" if args.status_only else "results"
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = render_status_json(results) if args.status_only else render(results)
+    (OUT / f"{name}.md").write_text(table)
     print(table)
     if PROBLEMS:
         sys.exit(1)
@@ -599,6 +652,67 @@ def measure(args, pg, started):
     results["pushgateway_metrics"] = summarize(latency(proc.url("/metrics"), args.runs, "3s"))
     proc.stop()
     return results
+
+
+def measure_status_json(args, pg, started):
+    """/status.json at 10,000 targets (one fresh check each), asked each way of STATUS_JSON_WAYS
+    with one connection, from a server on SQLite and one on a PostgreSQL database seeded alike,
+    one run of each in turn. Seeded checks are spread over the last 2 minutes, so none goes
+    stale during the runs (stale targets would change the answer every second)."""
+    sqlite_db = WORK / "status.db"
+    seed(sqlite_url(sqlite_db), 10_000, 10_000)
+    procs = {"sqlite": server(sqlite_url(sqlite_db))}
+    logs = []
+    if pg:
+        database = pg.create("status_10000")
+        seed(pg.url(database), 10_000, 10_000)
+        pg.psql("vacuum (analyze)", database)
+        logs.append(WORK / f"{database}.log")
+        procs["postgres"] = server(pg.url(database), logs[-1])
+    try:
+        measured = {name: status_json_sizes(proc) for name, proc in procs.items()}
+        for way in STATUS_JSON_WAYS:
+            headers = {name: status_json_way(proc, way) for name, proc in procs.items()}
+            runs = {name: [] for name in procs}
+            for _ in range(args.runs):
+                for name, proc in procs.items():
+                    runs[name] += latency(proc.url("/status.json"), 1, "2s", headers[name])
+            for name in procs:
+                measured[name][way] = summarize(runs[name])
+            progress(f"/status.json {way}: " + ", ".join(
+                f"{name} {ms(measured[name][way]['p50_us'])}" for name in procs), started)
+    finally:
+        for proc in procs.values():
+            proc.stop()
+    keep_logs(logs, "PostgreSQL /status.json reads")
+    if pg:
+        pg.drop(database)
+    return measured
+
+
+def render_status_json(r):
+    reads = r["status_json"]
+    sqlite = reads["sqlite"]
+    pg = reads.get("postgres")
+    lines = [
+        f"/status.json, {sqlite['targets']:,} targets, 1 connection, medians of {r['runs']} runs of 2 s "
+        f"(load {r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after)",
+        "",
+        "| Asked | SQLite p50 / p99 | PostgreSQL p50 / p99 |",
+        "|---|---|---|",
+    ]
+    titles = {
+        "identity": f"plain ({mb(sqlite['bytes'])})",
+        "gzip": f"`Accept-Encoding: gzip` ({sqlite['gzip_bytes'] / 1000:.0f} kB sent)",
+        "not_modified": "`If-None-Match` with the current tag: 304",
+    }
+    for way in STATUS_JSON_WAYS:
+        theirs = f"{ms(pg[way]['p50_us'])} / {ms(pg[way]['p99_us'])}" if pg else "not measured"
+        lines.append(f"| {titles[way]} | {ms(sqlite[way]['p50_us'])} / {ms(sqlite[way]['p99_us'])} "
+                     f"| {theirs} |")
+    if r.get("problems"):
+        lines += ["", "Problems:"] + [f"- {problem}" for problem in r["problems"]]
+    return "\n".join(lines) + "\n"
 
 
 def ingest_postgres_summary(runs):
@@ -755,7 +869,7 @@ def render(r):
         f"| Seeding the {big_rows} history through the store | {r['seed_big']['seconds']} s |",
         f"| Whole harness | {r['seconds']} s |",
     ]
-    return "\n".join(lines + render_postgres(r)) + "\n"
+    return "\n".join(lines + render_postgres(r)) + "\n\n" + render_status_json(r)
 
 
 def render_postgres(r):

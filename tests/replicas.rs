@@ -686,3 +686,115 @@ async fn two_replicas_acknowledging_and_retiring_while_writing_agree() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Each replica keeps its own `/status.json` answers; a write through the other one (a snapshot,
+/// an acknowledgement made and deleted, a retirement, a revival) must show in the very next
+/// answer, with a new tag, however recently the same answer was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_replica_changes_the_others_status_json_at_once() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let database = TestDatabase::create(backend).await;
+    let replicas = start_replicas(&database);
+    let [writer, reader] = [replicas[0].url(""), replicas[1].url("")];
+    let client = reqwest::Client::new();
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let drifted = |ms: i64| {
+        json!({"repo": "replicated", "server": "cached", "sync_status": "OUT_OF_SYNC",
+               "files": [{"name": "a.conf"}], "last_check": rendered_ms(ms)})
+    };
+    assert_eq!(
+        post(&client, &writer, &drifted(now_ms - 60_000)).await.0,
+        200
+    );
+
+    // The reader's answer and tag, then the same tag again: the reader keeps the answer.
+    let answer = |held: Option<String>| {
+        let (client, reader) = (client.clone(), reader.clone());
+        async move {
+            let mut request = client.get(format!("{reader}/status.json"));
+            if let Some(held) = held {
+                request = request.header("if-none-match", held);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let tag = response.headers()["etag"].to_str().unwrap().to_owned();
+            let body = response.text().await.unwrap();
+            (status, tag, body)
+        }
+    };
+    let (_, mut tag, mut body) = answer(None).await;
+    assert_eq!(answer(Some(tag.clone())).await.0, 304);
+
+    let until = rendered_ms(now_ms + 3_600_000);
+    let mut ack_id = Value::Null;
+    for change in ["snapshot", "ack", "unack", "retire", "revive"] {
+        match change {
+            "snapshot" => {
+                assert_eq!(
+                    post(&client, &writer, &drifted(now_ms - 30_000)).await.0,
+                    200
+                );
+            }
+            "ack" => {
+                let made = client
+                    .post(format!("{writer}/api/acks"))
+                    .json(&json!({"repo": "replicated", "server": "cached",
+                                  "reason": "hotfix", "until": until}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(made.status().as_u16(), 201);
+                ack_id = made.json::<Value>().await.unwrap()["id"].clone();
+            }
+            "unack" => {
+                let deleted = client
+                    .delete(format!("{writer}/api/acks/{ack_id}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(deleted.status().as_u16(), 204);
+            }
+            "retire" => {
+                let retired = client
+                    .delete(format!("{writer}/api/targets/replicated/cached"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(retired.status().as_u16(), 204);
+            }
+            _ => {
+                assert_eq!(
+                    post(&client, &writer, &drifted(now_ms - 10_000)).await.0,
+                    200
+                );
+            }
+        }
+        let (status, new_tag, new_body) = answer(Some(tag.clone())).await;
+        assert_eq!(
+            status, 200,
+            "after the {change}, the reader still answered 304"
+        );
+        assert_ne!(new_tag, tag, "{change}");
+        assert_ne!(new_body, body, "{change}");
+        // What the writer answers, the reader answers.
+        assert_eq!(
+            get_text(&client, &writer, "/status.json").await,
+            new_body,
+            "{change}"
+        );
+        let rows: Value = serde_json::from_str(&new_body).unwrap();
+        let acknowledged = rows
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|row| row["acknowledged"]["id"].clone());
+        match change {
+            "ack" => assert_eq!(acknowledged, Some(ack_id.clone())),
+            "retire" => assert_eq!(acknowledged, None, "retired: no row"),
+            _ => assert_eq!(acknowledged, Some(Value::Null), "{change}"),
+        }
+        (tag, body) = (new_tag, new_body);
+    }
+}

@@ -33,7 +33,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Access, Tokens};
 use crate::config::ServeArgs;
-use crate::error::Problem;
+use crate::error::{ApiError, Problem};
 use crate::model::{FieldError, StatusFilter, StatusRow};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -48,8 +48,8 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Who may write and read; none configured means open.
     pub tokens: Arc<Tokens>,
-    /// `/status.json` answers already written, by entity tag.
-    pub status_bodies: Arc<status::EncodedBodies>,
+    /// `/status.json` answers already written, by filter and the store's version.
+    pub status_cache: Arc<status::StatusCache>,
     /// The public half of `--signing-key`: `/api/verify` checks the head statements with it.
     pub public_key: Option<ed25519_dalek::VerifyingKey>,
 }
@@ -63,7 +63,7 @@ impl AppState {
             settings: Arc::new(settings),
             telemetry: Telemetry::new(),
             tokens: Arc::new(Tokens::none()),
-            status_bodies: Arc::default(),
+            status_cache: Arc::default(),
             public_key: None,
         }
     }
@@ -86,23 +86,35 @@ impl AppState {
     /// The latest status of every target the filter selects, staleness judged now.
     pub async fn status_rows(&self, filter: &StatusFilter) -> Result<Vec<StatusRow>, StoreError> {
         let latest = self.store.latest(filter).await?;
-        let now = Timestamp::now();
-        let default_stale_after = self.settings.stale_after_seconds();
-        Ok(latest
-            .into_iter()
-            // A retired target has left every view until a snapshot brings it back.
-            .filter(|latest| latest.retired_at.is_none())
-            .map(|latest| {
-                StatusRow::new(
-                    latest.snapshot,
-                    latest.status_since,
-                    latest.ack.as_deref(),
-                    now,
-                    default_stale_after,
-                )
-            })
-            .filter(|row| filter.selects(row))
-            .collect())
+        Ok(status::status_rows(
+            latest,
+            filter,
+            Timestamp::now(),
+            self.settings.stale_after_seconds(),
+        ))
+    }
+
+    /// `/status.json`'s answer for `filter`: the one kept when the store's version is the one it
+    /// was built at and the clock has not changed a row since, else a new one, kept.
+    pub async fn status_answer(
+        &self,
+        filter: &StatusFilter,
+    ) -> Result<Arc<status::StatusAnswer>, ApiError> {
+        // Before the rows: they are then at least as new as the version they are kept under.
+        let version = self.store.status_version().await?;
+        if let Some(answer) = self.status_cache.get(filter, &version, Timestamp::now()) {
+            return Ok(answer);
+        }
+        let latest = self.store.latest(filter).await?;
+        let answer = Arc::new(status::StatusAnswer::build(
+            filter.clone(),
+            version,
+            latest,
+            Timestamp::now(),
+            self.settings.stale_after_seconds(),
+        )?);
+        self.status_cache.keep(Arc::clone(&answer));
+        Ok(answer)
     }
 }
 

@@ -1,24 +1,32 @@
 //! `GET /status.json`: the latest snapshot of every target, for Grafana's Infinity datasource.
 //!
-//! Dashboards poll it at every refresh, so an unchanged answer is neither written again nor sent
-//! again: its entity tag is computed from the state that determines it, without writing it
-//! ([`status_tag`]), a matching `If-None-Match` gets a 304, and the written body is kept by tag
-//! ([`EncodedBodies`]) for the next client that asks without one.
+//! Dashboards poll it at every refresh, so an unchanged answer is neither built again nor sent
+//! again. Each answer is kept ([`StatusCache`]) with the store's version it was built from
+//! ([`Store::status_version`](crate::store::Store::status_version): a count of the SQLite writer's
+//! commits, PostgreSQL's transaction snapshot) and the instant the clock next changes one of
+//! its rows; while both hold, a request costs a version read and a lookup: the tag, the body
+//! and its gzip encoding are those already written. A matching `If-None-Match` gets a 304.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::conditional::EntityTag;
 use crate::error::{ApiError, Problem, Result};
-use crate::model::{StatusFilter, StatusParams, StatusRow};
+use crate::model::{StatusFilter, StatusParams, StatusRow, next_clock_change};
+use crate::store::{Latest, StatusVersion};
+use crate::timestamp::Timestamp;
 
 /// Latest status of every target.
 ///
@@ -51,18 +59,183 @@ pub async fn status_list(
     headers: HeaderMap,
 ) -> Result<Response> {
     let filter = StatusFilter::from_query(query.as_deref()).map_err(ApiError::InvalidQuery)?;
-    let rows = state.status_rows(&filter).await?;
-    let tag = status_tag(&rows, state.settings.stale_after_seconds());
-    if tag.is_matched_by(&headers) {
-        return Ok(tag.not_modified());
+    let answer = state.status_answer(&filter).await?;
+    if answer.tag.is_matched_by(&headers) {
+        return Ok(answer.tag.not_modified());
     }
-    let body = state.status_bodies.get_or_encode(&tag, || {
-        serde_json::to_vec(&rows)
-            .map_err(|error| ApiError::internal(format!("encoding /status.json: {error}")))
-    })?;
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
-    tag.apply(response.headers_mut());
+    let mut response = if answer.body.len() >= MIN_GZIP_BYTES && prefers_gzip(&headers) {
+        let gzip = answer.gzip()?;
+        let encoding = [(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"))];
+        (encoding, [(header::CONTENT_TYPE, "application/json")], gzip).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            answer.body.clone(),
+        )
+            .into_response()
+    };
+    answer.tag.apply(response.headers_mut());
     Ok(response)
+}
+
+/// One `/status.json` answer, as written for one filter at one version of the store.
+pub struct StatusAnswer {
+    filter: StatusFilter,
+    version: StatusVersion,
+    built_at: Timestamp,
+    /// When the clock first changes one of the rows ([`next_clock_change`]): the answer holds
+    /// from `built_at` until then, unless the version moves.
+    changes_at: Timestamp,
+    pub tag: EntityTag,
+    pub body: Bytes,
+    /// The body gzip-encoded, written for the first client that asks for it.
+    gzip: OnceLock<Bytes>,
+}
+
+impl StatusAnswer {
+    /// Writes the answer `filter` selects from `latest` (what the store gave at `version`),
+    /// staleness judged at `now`. Every target's clock counts, not only the selected ones': a
+    /// target the `state` filter leaves out now may enter it by going stale.
+    pub fn build(
+        filter: StatusFilter,
+        version: StatusVersion,
+        latest: Vec<Latest>,
+        now: Timestamp,
+        default_stale_after_seconds: i64,
+    ) -> Result<Self> {
+        let changes_at = latest
+            .iter()
+            .filter(|latest| latest.retired_at.is_none())
+            .map(|latest| {
+                next_clock_change(
+                    &latest.snapshot,
+                    latest.ack.as_deref(),
+                    now,
+                    default_stale_after_seconds,
+                )
+            })
+            .min()
+            .unwrap_or(Timestamp::from_millis(i64::MAX));
+        let rows = status_rows(latest, &filter, now, default_stale_after_seconds);
+        let tag = status_tag(&rows, default_stale_after_seconds);
+        let body = serde_json::to_vec(&rows)
+            .map_err(|error| ApiError::internal(format!("encoding /status.json: {error}")))?;
+        Ok(Self {
+            filter,
+            version,
+            built_at: now,
+            changes_at,
+            tag,
+            body: Bytes::from(body),
+            gzip: OnceLock::new(),
+        })
+    }
+
+    /// Whether this is the answer to `filter` at `version` and `now`.
+    pub fn answers(&self, filter: &StatusFilter, version: &StatusVersion, now: Timestamp) -> bool {
+        self.version == *version
+            && self.built_at <= now
+            && now < self.changes_at
+            && self.filter == *filter
+    }
+
+    /// The body gzip-encoded, at the level the compression layer uses for every other answer.
+    pub fn gzip(&self) -> Result<Bytes> {
+        if let Some(gzip) = self.gzip.get() {
+            return Ok(gzip.clone());
+        }
+        let mut encoder =
+            GzEncoder::new(Vec::with_capacity(self.body.len() / 8), Compression::fast());
+        encoder
+            .write_all(&self.body)
+            .and_then(|()| encoder.finish())
+            .map(|gzip| self.gzip.get_or_init(|| Bytes::from(gzip)).clone())
+            .map_err(|error| ApiError::internal(format!("gzip of /status.json: {error}")))
+    }
+}
+
+impl fmt::Debug for StatusAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatusAnswer")
+            .field("filter", &self.filter)
+            .field("version", &self.version)
+            .field("built_at", &self.built_at)
+            .field("changes_at", &self.changes_at)
+            .field("tag", &self.tag)
+            .field("bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rows `filter` selects from the store's `latest`, staleness judged at `now`; retired
+/// targets have left every view until a snapshot brings them back.
+pub fn status_rows(
+    latest: Vec<Latest>,
+    filter: &StatusFilter,
+    now: Timestamp,
+    default_stale_after_seconds: i64,
+) -> Vec<StatusRow> {
+    latest
+        .into_iter()
+        .filter(|latest| latest.retired_at.is_none())
+        .map(|latest| {
+            StatusRow::new(
+                latest.snapshot,
+                latest.status_since,
+                latest.ack.as_deref(),
+                now,
+                default_stale_after_seconds,
+            )
+        })
+        .filter(|row| filter.selects(row))
+        .collect()
+}
+
+/// Bodies shorter than this are left to the compression layer, which does not compress them.
+const MIN_GZIP_BYTES: usize = 32;
+
+/// Whether the compression layer would gzip the answer to this request: it picks, among the
+/// `Accept-Encoding` entries it knows with a q-value above 0, the highest q-value, gzip over
+/// identity on a tie; an entry with a malformed q-value is ignored.
+fn prefers_gzip(request: &HeaderMap) -> bool {
+    let mut gzip = 0;
+    let mut identity = 0;
+    let entries = request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|field| field.to_str().ok())
+        .flat_map(|field| field.split(','));
+    for entry in entries {
+        let (coding, q) = match entry.split_once(';') {
+            Some((coding, q)) => (coding, q_value(q.trim())),
+            None => (entry, Some(1000)),
+        };
+        let Some(q) = q else { continue };
+        let coding = coding.trim();
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = gzip.max(q);
+        } else if coding.eq_ignore_ascii_case("identity") {
+            identity = identity.max(q);
+        }
+    }
+    gzip > 0 && gzip >= identity
+}
+
+/// An RFC 9110 q-value (`q=0.5`) in thousandths; `None` when malformed.
+fn q_value(text: &str) -> Option<u16> {
+    let value = text
+        .strip_prefix("q=")
+        .or_else(|| text.strip_prefix("Q="))?;
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|digit| digit.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// The tag of the answer listing `rows`, computed without writing it. A row is fixed by its
@@ -92,64 +265,73 @@ pub fn status_tag(rows: &[StatusRow], default_stale_after_seconds: i64) -> Entit
     EntityTag::from_hasher(hasher)
 }
 
-/// Written `/status.json` bodies by tag, most recently used first: the few distinct answers the
-/// dashboards poll (one per filter) are each written once per change, not once per request.
-/// Bounded by [`EncodedBodies::MAX_BODIES`] and [`EncodedBodies::MAX_BYTES`].
+/// The last few `/status.json` answers, one per filter, most recently used first: the few
+/// distinct answers the dashboards poll are each built once per change, not once per request.
+/// Bounded by [`StatusCache::MAX_ANSWERS`] and [`StatusCache::MAX_BYTES`].
 #[derive(Default)]
-pub struct EncodedBodies {
-    bodies: Mutex<VecDeque<(EntityTag, Bytes)>>,
+pub struct StatusCache {
+    answers: Mutex<VecDeque<Arc<StatusAnswer>>>,
+    builds: AtomicU64,
 }
 
-impl EncodedBodies {
-    pub const MAX_BODIES: usize = 8;
+impl StatusCache {
+    pub const MAX_ANSWERS: usize = 8;
+    /// Of bodies, their gzip encodings not counted (a tenth more at 10,000 targets).
     pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
-    /// The body kept for `tag`, or the one `encode` writes, then kept.
-    pub fn get_or_encode(
+    /// The kept answer to `filter` at `version`, if it still holds at `now`.
+    pub fn get(
         &self,
-        tag: &EntityTag,
-        encode: impl FnOnce() -> Result<Vec<u8>>,
-    ) -> Result<Bytes> {
-        if let Some(body) = self.get(tag) {
-            return Ok(body);
-        }
-        let body = Bytes::from(encode()?);
-        let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
-        if !bodies.iter().any(|(kept, _)| kept == tag) {
-            bodies.push_front((tag.clone(), body.clone()));
-        }
-        let mut bytes = 0;
-        let kept = bodies
+        filter: &StatusFilter,
+        version: &StatusVersion,
+        now: Timestamp,
+    ) -> Option<Arc<StatusAnswer>> {
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = answers
             .iter()
-            .take_while(|(_, body)| {
-                bytes += body.len();
+            .position(|answer| answer.answers(filter, version, now))?;
+        let answer = answers.remove(at)?;
+        answers.push_front(Arc::clone(&answer));
+        Some(answer)
+    }
+
+    /// Keeps a newly built answer in place of the one for the same filter.
+    pub fn keep(&self, answer: Arc<StatusAnswer>) {
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        answers.retain(|kept| kept.filter != answer.filter);
+        answers.push_front(answer);
+        let mut bytes = 0;
+        let kept = answers
+            .iter()
+            .take_while(|answer| {
+                bytes += answer.body.len();
                 bytes <= Self::MAX_BYTES
             })
             .count()
-            .clamp(1, Self::MAX_BODIES);
-        bodies.truncate(kept);
-        Ok(body)
+            .clamp(1, Self::MAX_ANSWERS);
+        answers.truncate(kept);
     }
 
-    fn get(&self, tag: &EntityTag) -> Option<Bytes> {
-        let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
-        let at = bodies.iter().position(|(kept, _)| kept == tag)?;
-        let entry = bodies.remove(at)?;
-        let body = entry.1.clone();
-        bodies.push_front(entry);
-        Some(body)
+    /// How many answers have been built and kept since the start.
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
     }
 }
 
-impl fmt::Debug for EncodedBodies {
+impl fmt::Debug for StatusCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
-        f.debug_struct("EncodedBodies")
-            .field("bodies", &bodies.len())
+        let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("StatusCache")
+            .field("answers", &answers.len())
             .field(
                 "bytes",
-                &bodies.iter().map(|(_, body)| body.len()).sum::<usize>(),
+                &answers
+                    .iter()
+                    .map(|answer| answer.body.len())
+                    .sum::<usize>(),
             )
+            .field("builds", &self.builds())
             .finish()
     }
 }
@@ -157,12 +339,8 @@ impl fmt::Debug for EncodedBodies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::lifecycle::Ack;
     use crate::model::{Snapshot, SyncStatus};
-    use crate::timestamp::Timestamp;
-
-    fn tag(n: u8) -> EntityTag {
-        EntityTag::of([[n].as_slice()])
-    }
 
     fn snapshot_of(id: i64) -> Snapshot {
         Snapshot {
@@ -269,38 +447,246 @@ mod tests {
         assert_eq!(drifted["drift_count"], 2);
     }
 
-    #[test]
-    fn bodies_are_written_once_per_tag_and_the_least_recent_go_first() {
-        let bodies = EncodedBodies::default();
-        let writes = std::cell::Cell::new(0);
-        let get = |n: u8| {
-            bodies
-                .get_or_encode(&tag(n), || {
-                    writes.set(writes.get() + 1);
-                    Ok(vec![n])
-                })
-                .unwrap()
-        };
-        assert_eq!(get(0), Bytes::from(vec![0]));
-        assert_eq!(get(0), Bytes::from(vec![0]));
-        for n in 1..=8 {
-            get(n);
+    fn latest(snapshot: Snapshot, ack: Option<Ack>) -> Latest {
+        Latest {
+            status_since: snapshot.last_check,
+            snapshot,
+            ack: ack.map(Arc::new),
+            retired_at: None,
         }
-        // 0 was the least recently used of nine: gone, and written again.
-        get(0);
-        assert_eq!(writes.get(), 10);
-        get(8);
-        assert_eq!(writes.get(), 10);
+    }
+
+    fn ack_until(until: i64) -> Ack {
+        Ack {
+            id: 9,
+            repo: "r".to_owned(),
+            server: "s".to_owned(),
+            reason: "hotfix".to_owned(),
+            by: "anonymous".to_owned(),
+            files: None,
+            created_at: Timestamp::from_millis(0),
+            until: Timestamp::from_millis(until),
+            ended_at: None,
+            end_reason: None,
+            ended_by: None,
+        }
+    }
+
+    fn drifted(id: i64, last_check: i64, stale_after_seconds: Option<i64>) -> Snapshot {
+        Snapshot {
+            sync_status: SyncStatus::OutOfSync,
+            last_check: Timestamp::from_millis(last_check),
+            stale_after_seconds,
+            ..snapshot_of(id)
+        }
+    }
+
+    fn build(filter: StatusFilter, version: u64, rows: Vec<Latest>, now: i64) -> StatusAnswer {
+        StatusAnswer::build(
+            filter,
+            StatusVersion::Published(version),
+            rows,
+            Timestamp::from_millis(now),
+            600,
+        )
+        .unwrap()
+    }
+
+    proptest::proptest! {
+        /// Until `next_clock_change`, the row built at any instant is the row built at `now`; at
+        /// that instant it differs whenever the cause is one the row shows.
+        #[test]
+        fn a_row_holds_until_its_next_clock_change(
+            last_check in 0_i64..2_000_000,
+            own in proptest::option::of(1_i64..1_000),
+            now in 0_i64..4_000_000,
+            until in proptest::option::of(0_i64..4_000_000),
+            later in 0.0_f64..1.0,
+        ) {
+            let snapshot = drifted(1, last_check, own);
+            let ack = until.map(ack_until);
+            let at = |millis: i64| StatusRow::new(
+                snapshot.clone(), Timestamp::from_millis(0), ack.as_ref(),
+                Timestamp::from_millis(millis), 600,
+            );
+            let next = next_clock_change(&snapshot, ack.as_ref(), Timestamp::from_millis(now), 600)
+                .as_millis();
+            proptest::prop_assert!(next > now);
+            let within = now + ((next - now - 1) as f64 * later) as i64;
+            proptest::prop_assert_eq!(at(within), at(now));
+            proptest::prop_assert_eq!(at(next - 1), at(now));
+            proptest::prop_assert_ne!(at(next), at(now));
+        }
+    }
+
+    /// An answer is served again for its filter and version until the clock changes a row;
+    /// another version, another filter, the clock going back or reaching that instant miss.
+    #[test]
+    fn a_kept_answer_holds_for_its_filter_and_version_until_the_clock_changes_it() {
+        let cache = StatusCache::default();
+        let now = 1_000_000;
+        // Fresh until 1,000,000 + 600,000; the acknowledgement ends before that.
+        let rows = || {
+            vec![
+                latest(drifted(1, now, None), Some(ack_until(now + 5_000))),
+                latest(drifted(2, now - 100_000, None), None),
+            ]
+        };
+        let answer = Arc::new(build(StatusFilter::default(), 7, rows(), now));
+        cache.keep(Arc::clone(&answer));
+        let all = StatusFilter::default();
+        let get = |filter: &StatusFilter, version: u64, at: i64| {
+            cache.get(
+                filter,
+                &StatusVersion::Published(version),
+                Timestamp::from_millis(at),
+            )
+        };
+        for at in [now, now + 1, now + 4_999] {
+            let kept = get(&all, 7, at).expect("kept");
+            assert!(Arc::ptr_eq(&kept, &answer), "at {at}");
+        }
+        assert!(
+            get(&all, 7, now + 5_000).is_none(),
+            "the acknowledgement ended"
+        );
+        assert!(get(&all, 7, now - 1).is_none(), "the clock went back");
+        assert!(get(&all, 8, now).is_none(), "another version");
+        let one_server = StatusFilter {
+            server: Some("s".to_owned()),
+            ..StatusFilter::default()
+        };
+        assert!(get(&one_server, 7, now).is_none(), "another filter");
+        // Past the acknowledgement, the row's next change is target 2 going stale.
+        let later = Arc::new(build(all.clone(), 7, rows(), now + 5_000));
+        cache.keep(Arc::clone(&later));
+        assert_ne!(later.body, answer.body);
+        assert_ne!(later.tag, answer.tag);
+        assert!(get(&all, 7, now + 500_000).is_some());
+        assert!(get(&all, 7, now + 500_001).is_none(), "target 2 went stale");
+        assert_eq!(cache.builds(), 2);
+        assert_eq!(
+            cache.answers.lock().unwrap().len(),
+            1,
+            "one answer per filter"
+        );
+    }
+
+    /// A target the `state` filter leaves out still counts: going stale brings it in.
+    #[test]
+    fn a_filtered_answer_ends_when_an_unlisted_target_goes_stale() {
+        let now = 1_000_000;
+        let stale_only = StatusFilter {
+            states: vec![crate::model::TargetState::Stale],
+            ..StatusFilter::default()
+        };
+        let answer = build(
+            stale_only.clone(),
+            1,
+            vec![latest(drifted(1, now - 599_000, None), None)],
+            now,
+        );
+        assert_eq!(&answer.body[..], b"[]");
+        let version = StatusVersion::Published(1);
+        assert!(answer.answers(&stale_only, &version, Timestamp::from_millis(now + 1_000)));
+        assert!(!answer.answers(&stale_only, &version, Timestamp::from_millis(now + 1_001)));
     }
 
     #[test]
-    fn a_body_over_the_byte_bound_is_served_but_keeps_only_itself() {
-        let bodies = EncodedBodies::default();
-        bodies.get_or_encode(&tag(1), || Ok(vec![1])).unwrap();
-        let big = bodies
-            .get_or_encode(&tag(2), || Ok(vec![0; EncodedBodies::MAX_BYTES + 1]))
-            .unwrap();
-        assert_eq!(big.len(), EncodedBodies::MAX_BYTES + 1);
-        assert_eq!(bodies.bodies.lock().unwrap().len(), 1);
+    fn the_least_recently_used_answers_go_first() {
+        let cache = StatusCache::default();
+        let filter = |n: usize| StatusFilter {
+            server: Some(format!("s{n}")),
+            ..StatusFilter::default()
+        };
+        for n in 0..=StatusCache::MAX_ANSWERS {
+            cache.keep(Arc::new(build(filter(n), 1, Vec::new(), 0)));
+            if n == 0 {
+                continue;
+            }
+            // 0 stays the most recently used.
+            assert!(
+                cache
+                    .get(
+                        &filter(0),
+                        &StatusVersion::Published(1),
+                        Timestamp::from_millis(0)
+                    )
+                    .is_some()
+            );
+        }
+        let kept = |n| {
+            cache
+                .get(
+                    &filter(n),
+                    &StatusVersion::Published(1),
+                    Timestamp::from_millis(0),
+                )
+                .is_some()
+        };
+        assert!(kept(0));
+        assert!(!kept(1), "the least recently used of nine");
+        assert!(kept(StatusCache::MAX_ANSWERS));
+    }
+
+    #[test]
+    fn the_gzip_body_is_the_body() {
+        let answer = build(
+            StatusFilter::default(),
+            1,
+            vec![latest(drifted(1, 0, None), None)],
+            0,
+        );
+        let gzip = answer.gzip().unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut out).unwrap();
+        assert_eq!(out, answer.body);
+        assert_eq!(
+            answer.gzip().unwrap().as_ptr(),
+            gzip.as_ptr(),
+            "written once"
+        );
+    }
+
+    /// The same choice as the compression layer's (tower-http's `Accept-Encoding` parsing).
+    #[test]
+    fn gzip_is_chosen_as_the_compression_layer_would() {
+        let choose = |fields: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for field in fields {
+                headers.append(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_str(field).unwrap(),
+                );
+            }
+            prefers_gzip(&headers)
+        };
+        for yes in [
+            &["gzip"][..],
+            &["GZIP"],
+            &["x-gzip"],
+            &["deflate, gzip;q=0.5"],
+            &["br", "gzip;q=1.000"],
+            &["gzip;q=0.5, identity;q=0.5"],
+            &["gzip, deflate, br, zstd"],
+            &["gzip;q=1."],
+        ] {
+            assert!(choose(yes), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["br"],
+            &["*"],
+            &["gzip;q=0"],
+            &["gzip;q=0.000"],
+            &["gzip;q=0.5, identity"],
+            &["gzip;q=1.5"],
+            &["gzip;q=0.0001"],
+            &["gzip;q=.5"],
+            &["gzip;level=1"],
+            &["identity"],
+        ] {
+            assert!(!choose(no), "{no:?}");
+        }
     }
 }

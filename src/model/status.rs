@@ -186,6 +186,34 @@ impl StatusRow {
     }
 }
 
+/// The first instant after `now` at which the clock alone changes the row [`StatusRow::new`]
+/// builds from the same arguments: the target going stale (`stale`, `state`, `in_sync`,
+/// `stale_since`), a stale target's `stale_seconds` gaining a second, or the acknowledgement in
+/// force reaching `until`. Until then, the row built at any instant is the row built at `now`.
+pub fn next_clock_change(
+    latest: &Snapshot,
+    ack: Option<&Ack>,
+    now: Timestamp,
+    default_stale_after_seconds: i64,
+) -> Timestamp {
+    let stale_after_millis = latest
+        .stale_after_seconds
+        .unwrap_or(default_stale_after_seconds)
+        .saturating_mul(1000);
+    let stale_since = latest.last_check.plus_millis(stale_after_millis);
+    // Stale once the age exceeds the stale-after: from the millisecond after `stale_since`.
+    let staleness = if now <= stale_since {
+        stale_since.plus_millis(1)
+    } else {
+        let stale_seconds = now.as_millis().saturating_sub(stale_since.as_millis()) / 1000;
+        stale_since.plus_millis(stale_seconds.saturating_add(1).saturating_mul(1000))
+    };
+    match ack.filter(|ack| ack.in_force(now)) {
+        Some(ack) => staleness.min(ack.until),
+        None => staleness,
+    }
+}
+
 /// Query parameters of `GET /status.json`: the accepted names and their documentation;
 /// `StatusFilter::from_query` validates the values.
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -188,6 +188,17 @@ impl HistorySpan {
     }
 }
 
+/// A version of every target's latest state ([`Store::status_version`]): equal versions, equal
+/// answers from [`Store::latest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusVersion {
+    /// SQLite: how many times this process's writer has published; it is the only writer.
+    Published(u64),
+    /// PostgreSQL: the transaction snapshot (`pg_current_snapshot()`), which every commit to
+    /// the cluster changes, whichever replica (or other client) made it.
+    Snapshot(String),
+}
+
 /// The one store the service runs on.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -263,6 +274,15 @@ impl Store {
         match self {
             Self::Sqlite(store) => store.submit(records).await,
             Self::Postgres(store) => store.submit(records).await,
+        }
+    }
+
+    /// What [`Store::latest`] answers has not changed while this stays the same; read it before
+    /// `latest`, whose answer is then at least as new. `/status.json`'s cache is keyed by it.
+    pub async fn status_version(&self) -> Result<StatusVersion, StoreError> {
+        match self {
+            Self::Sqlite(store) => Ok(StatusVersion::Published(store.published_version())),
+            Self::Postgres(store) => store.status_version().await,
         }
     }
 

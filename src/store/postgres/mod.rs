@@ -20,7 +20,7 @@ use sqlx::{ConnectOptions, Connection, Postgres, Row};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{ConnectError, HistorySpan, Latest, PruneReport, StoreError};
+use super::{ConnectError, HistorySpan, Latest, PruneReport, StatusVersion, StoreError};
 use crate::chain::{Checkpoint, Verification};
 use crate::config::Problem;
 use crate::model::lifecycle::Ack;
@@ -125,6 +125,17 @@ impl PostgresStore {
     /// Queues records for the writer and waits for their outcomes.
     pub async fn submit(&self, records: Vec<Record>) -> Result<Vec<Outcome>, StoreError> {
         pipeline::submit(&self.inner.jobs, records, std::convert::identity).await
+    }
+
+    /// The transaction snapshot now: which transactions have committed. Any commit, by any
+    /// replica, changes it, and a later statement sees at least what it names; it also changes
+    /// for commits that leave `latest` as it was (other tables, other databases of the
+    /// cluster), which costs a rebuild, never a wrong answer. One round trip, no table read.
+    pub async fn status_version(&self) -> Result<StatusVersion, StoreError> {
+        let snapshot: String = sqlx::query_scalar("select pg_current_snapshot()::text")
+            .fetch_one(&self.inner.pool)
+            .await?;
+        Ok(StatusVersion::Snapshot(snapshot))
     }
 
     /// Every matching target's latest snapshot, from the pointers the writers keep in `targets`:

@@ -9,7 +9,7 @@ mod writer;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -125,11 +125,7 @@ impl SqliteStore {
 
     /// Served from the writer's published state: no query, sorted by (repo, server).
     pub async fn latest(&self, filter: &StatusFilter) -> Result<Vec<Latest>, StoreError> {
-        let published = self
-            .inner
-            .latest
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let published = self.inner.latest.read();
         Ok(published
             .iter()
             .filter(|((repo, server), _)| {
@@ -138,6 +134,12 @@ impl SqliteStore {
             })
             .map(|(_, latest)| Latest::clone(latest))
             .collect())
+    }
+
+    /// How many times the writer has published since the store opened: `latest` answers the same
+    /// while this stays the same. Read it first.
+    pub fn published_version(&self) -> u64 {
+        self.inner.latest.version()
     }
 
     /// Earliest and latest `last_check`, and how many snapshots, among the filter's targets: one

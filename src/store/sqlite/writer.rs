@@ -9,7 +9,8 @@
 //! Any failure rolls back and reloads the memory from what committed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -39,7 +40,35 @@ pub const MAX_STATEMENT_ROWS: usize = 64;
 const MAX_CACHED_FILESETS: usize = 65_536;
 
 /// The latest snapshot of every target, by (repo, server), as readers see it after each commit.
-pub type SharedLatest = Arc<RwLock<BTreeMap<(String, String), Arc<Latest>>>>;
+pub type SharedLatest = Arc<Published>;
+
+/// Every target's latest as the writer last published it, and how many times it has published:
+/// the version `/status.json`'s cache is keyed by. Every change goes through
+/// [`Published::publish`], which counts it.
+#[derive(Debug, Default)]
+pub struct Published {
+    latest: RwLock<BTreeMap<(String, String), Arc<Latest>>>,
+    version: AtomicU64,
+}
+
+impl Published {
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<(String, String), Arc<Latest>>> {
+        self.latest.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Read before [`Published::read`]: what is then read is at least this version. The count
+    /// moves while the lock is held, after the change, so a reader that sees the new count
+    /// waits for the new map.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut BTreeMap<(String, String), Arc<Latest>>)) {
+        let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+        change(&mut latest);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+}
 
 /// What the writer is asked to do.
 #[derive(Debug)]
@@ -141,10 +170,7 @@ impl Writer {
             self.memory.targets.insert(key.clone(), tip);
             published.insert(key, Arc::new(latest));
         }
-        *self
-            .published
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = published;
+        self.published.publish(|latest| *latest = published);
         Ok(())
     }
 
@@ -349,10 +375,7 @@ impl Backend for Writer {
         };
         match written {
             Ok((outcomes, touched)) => {
-                self.published
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .extend(touched);
+                self.published.publish(|latest| latest.extend(touched));
                 Ok(outcomes)
             }
             Err(error) => {
@@ -586,13 +609,7 @@ impl Steps for SqliteSteps<'_> {
                 .touched
                 .get(&key)
                 .cloned()
-                .or_else(|| {
-                    self.published
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get(&key)
-                        .cloned()
-                })
+                .or_else(|| self.published.read().get(&key).cloned())
                 .map(|latest| Latest {
                     ack,
                     retired_at,
@@ -959,7 +976,6 @@ mod tests {
         let published: Vec<(String, i64, i64)> = writer
             .published
             .read()
-            .unwrap()
             .values()
             .map(|latest| {
                 (
@@ -1006,7 +1022,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, 100 + MAX_STATEMENT_ROWS as i64 + 1);
-        let published = writer.published.read().unwrap().len();
+        let published = writer.published.read().len();
         assert_eq!(published, 100);
     }
 
@@ -1051,6 +1067,6 @@ mod tests {
         let memory = writer.memory.targets.clone();
         writer.reload().await.unwrap();
         assert_eq!(writer.memory.targets, memory);
-        assert_eq!(writer.published.read().unwrap().len(), 2);
+        assert_eq!(writer.published.read().len(), 2);
     }
 }
