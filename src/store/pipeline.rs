@@ -38,6 +38,7 @@ use crate::chain::{self, EventFields, Hash};
 use crate::model::lifecycle::{Ack, EventKind, EventOutcome, NewEvent, Silence, body};
 use crate::model::{NewSnapshot, Order, Snapshot, SyncStatus};
 use crate::rollups::{Holder, RollupDeltas};
+use crate::store::episode_table::EpisodeDeltas;
 use crate::store::rules::{
     self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, snapshot_of,
 };
@@ -391,6 +392,8 @@ pub trait Steps {
     async fn silence_end(&mut self, id: i64) -> Result<Option<(i64, Option<i64>)>, StoreError>;
     /// The batch's changes to the daily rollups, written before it commits.
     fn rollups(&mut self) -> &mut RollupDeltas;
+    /// The batch's changes to the materialised episodes, written before it commits.
+    fn episodes(&mut self) -> &mut EpisodeDeltas;
 }
 
 /// Places every snapshot, in order, on its target's history and chain, through `steps`. Rows
@@ -435,6 +438,10 @@ async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Out
             Ok(recorded)
         };
         if let Ok(recorded) = &outcome {
+            if late && !recorded.replayed {
+                // A late check can split a run or fill a gap: its target is derived again.
+                steps.episodes().recompute(tip.target_id);
+            }
             let revives = tip.retired_at.is_some();
             let resolves = !late && tip.ack.is_some() && new.sync_status == SyncStatus::Synced;
             if !recorded.replayed && (revives || resolves) {
@@ -517,6 +524,7 @@ async fn follow_snapshot(
         )
         .await?;
         tip.retired_at = None;
+        steps.episodes().recompute(target_id);
         changed = true;
     }
     if let (false, SyncStatus::Synced, Some(ack)) = (late, new.sync_status, tip.ack) {
@@ -717,6 +725,7 @@ async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome
                 )
                 .await?;
                 tip.retired_at = Some(at);
+                steps.episodes().recompute(target_id);
                 Some(id)
             }
         }
@@ -879,6 +888,17 @@ async fn append(
     rollups.check(tip.target_id, last_check);
     if let Some(previous) = tip.latest {
         rollups.hold(tip.target_id, previous.holder(), last_check, 1);
+    }
+    // And the episodes': the target's current run goes on or closes (see episode_table).
+    if tip.retired_at.is_none() {
+        steps.episodes().append(
+            tip.target_id,
+            tip.latest.is_some(),
+            id,
+            last_check,
+            sync_status,
+            new.stale_after_seconds,
+        );
     }
     tip.latest = Some(LatestCheck {
         id,
