@@ -1,6 +1,10 @@
 //! What `/api/episodes` reads, the same way on both stores, and how a page of episodes is found
-//! from it. Episodes are not stored: they are derived from the snapshots by the rules of
-//! `/api/stats` (src/stats.rs), reading only around the episodes a page returns.
+//! from it. Episodes are derived from the snapshots by the rules of `/api/stats` (src/stats.rs),
+//! reading only around the episodes a page returns. This derivation is the reference: the
+//! materialised episodes (src/store/episode_table.rs) are what it finds, kept as snapshots
+//! commit, and a page reads them instead ([`table_page`]) when they are complete for the clock's
+//! default stale-after ([`EpisodePath`]); a late check, a retirement or a revival recomputes its
+//! target with [`target_pieces`], which walks the whole target with the code below.
 //!
 //! A target's timeline splits into *blocks*: the snapshots from one status change (a row of
 //! snapshots_target_changes with bit 1 of `change`) to the next, or to a retirement. Within a
@@ -23,6 +27,11 @@
 //! snapshots (none for STALE). It does not grow with the history before or after the page, but
 //! it does with the length of the runs it touches. Each store answers the reads
 //! ([`EpisodeReads`]) inside one read transaction.
+//!
+//! From the materialised episodes a page costs, per source (closed episodes; heads' runs; heads'
+//! open STALE episodes; with `from`, closed episodes are read as those starting from it and those
+//! spanning it, each on its own index), one index range of at most `limit + 1` rows in the page's
+//! order, and per episode returned the same few seeks and passes as above: no walk per target.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -265,8 +274,18 @@ pub trait EpisodeReads {
     async fn table_ready(&mut self, default_stale_after: i64) -> Result<bool, StoreError>;
     /// Candidates of a page from the materialised episodes (see [`candidates_sql`]).
     async fn candidates(&mut self, sql: &CandidateSql) -> Result<Vec<Candidate>, StoreError>;
-    /// A snapshot by id.
-    async fn snapshot(&mut self, id: i64) -> Result<Option<SnapshotPoint>, StoreError>;
+    /// Snapshots by id, in one statement.
+    async fn snapshots(&mut self, ids: &[i64]) -> Result<Vec<SnapshotPoint>, StoreError>;
+    /// The acknowledgements of these targets, in one statement.
+    async fn acks_of(&mut self, targets: &[i64]) -> Result<Vec<TargetAck>, StoreError>;
+}
+
+/// An acknowledgement and its target.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetAck {
+    pub target_id: i64,
+    #[sqlx(flatten)]
+    pub ack: AckRow,
 }
 
 /// Which page a page of `/api/episodes` reads.
@@ -279,9 +298,13 @@ pub enum EpisodePath {
     Materialised,
 }
 
-/// A snapshot by id.
-pub const SNAPSHOT_SQL: &str = "select id, last_check, sync_status, stale_after, fileset_id \
-     from snapshots where id = $1";
+/// Snapshots by id (a list follows).
+const SNAPSHOTS_SQL: &str = "select id, last_check, sync_status, stale_after, fileset_id \
+     from snapshots where id in (";
+
+/// The acknowledgements of targets (a list follows), on acks_target.
+const TARGET_ACKS_SQL: &str = "select target_id, id, reason, \"by\", created_at, \"until\", \
+     ended_at from acks where target_id in (";
 
 /// An episode a page may return, from a row of `episodes` or `episode_heads`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -446,10 +469,19 @@ fn candidates_sql(
                     ));
                 }
                 (Part::Spanning, Some(from)) => {
+                    // On episodes_ended: those ending after `from` are few when it is recent,
+                    // where those starting before it are most of the history. `+ 0` keeps
+                    // SQLite's planner off episodes_started.
                     let from = sql.int(from);
                     sql.text.push_str(&format!(
-                        " and e.ended_at > {from} and e.started_at < {from}"
+                        " and e.ended_at > {from} and e.started_at + 0 < {from}"
                     ));
+                    sql.page(
+                        ("(e.started_at + 0)", "(e.first_snapshot_id + 0)"),
+                        filter,
+                        limit,
+                    );
+                    return Some(sql);
                 }
                 (_, None) => return None,
             }
@@ -546,8 +578,41 @@ async fn table_page(
     }
     let more = candidates.len() > limit;
     candidates.truncate(limit);
-    let mut filesets = Filesets::default();
+    // What the runs returned need, read with one statement each: their first and last
+    // snapshots, and their targets' acknowledgements.
+    let runs = || {
+        candidates.iter().filter(|candidate| {
+            candidate.state != crate::store::episode_table::state_code(TargetState::Stale)
+        })
+    };
+    let mut ids: Vec<i64> = runs()
+        .flat_map(|candidate| [candidate.key_id, candidate.last_snapshot_id])
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let snapshots: HashMap<i64, SnapshotPoint> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        reads
+            .snapshots(&ids)
+            .await?
+            .into_iter()
+            .map(|snapshot| (snapshot.id, snapshot))
+            .collect()
+    };
+    let mut drifted: Vec<i64> = runs()
+        .filter(|candidate| candidate.state != SyncStatus::Synced.code())
+        .map(|candidate| candidate.target_id)
+        .collect();
+    drifted.sort_unstable();
+    drifted.dedup();
     let mut acks: HashMap<i64, Vec<AckRow>> = HashMap::new();
+    if !drifted.is_empty() {
+        for row in reads.acks_of(&drifted).await? {
+            acks.entry(row.target_id).or_default().push(row.ack);
+        }
+    }
+    let mut filesets = Filesets::default();
     let mut episodes = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         let state = crate::store::episode_table::state_of(candidate.state)?;
@@ -568,14 +633,14 @@ async fn table_page(
         };
         if state != TargetState::Stale {
             let target = candidate.target_id;
-            let snapshot = |found: Option<SnapshotPoint>, id: i64| {
-                found.ok_or_else(|| {
+            let snapshot = |id: i64| {
+                snapshots.get(&id).copied().ok_or_else(|| {
                     StoreError::corrupt(format!("episode of target {target}: no snapshot {id}"))
                 })
             };
-            let first = snapshot(reads.snapshot(candidate.key_id).await?, candidate.key_id)?;
+            let first = snapshot(candidate.key_id)?;
             let last_id = candidate.last_snapshot_id;
-            let last = snapshot(reads.snapshot(last_id).await?, last_id)?;
+            let last = snapshot(last_id)?;
             episode.last_snapshot_id = last_id;
             episode.checks = reads.count(target, start, last.last_check).await?;
             if state != TargetState::Synced {
@@ -588,12 +653,7 @@ async fn table_page(
                 }
                 episode.files_text = files_text(names.iter().map(String::as_str));
                 episode.files = names.into_iter().map(|name| FileEntry { name }).collect();
-                let target_acks = match acks.entry(target) {
-                    std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(unknown) => {
-                        unknown.insert(reads.acks(target).await?)
-                    }
-                };
+                let target_acks = acks.get(&target).map_or(&[][..], Vec::as_slice);
                 episode.acknowledged = covering(target_acks, start, end);
             }
         }
@@ -1789,11 +1849,24 @@ macro_rules! episode_reads_for {
                 Ok(query.fetch_all(self).await?)
             }
 
-            async fn snapshot(&mut self, id: i64) -> Result<Option<SnapshotPoint>, StoreError> {
-                Ok(sqlx::query_as(SNAPSHOT_SQL)
-                    .bind(id)
-                    .fetch_optional(self)
-                    .await?)
+            async fn snapshots(&mut self, ids: &[i64]) -> Result<Vec<SnapshotPoint>, StoreError> {
+                let mut select = sqlx::QueryBuilder::<$database>::new(SNAPSHOTS_SQL);
+                let mut list = select.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                Ok(select.build_query_as().fetch_all(self).await?)
+            }
+
+            async fn acks_of(&mut self, targets: &[i64]) -> Result<Vec<TargetAck>, StoreError> {
+                let mut select = sqlx::QueryBuilder::<$database>::new(TARGET_ACKS_SQL);
+                let mut list = select.separated(", ");
+                for id in targets {
+                    list.push_bind(*id);
+                }
+                select.push(") order by target_id, id");
+                Ok(select.build_query_as().fetch_all(self).await?)
             }
         }
     };
