@@ -26,6 +26,11 @@
 //!   transition flags of the snapshot after it are recomputed) and still extends the chain, which
 //!   follows arrival order.
 //!
+//! Placement also tells the batch's derived tables what changed: the daily rollups
+//! ([`Steps::rollups`]) and the materialised episodes ([`Steps::episodes`]: an append steps the
+//! target's current run; a late check, a retirement or a revival recomputes the target), each
+//! written once per batch before it commits.
+//!
 //! The chain is a property of the target, not of snapshots: [`Tip::head`] is whatever record was
 //! chained last. Other kinds of chained records (acknowledgements, silences, retirements) extend
 //! the same head through the same steps.
