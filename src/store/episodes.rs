@@ -1,6 +1,10 @@
 //! What `/api/episodes` reads, the same way on both stores, and how a page of episodes is found
-//! from it. Episodes are not stored: they are derived from the snapshots by the rules of
-//! `/api/stats` (src/stats.rs), reading only around the episodes a page returns.
+//! from it. Episodes are derived from the snapshots by the rules of `/api/stats` (src/stats.rs),
+//! reading only around the episodes a page returns. This derivation is the reference: the
+//! materialised episodes (src/store/episode_table.rs) are what it finds, kept as snapshots
+//! commit, and a page reads them instead ([`table_page`]) when they are complete for the clock's
+//! default stale-after ([`EpisodePath`]); a late check, a retirement or a revival recomputes its
+//! target with [`target_pieces`], which walks the whole target with the code below.
 //!
 //! A target's timeline splits into *blocks*: the snapshots from one status change (a row of
 //! snapshots_target_changes with bit 1 of `change`) to the next, or to a retirement. Within a
@@ -23,6 +27,11 @@
 //! snapshots (none for STALE). It does not grow with the history before or after the page, but
 //! it does with the length of the runs it touches. Each store answers the reads
 //! ([`EpisodeReads`]) inside one read transaction.
+//!
+//! From the materialised episodes a page costs, per source (closed episodes; heads' runs; heads'
+//! open STALE episodes; with `from`, closed episodes are read as those starting from it and those
+//! spanning it, each on its own index), one index range of at most `limit + 1` rows in the page's
+//! order, and per episode returned the same few seeks and passes as above: no walk per target.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -261,6 +270,396 @@ pub trait EpisodeReads {
     ) -> Result<Vec<i64>, StoreError>;
     async fn fileset(&mut self, id: i64) -> Result<String, StoreError>;
     async fn acks(&mut self, target: i64) -> Result<Vec<AckRow>, StoreError>;
+    /// Whether the materialised episodes are complete for this default stale-after (seconds).
+    async fn table_ready(&mut self, default_stale_after: i64) -> Result<bool, StoreError>;
+    /// Candidates of a page from the materialised episodes (see [`candidates_sql`]).
+    async fn candidates(&mut self, sql: &CandidateSql) -> Result<Vec<Candidate>, StoreError>;
+    /// Snapshots by id, in one statement.
+    async fn snapshots(&mut self, ids: &[i64]) -> Result<Vec<SnapshotPoint>, StoreError>;
+    /// The acknowledgements of these targets, in one statement.
+    async fn acks_of(&mut self, targets: &[i64]) -> Result<Vec<TargetAck>, StoreError>;
+}
+
+/// An acknowledgement and its target.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetAck {
+    pub target_id: i64,
+    #[sqlx(flatten)]
+    pub ack: AckRow,
+}
+
+/// Which page a page of `/api/episodes` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpisodePath {
+    /// Derive the episodes from the snapshots, whatever is materialised.
+    Derived,
+    /// Read the materialised episodes (src/store/episode_table.rs) when they are complete for
+    /// the clock's default stale-after, else derive them.
+    Materialised,
+}
+
+/// Snapshots by id (a list follows).
+const SNAPSHOTS_SQL: &str = "select id, last_check, sync_status, stale_after, fileset_id \
+     from snapshots where id in (";
+
+/// The acknowledgements of targets (a list follows), on acks_target.
+const TARGET_ACKS_SQL: &str = "select target_id, id, reason, \"by\", created_at, \"until\", \
+     ended_at from acks where target_id in (";
+
+/// An episode a page may return, from a row of `episodes` or `episode_heads`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Candidate {
+    pub target_id: i64,
+    pub repo: String,
+    pub server: String,
+    /// `episode_table::state_code`.
+    pub state: i64,
+    pub started_at: i64,
+    pub key_id: i64,
+    pub ended_at: Option<i64>,
+    pub last_snapshot_id: i64,
+}
+
+impl Candidate {
+    fn key(&self) -> (i64, i64) {
+        (self.started_at, self.key_id)
+    }
+}
+
+/// A parameter of a [`CandidateSql`].
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// A statement that reads candidates, with `$n` parameters, the same on both databases.
+#[derive(Debug, Clone, Default)]
+pub struct CandidateSql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+}
+
+impl CandidateSql {
+    fn int(&mut self, value: i64) -> String {
+        self.binds.push(Bind::Int(value));
+        format!("${}", self.binds.len())
+    }
+
+    fn text(&mut self, value: &str) -> String {
+        self.binds.push(Bind::Text(value.to_owned()));
+        format!("${}", self.binds.len())
+    }
+
+    /// Restricts `column` (a target id) to the filter's repo and server.
+    fn targets(&mut self, column: &str, filter: &EpisodeFilter) {
+        let clause = match (&filter.repo, &filter.server) {
+            (Some(repo), Some(server)) => {
+                let (repo, server) = (self.text(repo), self.text(server));
+                format!(
+                    " and {column} = (select id from targets where repo = {repo} and server = {server})"
+                )
+            }
+            (Some(repo), None) => {
+                let repo = self.text(repo);
+                format!(" and {column} in (select id from targets where repo = {repo})")
+            }
+            (None, Some(server)) => {
+                let server = self.text(server);
+                format!(" and {column} in (select id from targets where server = {server})")
+            }
+            (None, None) => return,
+        };
+        self.text.push_str(&clause);
+    }
+
+    /// The cursor on `(start, id)` columns, then the order and the limit.
+    fn page(&mut self, (start, id): (&str, &str), filter: &EpisodeFilter, limit: usize) {
+        let direction = direction(filter.order);
+        if let Some(after) = filter.after {
+            let (at, key) = (
+                self.int(after.started_at.as_millis()),
+                self.int(after.first_snapshot_id),
+            );
+            let comparison = match filter.order {
+                Order::Asc => ">",
+                Order::Desc => "<",
+            };
+            self.text
+                .push_str(&format!(" and ({start}, {id}) {comparison} ({at}, {key})"));
+        }
+        let limit = self.int(i64::try_from(limit).unwrap_or(i64::MAX));
+        self.text.push_str(&format!(
+            " order by {start} {direction}, {id} {direction} limit {limit}"
+        ));
+    }
+}
+
+/// Where candidates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Closed episodes: all, those starting at or after `from`, or those spanning `from` (each
+    /// on its own index).
+    Closed(Part),
+    /// The heads' runs: open, or ended at `stale_at`.
+    Runs,
+    /// The heads' open STALE episodes.
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    All,
+    FromOn,
+    Spanning,
+}
+
+/// The codes of the states the filter wants, as an SQL list; `None`: every state.
+fn state_list(filter: &EpisodeFilter, states: &[TargetState]) -> Option<String> {
+    if filter.states.is_empty() {
+        return None;
+    }
+    let codes: Vec<String> = states
+        .iter()
+        .filter(|state| filter.wants(**state))
+        .map(|state| crate::store::episode_table::state_code(*state).to_string())
+        .collect();
+    Some(if codes.is_empty() {
+        "(-1)".to_owned()
+    } else {
+        format!("({})", codes.join(", "))
+    })
+}
+
+/// The statement reading at most `limit` candidates of `source` that the filter selects, in its
+/// order after its cursor; `None` when the source holds none it selects.
+fn candidates_sql(
+    source: Source,
+    filter: &EpisodeFilter,
+    now: i64,
+    limit: usize,
+) -> Option<CandidateSql> {
+    let mut sql = CandidateSql::default();
+    let from = filter.from.map(Timestamp::as_millis);
+    let to = filter.to.map(Timestamp::as_millis);
+    match source {
+        Source::Closed(part) => {
+            if filter.open == Some(true) {
+                return None;
+            }
+            sql.text.push_str(
+                "select e.target_id, t.repo, t.server, e.state, e.started_at, \
+                 e.first_snapshot_id as key_id, e.ended_at, e.last_snapshot_id \
+                 from episodes e join targets t on t.id = e.target_id where 1 = 1",
+            );
+            sql.targets("e.target_id", filter);
+            if let Some(list) = state_list(filter, &TargetState::ALL) {
+                sql.text.push_str(&format!(" and e.state in {list}"));
+            }
+            if let Some(to) = to {
+                let to = sql.int(to);
+                sql.text.push_str(&format!(" and e.started_at < {to}"));
+            }
+            match (part, from) {
+                (Part::All, _) => {}
+                (Part::FromOn, Some(from)) => {
+                    let from = sql.int(from);
+                    sql.text.push_str(&format!(
+                        " and e.started_at >= {from} and e.ended_at > {from}"
+                    ));
+                }
+                (Part::Spanning, Some(from)) => {
+                    // On episodes_ended: those ending after `from` are few when it is recent,
+                    // where those starting before it are most of the history. `+ 0` keeps
+                    // SQLite's planner off episodes_started.
+                    let from = sql.int(from);
+                    sql.text.push_str(&format!(
+                        " and e.ended_at > {from} and e.started_at + 0 < {from}"
+                    ));
+                    sql.page(
+                        ("(e.started_at + 0)", "(e.first_snapshot_id + 0)"),
+                        filter,
+                        limit,
+                    );
+                    return Some(sql);
+                }
+                (_, None) => return None,
+            }
+            sql.page(("e.started_at", "e.first_snapshot_id"), filter, limit);
+        }
+        Source::Runs => {
+            let now = sql.int(now);
+            sql.text.push_str(&format!(
+                "select h.target_id, t.repo, t.server, h.sync_status as state, h.started_at, \
+                 h.first_snapshot_id as key_id, \
+                 case when h.stale_at < {now} then h.stale_at end as ended_at, \
+                 h.last_snapshot_id from episode_heads h join targets t on t.id = h.target_id \
+                 where (h.stale_at >= {now} or h.stale_at > h.started_at)"
+            ));
+            sql.targets("h.target_id", filter);
+            let statuses = [
+                TargetState::Synced,
+                TargetState::OutOfSync,
+                TargetState::Error,
+            ];
+            if let Some(list) = state_list(filter, &statuses) {
+                sql.text.push_str(&format!(" and h.sync_status in {list}"));
+            }
+            match filter.open {
+                Some(true) => sql.text.push_str(&format!(" and h.stale_at >= {now}")),
+                Some(false) => sql.text.push_str(&format!(" and h.stale_at < {now}")),
+                None => {}
+            }
+            if let Some(to) = to {
+                let to = sql.int(to);
+                sql.text.push_str(&format!(" and h.started_at < {to}"));
+            }
+            if let Some(from) = from {
+                let from = sql.int(from);
+                sql.text.push_str(&format!(
+                    " and (h.stale_at >= {now} or h.stale_at > {from})"
+                ));
+            }
+            sql.page(("h.started_at", "h.first_snapshot_id"), filter, limit);
+        }
+        Source::Stale => {
+            if !filter.wants(TargetState::Stale) || filter.open == Some(false) {
+                return None;
+            }
+            let now = sql.int(now);
+            sql.text.push_str(&format!(
+                "select h.target_id, t.repo, t.server, cast(3 as bigint) as state, \
+                 h.stale_start as started_at, h.last_snapshot_id as key_id, \
+                 cast(null as bigint) as ended_at, h.last_snapshot_id \
+                 from episode_heads h join targets t on t.id = h.target_id \
+                 where h.stale_at < {now}"
+            ));
+            sql.targets("h.target_id", filter);
+            if let Some(to) = to {
+                let to = sql.int(to);
+                sql.text.push_str(&format!(" and h.stale_start < {to}"));
+            }
+            sql.page(("h.stale_start", "h.last_snapshot_id"), filter, limit);
+        }
+    }
+    Some(sql)
+}
+
+/// One page from the materialised episodes: at most `limit + 1` candidates from each source
+/// (each an index range in the page's order), merged; then, per episode returned, its checks,
+/// files and acknowledgement, read as the derived page reads them.
+async fn table_page(
+    reads: &mut impl EpisodeReads,
+    filter: &EpisodeFilter,
+    clock: EpisodeClock,
+    limit: usize,
+) -> Result<(Vec<Episode>, bool), StoreError> {
+    let now = clock.now.as_millis();
+    let fetch = limit.saturating_add(1);
+    let sources: &[Source] = if filter.from.is_some() {
+        &[
+            Source::Closed(Part::FromOn),
+            Source::Closed(Part::Spanning),
+            Source::Runs,
+            Source::Stale,
+        ]
+    } else {
+        &[Source::Closed(Part::All), Source::Runs, Source::Stale]
+    };
+    let mut candidates = Vec::new();
+    for source in sources {
+        if let Some(sql) = candidates_sql(*source, filter, now, fetch) {
+            candidates.extend(reads.candidates(&sql).await?);
+        }
+    }
+    match filter.order {
+        Order::Asc => candidates.sort_by_key(Candidate::key),
+        Order::Desc => candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.key())),
+    }
+    let more = candidates.len() > limit;
+    candidates.truncate(limit);
+    // What the runs returned need, read with one statement each: their first and last
+    // snapshots, and their targets' acknowledgements.
+    let runs = || {
+        candidates.iter().filter(|candidate| {
+            candidate.state != crate::store::episode_table::state_code(TargetState::Stale)
+        })
+    };
+    let mut ids: Vec<i64> = runs()
+        .flat_map(|candidate| [candidate.key_id, candidate.last_snapshot_id])
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let snapshots: HashMap<i64, SnapshotPoint> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        reads
+            .snapshots(&ids)
+            .await?
+            .into_iter()
+            .map(|snapshot| (snapshot.id, snapshot))
+            .collect()
+    };
+    let mut drifted: Vec<i64> = runs()
+        .filter(|candidate| candidate.state != SyncStatus::Synced.code())
+        .map(|candidate| candidate.target_id)
+        .collect();
+    drifted.sort_unstable();
+    drifted.dedup();
+    let mut acks: HashMap<i64, Vec<AckRow>> = HashMap::new();
+    if !drifted.is_empty() {
+        for row in reads.acks_of(&drifted).await? {
+            acks.entry(row.target_id).or_default().push(row.ack);
+        }
+    }
+    let mut filesets = Filesets::default();
+    let mut episodes = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let state = crate::store::episode_table::state_of(candidate.state)?;
+        let (start, end) = (candidate.started_at, candidate.ended_at);
+        let mut episode = Episode {
+            repo: candidate.repo,
+            server: candidate.server,
+            state,
+            started_at: Timestamp::from_millis(start),
+            ended_at: end.map(Timestamp::from_millis),
+            duration_seconds: seconds(end.unwrap_or(now).saturating_sub(start).max(0)),
+            checks: 0,
+            files: Vec::new(),
+            files_text: String::new(),
+            first_snapshot_id: candidate.key_id,
+            last_snapshot_id: candidate.key_id,
+            acknowledged: None,
+        };
+        if state != TargetState::Stale {
+            let target = candidate.target_id;
+            let snapshot = |id: i64| {
+                snapshots.get(&id).copied().ok_or_else(|| {
+                    StoreError::corrupt(format!("episode of target {target}: no snapshot {id}"))
+                })
+            };
+            let first = snapshot(candidate.key_id)?;
+            let last_id = candidate.last_snapshot_id;
+            let last = snapshot(last_id)?;
+            episode.last_snapshot_id = last_id;
+            episode.checks = reads.count(target, start, last.last_check).await?;
+            if state != TargetState::Synced {
+                let mut names = BTreeSet::new();
+                let changes = reads
+                    .file_changes(target, first.last_check, last.last_check)
+                    .await?;
+                for id in first.fileset_id.into_iter().chain(changes) {
+                    names.extend(filesets.names(reads, id).await?.iter().cloned());
+                }
+                episode.files_text = files_text(names.iter().map(String::as_str));
+                episode.files = names.into_iter().map(|name| FileEntry { name }).collect();
+                let target_acks = acks.get(&target).map_or(&[][..], Vec::as_slice);
+                episode.acknowledged = covering(target_acks, start, end);
+            }
+        }
+        episodes.push(episode);
+    }
+    Ok((episodes, more))
 }
 
 /// A span of a target's time with no state: from a retirement until the revival (`None`: not
@@ -1170,7 +1569,13 @@ pub async fn page(
     filter: &EpisodeFilter,
     clock: EpisodeClock,
     limit: usize,
+    path: EpisodePath,
 ) -> Result<(Vec<Episode>, bool), StoreError> {
+    if path == EpisodePath::Materialised
+        && reads.table_ready(clock.default_stale_after_seconds).await?
+    {
+        return table_page(reads, filter, clock, limit).await;
+    }
     let selection = Selection {
         filter,
         from: filter.from.map_or(i64::MIN, Timestamp::as_millis),
@@ -1223,6 +1628,81 @@ pub async fn page(
     // A walk still holding a head has a selected episode the page left for the next.
     let more = walks.iter().any(|walk| walk.head.is_some());
     Ok((episodes, more))
+}
+
+/// One episode of a target as the derivation finds it: what `episode_table` stores of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DerivedPiece {
+    pub state: TargetState,
+    /// Its block's status (a STALE piece's too).
+    pub status: SyncStatus,
+    pub start: i64,
+    /// `None` while open.
+    pub end: Option<i64>,
+    /// The cursor's `first_snapshot_id`: a run's first snapshot, or the one that went stale.
+    pub key_id: i64,
+    /// A run's last snapshot; for STALE, `key_id`.
+    pub last_id: i64,
+    /// The `last_check` of `last_id`, and when its state goes stale.
+    pub last_at: i64,
+    pub last_stale_at: i64,
+}
+
+/// Every episode of `target`, in time order, derived with the clock at its latest check (so that
+/// the current run is open, however old that check is), and `default_stale_after` (ms) for
+/// snapshots without their own. Reads the target's whole history: for a late check, a
+/// retirement, a revival and a rebuild, not for an append.
+pub async fn target_pieces(
+    reads: &mut impl EpisodeReads,
+    target: i64,
+    default_stale_after: i64,
+) -> Result<Vec<DerivedPiece>, StoreError> {
+    let Some(latest) = reads.point(target, Seek::AtOrBefore, i64::MAX).await? else {
+        return Ok(Vec::new());
+    };
+    let retirements = retirements(reads, target).await?;
+    let filter = EpisodeFilter::default();
+    let selection = Selection {
+        filter: &filter,
+        from: i64::MIN,
+        to: i64::MAX,
+        after: None,
+    };
+    let mut walk = Walk {
+        target: EpisodeTarget {
+            id: target,
+            repo: String::new(),
+            server: String::new(),
+        },
+        timeline: Timeline {
+            target,
+            retired: retired_spans(&retirements),
+            default_stale_after,
+            now: latest.last_check,
+        },
+        head: None,
+        acks: None,
+    };
+    walk.start(reads, &selection).await?;
+    let mut pieces = Vec::new();
+    while let Some(piece) = walk.head {
+        let last = match piece {
+            Piece::Run { last, .. } => last,
+            Piece::Stale { after, .. } => after,
+        };
+        pieces.push(DerivedPiece {
+            state: piece.state(),
+            status: piece.block().status(),
+            start: piece.start(),
+            end: piece.end(),
+            key_id: piece.key().1,
+            last_id: last.id,
+            last_at: last.at,
+            last_stale_at: last.stale_at(),
+        });
+        walk.advance(reads, &selection).await?;
+    }
+    Ok(pieces)
 }
 
 /// `EpisodeReads` for a connection type of `$database`: the same statements on either, but
@@ -1346,6 +1826,47 @@ macro_rules! episode_reads_for {
                     .bind(target)
                     .fetch_all(self)
                     .await?)
+            }
+
+            async fn table_ready(&mut self, default_stale_after: i64) -> Result<bool, StoreError> {
+                let meta: Option<(i64, i64)> = sqlx::query_as(crate::store::sql::ROLLUP_META_SQL)
+                    .fetch_optional(self)
+                    .await?;
+                Ok(meta == Some((default_stale_after, 1)))
+            }
+
+            async fn candidates(
+                &mut self,
+                sql: &CandidateSql,
+            ) -> Result<Vec<Candidate>, StoreError> {
+                let mut query = sqlx::query_as::<$database, Candidate>(&sql.text);
+                for bind in &sql.binds {
+                    query = match bind {
+                        Bind::Int(value) => query.bind(*value),
+                        Bind::Text(value) => query.bind(value.clone()),
+                    };
+                }
+                Ok(query.fetch_all(self).await?)
+            }
+
+            async fn snapshots(&mut self, ids: &[i64]) -> Result<Vec<SnapshotPoint>, StoreError> {
+                let mut select = sqlx::QueryBuilder::<$database>::new(SNAPSHOTS_SQL);
+                let mut list = select.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                Ok(select.build_query_as().fetch_all(self).await?)
+            }
+
+            async fn acks_of(&mut self, targets: &[i64]) -> Result<Vec<TargetAck>, StoreError> {
+                let mut select = sqlx::QueryBuilder::<$database>::new(TARGET_ACKS_SQL);
+                let mut list = select.separated(", ");
+                for id in targets {
+                    list.push_bind(*id);
+                }
+                select.push(") order by target_id, id");
+                Ok(select.build_query_as().fetch_all(self).await?)
             }
         }
     };

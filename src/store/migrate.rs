@@ -442,6 +442,7 @@ async fn copy(
     };
     copy_statements(sqlite, postgres).await?;
     copy_rollups(sqlite, postgres).await?;
+    copy_episodes(sqlite, postgres).await?;
 
     // New rows continue after the copied ones; snapshots and events share one id sequence.
     sqlx::query(
@@ -593,6 +594,75 @@ async fn copy_rollups(
         .bind(ready)
         .execute(&mut *postgres)
         .await?;
+    }
+    Ok(())
+}
+
+/// Copies the materialised episodes (src/store/episode_table.rs), which are kept with the
+/// rollups and for the same default, when the source has them: the copy's rollup_meta says they
+/// are complete when the source's did.
+async fn copy_episodes(
+    sqlite: &mut SqliteConnection,
+    postgres: &mut PgConnection,
+) -> Result<(), ConnectError> {
+    let kept: bool = sqlx::query_scalar(
+        "select exists (select 1 from sqlite_master where type = 'table' and name = 'episode_heads')",
+    )
+    .fetch_one(&mut *sqlite)
+    .await?;
+    if !kept {
+        return Ok(());
+    }
+    // A server may have started on the empty database and kept (empty) ones already.
+    sqlx::query("delete from episodes")
+        .execute(&mut *postgres)
+        .await?;
+    sqlx::query("delete from episode_heads")
+        .execute(&mut *postgres)
+        .await?;
+    for (select, insert, columns) in [
+        (
+            "select target_id, state, started_at, first_snapshot_id, ended_at, last_snapshot_id \
+             from episodes order by target_id, started_at, first_snapshot_id",
+            "insert into episodes (target_id, state, started_at, first_snapshot_id, ended_at, \
+             last_snapshot_id) select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], \
+             $4::bigint[], $5::bigint[], $6::bigint[])",
+            6,
+        ),
+        (
+            "select target_id, sync_status, started_at, first_snapshot_id, last_snapshot_id, \
+             last_check, stale_at, stale_start from episode_heads order by target_id",
+            "insert into episode_heads (target_id, sync_status, started_at, first_snapshot_id, \
+             last_snapshot_id, last_check, stale_at, stale_start) select * from \
+             unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+             $6::bigint[], $7::bigint[], $8::bigint[])",
+            8,
+        ),
+    ] {
+        let mut rows = sqlx::query(select).fetch(&mut *sqlite);
+        let mut page: Vec<Vec<i64>> = vec![Vec::with_capacity(PAGE); columns];
+        loop {
+            let row = rows.try_next().await?;
+            let end = row.is_none();
+            if let Some(row) = row {
+                for (index, column) in page.iter_mut().enumerate() {
+                    column.push(sqlx::Row::try_get::<i64, _>(&row, index)?);
+                }
+            }
+            if page[0].len() == PAGE || (end && !page[0].is_empty()) {
+                let mut query = sqlx::query(insert);
+                for column in &page {
+                    query = query.bind(column.clone());
+                }
+                query.execute(&mut *postgres).await?;
+                for column in &mut page {
+                    column.clear();
+                }
+            }
+            if end {
+                break;
+            }
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The storage seam: the domain verbs the API needs, one implementation per database.
 
 mod audit;
+mod episode_table;
 mod episodes;
 mod lifecycle;
 mod migrate;
@@ -26,6 +27,7 @@ use crate::stats::{StatsInput, StatsRequest};
 use crate::timestamp::Timestamp;
 use pipeline::{Outcome, Placed, Record};
 
+pub use episodes::EpisodePath;
 pub use lifecycle::Activity;
 pub use migrate::{MigrateError, MigrateReport, migrate_to};
 pub use notify::{
@@ -504,9 +506,23 @@ impl Store {
         clock: crate::model::EpisodeClock,
         limit: usize,
     ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
+        self.episodes_page_by(EpisodePath::Materialised, filter, clock, limit)
+            .await
+    }
+
+    /// [`Store::episodes_page`] by the path given: derived from the snapshots, or from the
+    /// materialised episodes when they are complete for the clock's default stale-after
+    /// (src/store/episode_table.rs). Both give the same answer; tests compare them.
+    pub async fn episodes_page_by(
+        &self,
+        path: EpisodePath,
+        filter: &crate::model::EpisodeFilter,
+        clock: crate::model::EpisodeClock,
+        limit: usize,
+    ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
         match self {
-            Self::Sqlite(store) => store.episodes_page(filter, clock, limit).await,
-            Self::Postgres(store) => store.episodes_page(filter, clock, limit).await,
+            Self::Sqlite(store) => store.episodes_page(filter, clock, limit, path).await,
+            Self::Postgres(store) => store.episodes_page(filter, clock, limit, path).await,
         }
     }
 

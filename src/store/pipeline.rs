@@ -26,6 +26,11 @@
 //!   transition flags of the snapshot after it are recomputed) and still extends the chain, which
 //!   follows arrival order.
 //!
+//! Placement also tells the batch's derived tables what changed: the daily rollups
+//! ([`Steps::rollups`]) and the materialised episodes ([`Steps::episodes`]: an append steps the
+//! target's current run; a late check, a retirement or a revival recomputes the target), each
+//! written once per batch before it commits.
+//!
 //! The chain is a property of the target, not of snapshots: [`Tip::head`] is whatever record was
 //! chained last. Other kinds of chained records (acknowledgements, silences, retirements) extend
 //! the same head through the same steps.
@@ -38,6 +43,7 @@ use crate::chain::{self, EventFields, Hash};
 use crate::model::lifecycle::{Ack, EventKind, EventOutcome, NewEvent, Silence, body};
 use crate::model::{NewSnapshot, Order, Snapshot, SyncStatus};
 use crate::rollups::{Holder, RollupDeltas};
+use crate::store::episode_table::EpisodeDeltas;
 use crate::store::rules::{
     self, FILES_CHANGED, STATUS_CHANGED, change_between, received_delay, snapshot_of,
 };
@@ -392,6 +398,8 @@ pub trait Steps {
     async fn silence_end(&mut self, id: i64) -> Result<Option<(i64, Option<i64>)>, StoreError>;
     /// The batch's changes to the daily rollups, written before it commits.
     fn rollups(&mut self) -> &mut RollupDeltas;
+    /// The batch's changes to the materialised episodes, written before it commits.
+    fn episodes(&mut self) -> &mut EpisodeDeltas;
 }
 
 /// Places every snapshot, in order, on its target's history and chain, through `steps`. Rows
@@ -436,6 +444,10 @@ async fn place_snapshot(steps: &mut impl Steps, new: &NewSnapshot) -> Result<Out
             Ok(recorded)
         };
         if let Ok(recorded) = &outcome {
+            if late && !recorded.replayed {
+                // A late check can split a run or fill a gap: its target is derived again.
+                steps.episodes().recompute(tip.target_id);
+            }
             let revives = tip.retired_at.is_some();
             let resolves = !late && tip.ack.is_some() && new.sync_status == SyncStatus::Synced;
             if !recorded.replayed && (revives || resolves) {
@@ -513,6 +525,7 @@ async fn follow_snapshot(
         )
         .await?;
         tip.retired_at = None;
+        steps.episodes().recompute(target_id);
         changed = true;
     }
     if let (false, SyncStatus::Synced, Some(ack)) = (late, new.sync_status, tip.ack) {
@@ -709,6 +722,7 @@ async fn place_event(steps: &mut impl Steps, event: &NewEvent) -> Result<Outcome
                 )
                 .await?;
                 tip.retired_at = Some(at);
+                steps.episodes().recompute(target_id);
                 Some(id)
             }
         }
@@ -871,6 +885,17 @@ async fn append(
     rollups.check(tip.target_id, last_check);
     if let Some(previous) = tip.latest {
         rollups.hold(tip.target_id, previous.holder(), last_check, 1);
+    }
+    // And the episodes': the target's current run goes on or closes (see episode_table).
+    if tip.retired_at.is_none() {
+        steps.episodes().append(
+            tip.target_id,
+            tip.latest.is_some(),
+            id,
+            last_check,
+            sync_status,
+            new.stale_after_seconds,
+        );
     }
     tip.latest = Some(LatestCheck {
         id,

@@ -82,6 +82,12 @@ macro_rules! rebuild_target_for {
                         }),
                     stale_after,
                 );
+                crate::store::episode_table::EpisodeWrites::recompute_episodes(
+                    &mut *self,
+                    target,
+                    stale_after,
+                )
+                .await?;
                 sqlx::query(DELETE_TARGET_SQL)
                     .bind(target)
                     .execute(&mut *self)

@@ -16,6 +16,7 @@ use crate::store::audit::{
     SILENCES_SQL, SilenceRow, TARGETS_BEFORE_LIFECYCLE_SQL, TARGETS_SQL, TargetHead, Verifier,
     WalkReads, canonical_files, checkpoint_map, listed_checkpoints,
 };
+use crate::store::episode_table::EpisodeWrites;
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -267,10 +268,13 @@ async fn apply(connection: &mut PgConnection, actions: PageActions) -> Result<()
         .await?;
     }
     if !actions.remove.is_empty() {
+        let pruned = connection.targets_of(&actions.remove).await?;
         sqlx::query("delete from snapshots where id = any($1)")
             .bind(&actions.remove)
             .execute(&mut *connection)
             .await?;
+        // Their first episodes change with the snapshots that are left.
+        connection.recompute_targets(&pruned).await?;
     }
     Ok(())
 }

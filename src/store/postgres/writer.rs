@@ -20,6 +20,7 @@ use crate::chain::{self, Hash};
 use crate::model::{NewSnapshot, Order, Snapshot};
 use crate::rollups::{DayTotals, RollupDeltas};
 use crate::store::StoreError;
+use crate::store::episode_table::{EpisodeDeltas, EpisodeWrites};
 use crate::store::pipeline::{
     self, Backend, Batch, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TipAck,
     TransitionRow, WriteJob,
@@ -156,6 +157,7 @@ impl Writer {
             transitions: Vec::new(),
             failure: None,
             rollups: RollupDeltas::new(rollup_stale_after),
+            episodes: EpisodeDeltas::new(rollup_stale_after),
         };
         let outcomes = match pipeline::place(&mut steps, records).await {
             Ok(outcomes) => outcomes,
@@ -170,6 +172,11 @@ impl Writer {
         steps.write_transitions().await?;
         steps.update_targets().await?;
         steps.write_rollups().await?;
+        steps
+            .connection
+            .write_episodes(&mut steps.episodes)
+            .await
+            .map_err(Failure::Store)?;
         // A file set stored only for snapshots that were refused (conflicts) or replayed goes
         // again: a refused request changes nothing stored.
         let unused: Vec<i64> = inserted
@@ -246,6 +253,7 @@ struct PgSteps<'c> {
     /// The driver's error behind the last step that failed, for `Writer::write` to judge.
     failure: Option<sqlx::Error>,
     rollups: RollupDeltas,
+    episodes: EpisodeDeltas,
 }
 
 impl PgSteps<'_> {
@@ -529,6 +537,10 @@ impl Steps for PgSteps<'_> {
 
     fn rollups(&mut self) -> &mut RollupDeltas {
         &mut self.rollups
+    }
+
+    fn episodes(&mut self) -> &mut EpisodeDeltas {
+        &mut self.episodes
     }
 }
 

@@ -12,6 +12,7 @@ use crate::store::audit::{
     LISTED_CHECKPOINTS_SQL, ListedCheckpoint, PAGE, Plan, ResumePoint, WalkReads, Walker,
     listed_checkpoints,
 };
+use crate::store::episode_table::EpisodeWrites;
 use crate::store::{PruneReport, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -186,6 +187,7 @@ impl Prune {
                 .execute(&mut *connection)
                 .await?;
         }
+        let pruned = connection.targets_of(&actions.remove).await?;
         for ids in actions.remove.chunks(500) {
             let mut delete = QueryBuilder::<Sqlite>::new("delete from snapshots where id in (");
             let mut list = delete.separated(", ");
@@ -195,6 +197,8 @@ impl Prune {
             delete.push(")");
             delete.build().execute(&mut *connection).await?;
         }
+        // Their first episodes change with the snapshots that are left.
+        connection.recompute_targets(&pruned).await?;
         Ok(done)
     }
 }

@@ -405,11 +405,12 @@ impl SqliteStore {
         filter: &crate::model::EpisodeFilter,
         clock: crate::model::EpisodeClock,
         limit: usize,
+        path: super::EpisodePath,
     ) -> Result<(Vec<crate::model::Episode>, bool), StoreError> {
         // A transaction object, not `begin` and `rollback` statements: a request dropped half
         // way must not hand its connection back to the pool still open.
         let mut transaction = self.inner.readers.begin().await?;
-        let result = super::episodes::page(&mut *transaction, filter, clock, limit).await;
+        let result = super::episodes::page(&mut *transaction, filter, clock, limit, path).await;
         transaction.rollback().await?;
         result
     }

@@ -23,6 +23,7 @@ use crate::chain::{self, Hash};
 use crate::model::lifecycle::Ack;
 use crate::model::{Order, Snapshot};
 use crate::rollups::{DayTotals, RollupDeltas};
+use crate::store::episode_table::{EpisodeDeltas, EpisodeWrites};
 use crate::store::pipeline::{
     self, Backend, Batch, Effect, EventRow, LatestCheck, Outcome, Record, Row, Steps, Tip, TipAck,
     TransitionRow, WriteJob,
@@ -359,6 +360,7 @@ impl Backend for Writer {
         let rollups = RollupDeltas::new(self.memory.rollup_stale_after);
         let mut steps = SqliteSteps {
             rollups,
+            episodes: EpisodeDeltas::new(self.memory.rollup_stale_after),
             connection: &mut self.connection,
             memory: &mut self.memory,
             published: &self.published,
@@ -407,6 +409,7 @@ struct SqliteSteps<'a> {
     /// The targets' new latest, published once the batch commits.
     touched: HashMap<(String, String), Arc<Latest>>,
     rollups: RollupDeltas,
+    episodes: EpisodeDeltas,
 }
 
 impl SqliteSteps<'_> {
@@ -427,12 +430,14 @@ impl SqliteSteps<'_> {
         if self.in_transaction
             || self.needs_transaction
             || !rollups.is_empty()
+            || !self.episodes.is_empty()
             || self.rows.len() > MAX_STATEMENT_ROWS
         {
             self.begin().await?;
             self.write_pending().await?;
             write_transitions(&mut *self.connection, &self.transitions).await?;
             write_rollups(&mut *self.connection, &rollups).await?;
+            self.connection.write_episodes(&mut self.episodes).await?;
             sqlx::query("commit").execute(&mut *self.connection).await?;
         } else {
             self.write_pending().await?;
@@ -672,6 +677,10 @@ impl Steps for SqliteSteps<'_> {
 
     fn rollups(&mut self) -> &mut RollupDeltas {
         &mut self.rollups
+    }
+
+    fn episodes(&mut self) -> &mut EpisodeDeltas {
+        &mut self.episodes
     }
 }
 
