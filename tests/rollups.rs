@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{Backend, TestDatabase};
+use common::{Backend, TestDatabase, random_history};
 use gitops_status_server::model::lifecycle::{EventKind, NewEvent, NewSilence};
-use gitops_status_server::model::{NewSnapshot, SyncStatus};
 use gitops_status_server::rollups::DAY_MILLIS;
 use gitops_status_server::stats::{self, GroupBy, StatsFormat, StatsInput, StatsRequest};
 use gitops_status_server::store::{StatsPath, Store};
@@ -135,43 +134,19 @@ async fn write(store: &Store, ops: &[Op]) {
                 } else {
                     newest[*target] + step
                 };
-                let sync_status = [SyncStatus::Synced, SyncStatus::OutOfSync, SyncStatus::Error]
-                    [usize::from(*status)];
-                let files: Vec<String> = if sync_status == SyncStatus::Synced {
-                    Vec::new()
-                } else {
-                    [(1, "a.conf"), (2, "b.conf")]
-                        .iter()
-                        .filter(|(bit, _)| files & bit != 0)
-                        .map(|(_, name)| (*name).to_owned())
-                        .collect()
-                };
-                let snapshot = NewSnapshot {
-                    repo: "r".to_owned(),
-                    server: format!("s{target}"),
-                    sync_status,
-                    drift_count: files.len() as i64,
-                    files,
-                    last_check: Timestamp::from_millis(last_check),
-                    last_check_defaulted: false,
-                    received_at: Timestamp::from_millis(newest[*target] + 1000),
-                    revision: None,
-                    run_url: None,
-                    message: None,
-                    stale_after_seconds: *stale_after,
-                };
+                let snapshot = random_history::check(
+                    *target,
+                    last_check,
+                    newest[*target] + 1000,
+                    *status,
+                    *files,
+                    *stale_after,
+                );
                 // A late check may land on a taken time with other content: a conflict.
                 let _ = store.record(snapshot).await;
             }
             Op::Retire { target } => {
-                let event = NewEvent {
-                    repo: "r".to_owned(),
-                    server: format!("s{target}"),
-                    at: Timestamp::from_millis(newest[*target] + MINUTE),
-                    kind: EventKind::Retire {
-                        by: "ops".to_owned(),
-                    },
-                };
+                let event = random_history::retire(*target, newest[*target] + MINUTE);
                 let _ = store.record_event(event).await;
             }
             Op::Ack {

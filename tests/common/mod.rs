@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod chain_builder;
 mod database;
+pub mod random_history;
 pub mod tools;
 
 pub use database::{Backend, PostgresDatabase, TestDatabase};
